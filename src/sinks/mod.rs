@@ -1,0 +1,112 @@
+//! Sinks: where records go. File sinks write to a temporary name and rename on success, so
+//! a failed or interrupted run never leaves a half-written file under the real name.
+
+pub mod csv;
+pub mod jsonl;
+pub mod output;
+pub mod parquet;
+
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::error::Result;
+use crate::record::{Position, Record, Value};
+
+/// Where a stream writes its records. Exactly one kind.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// An Apache Parquet file with a typed schema, zstd-compressed.
+    Parquet(parquet::ParquetSinkConfig),
+    /// Delimited text with a header row; nested fields become dotted columns.
+    Csv(csv::CsvSinkConfig),
+    /// Newline-delimited JSON.
+    Jsonl(jsonl::JsonlSinkConfig),
+}
+
+impl SinkConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SinkConfig::Parquet(_) => "parquet",
+            SinkConfig::Csv(_) => "csv",
+            SinkConfig::Jsonl(_) => "jsonl",
+        }
+    }
+
+    /// The file the sink writes, if it writes one.
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            SinkConfig::Parquet(c) => Some(&c.path),
+            SinkConfig::Csv(c) => Some(&c.path),
+            SinkConfig::Jsonl(c) => Some(&c.path),
+        }
+    }
+
+    /// Creates the output (under a temporary name) and returns the running sink.
+    pub fn build(&self, context: SinkContext) -> Result<Box<dyn Sink>> {
+        Ok(match self {
+            SinkConfig::Parquet(c) => Box::new(c.build(context)?),
+            SinkConfig::Csv(c) => Box::new(c.build(context)?),
+            SinkConfig::Jsonl(c) => Box::new(c.build(context)?),
+        })
+    }
+}
+
+/// What a sink needs from the run.
+#[derive(Clone)]
+pub struct SinkContext {
+    pub stream: String,
+    pub dead_letters: DeadLetters,
+}
+
+impl SinkContext {
+    /// Sends a record the sink cannot write to the dead-letter file. Fails when that is one
+    /// record more than `--max-errors` allows.
+    pub fn reject(
+        &self,
+        position: &Position,
+        reason: impl Into<String>,
+        record: Record,
+    ) -> Result<()> {
+        self.dead_letters.reject(DeadLetter::new(
+            &self.stream,
+            position,
+            "sink",
+            reason,
+            Value::Object(record),
+        ))
+    }
+}
+
+/// A running sink.
+pub trait Sink: Send {
+    /// Takes one record. A record the sink cannot write goes to the dead-letter file through
+    /// its [`SinkContext`]; an `Err` is fatal and ends the stream.
+    fn write(&mut self, record: Record, position: Position) -> Result<()>;
+
+    /// Writes everything still buffered and puts the output in place.
+    fn finish(self: Box<Self>) -> Result<SinkSummary>;
+
+    /// Gives up: partial output is removed, the previous output (if any) stays.
+    fn abort(self: Box<Self>);
+}
+
+/// What a sink wrote.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct SinkSummary {
+    /// Records written.
+    pub written: u64,
+    /// Records sent to the dead-letter file by the sink.
+    pub rejected: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// Size of the output file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// Sink-specific details (Parquet: schema, row groups).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
+}

@@ -1,0 +1,145 @@
+//! Output files written under a temporary name (`<name>.inprogress`) and renamed into place
+//! once complete. Dropping an uncommitted output removes the temporary file.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// The rename still to be done for an output file.
+#[derive(Debug)]
+pub struct PendingOutput {
+    final_path: PathBuf,
+    temp_path: PathBuf,
+    done: bool,
+}
+
+impl PendingOutput {
+    /// Creates `<path>.inprogress` (and the parent directories) and returns it open.
+    pub fn create(path: &Path) -> Result<(File, PendingOutput)> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".inprogress");
+        let temp_path = path.with_file_name(name);
+        let file = File::create(&temp_path).map_err(|e| Error::io(&temp_path, e))?;
+        Ok((
+            file,
+            PendingOutput {
+                final_path: path.to_path_buf(),
+                temp_path,
+                done: false,
+            },
+        ))
+    }
+
+    pub fn final_path(&self) -> &Path {
+        &self.final_path
+    }
+
+    pub fn temp_path(&self) -> &Path {
+        &self.temp_path
+    }
+
+    /// Makes the finished file durable and moves it to its real name; returns its size.
+    pub fn commit(mut self, file: File) -> Result<u64> {
+        file.sync_all().map_err(|e| Error::io(&self.temp_path, e))?;
+        let size = file
+            .metadata()
+            .map_err(|e| Error::io(&self.temp_path, e))?
+            .len();
+        drop(file);
+        std::fs::rename(&self.temp_path, &self.final_path)
+            .map_err(|e| Error::io(&self.final_path, e))?;
+        self.done = true;
+        Ok(size)
+    }
+}
+
+impl Drop for PendingOutput {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.temp_path);
+        }
+    }
+}
+
+/// A text output: buffered, gzip-compressed when the name ends in `.gz`.
+pub enum TextOutput {
+    Plain(BufWriter<File>),
+    Gzip(flate2::write::GzEncoder<BufWriter<File>>),
+}
+
+impl TextOutput {
+    pub fn new(file: File, path: &Path) -> TextOutput {
+        let buffered = BufWriter::with_capacity(256 * 1024, file);
+        if crate::sources::files::is_gzip(path) {
+            TextOutput::Gzip(flate2::write::GzEncoder::new(
+                buffered,
+                flate2::Compression::default(),
+            ))
+        } else {
+            TextOutput::Plain(buffered)
+        }
+    }
+
+    /// Flushes everything and returns the file.
+    pub fn finish(self) -> std::io::Result<File> {
+        let buffered = match self {
+            TextOutput::Plain(w) => w,
+            TextOutput::Gzip(gz) => gz.finish()?,
+        };
+        buffered.into_inner().map_err(|e| e.into_error())
+    }
+}
+
+impl Write for TextOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            TextOutput::Plain(w) => w.write(buf),
+            TextOutput::Gzip(w) => w.write(buf),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match self {
+            TextOutput::Plain(w) => w.write_all(buf),
+            TextOutput::Gzip(w) => w.write_all(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            TextOutput::Plain(w) => w.flush(),
+            TextOutput::Gzip(w) => w.flush(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_renames_and_drop_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out/a.jsonl");
+        let (mut file, pending) = PendingOutput::create(&path).unwrap();
+        file.write_all(b"x\n").unwrap();
+        assert!(pending.temp_path().exists() && !path.exists());
+        assert_eq!(pending.commit(file).unwrap(), 2);
+        assert_eq!(std::fs::read(&path).unwrap(), b"x\n");
+
+        let (_file, pending) = PendingOutput::create(&path).unwrap();
+        let temp = pending.temp_path().to_path_buf();
+        drop(pending);
+        assert!(!temp.exists());
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            b"x\n",
+            "the previous output stays"
+        );
+    }
+}

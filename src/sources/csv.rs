@@ -1,0 +1,652 @@
+//! CSV source: header row, any one-byte delimiter, quoting, a UTF-8 BOM, multi-line fields,
+//! `.gz`, globs; column types declared or inferred from the first rows.
+//!
+//! A row with the wrong number of fields, invalid UTF-8 or a value that does not fit its
+//! declared type goes to the dead-letter file with its line number; the run goes on.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{
+    OpenedSource, ProgressUnit, Rejected, SourceItem, SourceIter, SourceProgress, chain_files,
+    files,
+};
+use crate::error::{Error, Result};
+use crate::record::{FieldType, Position, Record, Value, cast};
+
+/// Reads delimited text files.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CsvSourceConfig {
+    /// A file, or a glob such as `exports/users-*.csv`; `.gz` files are decompressed.
+    pub path: String,
+    /// The field delimiter: one character, or `tab`. Default `,`.
+    #[serde(default = "CsvChar::comma")]
+    pub delimiter: CsvChar,
+    /// The quote character. Default `"`.
+    #[serde(default = "CsvChar::double_quote")]
+    pub quote: CsvChar,
+    /// An escape character inside quotes, such as `\`. By default a quote inside a quoted
+    /// field is written twice.
+    #[serde(default)]
+    pub escape: Option<CsvChar>,
+    /// Lines starting with this character are skipped.
+    #[serde(default)]
+    pub comment: Option<CsvChar>,
+    /// Whether the first row names the columns. Default `true`.
+    #[serde(default = "yes")]
+    pub has_header: bool,
+    /// Column names: required when there is no header row, replaces the header otherwise.
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// Types of columns, by name: `string`, `int`, `float`, `bool`, `timestamp`, `date`,
+    /// `json`, `list<TYPE>`. A value that does not fit sends its row to the dead-letter file.
+    #[serde(default)]
+    pub types: IndexMap<String, FieldType>,
+    /// Infer `int`, `float` and `bool` for undeclared columns from the first `infer_rows`
+    /// rows. Values with leading zeros stay strings. Default `true`.
+    #[serde(default = "yes")]
+    pub infer_types: bool,
+    /// How many rows type inference looks at. Default 1000.
+    #[serde(default = "default_infer_rows")]
+    pub infer_rows: usize,
+    /// Field values that mean "no value". Default: the empty field.
+    #[serde(default = "default_null_values")]
+    pub null_values: Vec<String>,
+    /// Remove spaces around fields. Default `false`.
+    #[serde(default)]
+    pub trim: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_infer_rows() -> usize {
+    1000
+}
+
+fn default_null_values() -> Vec<String> {
+    vec![String::new()]
+}
+
+/// A single-byte character in CSV options: `","`, `";"`, `"|"`, `tab`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CsvChar(pub u8);
+
+impl CsvChar {
+    pub fn comma() -> Self {
+        CsvChar(b',')
+    }
+
+    pub fn double_quote() -> Self {
+        CsvChar(b'"')
+    }
+}
+
+impl<'de> Deserialize<'de> for CsvChar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "tab" | "\\t" | "\t" => Ok(CsvChar(b'\t')),
+            _ if s.len() == 1 && s.is_ascii() => Ok(CsvChar(s.as_bytes()[0])),
+            _ => Err(serde::de::Error::custom(format!(
+                "expected one ASCII character (or `tab`), found {s:?}"
+            ))),
+        }
+    }
+}
+
+impl JsonSchema for CsvChar {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "CsvChar".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "One ASCII character, or `tab`.",
+            "anyOf": [{"maxLength": 1, "minLength": 1}, {"const": "tab"}]
+        })
+    }
+}
+
+impl CsvSourceConfig {
+    pub fn open(&self) -> Result<OpenedSource> {
+        if !self.has_header && self.columns.is_none() {
+            return Err(Error::Other(format!(
+                "{}: `has_header: false` needs `columns:` to name the columns",
+                self.path
+            )));
+        }
+        let files = files::expand(&self.path)?;
+        let done = Arc::new(AtomicU64::new(0));
+        let progress = SourceProgress {
+            unit: ProgressUnit::Bytes,
+            total: Some(files::total_size(&files)),
+            done: done.clone(),
+        };
+        let config = self.clone();
+        let items = chain_files(files.clone(), move |path| {
+            let reader = CsvFileReader::open(&config, path, done.clone())?;
+            Ok(Box::new(reader) as SourceIter)
+        });
+        Ok(OpenedSource {
+            items,
+            progress,
+            files,
+        })
+    }
+}
+
+/// How the values of a column become JSON.
+#[derive(Debug, Clone, PartialEq)]
+enum ColumnType {
+    /// Declared: a value that does not fit rejects the row.
+    Declared(FieldType),
+    /// Inferred from the first rows: a later value that does not fit is kept as it is.
+    Inferred(Inferred),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Inferred {
+    String,
+    Int,
+    Float,
+    Bool,
+}
+
+/// One CSV file being read.
+struct CsvFileReader {
+    reader: ::csv::Reader<Box<dyn std::io::BufRead + Send>>,
+    file: Arc<str>,
+    columns: Arc<[String]>,
+    types: Vec<ColumnType>,
+    /// Rows read ahead for type inference, with their line numbers.
+    buffered: VecDeque<(::csv::ByteRecord, u64)>,
+    null_values: Vec<Vec<u8>>,
+    row: u64,
+    record: ::csv::ByteRecord,
+    done: bool,
+}
+
+impl CsvFileReader {
+    fn open(
+        config: &CsvSourceConfig,
+        path: &Path,
+        counter: Arc<AtomicU64>,
+    ) -> Result<CsvFileReader> {
+        let input = files::open(path, counter)?;
+        let file = files::display_name(path);
+        let mut builder = ::csv::ReaderBuilder::new();
+        builder
+            .has_headers(false)
+            .flexible(true)
+            .delimiter(config.delimiter.0)
+            .quote(config.quote.0)
+            .trim(if config.trim {
+                ::csv::Trim::All
+            } else {
+                ::csv::Trim::None
+            });
+        if let Some(e) = config.escape {
+            builder.escape(Some(e.0)).double_quote(false);
+        }
+        if let Some(c) = config.comment {
+            builder.comment(Some(c.0));
+        }
+        let mut reader = builder.from_reader(input);
+        let read_error = |e: ::csv::Error| Error::input(file.to_string(), e);
+
+        let mut header = ::csv::ByteRecord::new();
+        let mut names: Vec<String> = Vec::new();
+        if config.has_header {
+            if !reader.read_byte_record(&mut header).map_err(read_error)? {
+                // An empty file: no header, no rows.
+            }
+            for (i, field) in header.iter().enumerate() {
+                let name = std::str::from_utf8(field).map_err(|e| {
+                    Error::input(
+                        format!("{file}:1"),
+                        format!("column {} of the header is not valid UTF-8: {e}", i + 1),
+                    )
+                })?;
+                names.push(name.trim().to_string());
+            }
+        }
+        if let Some(columns) = &config.columns {
+            names = columns.clone();
+        }
+        let names = unique_names(names, &file);
+
+        let mut this = CsvFileReader {
+            reader,
+            file: file.clone(),
+            types: Vec::new(),
+            columns: names.into(),
+            buffered: VecDeque::new(),
+            null_values: config
+                .null_values
+                .iter()
+                .map(|s| s.as_bytes().to_vec())
+                .collect(),
+            row: 0,
+            record: ::csv::ByteRecord::new(),
+            done: false,
+        };
+        for name in config.types.keys() {
+            if !this.columns.contains(name) {
+                return Err(Error::Other(format!(
+                    "{file}: `types` names column `{name}`, which the file does not have (columns: {})",
+                    this.columns.join(", ")
+                )));
+            }
+        }
+        // Read ahead for inference.
+        let mut samples: Vec<(::csv::ByteRecord, u64)> = Vec::new();
+        if config.infer_types {
+            while samples.len() < config.infer_rows {
+                let mut rec = ::csv::ByteRecord::new();
+                if !this.reader.read_byte_record(&mut rec).map_err(read_error)? {
+                    break;
+                }
+                let line = rec.position().map_or(0, |p| p.line());
+                samples.push((rec, line));
+            }
+        }
+        this.types = this
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(i, name)| match config.types.get(name) {
+                Some(t) => ColumnType::Declared(t.clone()),
+                None if config.infer_types => ColumnType::Inferred(infer_column(
+                    samples
+                        .iter()
+                        .filter(|(r, _)| r.len() == this.columns.len())
+                        .map(|(r, _)| &r[i]),
+                    &this.null_values,
+                )),
+                None => ColumnType::Inferred(Inferred::String),
+            })
+            .collect();
+        this.buffered = samples.into();
+        Ok(this)
+    }
+
+    fn next_raw(&mut self) -> Result<Option<(::csv::ByteRecord, u64)>> {
+        if let Some(r) = self.buffered.pop_front() {
+            return Ok(Some(r));
+        }
+        match self.reader.read_byte_record(&mut self.record) {
+            Ok(true) => {
+                let line = self.record.position().map_or(0, |p| p.line());
+                Ok(Some((std::mem::take(&mut self.record), line)))
+            }
+            Ok(false) => Ok(None),
+            Err(e) => Err(Error::input(self.file.to_string(), e)),
+        }
+    }
+
+    fn convert(
+        &self,
+        raw: &::csv::ByteRecord,
+        position: &Position,
+    ) -> std::result::Result<Record, Rejected> {
+        let reject = |reason: String| Rejected {
+            position: position.clone(),
+            record: Value::Array(
+                raw.iter()
+                    .map(|f| Value::String(String::from_utf8_lossy(f).into_owned()))
+                    .collect(),
+            ),
+            reason,
+        };
+        if raw.len() != self.columns.len() {
+            return Err(reject(format!(
+                "row has {} fields, the header has {} columns",
+                raw.len(),
+                self.columns.len()
+            )));
+        }
+        let mut record = Record::with_capacity(self.columns.len());
+        for (i, field) in raw.iter().enumerate() {
+            let name = &self.columns[i];
+            let text = match std::str::from_utf8(field) {
+                Ok(t) => t,
+                Err(e) => {
+                    return Err(reject(format!(
+                        "column `{name}` is not valid UTF-8 (invalid byte at offset {} of the field)",
+                        e.valid_up_to()
+                    )));
+                }
+            };
+            let value = if self.null_values.iter().any(|n| n.as_slice() == field) {
+                Value::Null
+            } else {
+                match &self.types[i] {
+                    ColumnType::Inferred(t) => inferred_value(text, *t),
+                    ColumnType::Declared(FieldType::String) => Value::String(text.to_string()),
+                    ColumnType::Declared(t) => cast(Value::String(text.to_string()), t)
+                        .map_err(|e| reject(format!("column `{name}`: {e}")))?,
+                }
+            };
+            record.insert(name.clone(), value);
+        }
+        Ok(record)
+    }
+}
+
+impl Iterator for CsvFileReader {
+    type Item = Result<SourceItem>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let (raw, line) = match self.next_raw() {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                self.done = true;
+                return None;
+            }
+            Err(e) => {
+                self.done = true;
+                return Some(Err(e));
+            }
+        };
+        self.row += 1;
+        let position = Position {
+            file: self.file.clone(),
+            line: Some(line),
+            row: self.row,
+        };
+        Some(Ok(match self.convert(&raw, &position) {
+            Ok(record) => SourceItem::Record(record, position),
+            Err(rejected) => SourceItem::Rejected(rejected),
+        }))
+    }
+}
+
+/// Empty names become `column_N`; repeated names get `_2`, `_3`... so no column overwrites
+/// another.
+fn unique_names(names: Vec<String>, file: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for (i, name) in names.into_iter().enumerate() {
+        let base = if name.is_empty() {
+            format!("column_{}", i + 1)
+        } else {
+            name
+        };
+        let mut candidate = base.clone();
+        let mut n = 2;
+        while out.contains(&candidate) {
+            candidate = format!("{base}_{n}");
+            n += 1;
+        }
+        if candidate != base {
+            tracing::warn!(
+                "{file}: column {} is also named `{base}`; reading it as `{candidate}`",
+                i + 1
+            );
+        }
+        out.push(candidate);
+    }
+    out
+}
+
+fn infer_column<'a>(values: impl Iterator<Item = &'a [u8]>, nulls: &[Vec<u8>]) -> Inferred {
+    let (mut int, mut float, mut boolean, mut any) = (true, true, true, false);
+    for v in values {
+        if nulls.iter().any(|n| n.as_slice() == v) {
+            continue;
+        }
+        any = true;
+        let Ok(text) = std::str::from_utf8(v) else {
+            return Inferred::String;
+        };
+        int &= is_int(text);
+        float &= is_float(text);
+        boolean &= is_bool(text);
+        if !(int || float || boolean) {
+            return Inferred::String;
+        }
+    }
+    match (any, int, float, boolean) {
+        (false, ..) => Inferred::String,
+        (_, true, _, _) => Inferred::Int,
+        (_, _, true, _) => Inferred::Float,
+        (_, _, _, true) => Inferred::Bool,
+        _ => Inferred::String,
+    }
+}
+
+/// `-?(0|[1-9][0-9]*)` within i64: no leading zeros (zip codes, ids stay strings).
+fn is_int(t: &str) -> bool {
+    let d = t.strip_prefix('-').unwrap_or(t);
+    !d.is_empty()
+        && d.bytes().all(|b| b.is_ascii_digit())
+        && !(d.len() > 1 && d.starts_with('0'))
+        && t.parse::<i64>().is_ok()
+}
+
+/// An integer, or digits with a fraction and/or exponent, without leading zeros.
+fn is_float(t: &str) -> bool {
+    let d = t.strip_prefix('-').unwrap_or(t);
+    let int_part = d.split(['.', 'e', 'E']).next().unwrap_or("");
+    if int_part.is_empty()
+        || !int_part.bytes().all(|b| b.is_ascii_digit())
+        || (int_part.len() > 1 && int_part.starts_with('0'))
+    {
+        return false;
+    }
+    d.bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
+        && t.parse::<f64>().is_ok_and(f64::is_finite)
+}
+
+fn is_bool(t: &str) -> bool {
+    t.eq_ignore_ascii_case("true") || t.eq_ignore_ascii_case("false")
+}
+
+fn inferred_value(text: &str, t: Inferred) -> Value {
+    match t {
+        Inferred::String => Value::String(text.to_string()),
+        Inferred::Int | Inferred::Float => {
+            if is_int(text) {
+                return Value::from(text.parse::<i64>().expect("checked by is_int"));
+            }
+            if is_float(text)
+                && let Some(n) = text
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+            {
+                return Value::Number(n);
+            }
+            Value::String(text.to_string())
+        }
+        Inferred::Bool => match text.to_ascii_lowercase().as_str() {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => Value::String(text.to_string()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(path: &Path) -> CsvSourceConfig {
+        serde_json::from_value(json!({"path": path.to_str().unwrap()})).unwrap()
+    }
+
+    fn read_all(config: &CsvSourceConfig) -> Vec<SourceItem> {
+        config.open().unwrap().items.map(|i| i.unwrap()).collect()
+    }
+
+    fn write(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    #[test]
+    fn reads_bom_quotes_multiline_and_unicode_with_inferred_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "u.csv",
+            "\u{feff}id,name,zip,score,active,note\n1,Zoë,02139,1.5,true,\"line one\nline two\"\n2,李,10001,2,false,\"say \"\"hi\"\"\"\n"
+                .as_bytes(),
+        );
+        let items = read_all(&config(&p));
+        assert_eq!(items.len(), 2);
+        let SourceItem::Record(r, pos) = &items[0] else {
+            panic!("{:?}", items[0])
+        };
+        assert_eq!(
+            Value::Object(r.clone()),
+            json!({"id": 1, "name": "Zoë", "zip": "02139", "score": 1.5, "active": true, "note": "line one\nline two"})
+        );
+        assert_eq!((pos.line, pos.row), (Some(2), 1));
+        let SourceItem::Record(r, pos) = &items[1] else {
+            panic!()
+        };
+        assert_eq!(r["score"], json!(2));
+        assert_eq!(r["note"], json!("say \"hi\""));
+        assert_eq!(
+            pos.line,
+            Some(4),
+            "the second record starts after the two-line field"
+        );
+    }
+
+    #[test]
+    fn ragged_rows_and_bad_utf8_are_rejected_with_their_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "r.csv", b"a,b\n1,2\n3,4,5\n6,\xff\n7,8\n");
+        let items = read_all(&config(&p));
+        let summary: Vec<String> = items
+            .iter()
+            .map(|i| match i {
+                SourceItem::Record(r, p) => format!("ok {} {}", p.line.unwrap(), r["a"]),
+                SourceItem::Rejected(r) => format!("bad {} {}", r.position.line.unwrap(), r.reason),
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                "ok 2 1",
+                "bad 3 row has 3 fields, the header has 2 columns",
+                "bad 4 column `b` is not valid UTF-8 (invalid byte at offset 0 of the field)",
+                "ok 5 7",
+            ]
+        );
+        let SourceItem::Rejected(r) = &items[1] else {
+            panic!()
+        };
+        assert_eq!(r.record, json!(["3", "4", "5"]));
+    }
+
+    #[test]
+    fn declared_types_reject_values_that_do_not_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "t.csv",
+            b"id;seats;at\n1;3;2024-01-02 10:00:00\n2;many;\n",
+        );
+        let mut c = config(&p);
+        c.delimiter = CsvChar(b';');
+        c.types.insert("seats".into(), FieldType::Int);
+        c.types.insert("at".into(), FieldType::Timestamp);
+        let items = read_all(&c);
+        let SourceItem::Record(r, _) = &items[0] else {
+            panic!()
+        };
+        assert_eq!(r["at"], json!("2024-01-02T10:00:00.000Z"));
+        let SourceItem::Rejected(bad) = &items[1] else {
+            panic!()
+        };
+        assert_eq!(
+            bad.reason,
+            "column `seats`: cannot cast string \"many\" to int"
+        );
+    }
+
+    #[test]
+    fn values_after_the_inference_window_are_kept_as_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "w.csv", b"n\n1\n2\nthree\n");
+        let mut c = config(&p);
+        c.infer_rows = 2;
+        let values: Vec<Value> = read_all(&c)
+            .into_iter()
+            .map(|i| match i {
+                SourceItem::Record(r, _) => r["n"].clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(values, [json!(1), json!(2), json!("three")]);
+    }
+
+    #[test]
+    fn duplicate_and_empty_header_names_are_made_unique() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "d.csv", b"email,,email\na,b,c\n");
+        let items = read_all(&config(&p));
+        let SourceItem::Record(r, _) = &items[0] else {
+            panic!()
+        };
+        assert_eq!(
+            Value::Object(r.clone()),
+            json!({"email": "a", "column_2": "b", "email_2": "c"})
+        );
+    }
+
+    #[test]
+    fn reads_several_files_by_glob() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "p1.csv", b"x\n1\n");
+        write(dir.path(), "p2.csv", b"x\n2\n3\n");
+        let c = config(&dir.path().join("p*.csv"));
+        let opened = c.open().unwrap();
+        assert_eq!(opened.files.len(), 2);
+        let rows: Vec<(String, u64)> = opened
+            .items
+            .map(|i| match i.unwrap() {
+                SourceItem::Record(_, p) => (p.file.rsplit('/').next().unwrap().to_string(), p.row),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("p1.csv".into(), 1),
+                ("p2.csv".into(), 1),
+                ("p2.csv".into(), 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn inference_keeps_ids_with_leading_zeros_as_strings() {
+        assert!(is_int("0") && is_int("-12") && !is_int("007") && !is_int("1.0"));
+        assert!(
+            is_float("1.5")
+                && is_float("2")
+                && is_float("1e3")
+                && !is_float("01.5")
+                && !is_float("inf")
+        );
+    }
+}

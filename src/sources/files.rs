@@ -1,0 +1,151 @@
+//! Input files: glob expansion, transparent `.gz` decompression, and byte counting for
+//! progress bars.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+
+/// The files a `path:` names: the file itself, or every file a glob matches, sorted.
+pub fn expand(pattern: &str) -> Result<Vec<PathBuf>> {
+    if !pattern.contains(['*', '?', '[']) {
+        let path = PathBuf::from(pattern);
+        let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+        if meta.is_dir() {
+            return Err(Error::Other(format!(
+                "{pattern}: is a directory; name a file or a glob such as {pattern}/*.csv"
+            )));
+        }
+        return Ok(vec![path]);
+    }
+    let paths = glob::glob(pattern)
+        .map_err(|e| Error::Other(format!("`{pattern}` is not a valid glob: {e}")))?;
+    let mut files = Vec::new();
+    for entry in paths {
+        let path = entry.map_err(|e| {
+            let p = e.path().to_path_buf();
+            Error::io(p, e.into())
+        })?;
+        if path.is_file() {
+            files.push(path);
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::Other(format!("no file matches `{pattern}`")));
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// The total size on disk of `files`.
+pub fn total_size(files: &[PathBuf]) -> u64 {
+    files
+        .iter()
+        .filter_map(|f| std::fs::metadata(f).ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Whether the file is gzip-compressed, by its name.
+pub fn is_gzip(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz"))
+}
+
+/// Opens `path` for buffered reading, decompressing `.gz` files; bytes read from disk are
+/// added to `counter`.
+pub fn open(path: &Path, counter: Arc<AtomicU64>) -> Result<Box<dyn BufRead + Send>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let counted = CountingReader {
+        inner: file,
+        counter,
+    };
+    Ok(if is_gzip(path) {
+        Box::new(BufReader::with_capacity(
+            256 * 1024,
+            flate2::read::MultiGzDecoder::new(BufReader::new(counted)),
+        ))
+    } else {
+        Box::new(BufReader::with_capacity(256 * 1024, counted))
+    })
+}
+
+/// Counts the bytes that pass through a reader.
+pub struct CountingReader<R> {
+    inner: R,
+    counter: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.counter.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// The name a file goes by in positions and messages.
+pub fn display_name(path: &Path) -> Arc<str> {
+    Arc::from(path.to_string_lossy().as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn expands_globs_sorted_and_reports_no_match() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["b.csv", "a.csv", "c.txt"] {
+            std::fs::write(dir.path().join(name), "x").unwrap();
+        }
+        let pattern = format!("{}/*.csv", dir.path().display());
+        let files = expand(&pattern).unwrap();
+        let names: Vec<_> = files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_str().unwrap())
+            .collect();
+        assert_eq!(names, ["a.csv", "b.csv"]);
+        let none = format!("{}/*.parquet", dir.path().display());
+        assert!(
+            expand(&none)
+                .unwrap_err()
+                .to_string()
+                .contains("no file matches")
+        );
+        let missing = format!("{}/missing.csv", dir.path().display());
+        assert!(
+            expand(&missing)
+                .unwrap_err()
+                .to_string()
+                .contains("missing.csv")
+        );
+    }
+
+    #[test]
+    fn reads_gzip_and_counts_compressed_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.csv.gz");
+        let mut gz = flate2::write::GzEncoder::new(
+            File::create(&path).unwrap(),
+            flate2::Compression::default(),
+        );
+        gz.write_all(b"a,b\n1,2\n").unwrap();
+        gz.finish().unwrap();
+        let counter = Arc::new(AtomicU64::new(0));
+        let mut text = String::new();
+        open(&path, counter.clone())
+            .unwrap()
+            .read_to_string(&mut text)
+            .unwrap();
+        assert_eq!(text, "a,b\n1,2\n");
+        assert_eq!(
+            counter.load(Ordering::Relaxed),
+            std::fs::metadata(&path).unwrap().len()
+        );
+    }
+}
