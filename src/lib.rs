@@ -1,10 +1,13 @@
 //! gleap-etl: move helpdesk data in and out of Gleap.
+pub mod cli;
 pub mod config;
 pub mod dead_letter;
+pub mod engine;
 pub mod error;
 pub mod jq;
 pub mod record;
 pub mod sinks;
 pub mod sources;
+pub mod transforms;
 
 pub use error::{Error, Result};

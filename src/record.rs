@@ -85,6 +85,18 @@ impl FieldPath {
         Some(value)
     }
 
+    pub fn get_mut<'a>(&self, record: &'a mut Record) -> Option<&'a mut Value> {
+        if record.contains_key(&self.raw) {
+            return record.get_mut(&self.raw);
+        }
+        let (first, rest) = self.segments.split_first()?;
+        let mut value = record.get_mut(first)?;
+        for seg in rest {
+            value = value.as_object_mut()?.get_mut(seg)?;
+        }
+        Some(value)
+    }
+
     /// Sets the value, creating intermediate objects as needed.
     pub fn set(&self, record: &mut Record, value: Value) -> Result<(), String> {
         if !self.is_nested() || record.contains_key(&self.raw) {
@@ -282,108 +294,90 @@ impl JsonSchema for FieldType {
 
 /// Converts `value` to `ty`. Null stays null; an empty string becomes null for every type but
 /// `string`. The error says what could not be converted, without the field name.
-pub fn cast(value: Value, ty: &FieldType) -> Result<Value, String> {
-    if value.is_null() {
-        return Ok(value);
+pub fn cast(value: &Value, ty: &FieldType) -> Result<Value, String> {
+    let fail = || Err(format!("cannot cast {} to {ty}", describe(value)));
+    match value {
+        Value::Null => return Ok(Value::Null),
+        Value::String(s) if s.is_empty() && *ty != FieldType::String => return Ok(Value::Null),
+        _ => {}
     }
-    if let Value::String(s) = &value
-        && s.is_empty()
-        && *ty != FieldType::String
-    {
-        return Ok(Value::Null);
-    }
-    let fail = |v: &Value| Err(format!("cannot cast {} to {ty}", describe(v)));
     match ty {
         FieldType::String => Ok(match value {
-            Value::String(_) => value,
+            Value::String(_) => value.clone(),
             Value::Number(n) => Value::String(n.to_string()),
             Value::Bool(b) => Value::String(b.to_string()),
             other => Value::String(other.to_string()),
         }),
-        FieldType::Int => match &value {
-            Value::Number(n) if n.is_i64() || n.is_u64() => Ok(value),
-            Value::Number(n) => {
-                float_to_int(n.as_f64().unwrap_or(f64::NAN)).map_or_else(|| fail(&value), Ok)
-            }
-            Value::String(s) => parse_int(s.trim()).map_or_else(|| fail(&value), Ok),
-            _ => fail(&value),
+        FieldType::Int => match value {
+            Value::Number(n) if n.is_i64() || n.is_u64() => Ok(value.clone()),
+            Value::Number(n) => float_to_int(n.as_f64().unwrap_or(f64::NAN)).map_or_else(fail, Ok),
+            Value::String(s) => parse_int(s.trim()).map_or_else(fail, Ok),
+            _ => fail(),
         },
-        FieldType::Float => match &value {
-            Value::Number(n) => {
-                let f = n.as_f64().unwrap_or(f64::NAN);
-                serde_json::Number::from_f64(f)
-                    .map(Value::Number)
-                    .map_or_else(|| fail(&value), Ok)
-            }
+        FieldType::Float => match value {
+            Value::Number(n) => serde_json::Number::from_f64(n.as_f64().unwrap_or(f64::NAN))
+                .map(Value::Number)
+                .map_or_else(fail, Ok),
             Value::String(s) => s
                 .trim()
                 .parse::<f64>()
                 .ok()
                 .and_then(serde_json::Number::from_f64)
                 .map(Value::Number)
-                .map_or_else(|| fail(&value), Ok),
-            _ => fail(&value),
+                .map_or_else(fail, Ok),
+            _ => fail(),
         },
-        FieldType::Bool => match &value {
-            Value::Bool(_) => Ok(value),
+        FieldType::Bool => match value {
+            Value::Bool(_) => Ok(value.clone()),
             Value::Number(n) if n.as_i64() == Some(0) => Ok(Value::Bool(false)),
             Value::Number(n) if n.as_i64() == Some(1) => Ok(Value::Bool(true)),
-            Value::String(s) => parse_bool(s.trim())
-                .map(Value::Bool)
-                .map_or_else(|| fail(&value), Ok),
-            _ => fail(&value),
+            Value::String(s) => parse_bool(s.trim()).map(Value::Bool).map_or_else(fail, Ok),
+            _ => fail(),
         },
-        FieldType::Timestamp => match &value {
+        FieldType::Timestamp => match value {
             Value::String(s) => parse_timestamp(s.trim())
                 .map(|t| Value::String(format_timestamp(&t)))
-                .map_or_else(|| fail(&value), Ok),
+                .map_or_else(fail, Ok),
             Value::Number(n) => n
                 .as_f64()
                 .and_then(epoch_to_timestamp)
                 .map(|t| Value::String(format_timestamp(&t)))
-                .map_or_else(|| fail(&value), Ok),
-            _ => fail(&value),
+                .map_or_else(fail, Ok),
+            _ => fail(),
         },
-        FieldType::Date => match &value {
+        FieldType::Date => match value {
             Value::String(s) => parse_date(s.trim())
                 .map(|d| Value::String(d.format("%Y-%m-%d").to_string()))
-                .map_or_else(|| fail(&value), Ok),
-            _ => fail(&value),
+                .map_or_else(fail, Ok),
+            _ => fail(),
         },
         FieldType::Json => match value {
-            Value::String(s) => serde_json::from_str(&s).map_err(|e| {
-                format!(
-                    "cannot cast {} to json: {e}",
-                    describe(&Value::String(s.clone()))
-                )
-            }),
-            other => Ok(other),
+            Value::String(s) => serde_json::from_str(s)
+                .map_err(|e| format!("cannot cast {} to json: {e}", describe(value))),
+            other => Ok(other.clone()),
         },
         FieldType::List(inner) => {
-            let items = match value {
+            let owned;
+            let items: &[Value] = match value {
                 Value::Array(items) => items,
                 Value::String(s) => {
                     let t = s.trim();
-                    if t.starts_with('[') {
+                    owned = if t.starts_with('[') {
                         match serde_json::from_str::<Value>(t) {
                             Ok(Value::Array(items)) => items,
-                            _ => {
-                                return Err(format!(
-                                    "cannot cast {} to {ty}",
-                                    describe(&Value::String(s))
-                                ));
-                            }
+                            _ => return fail(),
                         }
                     } else {
                         t.split(',')
                             .map(|p| Value::String(p.trim().to_string()))
                             .collect()
-                    }
+                    };
+                    &owned
                 }
-                other => vec![other],
+                other => std::slice::from_ref(other),
             };
             items
-                .into_iter()
+                .iter()
                 .map(|v| cast(v, inner))
                 .collect::<Result<Vec<_>, _>>()
                 .map(Value::Array)
@@ -478,7 +472,7 @@ pub fn epoch_to_timestamp(n: f64) -> Option<DateTime<Utc>> {
 /// The canonical form timestamps take in records: RFC 3339 in UTC, milliseconds
 /// (microseconds when there are any).
 pub fn format_timestamp(t: &DateTime<Utc>) -> String {
-    let format = if t.timestamp_subsec_micros() % 1000 == 0 {
+    let format = if t.timestamp_subsec_micros().is_multiple_of(1000) {
         SecondsFormat::Millis
     } else {
         SecondsFormat::Micros
@@ -529,46 +523,46 @@ mod tests {
 
     #[test]
     fn casts_convert_or_explain() {
-        assert_eq!(cast(json!("42"), &FieldType::Int).unwrap(), json!(42));
-        assert_eq!(cast(json!(" 4.0 "), &FieldType::Int).unwrap(), json!(4));
-        assert_eq!(cast(json!(""), &FieldType::Int).unwrap(), json!(null));
+        assert_eq!(cast(&json!("42"), &FieldType::Int).unwrap(), json!(42));
+        assert_eq!(cast(&json!(" 4.0 "), &FieldType::Int).unwrap(), json!(4));
+        assert_eq!(cast(&json!(""), &FieldType::Int).unwrap(), json!(null));
         assert_eq!(
-            cast(json!("abc"), &FieldType::Int).unwrap_err(),
+            cast(&json!("abc"), &FieldType::Int).unwrap_err(),
             "cannot cast string \"abc\" to int"
         );
-        assert!(cast(json!(4.5), &FieldType::Int).is_err());
-        assert_eq!(cast(json!("yes"), &FieldType::Bool).unwrap(), json!(true));
-        assert_eq!(cast(json!(12), &FieldType::String).unwrap(), json!("12"));
+        assert!(cast(&json!(4.5), &FieldType::Int).is_err());
+        assert_eq!(cast(&json!("yes"), &FieldType::Bool).unwrap(), json!(true));
+        assert_eq!(cast(&json!(12), &FieldType::String).unwrap(), json!("12"));
         assert_eq!(
-            cast(json!("2024-03-01 12:30:00"), &FieldType::Timestamp).unwrap(),
+            cast(&json!("2024-03-01 12:30:00"), &FieldType::Timestamp).unwrap(),
             json!("2024-03-01T12:30:00.000Z")
         );
         assert_eq!(
-            cast(json!("2024-03-01T12:30:00+02:00"), &FieldType::Timestamp).unwrap(),
+            cast(&json!("2024-03-01T12:30:00+02:00"), &FieldType::Timestamp).unwrap(),
             json!("2024-03-01T10:30:00.000Z")
         );
         assert_eq!(
-            cast(json!(1700000000), &FieldType::Timestamp).unwrap(),
+            cast(&json!(1700000000), &FieldType::Timestamp).unwrap(),
             json!("2023-11-14T22:13:20.000Z")
         );
         assert_eq!(
-            cast(json!(1700000000123i64), &FieldType::Timestamp).unwrap(),
+            cast(&json!(1700000000123i64), &FieldType::Timestamp).unwrap(),
             json!("2023-11-14T22:13:20.123Z")
         );
         assert_eq!(
-            cast(json!("2024-02-30"), &FieldType::Date).unwrap_err(),
+            cast(&json!("2024-02-30"), &FieldType::Date).unwrap_err(),
             "cannot cast string \"2024-02-30\" to date"
         );
         assert_eq!(
-            cast(json!("a, b"), &"list<string>".parse().unwrap()).unwrap(),
+            cast(&json!("a, b"), &"list<string>".parse().unwrap()).unwrap(),
             json!(["a", "b"])
         );
         assert_eq!(
-            cast(json!("[1,2]"), &"list<int>".parse().unwrap()).unwrap(),
+            cast(&json!("[1,2]"), &"list<int>".parse().unwrap()).unwrap(),
             json!([1, 2])
         );
         assert_eq!(
-            cast(json!("{\"a\":1}"), &FieldType::Json).unwrap(),
+            cast(&json!("{\"a\":1}"), &FieldType::Json).unwrap(),
             json!({"a": 1})
         );
     }

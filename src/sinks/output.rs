@@ -69,17 +69,17 @@ impl Drop for PendingOutput {
 /// A text output: buffered, gzip-compressed when the name ends in `.gz`.
 pub enum TextOutput {
     Plain(BufWriter<File>),
-    Gzip(flate2::write::GzEncoder<BufWriter<File>>),
+    Gzip(Box<flate2::write::GzEncoder<BufWriter<File>>>),
 }
 
 impl TextOutput {
     pub fn new(file: File, path: &Path) -> TextOutput {
         let buffered = BufWriter::with_capacity(256 * 1024, file);
         if crate::sources::files::is_gzip(path) {
-            TextOutput::Gzip(flate2::write::GzEncoder::new(
+            TextOutput::Gzip(Box::new(flate2::write::GzEncoder::new(
                 buffered,
                 flate2::Compression::default(),
-            ))
+            )))
         } else {
             TextOutput::Plain(buffered)
         }

@@ -298,15 +298,17 @@ impl CsvFileReader {
         &self,
         raw: &::csv::ByteRecord,
         position: &Position,
-    ) -> std::result::Result<Record, Rejected> {
-        let reject = |reason: String| Rejected {
-            position: position.clone(),
-            record: Value::Array(
-                raw.iter()
-                    .map(|f| Value::String(String::from_utf8_lossy(f).into_owned()))
-                    .collect(),
-            ),
-            reason,
+    ) -> std::result::Result<Record, Box<Rejected>> {
+        let reject = |reason: String| {
+            Box::new(Rejected {
+                position: position.clone(),
+                record: Value::Array(
+                    raw.iter()
+                        .map(|f| Value::String(String::from_utf8_lossy(f).into_owned()))
+                        .collect(),
+                ),
+                reason,
+            })
         };
         if raw.len() != self.columns.len() {
             return Err(reject(format!(
@@ -333,7 +335,7 @@ impl CsvFileReader {
                 match &self.types[i] {
                     ColumnType::Inferred(t) => inferred_value(text, *t),
                     ColumnType::Declared(FieldType::String) => Value::String(text.to_string()),
-                    ColumnType::Declared(t) => cast(Value::String(text.to_string()), t)
+                    ColumnType::Declared(t) => cast(&Value::String(text.to_string()), t)
                         .map_err(|e| reject(format!("column `{name}`: {e}")))?,
                 }
             };
@@ -369,7 +371,7 @@ impl Iterator for CsvFileReader {
         };
         Some(Ok(match self.convert(&raw, &position) {
             Ok(record) => SourceItem::Record(record, position),
-            Err(rejected) => SourceItem::Rejected(rejected),
+            Err(rejected) => SourceItem::Rejected(*rejected),
         }))
     }
 }

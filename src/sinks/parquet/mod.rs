@@ -1,9 +1,29 @@
-//! Parquet sink (being written).
+//! Parquet sink: one file with a typed schema, written a row group at a time so memory stays
+//! flat however many records pass.
+//!
+//! The schema is declared (`schema:`), inferred from the first `infer_rows` records, or both.
+//! Inference looks at every field, nested objects and lists included, and picks the narrowest
+//! type every value fits: `int64`, `float64`, `bool`, UTC `timestamp` (RFC 3339 strings),
+//! `date32` (`YYYY-MM-DD` strings), `string`, `list<...>`, a struct for objects, and `json`
+//! (the JSON text, as a UTF-8 column with the `arrow.json` extension) for fields that mix
+//! objects or lists with other values. A later record that does not fit the schema (a new
+//! field, a value of another type) goes to the dead-letter file, saying which field and why.
+
+mod builder;
+mod schema;
+
+use std::fs::File;
 
 use indexmap::IndexMap;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, GzipLevel, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
+use self::builder::{BatchBuilder, Problem, check_record};
+use self::schema::Fields;
+use super::output::PendingOutput;
 use super::{Sink, SinkContext, SinkSummary};
 use crate::error::{Error, Result};
 use crate::record::{FieldType, Position, Record};
@@ -12,30 +32,665 @@ use crate::record::{FieldType, Position, Record};
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ParquetSinkConfig {
-    /// The output file.
+    /// The output file. It is written as `<path>.inprogress` and renamed once complete, so a
+    /// failed run leaves the previous file in place.
     pub path: String,
-    /// Declared column types by field name (dotted names reach into nested objects);
-    /// other columns are inferred from the first records.
+    /// Declared column types by field name: `string`, `int`, `float`, `bool`, `timestamp`,
+    /// `date`, `json` or `list<TYPE>`. A dotted name (`customData.seats`) declares a field of
+    /// a nested object. Declared fields always get a column, even when no record has them;
+    /// other fields are inferred from the first `infer_rows` records. Default: none.
     #[serde(default)]
     pub schema: IndexMap<String, FieldType>,
+    /// The compression codec. Default `zstd`.
+    #[serde(default)]
+    pub compression: ParquetCompression,
+    /// The compression level: 1 to 22 for zstd (default 3), 0 to 10 for gzip (default 6).
+    /// Other codecs have no levels.
+    #[serde(default)]
+    pub compression_level: Option<i32>,
+    /// A row group is closed once its estimated encoded size passes this many MiB, so the
+    /// memory used stays flat; a row group also never holds more than 1,000,000 rows.
+    /// Default 64.
+    #[serde(default = "default_row_group_mib")]
+    #[schemars(range(min = 1))]
+    pub row_group_mib: usize,
+    /// How many records are held to infer the schema before any is written. Default 10000.
+    #[serde(default = "default_infer_rows")]
+    #[schemars(range(min = 1))]
+    pub infer_rows: usize,
+    /// How many records are converted to columns at a time. Default 8192.
+    #[serde(default = "default_batch_rows")]
+    #[schemars(range(min = 1))]
+    pub batch_rows: usize,
+}
+
+/// A Parquet compression codec.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ParquetCompression {
+    /// Zstandard: small files, fast to read. The default.
+    #[default]
+    Zstd,
+    /// Snappy: fast, larger files.
+    Snappy,
+    /// Gzip: widely readable, slow to write.
+    Gzip,
+    /// LZ4 (the `LZ4_RAW` codec).
+    Lz4,
+    /// No compression.
+    None,
+}
+
+/// The default of `row_group_mib`.
+pub const DEFAULT_ROW_GROUP_MIB: usize = 64;
+/// The default of `infer_rows`.
+pub const DEFAULT_INFER_ROWS: usize = 10_000;
+/// The default of `batch_rows`.
+pub const DEFAULT_BATCH_ROWS: usize = 8192;
+/// The default zstd level.
+pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+/// The default gzip level.
+pub const DEFAULT_GZIP_LEVEL: i32 = 6;
+/// The most rows a row group holds.
+pub const MAX_ROW_GROUP_ROWS: usize = 1_000_000;
+/// The most text (in string and json columns) one record batch holds; Arrow's 32-bit
+/// offsets cap a column at 2 GiB. A batch is cut early to stay below, and a record holding
+/// more than this on its own is sent to the dead-letter file.
+const MAX_BATCH_TEXT_BYTES: usize = 1 << 30;
+
+fn default_row_group_mib() -> usize {
+    DEFAULT_ROW_GROUP_MIB
+}
+
+fn default_infer_rows() -> usize {
+    DEFAULT_INFER_ROWS
+}
+
+fn default_batch_rows() -> usize {
+    DEFAULT_BATCH_ROWS
 }
 
 impl ParquetSinkConfig {
-    pub fn build(&self, _context: SinkContext) -> Result<ParquetSink> {
-        Err(Error::Other("parquet sink: not built yet".into()))
+    /// Checks the settings, creates `<path>.inprogress` and returns the running sink.
+    pub fn build(&self, context: SinkContext) -> Result<ParquetSink> {
+        let invalid = |what: String| Error::Other(format!("sink.parquet: {what}"));
+        schema::validate_declared(&self.schema).map_err(|e| invalid(format!("schema: {e}")))?;
+        if self.row_group_mib == 0 {
+            return Err(invalid("row_group_mib must be at least 1".into()));
+        }
+        if self.batch_rows == 0 {
+            return Err(invalid("batch_rows must be at least 1".into()));
+        }
+        let properties = self.writer_properties().map_err(invalid)?;
+        let (file, pending) = PendingOutput::create(self.path.as_ref())?;
+        Ok(ParquetSink {
+            context,
+            declared: self.schema.clone(),
+            properties,
+            infer_rows: self.infer_rows.max(1),
+            batch_rows: self.batch_rows,
+            row_group_bytes: self.row_group_mib.saturating_mul(1 << 20),
+            compression: self.compression,
+            pending,
+            file: Some(file),
+            sample: Vec::new(),
+            open: None,
+            inferred_from: 0,
+            written: 0,
+            rejected: 0,
+        })
+    }
+
+    /// Every Parquet writer setting, in one place.
+    pub fn writer_properties(&self) -> std::result::Result<WriterProperties, String> {
+        let level = self.compression_level;
+        let compression = match self.compression {
+            ParquetCompression::Zstd => {
+                let level = level.unwrap_or(DEFAULT_ZSTD_LEVEL);
+                Compression::ZSTD(ZstdLevel::try_new(level).map_err(|_| {
+                    format!("compression_level {level} is not a zstd level (1 to 22)")
+                })?)
+            }
+            ParquetCompression::Gzip => {
+                let level = level.unwrap_or(DEFAULT_GZIP_LEVEL);
+                Compression::GZIP(
+                    u32::try_from(level)
+                        .ok()
+                        .and_then(|l| GzipLevel::try_new(l).ok())
+                        .ok_or_else(|| {
+                            format!("compression_level {level} is not a gzip level (0 to 10)")
+                        })?,
+                )
+            }
+            other => {
+                if let Some(level) = level {
+                    return Err(format!(
+                        "compression_level {level}: only zstd and gzip have levels, not {}",
+                        match other {
+                            ParquetCompression::Snappy => "snappy",
+                            ParquetCompression::Lz4 => "lz4",
+                            _ => "none",
+                        }
+                    ));
+                }
+                match other {
+                    ParquetCompression::Snappy => Compression::SNAPPY,
+                    ParquetCompression::Lz4 => Compression::LZ4_RAW,
+                    _ => Compression::UNCOMPRESSED,
+                }
+            }
+        };
+        Ok(WriterProperties::builder()
+            .set_compression(compression)
+            .set_dictionary_enabled(true)
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
+            .set_max_row_group_bytes(Some(self.row_group_mib.max(1).saturating_mul(1 << 20)))
+            .set_created_by(format!("gleap-etl {}", env!("CARGO_PKG_VERSION")))
+            .build())
     }
 }
 
-pub struct ParquetSink;
+/// A running Parquet sink.
+pub struct ParquetSink {
+    context: SinkContext,
+    declared: IndexMap<String, FieldType>,
+    properties: WriterProperties,
+    infer_rows: usize,
+    batch_rows: usize,
+    row_group_bytes: usize,
+    compression: ParquetCompression,
+    pending: PendingOutput,
+    /// The output, until the schema is fixed and the writer takes it.
+    file: Option<File>,
+    /// Records held until the schema is fixed.
+    sample: Vec<(Record, Position)>,
+    /// Set once the schema is fixed.
+    open: Option<OpenFile>,
+    /// How many records the schema was inferred from.
+    inferred_from: usize,
+    written: u64,
+    rejected: u64,
+}
 
-impl Sink for ParquetSink {
-    fn write(&mut self, _record: Record, _position: Position) -> Result<()> {
+/// The file being written, once the schema is fixed.
+struct OpenFile {
+    fields: Fields,
+    writer: ArrowWriter<File>,
+    batch: BatchBuilder,
+    /// Text bytes in `batch`.
+    batch_text_bytes: usize,
+}
+
+impl OpenFile {
+    /// Writes the records appended so far as a batch; closes the row group once it is big.
+    fn write_batch(&mut self, row_group_bytes: usize) -> std::result::Result<(), String> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = self.batch.finish().map_err(|e| e.to_string())?;
+        self.batch_text_bytes = 0;
+        self.writer.write(&batch).map_err(|e| e.to_string())?;
+        if self.writer.in_progress_size() >= row_group_bytes {
+            self.writer.flush().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+fn output_error(pending: &PendingOutput, e: impl std::fmt::Display) -> Error {
+    Error::output(pending.temp_path(), format!("writing Parquet: {e}"))
+}
+
+impl ParquetSink {
+    fn output_error(&self, e: impl std::fmt::Display) -> Error {
+        output_error(&self.pending, e)
+    }
+
+    /// Fixes the schema from the records held (and the declared types), opens the writer and
+    /// writes the records held.
+    fn fix_schema(&mut self) -> Result<()> {
+        let mut fields = schema::infer(self.sample.iter().map(|(r, _)| r));
+        schema::apply_declared(&mut fields, &self.declared);
+        let arrow_schema = schema::arrow_schema(&fields);
+        let Some(file) = self.file.take() else {
+            return Err(self.output_error("the schema was fixed twice"));
+        };
+        let writer =
+            ArrowWriter::try_new(file, arrow_schema.clone(), Some(self.properties.clone()))
+                .map_err(|e| self.output_error(e))?;
+        self.inferred_from = self.sample.len();
+        self.open = Some(OpenFile {
+            batch: BatchBuilder::new(&fields, arrow_schema),
+            fields,
+            writer,
+            batch_text_bytes: 0,
+        });
+        for (record, position) in std::mem::take(&mut self.sample) {
+            self.write_row(record, position)?;
+        }
         Ok(())
     }
 
-    fn finish(self: Box<Self>) -> Result<SinkSummary> {
-        Ok(SinkSummary::default())
+    fn write_row(&mut self, record: Record, position: Position) -> Result<()> {
+        let Some(open) = self.open.as_mut() else {
+            return Err(output_error(
+                &self.pending,
+                "a row came before the schema was fixed",
+            ));
+        };
+        let reason = match check_record(&open.fields, &record) {
+            Ok(bytes) if bytes <= MAX_BATCH_TEXT_BYTES => {
+                if open.batch_text_bytes + bytes > MAX_BATCH_TEXT_BYTES {
+                    open.write_batch(self.row_group_bytes)
+                        .map_err(|e| output_error(&self.pending, e))?;
+                }
+                open.batch.append(&record);
+                open.batch_text_bytes += bytes;
+                self.written += 1;
+                if open.batch.len() >= self.batch_rows {
+                    open.write_batch(self.row_group_bytes)
+                        .map_err(|e| output_error(&self.pending, e))?;
+                }
+                return Ok(());
+            }
+            Ok(bytes) => format!(
+                "the record holds {bytes} bytes of text; a Parquet batch takes at most {MAX_BATCH_TEXT_BYTES}"
+            ),
+            Err(problem) => self.reason(problem),
+        };
+        self.rejected += 1;
+        self.context.reject(&position, reason, record)
     }
 
+    fn reason(&self, problem: Problem) -> String {
+        let inferred = format!(
+            "schema inferred from the first {} record{}; declare it in sink.parquet.schema",
+            self.inferred_from,
+            if self.inferred_from == 1 { "" } else { "s" }
+        );
+        match problem {
+            Problem::Unknown { path } => format!("field {path}: not in the schema ({inferred})"),
+            Problem::Mismatch {
+                path,
+                expected,
+                found,
+                declared,
+            } => {
+                let hint = if declared {
+                    "declared in sink.parquet.schema"
+                } else {
+                    &inferred
+                };
+                format!("field {path}: expected {expected}, found {found} ({hint})")
+            }
+        }
+    }
+}
+
+impl Sink for ParquetSink {
+    fn write(&mut self, record: Record, position: Position) -> Result<()> {
+        if self.open.is_some() {
+            return self.write_row(record, position);
+        }
+        self.sample.push((record, position));
+        if self.sample.len() >= self.infer_rows {
+            self.fix_schema()?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<SinkSummary> {
+        if self.open.is_none() {
+            self.fix_schema()?;
+        }
+        let Some(mut open) = self.open.take() else {
+            return Err(self.output_error("the schema was not fixed"));
+        };
+        open.write_batch(self.row_group_bytes)
+            .map_err(|e| self.output_error(e))?;
+        open.writer.flush().map_err(|e| self.output_error(e))?;
+        let row_groups = open.writer.flushed_row_groups().len();
+        // Writes the footer and hands the file back.
+        let file = open.writer.into_inner().map_err(|e| self.output_error(e))?;
+        let this = *self;
+        let path = this.pending.final_path().to_path_buf();
+        let bytes = this.pending.commit(file)?;
+        Ok(SinkSummary {
+            written: this.written,
+            rejected: this.rejected,
+            path: Some(path),
+            bytes: Some(bytes),
+            detail: Some(serde_json::json!({
+                "schema": schema::describe_fields(&open.fields),
+                "row_groups": row_groups,
+                "compression": this.compression,
+                "inferred_from": this.inferred_from,
+            })),
+        })
+    }
+
+    /// Drops the writer; the `.inprogress` file is removed, the previous output stays.
     fn abort(self: Box<Self>) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dead_letter::{DeadLetter, DeadLetters};
+    use crate::record::Value;
+    use crate::sources::SourceItem;
+    use crate::sources::parquet::ParquetSourceConfig;
+    use arrow::datatypes::{DataType, TimeUnit};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use serde_json::json;
+    use std::path::Path;
+
+    fn config(path: &Path, extra: Value) -> ParquetSinkConfig {
+        let mut c = json!({"path": path.to_str().unwrap()});
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(c).unwrap()
+    }
+
+    fn run(config: &ParquetSinkConfig, records: &[Value]) -> (SinkSummary, Vec<DeadLetter>) {
+        let dl = DeadLetters::in_memory(None);
+        let context = SinkContext {
+            stream: "s".into(),
+            dead_letters: dl.clone(),
+        };
+        let mut sink: Box<dyn Sink> = Box::new(config.build(context).unwrap());
+        for (i, r) in records.iter().enumerate() {
+            let position = Position {
+                file: "in.jsonl".into(),
+                line: Some(i as u64 + 1),
+                row: i as u64 + 1,
+            };
+            sink.write(r.as_object().unwrap().clone(), position)
+                .unwrap();
+        }
+        (sink.finish().unwrap(), dl.take())
+    }
+
+    /// The records of a Parquet file, through the Parquet source.
+    fn read_back(path: &Path) -> Vec<Value> {
+        let source: ParquetSourceConfig =
+            serde_json::from_value(json!({"path": path.to_str().unwrap()})).unwrap();
+        source
+            .open()
+            .unwrap()
+            .items
+            .map(|item| match item.unwrap() {
+                SourceItem::Record(r, _) => Value::Object(r),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn arrow_types(path: &Path) -> Vec<(String, DataType)> {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
+        builder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), f.data_type().clone()))
+            .collect()
+    }
+
+    #[test]
+    fn infers_types_and_writes_values_that_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out/users.parquet");
+        let records = vec![
+            json!({"id": 1, "score": 1.5, "active": true, "name": "Zoë",
+                   "createdAt": "2024-03-01T12:00:00.000Z", "day": "2024-03-01",
+                   "tags": ["a", "b"], "customData": {"plan": "pro", "seats": 3}}),
+            json!({"id": 2, "score": 2, "active": false, "name": null,
+                   "createdAt": "2024-03-02T08:30:00.123456Z", "day": "2024-03-02",
+                   "tags": [], "customData": {"plan": "free"}}),
+        ];
+        let (summary, dead) = run(&config(&path, json!({})), &records);
+        assert!(dead.is_empty(), "{dead:?}");
+        assert_eq!((summary.written, summary.rejected), (2, 0));
+        assert_eq!(summary.path.as_deref(), Some(path.as_path()));
+        assert_eq!(summary.bytes, Some(std::fs::metadata(&path).unwrap().len()));
+        assert!(!dir.path().join("out/users.parquet.inprogress").exists());
+        assert_eq!(
+            summary.detail.as_ref().unwrap()["schema"],
+            json!({"id": "int64", "score": "float64", "active": "bool", "name": "string",
+                   "createdAt": "timestamp[us, UTC]", "day": "date32", "tags": "list<string>",
+                   "customData": {"plan": "string", "seats": "int64"}})
+        );
+        assert_eq!(summary.detail.as_ref().unwrap()["row_groups"], json!(1));
+
+        let types = arrow_types(&path);
+        let names: Vec<&str> = types.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "id",
+                "score",
+                "active",
+                "name",
+                "createdAt",
+                "day",
+                "tags",
+                "customData"
+            ]
+        );
+        assert_eq!(types[0].1, DataType::Int64);
+        assert_eq!(types[1].1, DataType::Float64);
+        assert_eq!(types[2].1, DataType::Boolean);
+        assert_eq!(types[3].1, DataType::Utf8);
+        assert_eq!(
+            types[4].1,
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+        );
+        assert_eq!(types[5].1, DataType::Date32);
+        assert!(matches!(&types[6].1, DataType::List(item) if *item.data_type() == DataType::Utf8));
+        let DataType::Struct(inner) = &types[7].1 else {
+            panic!("{:?}", types[7].1)
+        };
+        assert_eq!(inner[1].data_type(), &DataType::Int64);
+
+        let back = read_back(&path);
+        assert_eq!(back[0], records[0]);
+        assert_eq!(
+            back[1],
+            json!({"id": 2, "score": 2.0, "active": false, "name": null,
+                   "createdAt": "2024-03-02T08:30:00.123456Z", "day": "2024-03-02",
+                   "tags": [], "customData": {"plan": "free", "seats": null}})
+        );
+    }
+
+    #[test]
+    fn values_that_do_not_fit_are_dead_lettered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.parquet");
+        let records = vec![
+            json!({"id": 1, "customData": {"seats": 3}}),
+            json!({"id": 2, "customData": {"seats": 4}}),
+            json!({"id": 3, "customData": {"seats": "many"}}),
+            json!({"id": 4, "customData": {"seats": "5"}}),
+            json!({"id": 5.5}),
+            json!({"id": 6, "extra": "x"}),
+            json!({"id": 7, "customData": {"seats": 1, "plan": "pro"}}),
+            // A field outside the schema holding null loses nothing: written.
+            json!({"id": 8, "extra": null}),
+        ];
+        let (summary, dead) = run(&config(&path, json!({"infer_rows": 2})), &records);
+        assert_eq!((summary.written, summary.rejected), (4, 4));
+        let got: Vec<(u64, &str)> = dead.iter().map(|d| (d.row, d.reason.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    3,
+                    "field customData.seats: expected int, found string \"many\" (schema inferred from the first 2 records; declare it in sink.parquet.schema)"
+                ),
+                (
+                    5,
+                    "field id: expected int, found a float `5.5` (schema inferred from the first 2 records; declare it in sink.parquet.schema)"
+                ),
+                (
+                    6,
+                    "field extra: not in the schema (schema inferred from the first 2 records; declare it in sink.parquet.schema)"
+                ),
+                (
+                    7,
+                    "field customData.plan: not in the schema (schema inferred from the first 2 records; declare it in sink.parquet.schema)"
+                ),
+            ]
+        );
+        assert_eq!(dead[0].stage, "sink");
+        assert_eq!(dead[0].record, records[2]);
+        let ids: Vec<Value> = read_back(&path).iter().map(|r| r["id"].clone()).collect();
+        assert_eq!(ids, [json!(1), json!(2), json!(4), json!(8)]);
+        assert_eq!(read_back(&path)[2]["customData"], json!({"seats": 5}));
+    }
+
+    #[test]
+    fn declared_types_override_inference() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.parquet");
+        let c = config(
+            &path,
+            json!({"schema": {"seats": "string", "score": "float", "payload": "json",
+                              "customData.plan": "string", "at": "timestamp",
+                              "tags": "list<int>"},
+                   "compression": "snappy"}),
+        );
+        let records = vec![
+            json!({"seats": 3, "score": 1, "payload": {"a": [1]}, "at": "2024-03-01 10:00:00",
+                   "tags": ["1", 2]}),
+            json!({"seats": true, "score": "2.5", "payload": "text", "tags": ["x"]}),
+        ];
+        let (summary, dead) = run(&c, &records);
+        assert_eq!(summary.written, 1);
+        assert_eq!(
+            dead[0].reason,
+            "field tags[0]: expected int, found string \"x\" (declared in sink.parquet.schema)"
+        );
+        assert_eq!(
+            summary.detail.unwrap()["schema"],
+            json!({"seats": "string", "score": "float64", "payload": "json",
+                   "at": "timestamp[us, UTC]", "tags": "list<int64>",
+                   "customData": {"plan": "string"}})
+        );
+        assert_eq!(
+            read_back(&path),
+            [json!({"seats": "3", "score": 1.0, "payload": {"a": [1]},
+                    "at": "2024-03-01T10:00:00.000Z", "tags": [1, 2],
+                    "customData": null})]
+        );
+    }
+
+    #[test]
+    fn an_empty_stream_still_writes_a_readable_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("empty.parquet");
+        let (summary, _) = run(&config(&path, json!({})), &[]);
+        assert_eq!(summary.written, 0);
+        assert!(arrow_types(&path).is_empty());
+        assert!(read_back(&path).is_empty());
+
+        let declared = dir.path().join("declared.parquet");
+        run(
+            &config(&declared, json!({"schema": {"id": "int", "a.b": "date"}})),
+            &[],
+        );
+        let types = arrow_types(&declared);
+        assert_eq!(types[0], ("id".to_string(), DataType::Int64));
+        assert!(
+            matches!(&types[1].1, DataType::Struct(f) if f[0].data_type() == &DataType::Date32)
+        );
+    }
+
+    #[test]
+    fn records_without_fields_are_counted_as_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.parquet");
+        let (summary, _) = run(&config(&path, json!({})), &[json!({}), json!({"x": null})]);
+        assert_eq!(summary.written, 2);
+        let meta = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap();
+        assert_eq!(meta.metadata().file_metadata().num_rows(), 2);
+    }
+
+    #[test]
+    fn small_row_groups_bound_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.parquet");
+        let records: Vec<Value> = (0..60_000u64)
+            .map(|i| {
+                json!({"id": i, "text": format!("{:016x}{:016x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15), i)})
+            })
+            .collect();
+        let c = config(
+            &path,
+            json!({"row_group_mib": 1, "batch_rows": 1000, "infer_rows": 100}),
+        );
+        let (summary, _) = run(&c, &records);
+        let row_groups = summary.detail.unwrap()["row_groups"].as_u64().unwrap();
+        assert!(row_groups >= 2, "{row_groups} row groups");
+        let meta = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap();
+        assert_eq!(meta.metadata().num_row_groups() as u64, row_groups);
+        assert_eq!(meta.metadata().file_metadata().num_rows(), 60_000);
+    }
+
+    #[test]
+    fn abort_keeps_the_previous_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.parquet");
+        std::fs::write(&path, "old").unwrap();
+        let context = SinkContext {
+            stream: "s".into(),
+            dead_letters: DeadLetters::in_memory(None),
+        };
+        let mut sink: Box<dyn Sink> = Box::new(config(&path, json!({})).build(context).unwrap());
+        let position = Position {
+            file: "in".into(),
+            line: None,
+            row: 1,
+        };
+        sink.write(json!({"a": 1}).as_object().unwrap().clone(), position)
+            .unwrap();
+        sink.abort();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
+        assert!(!dir.path().join("o.parquet.inprogress").exists());
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let context = || SinkContext {
+            stream: "s".into(),
+            dead_letters: DeadLetters::in_memory(None),
+        };
+        let path = dir.path().join("o.parquet");
+        for (extra, message) in [
+            (json!({"compression_level": 40}), "not a zstd level"),
+            (
+                json!({"compression": "snappy", "compression_level": 1}),
+                "only zstd and gzip",
+            ),
+            (json!({"row_group_mib": 0}), "row_group_mib"),
+            (
+                json!({"schema": {"a": "json", "a.b": "int"}}),
+                "cannot reach into it",
+            ),
+        ] {
+            let err = config(&path, extra)
+                .build(context())
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(err.contains(message), "{err}");
+        }
+        let ok = config(
+            &path,
+            json!({"compression": "gzip", "compression_level": 9}),
+        );
+        assert!(ok.build(context()).is_ok());
+    }
 }

@@ -1,0 +1,72 @@
+//! Shared by the benches: a deterministic CSV of contacts and the pipeline that converts it.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::Path;
+
+/// Writes `rows` contact rows (10 columns) to `path`; the same rows every time.
+pub fn write_contacts_csv(path: &Path, rows: usize) {
+    let file = std::fs::File::create(path).expect("create the bench input");
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    writeln!(
+        out,
+        "id,email,name,plan,seats,signup,country,active,score,tags"
+    )
+    .unwrap();
+    let plans = ["free", "pro", "team", "enterprise"];
+    let countries = ["DE", "US", "FR", "JP", "BR", "IN", "SE", "ES"];
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in 0..rows {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let email = if x.is_multiple_of(50) {
+            String::new()
+        } else {
+            format!("user{i}@example.com")
+        };
+        writeln!(
+            out,
+            "{i},{email},\"User {i}, Jr.\",{},{},2024-{:02}-{:02} {:02}:{:02}:00,{},{},{}.{},\"tag{},tag{}\"",
+            plans[(x % 4) as usize],
+            1 + x % 200,
+            1 + (x >> 8) % 12,
+            1 + (x >> 16) % 28,
+            (x >> 24) % 24,
+            (x >> 32) % 60,
+            countries[((x >> 40) % 8) as usize],
+            ((x >> 44) as u32).is_multiple_of(2),
+            (x >> 45) % 100,
+            (x >> 52) % 100,
+            x % 7,
+            x % 5,
+        )
+        .unwrap();
+    }
+    out.flush().unwrap();
+}
+
+/// CSV -> 4 stages -> Parquet, the conversion the benches measure.
+pub fn pipeline_yaml(input: &Path, output: &Path, state: &Path) -> String {
+    format!(
+        r#"version: 1
+name: bench-csv-to-parquet
+state_dir: {state}
+streams:
+  - name: contacts
+    source:
+      csv: {{ path: "{input}" }}
+    transforms:
+      - filter: '.email != null'
+      - rename: {{ id: userId, plan: customData.plan, seats: customData.seats }}
+      - cast: {{ signup: timestamp, score: float }}
+      - default: {{ country: unknown }}
+    sink:
+      parquet: {{ path: "{output}" }}
+"#,
+        state = state.display(),
+        input = input.display(),
+        output = output.display(),
+    )
+}

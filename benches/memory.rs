@@ -1,0 +1,66 @@
+//! Peak memory and throughput of `gleap-etl run` converting CSV -> 4 stages -> Parquet at
+//! 100k and 1M rows (10 columns), each in a fresh process. Targets: peak memory under
+//! 200 MB at 1M rows, and no more than 20% above the 100k-row peak (memory stays flat).
+//!
+//!     cargo bench --bench memory
+
+mod common;
+
+use std::process::Command;
+
+const TARGET_PEAK_BYTES: u64 = 200 * 1024 * 1024;
+const TARGET_GROWTH: f64 = 1.20;
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut results = Vec::new();
+    for rows in [100_000usize, 1_000_000] {
+        let input = dir.path().join(format!("contacts-{rows}.csv"));
+        common::write_contacts_csv(&input, rows);
+        let state = dir.path().join(format!("state-{rows}"));
+        let yaml = common::pipeline_yaml(
+            &input,
+            &dir.path().join(format!("out-{rows}.parquet")),
+            &state,
+        );
+        let pipeline = dir.path().join(format!("p-{rows}.yaml"));
+        std::fs::write(&pipeline, yaml).unwrap();
+        let report_path = dir.path().join(format!("report-{rows}.json"));
+        let status = Command::new(env!("CARGO_BIN_EXE_gleap-etl"))
+            .args([
+                "run",
+                pipeline.to_str().unwrap(),
+                "--quiet",
+                "--report",
+                report_path.to_str().unwrap(),
+            ])
+            .status()
+            .expect("gleap-etl runs");
+        assert!(status.success(), "gleap-etl run failed: {status}");
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
+        let peak = report["peak_memory_bytes"]
+            .as_u64()
+            .expect("peak memory is reported on Linux");
+        let secs = report["elapsed_secs"].as_f64().unwrap();
+        let input_mb = std::fs::metadata(&input).unwrap().len() as f64 / 1e6;
+        println!(
+            "csv_to_parquet rows={rows:>9} input={input_mb:>7.1} MB  elapsed={secs:>6.2} s  rows/s={:>10.0}  peak_rss={:>6.1} MB",
+            rows as f64 / secs,
+            peak as f64 / (1024.0 * 1024.0)
+        );
+        results.push(peak);
+    }
+    let (small, large) = (results[0], results[1]);
+    let growth = large as f64 / small as f64;
+    let peak_ok = large < TARGET_PEAK_BYTES;
+    let flat_ok = growth <= TARGET_GROWTH;
+    println!(
+        "target peak_rss(1M) < 200 MB: {}   target peak_rss(1M) <= 1.2 x peak_rss(100k): {} (x{growth:.2})",
+        if peak_ok { "met" } else { "MISSED" },
+        if flat_ok { "met" } else { "MISSED" },
+    );
+    if !(peak_ok && flat_ok) {
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,312 @@
+//! Runs pipelines: streams start once the streams they need have finished, independent
+//! streams run side by side, and the run ends with a report. `plan` does the same reading
+//! and transforming but keeps the first records instead of writing anything.
+
+pub mod progress;
+pub mod report;
+pub mod stream;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crate::config::Pipeline;
+use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::error::Error;
+use crate::record::Record;
+use crate::sources::OpenedSource;
+use progress::Progress;
+use report::{RunReport, StreamReport};
+use stream::{StreamRun, Target, run_stream};
+
+/// Exit codes: everything written; finished with dead-lettered records; failed.
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_DEAD_LETTERS: i32 = 1;
+pub const EXIT_FAILED: i32 = 2;
+
+/// How to run a pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Overrides the pipeline's `state_dir`.
+    pub state_dir: Option<PathBuf>,
+    /// Stop once more than this many records went to the dead-letter file.
+    pub max_errors: Option<u64>,
+    /// Draw progress bars (when stderr is a terminal).
+    pub progress: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    Waiting,
+    Running,
+    Succeeded,
+    Failed,
+    Skipped,
+}
+
+/// Runs every stream of the pipeline. Always returns a report; its `exit_code` says how it
+/// went.
+pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
+    let started = Instant::now();
+    let started_at = crate::record::format_timestamp(&chrono::Utc::now());
+    let state_dir = pipeline.state_dir(options.state_dir.as_deref());
+    let dead_letter_path = state_dir.join("dead-letter.jsonl");
+    let mut report = RunReport {
+        pipeline: pipeline.name().to_string(),
+        file: pipeline.file.clone(),
+        started_at,
+        elapsed_secs: 0.0,
+        status: "failed",
+        exit_code: EXIT_FAILED,
+        records_read: 0,
+        records_written: 0,
+        dead_lettered: 0,
+        dead_letter_file: Some(dead_letter_path.clone()),
+        peak_memory_bytes: None,
+        streams: Vec::new(),
+        error: None,
+    };
+    let finish = |mut report: RunReport| {
+        report.elapsed_secs = started.elapsed().as_secs_f64();
+        report.peak_memory_bytes = report::peak_memory_bytes();
+        report
+    };
+
+    let dead_letters = match std::fs::create_dir_all(&state_dir)
+        .map_err(|e| Error::io(&state_dir, e))
+        .and_then(|()| DeadLetters::to_file(&dead_letter_path, options.max_errors))
+    {
+        Ok(d) => d,
+        Err(e) => {
+            report.error = Some(e.to_string());
+            return finish(report);
+        }
+    };
+
+    let streams = &pipeline.config.streams;
+    // Find every input of the streams that can start now before writing anything, so a
+    // missing file fails the run at once.
+    let mut opened: Vec<Option<OpenedSource>> = Vec::with_capacity(streams.len());
+    let mut problems = Vec::new();
+    for s in streams {
+        if s.needs.is_empty() {
+            match s.source.open() {
+                Ok(o) => opened.push(Some(o)),
+                Err(e) => {
+                    problems.push(format!("stream `{}`: {e}", s.name.value));
+                    opened.push(None);
+                }
+            }
+        } else {
+            opened.push(None);
+        }
+    }
+    if !problems.is_empty() {
+        report.error = Some(problems.join("\n"));
+        return finish(report);
+    }
+
+    let progress = Progress::new(options.progress);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut states = vec![State::Waiting; streams.len()];
+    let mut reports: Vec<Option<StreamReport>> = vec![None; streams.len()];
+    let mut first_error: Option<Error> = None;
+    let index_of = |name: &str| streams.iter().position(|s| s.name.value == name);
+
+    std::thread::scope(|scope| {
+        let (done_tx, done_rx) =
+            std::sync::mpsc::channel::<(usize, StreamReport, Result<(), Error>)>();
+        let mut running = 0usize;
+        loop {
+            // Skip what cannot run, start what can; repeat until nothing changes.
+            let mut changed = true;
+            while changed {
+                changed = false;
+                for i in 0..streams.len() {
+                    if states[i] != State::Waiting {
+                        continue;
+                    }
+                    let needs: Vec<usize> = streams[i]
+                        .needs
+                        .iter()
+                        .filter_map(|n| index_of(&n.value))
+                        .collect();
+                    if let Some(&j) = needs
+                        .iter()
+                        .find(|&&j| matches!(states[j], State::Failed | State::Skipped))
+                    {
+                        states[i] = State::Skipped;
+                        let why = Error::DependencyFailed {
+                            stream: streams[i].name.value.clone(),
+                            needs: streams[j].name.value.clone(),
+                        };
+                        reports[i] = Some(StreamReport::skipped(
+                            &streams[i].name.value,
+                            why.to_string(),
+                        ));
+                        changed = true;
+                        continue;
+                    }
+                    if cancel.load(Ordering::Relaxed)
+                        || !needs.iter().all(|&j| states[j] == State::Succeeded)
+                    {
+                        continue;
+                    }
+                    let source = match opened[i]
+                        .take()
+                        .map_or_else(|| streams[i].source.open(), Ok)
+                    {
+                        Ok(s) => s,
+                        Err(e) => {
+                            states[i] = State::Failed;
+                            let mut r =
+                                StreamReport::skipped(&streams[i].name.value, e.to_string());
+                            r.status = "failed";
+                            reports[i] = Some(r);
+                            first_error.get_or_insert(e);
+                            changed = true;
+                            continue;
+                        }
+                    };
+                    states[i] = State::Running;
+                    running += 1;
+                    changed = true;
+                    let run = StreamRun {
+                        config: &streams[i],
+                        bar: progress.stream(&streams[i].name.value, &source.progress),
+                        source,
+                        dead_letters: dead_letters.clone(),
+                        cancel: cancel.clone(),
+                    };
+                    let done_tx = done_tx.clone();
+                    let name = format!("stream-{}", streams[i].name.value);
+                    let spawned =
+                        std::thread::Builder::new()
+                            .name(name)
+                            .spawn_scoped(scope, move || {
+                                let (report, result) = run_stream(run, &mut Target::Sink);
+                                let _ = done_tx.send((i, report, result));
+                            });
+                    if let Err(e) = spawned {
+                        states[i] = State::Failed;
+                        running -= 1;
+                        first_error
+                            .get_or_insert(Error::Other(format!("cannot start a thread: {e}")));
+                    }
+                }
+            }
+            if running == 0 {
+                break;
+            }
+            let Ok((i, stream_report, result)) = done_rx.recv() else {
+                break;
+            };
+            running -= 1;
+            reports[i] = Some(stream_report);
+            match result {
+                Ok(()) => states[i] = State::Succeeded,
+                Err(e) => {
+                    states[i] = State::Failed;
+                    if matches!(e, Error::TooManyErrors { .. }) {
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                    if !matches!(e, Error::Interrupted) || first_error.is_none() {
+                        first_error = match first_error.take() {
+                            Some(Error::Interrupted) | None => Some(e),
+                            Some(other) => Some(other),
+                        };
+                    }
+                }
+            }
+        }
+    });
+    drop(progress);
+
+    if let Err(e) = dead_letters.flush() {
+        first_error.get_or_insert(e);
+    }
+    report.streams = reports
+        .into_iter()
+        .zip(streams)
+        .map(|(r, s)| {
+            r.unwrap_or_else(|| {
+                StreamReport::skipped(&s.name.value, "the run stopped before it started".into())
+            })
+        })
+        .collect();
+    report.records_read = report.streams.iter().map(|s| s.read).sum();
+    report.records_written = report.streams.iter().map(|s| s.written).sum();
+    report.dead_lettered = dead_letters.count();
+    let all_ran = report.streams.iter().all(|s| s.status == "ok");
+    (report.status, report.exit_code) = match (&first_error, all_ran, report.dead_lettered) {
+        (None, true, 0) => ("ok", EXIT_OK),
+        (None, true, _) => ("dead_letters", EXIT_DEAD_LETTERS),
+        _ => ("failed", EXIT_FAILED),
+    };
+    if report.dead_lettered == 0 {
+        report.dead_letter_file = None;
+    }
+    report.error = first_error.map(|e| e.to_string());
+    finish(report)
+}
+
+/// What `plan` shows of one stream.
+pub struct StreamPreview {
+    pub name: String,
+    /// The first records as they would reach the sink.
+    pub records: Vec<Record>,
+    /// Records that would go to the dead-letter file on the way.
+    pub dead_letters: Vec<DeadLetter>,
+    pub report: StreamReport,
+    pub error: Option<String>,
+}
+
+/// Reads and transforms the first `limit` records of every stream, in dependency order,
+/// writing nothing.
+pub fn plan(pipeline: &Pipeline, limit: usize) -> Vec<StreamPreview> {
+    let streams = &pipeline.config.streams;
+    let mut done: Vec<String> = Vec::new();
+    let mut previews = Vec::new();
+    while done.len() < streams.len() {
+        let next = streams.iter().find(|s| {
+            !done.contains(&s.name.value) && s.needs.iter().all(|n| done.contains(&n.value))
+        });
+        let Some(stream) = next else { break };
+        done.push(stream.name.value.clone());
+        let dead_letters = DeadLetters::in_memory(None);
+        let (records, report, error) = match stream.source.open() {
+            Ok(source) => {
+                let run = StreamRun {
+                    config: stream,
+                    bar: Progress::hidden().stream(&stream.name.value, &source.progress),
+                    source,
+                    dead_letters: dead_letters.clone(),
+                    cancel: Arc::new(AtomicBool::new(false)),
+                };
+                let mut target = Target::Preview {
+                    limit,
+                    records: Vec::new(),
+                };
+                let (report, result) = run_stream(run, &mut target);
+                let Target::Preview { records, .. } = target else {
+                    unreachable!()
+                };
+                (records, report, result.err().map(|e| e.to_string()))
+            }
+            Err(e) => (
+                Vec::new(),
+                StreamReport::skipped(&stream.name.value, e.to_string()),
+                Some(e.to_string()),
+            ),
+        };
+        previews.push(StreamPreview {
+            name: stream.name.value.clone(),
+            records,
+            dead_letters: dead_letters.take(),
+            report,
+            error,
+        });
+    }
+    previews
+}

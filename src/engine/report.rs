@@ -1,0 +1,187 @@
+//! What a run did, per stream: as a human summary on stderr and as JSON for `--report`.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::sinks::SinkSummary;
+use crate::transforms::StageStats;
+
+/// The outcome of `gleap-etl run`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub pipeline: String,
+    pub file: PathBuf,
+    pub started_at: String,
+    pub elapsed_secs: f64,
+    /// `ok`, `dead_letters` (finished, some records in the dead-letter file) or `failed`.
+    pub status: &'static str,
+    pub exit_code: i32,
+    pub records_read: u64,
+    pub records_written: u64,
+    pub dead_lettered: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_letter_file: Option<PathBuf>,
+    /// The process's peak resident memory, where the platform tells it (Linux).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+    pub streams: Vec<StreamReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What one stream did.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct StreamReport {
+    pub name: String,
+    /// `ok`, `failed` or `skipped`.
+    pub status: &'static str,
+    pub source: String,
+    pub files: Vec<String>,
+    /// Records the source yielded, readable or not.
+    pub read: u64,
+    /// Records the source could not read.
+    pub source_rejected: u64,
+    /// Records the transform stages dropped on purpose (filter, dedupe, jq with no output).
+    pub filtered: u64,
+    /// Records the transform stages rejected.
+    pub transform_rejected: u64,
+    pub transforms: Vec<StageStats>,
+    pub written: u64,
+    pub sink_rejected: u64,
+    /// All records of this stream that went to the dead-letter file.
+    pub dead_lettered: u64,
+    pub elapsed_secs: f64,
+    pub records_per_sec: f64,
+    pub sink: SinkSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl StreamReport {
+    pub fn skipped(name: &str, why: String) -> StreamReport {
+        StreamReport {
+            name: name.to_string(),
+            status: "skipped",
+            error: Some(why),
+            ..Default::default()
+        }
+    }
+}
+
+impl RunReport {
+    /// The summary printed at the end of a run.
+    pub fn human(&self) -> String {
+        let mut out = String::new();
+        let verdict = match self.status {
+            "ok" => "finished",
+            "dead_letters" => "finished with dead-lettered records",
+            _ => "failed",
+        };
+        out.push_str(&format!(
+            "{}: {verdict} in {}\n",
+            self.pipeline,
+            seconds(self.elapsed_secs)
+        ));
+        let width = self.streams.iter().map(|s| s.name.len()).max().unwrap_or(0);
+        for s in &self.streams {
+            let mut line = format!("  {:<width$}  ", s.name);
+            match s.status {
+                "skipped" => {
+                    line.push_str(&format!("skipped: {}", s.error.as_deref().unwrap_or("")))
+                }
+                _ => {
+                    line.push_str(&format!(
+                        "{} read -> {} written",
+                        count(s.read),
+                        count(s.written)
+                    ));
+                    let mut notes = Vec::new();
+                    if s.filtered > 0 {
+                        notes.push(format!("{} filtered", count(s.filtered)));
+                    }
+                    if s.dead_lettered > 0 {
+                        notes.push(format!("{} dead-lettered", count(s.dead_lettered)));
+                    }
+                    if !notes.is_empty() {
+                        line.push_str(&format!(" ({})", notes.join(", ")));
+                    }
+                    line.push_str(&format!(", {}/s", count(s.records_per_sec.round() as u64)));
+                    if let Some(path) = &s.sink.path {
+                        line.push_str(&format!(" -> {}", path.display()));
+                        if let Some(bytes) = s.sink.bytes {
+                            line.push_str(&format!(" ({})", size(bytes)));
+                        }
+                    }
+                    if let Some(e) = &s.error {
+                        line.push_str(&format!("\n  {:<width$}  failed: {e}", ""));
+                    }
+                }
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+        if self.dead_lettered > 0
+            && let Some(file) = &self.dead_letter_file
+        {
+            out.push_str(&format!(
+                "  {} record{} in {}\n",
+                count(self.dead_lettered),
+                if self.dead_lettered == 1 { "" } else { "s" },
+                file.display()
+            ));
+        }
+        out
+    }
+}
+
+/// `1234567` as `1,234,567`.
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn seconds(s: f64) -> String {
+    if s < 60.0 {
+        format!("{s:.1} s")
+    } else {
+        format!("{}m {:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    }
+}
+
+fn size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+/// The peak resident memory of this process (Linux: `VmHWM`).
+pub fn peak_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_counts_and_sizes() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(1234567), "1,234,567");
+        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(seconds(75.0), "1m 15s");
+    }
+}

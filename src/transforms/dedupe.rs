@@ -1,0 +1,109 @@
+//! `dedupe`: lets the first record with each key through and drops later ones.
+//!
+//! Keys are remembered as 128-bit hashes (16 bytes each), so a million distinct keys cost
+//! about 32 MB; two different keys share a hash with odds around 1 in 10^29.
+
+use std::collections::HashSet;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{Rejection, Transform};
+use crate::record::{FieldPath, Record, Value};
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DedupeConfig {
+    /// The field (or fields) that identify a record.
+    pub key: KeyFields,
+}
+
+/// One field or a list of fields.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum KeyFields {
+    One(FieldPath),
+    Many(Vec<FieldPath>),
+}
+
+impl KeyFields {
+    pub fn fields(&self) -> &[FieldPath] {
+        match self {
+            KeyFields::One(f) => std::slice::from_ref(f),
+            KeyFields::Many(fs) => fs,
+        }
+    }
+}
+
+pub struct Dedupe {
+    fields: Vec<FieldPath>,
+    seen: HashSet<u128>,
+    buffer: Vec<u8>,
+}
+
+impl Dedupe {
+    pub fn new(config: &DedupeConfig) -> Dedupe {
+        Dedupe {
+            fields: config.key.fields().to_vec(),
+            seen: HashSet::new(),
+            buffer: Vec::new(),
+        }
+    }
+}
+
+impl Transform for Dedupe {
+    fn apply(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), Rejection> {
+        self.buffer.clear();
+        let mut any = false;
+        for field in &self.fields {
+            let value = field.get(&record).unwrap_or(&Value::Null);
+            any |= !value.is_null();
+            // Canonical JSON text, separated by a byte JSON never contains.
+            serde_json::to_writer(&mut self.buffer, value).expect("writing to memory");
+            self.buffer.push(0xff);
+        }
+        // Records without a key are not duplicates of each other.
+        if !any || self.seen.insert(xxhash_rust::xxh3::xxh3_128(&self.buffer)) {
+            out.push(record);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{apply, stage};
+    use serde_json::json;
+
+    #[test]
+    fn keeps_the_first_of_each_key() {
+        let mut s = stage(json!({"dedupe": {"key": "userId"}}));
+        let (out, _) = apply(
+            &mut *s,
+            vec![
+                json!({"userId": "a", "n": 1}),
+                json!({"userId": "b", "n": 2}),
+                json!({"userId": "a", "n": 3}),
+                json!({"n": 4}),
+                json!({"n": 5}),
+            ],
+        );
+        let ns: Vec<_> = out.iter().map(|r| r["n"].as_i64().unwrap()).collect();
+        assert_eq!(ns, [1, 2, 4, 5]);
+    }
+
+    #[test]
+    fn compound_keys_distinguish_types() {
+        let mut s = stage(json!({"dedupe": {"key": ["a", "b"]}}));
+        let (out, _) = apply(
+            &mut *s,
+            vec![
+                json!({"a": 1, "b": 2}),
+                json!({"a": "1", "b": 2}),
+                json!({"a": 1, "b": 2}),
+                json!({"a": 1, "b": 3}),
+            ],
+        );
+        assert_eq!(out.len(), 3);
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests: every file here is a module of this one test binary.
+
+mod util;
+
+mod pipelines;
+mod validate;
