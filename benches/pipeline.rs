@@ -7,6 +7,9 @@ mod common;
 
 use std::path::Path;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use gleap_etl::config::{Pipeline, ProcessEnv};
 use gleap_etl::engine::{RunOptions, run};

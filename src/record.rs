@@ -424,10 +424,17 @@ pub fn describe(value: &Value) -> String {
 /// without one (`2024-03-01 12:00:00`, `2024-03-01T12:00:00.5`, taken as UTC), or a date
 /// (midnight UTC).
 pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    if let Some(t) = parse_timestamp_fast(s.as_bytes()) {
+        return Some(t);
+    }
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
-    for format in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%#z"] {
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f%:z",
+        "%Y-%m-%d %H:%M:%S%.f%#z",
+        "%Y-%m-%dT%H:%M:%S%.f%#z",
+    ] {
         if let Ok(t) = DateTime::parse_from_str(s, format) {
             return Some(t.with_timezone(&Utc));
         }
@@ -451,6 +458,62 @@ pub fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|t| Utc.from_utc_datetime(&t))
+}
+
+/// `YYYY-MM-DD`, optionally followed by `[T ]HH:MM:SS[.fraction]` and `Z`, `±HH:MM` or
+/// nothing (UTC): the forms nearly every export uses, without chrono's format parsing.
+/// Anything else is left to the general parser.
+fn parse_timestamp_fast(b: &[u8]) -> Option<DateTime<Utc>> {
+    fn digits(b: &[u8], at: usize, n: usize) -> Option<u32> {
+        let part = b.get(at..at + n)?;
+        part.iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    }
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let date =
+        NaiveDate::from_ymd_opt(digits(b, 0, 4)? as i32, digits(b, 5, 2)?, digits(b, 8, 2)?)?;
+    if b.len() == 10 {
+        return Some(Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0)?));
+    }
+    if !(b[10] == b'T' || b[10] == b' ') || b.len() < 19 || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (h, m, sec) = (digits(b, 11, 2)?, digits(b, 14, 2)?, digits(b, 17, 2)?);
+    let mut i = 19;
+    let mut nanos = 0u32;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            if i - start < 9 {
+                nanos = nanos * 10 + u32::from(b[i] - b'0');
+            }
+            i += 1;
+        }
+        let n = i - start;
+        if n == 0 {
+            return None;
+        }
+        nanos *= 10u32.pow(9u32.saturating_sub(n as u32));
+    }
+    let offset_secs: i64 = match &b[i..] {
+        [] | [b'Z'] | [b'z'] => 0,
+        [sign @ (b'+' | b'-'), rest @ ..] if rest.len() == 5 && rest[2] == b':' => {
+            let minutes = i64::from(digits(rest, 0, 2)?) * 60 + i64::from(digits(rest, 3, 2)?);
+            if *sign == b'+' {
+                minutes * 60
+            } else {
+                -minutes * 60
+            }
+        }
+        _ => return None,
+    };
+    let time = chrono::NaiveTime::from_hms_nano_opt(h, m, sec, nanos)?;
+    let local = Utc.from_utc_datetime(&date.and_time(time));
+    Some(local - chrono::Duration::seconds(offset_secs))
 }
 
 /// Parses a date, or the UTC date of a timestamp.
@@ -579,6 +642,49 @@ mod tests {
                 .unwrap_err()
                 .contains("did you mean `timestamp`")
         );
+    }
+
+    #[test]
+    fn the_fast_timestamp_path_agrees_with_chrono() {
+        for s in [
+            "2024-03-01",
+            "2024-03-01 12:30:00",
+            "2024-03-01T12:30:00Z",
+            "2024-03-01T12:30:00.5Z",
+            "2024-03-01T12:30:00.123456789+02:00",
+            "2024-03-01 12:30:00-05:30",
+            "2024-02-29T23:59:59.000Z",
+        ] {
+            let fast = parse_timestamp_fast(s.as_bytes()).unwrap_or_else(|| panic!("{s}"));
+            let slow = DateTime::parse_from_rfc3339(&s.replace(' ', "T"))
+                .map(|t| t.with_timezone(&Utc))
+                .ok()
+                .or_else(|| {
+                    NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
+                        .ok()
+                        .map(|t| Utc.from_utc_datetime(&t))
+                })
+                .or_else(|| {
+                    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                        .ok()
+                        .map(|d| Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap()))
+                });
+            assert_eq!(Some(fast), slow, "{s}");
+        }
+        for s in [
+            "2024-02-30",
+            "2024-03-01T25:00:00",
+            "2024-03-01T12:30",
+            "2024-3-1",
+            "2024-03-01T12:30:00+0200",
+        ] {
+            assert_eq!(parse_timestamp_fast(s.as_bytes()), None, "{s}");
+        }
+        assert!(
+            parse_timestamp("2024-03-01T12:30").is_some(),
+            "the general parser takes the rest"
+        );
+        assert!(parse_timestamp("2024-03-01T12:30:00+0200").is_some());
     }
 
     #[test]

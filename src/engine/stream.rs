@@ -1,14 +1,16 @@
-//! Runs one stream: a reader thread parses the source into batches, this thread pushes them
-//! through the transform stages into the sink. The channel between them is bounded, so
-//! memory stays flat however large the input.
+//! Runs one stream as a pipeline of three threads joined by bounded channels: a reader
+//! parses the source into batches, the stream thread pushes them through the transform
+//! stages, a writer feeds the sink. Memory stays flat however large the input, and parsing,
+//! transforming and encoding use the cores side by side.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::sync_channel;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::progress::StreamBar;
-use super::report::StreamReport;
+use super::report::{StreamReport, count};
 use crate::config::StreamConfig;
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::error::{Error, Result};
@@ -17,9 +19,9 @@ use crate::sinks::{Sink, SinkContext};
 use crate::sources::{OpenedSource, SourceItem, SourceIter};
 use crate::transforms::TransformChain;
 
-/// Records per batch handed from the reader thread to the stream thread.
+/// Records per batch handed between threads.
 const BATCH: usize = 1024;
-/// Batches in flight between the two.
+/// Batches in flight between two threads.
 const BATCHES_IN_FLIGHT: usize = 4;
 
 /// What the records of a stream are for.
@@ -50,11 +52,6 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
         cancel,
         bar,
     } = run;
-    let run = Pump {
-        dead_letters,
-        cancel,
-        bar,
-    };
     let name = config.name.value.clone();
     let mut report = StreamReport {
         name: name.clone(),
@@ -67,39 +64,49 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
             .collect(),
         ..Default::default()
     };
-    let items = source.items;
-    let dead_before = run.dead_letters.count();
+    let dead_before = dead_letters.count();
+    let stream = Stream {
+        name: &name,
+        dead_letters: &dead_letters,
+        cancel: &cancel,
+        bar: &bar,
+    };
 
     let result = (|| -> Result<()> {
         let mut chain = TransformChain::build(&config.transforms)?;
-        let mut sink = match target {
-            Target::Sink => Some(config.sink.build(SinkContext {
-                stream: name.clone(),
-                dead_letters: run.dead_letters.clone(),
-            })?),
-            Target::Preview { .. } => None,
+        let mut output = match target {
+            Target::Sink => {
+                let context = SinkContext {
+                    stream: name.clone(),
+                    dead_letters: dead_letters.clone(),
+                };
+                Output::Writer(Writer::start(&name, config.sink.build(context)?)?)
+            }
+            Target::Preview { limit, records } => Output::Preview {
+                limit: *limit,
+                records,
+            },
         };
-        let pumped = pump(
-            items,
-            &run,
-            &name,
-            &mut chain,
-            &mut sink,
-            target,
-            &mut report,
-        );
+        let pumped = stream.pump(source.items, &mut chain, &mut output, &mut report);
         report.transforms = chain.stats();
-        match (pumped, sink) {
-            (Ok(()), Some(sink)) => {
-                report.sink = sink.finish()?;
-                Ok(())
+        match output {
+            Output::Writer(writer) => {
+                let (sink, written) = writer.stop();
+                match (pumped.and(written), sink) {
+                    (Ok(()), Some(sink)) => {
+                        report.sink = sink.finish()?;
+                        Ok(())
+                    }
+                    (Ok(()), None) => Err(Error::Other("the sink's writer thread stopped".into())),
+                    (Err(e), sink) => {
+                        if let Some(sink) = sink {
+                            sink.abort();
+                        }
+                        Err(e)
+                    }
+                }
             }
-            (Ok(()), None) => Ok(()),
-            (Err(e), Some(sink)) => {
-                sink.abort();
-                Err(e)
-            }
-            (Err(e), None) => Err(e),
+            Output::Preview { .. } => pumped,
         }
     })();
 
@@ -112,140 +119,204 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
     if let Target::Preview { records, .. } = target {
         report.written = records.len() as u64;
     }
-    report.dead_lettered = run.dead_letters.count().saturating_sub(dead_before);
+    report.dead_lettered = dead_letters.count().saturating_sub(dead_before);
     report.elapsed_secs = started.elapsed().as_secs_f64();
     report.records_per_sec = report.read as f64 / report.elapsed_secs.max(1e-9);
-    if let Err(e) = &result {
-        report.status = "failed";
-        report.error = Some(e.to_string());
-        run.bar.finish(format!("failed: {e}"));
-    } else {
-        run.bar
-            .finish(format!("{} records", super::report::count(report.read)));
+    match &result {
+        Err(e) => {
+            report.status = "failed";
+            report.error = Some(e.to_string());
+            bar.finish(format!("failed: {e}"));
+        }
+        Ok(()) => bar.finish(format!("{} records", count(report.read))),
     }
     (report, result)
 }
 
-/// What the pumping loop shares with the run.
-struct Pump {
-    dead_letters: DeadLetters,
-    cancel: Arc<AtomicBool>,
-    bar: StreamBar,
+/// Where transformed records go.
+enum Output<'t> {
+    Writer(Writer),
+    Preview {
+        limit: usize,
+        records: &'t mut Vec<Record>,
+    },
 }
 
-/// Moves every record from the source through the chain into the sink (or the preview).
-fn pump(
-    items: SourceIter,
-    run: &Pump,
-    name: &str,
-    chain: &mut TransformChain,
-    sink: &mut Option<Box<dyn Sink>>,
-    target: &mut Target,
-    report: &mut StreamReport,
-) -> Result<()> {
-    let (tx, rx) = sync_channel::<Vec<Result<SourceItem>>>(BATCHES_IN_FLIGHT);
-    let stop_reader = Arc::new(AtomicBool::new(false));
-    let reader_stop = stop_reader.clone();
-    let cancel = run.cancel.clone();
-    let reader = std::thread::Builder::new()
-        .name(format!("read-{name}"))
-        .spawn(move || {
-            let mut batch = Vec::with_capacity(BATCH);
-            for item in items {
-                let fatal = item.is_err();
-                batch.push(item);
-                if batch.len() == BATCH || fatal {
-                    if tx
-                        .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
-                        .is_err()
-                    {
-                        return;
-                    }
-                    if fatal
-                        || reader_stop.load(Ordering::Relaxed)
-                        || cancel.load(Ordering::Relaxed)
-                    {
-                        return;
-                    }
-                }
-            }
-            if !batch.is_empty() {
-                let _ = tx.send(batch);
-            }
-        })
-        .map_err(|e| Error::Other(format!("cannot start a reader thread: {e}")))?;
+/// The thread that owns the sink and writes what it is sent.
+struct Writer {
+    batches: Option<SyncSender<Vec<(Record, Position)>>>,
+    thread: JoinHandle<(Box<dyn Sink>, Result<()>)>,
+    batch: Vec<(Record, Position)>,
+}
 
-    let mut outputs = Vec::new();
-    let mut rejections = Vec::new();
-    let result = (|| -> Result<()> {
-        for batch in rx.iter() {
-            if run.cancel.load(Ordering::Relaxed) {
-                return Err(Error::Interrupted);
-            }
-            for item in batch {
-                let (record, position) = match item? {
-                    SourceItem::Record(record, position) => (record, position),
-                    SourceItem::Rejected(r) => {
-                        report.read += 1;
-                        report.source_rejected += 1;
-                        run.dead_letters.reject(DeadLetter::new(
-                            name,
-                            &r.position,
-                            "source",
-                            r.reason,
-                            r.record,
-                        ))?;
-                        continue;
+impl Writer {
+    fn start(name: &str, mut sink: Box<dyn Sink>) -> Result<Writer> {
+        let (tx, rx): (_, Receiver<Vec<(Record, Position)>>) = sync_channel(BATCHES_IN_FLIGHT);
+        let thread = std::thread::Builder::new()
+            .name(format!("write-{name}"))
+            .spawn(move || {
+                for batch in rx {
+                    for (record, position) in batch {
+                        if let Err(e) = sink.write(record, position) {
+                            return (sink, Err(e));
+                        }
                     }
-                };
-                report.read += 1;
-                chain.process(record, &mut outputs, &mut rejections);
-                for r in rejections.drain(..) {
-                    run.dead_letters.reject(DeadLetter::new(
-                        name,
-                        &position,
-                        r.stage,
-                        r.reason,
-                        Value::Object(r.record),
-                    ))?;
                 }
-                if deliver(&mut outputs, &position, sink, target)? {
-                    return Ok(());
-                }
-            }
-            run.bar.update(report.read);
+                (sink, Ok(()))
+            })
+            .map_err(|e| Error::Other(format!("cannot start a writer thread: {e}")))?;
+        Ok(Writer {
+            batches: Some(tx),
+            thread,
+            batch: Vec::with_capacity(BATCH),
+        })
+    }
+
+    /// Queues a record; `Err` when the writer has stopped (its error comes from `stop`).
+    fn push(&mut self, record: Record, position: Position) -> std::result::Result<(), ()> {
+        self.batch.push((record, position));
+        if self.batch.len() >= BATCH {
+            return self.send();
         }
         Ok(())
-    })();
-    stop_reader.store(true, Ordering::Relaxed);
-    drop(rx);
-    let _ = reader.join();
-    result
+    }
+
+    fn send(&mut self) -> std::result::Result<(), ()> {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+        match &self.batches {
+            Some(tx) if !batch.is_empty() => tx.send(batch).map_err(|_| ()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends what is left, waits for the thread and returns the sink with how writing went.
+    fn stop(mut self) -> (Option<Box<dyn Sink>>, Result<()>) {
+        let _ = self.send();
+        drop(self.batches.take());
+        match self.thread.join() {
+            Ok((sink, result)) => (Some(sink), result),
+            Err(_) => (
+                None,
+                Err(Error::Other("the sink's writer thread panicked".into())),
+            ),
+        }
+    }
 }
 
-/// Hands the outputs of one record to the sink or the preview; `true` when the preview is
-/// full.
-fn deliver(
-    outputs: &mut Vec<Record>,
-    position: &Position,
-    sink: &mut Option<Box<dyn Sink>>,
-    target: &mut Target,
-) -> Result<bool> {
-    match (sink.as_mut(), target) {
-        (Some(sink), _) => {
-            for out in outputs.drain(..) {
-                sink.write(out, position.clone())?;
-            }
-            Ok(false)
-        }
-        (None, Target::Preview { limit, records }) => {
-            for out in outputs.drain(..) {
-                if records.len() < *limit {
-                    records.push(out);
+/// What the stream thread shares with the run.
+struct Stream<'a> {
+    name: &'a str,
+    dead_letters: &'a DeadLetters,
+    cancel: &'a Arc<AtomicBool>,
+    bar: &'a StreamBar,
+}
+
+impl Stream<'_> {
+    /// Moves every record from the source through the chain to the output.
+    fn pump(
+        &self,
+        items: SourceIter,
+        chain: &mut TransformChain,
+        output: &mut Output<'_>,
+        report: &mut StreamReport,
+    ) -> Result<()> {
+        let (tx, rx) = sync_channel::<Vec<Result<SourceItem>>>(BATCHES_IN_FLIGHT);
+        let stop_reader = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let stop = stop_reader.clone();
+            let cancel = self.cancel.clone();
+            std::thread::Builder::new()
+                .name(format!("read-{}", self.name))
+                .spawn(move || read_batches(items, &tx, &stop, &cancel))
+                .map_err(|e| Error::Other(format!("cannot start a reader thread: {e}")))?
+        };
+
+        let mut outputs = Vec::new();
+        let mut rejections = Vec::new();
+        let result = (|| -> Result<()> {
+            for batch in rx.iter() {
+                if self.cancel.load(Ordering::Relaxed) {
+                    return Err(Error::Interrupted);
                 }
+                for item in batch {
+                    let item = item?;
+                    report.read += 1;
+                    let (record, position) = match item {
+                        SourceItem::Record(record, position) => (record, position),
+                        SourceItem::Rejected(r) => {
+                            report.source_rejected += 1;
+                            self.reject(&r.position, "source".into(), r.reason, r.record)?;
+                            continue;
+                        }
+                    };
+                    chain.process(record, &mut outputs, &mut rejections);
+                    for r in rejections.drain(..) {
+                        self.reject(&position, r.stage, r.reason, Value::Object(r.record))?;
+                    }
+                    match output {
+                        Output::Writer(writer) => {
+                            for out in outputs.drain(..) {
+                                if writer.push(out, position.clone()).is_err() {
+                                    // The writer stopped; its error is reported by `stop`.
+                                    return Ok(());
+                                }
+                            }
+                        }
+                        Output::Preview { limit, records } => {
+                            let room = limit.saturating_sub(records.len());
+                            records.extend(outputs.drain(..).take(room));
+                            if records.len() >= *limit {
+                                return Ok(());
+                            }
+                        }
+                    }
+                }
+                self.bar.update(report.read);
             }
-            Ok(records.len() >= *limit)
+            Ok(())
+        })();
+        stop_reader.store(true, Ordering::Relaxed);
+        drop(rx);
+        let _ = reader.join();
+        result
+    }
+
+    fn reject(
+        &self,
+        position: &Position,
+        stage: String,
+        reason: String,
+        record: Value,
+    ) -> Result<()> {
+        self.dead_letters
+            .reject(DeadLetter::new(self.name, position, stage, reason, record))
+    }
+}
+
+/// The reader thread: batches of source items until the end, a fatal error, or a stop.
+fn read_batches(
+    items: SourceIter,
+    tx: &SyncSender<Vec<Result<SourceItem>>>,
+    stop: &AtomicBool,
+    cancel: &AtomicBool,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    for item in items {
+        let fatal = item.is_err();
+        batch.push(item);
+        if batch.len() == BATCH || fatal {
+            if tx
+                .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
+                .is_err()
+            {
+                return;
+            }
+            if fatal || stop.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed) {
+                return;
+            }
         }
-        (None, Target::Sink) => unreachable!("a sink target always has a sink"),
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(batch);
     }
 }
