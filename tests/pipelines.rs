@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::util::{Dir, json_lines, read_parquet, repo};
+use crate::util::{Dir, json_lines, read_parquet};
 
 /// The pipeline of the README on the sample CSV (BOM, unicode, multi-line fields, a ragged
 /// row, an empty email, a duplicate id): a typed Parquet file, the ragged row in the
@@ -11,19 +11,12 @@ use crate::util::{Dir, json_lines, read_parquet, repo};
 fn users_to_parquet_on_the_sample_csv() {
     let dir = Dir::new();
     let report = dir.join("report.json");
-    let run = dir
-        .cmd(&[
-            "run",
-            "pipelines/users-to-parquet.yaml",
-            "--report",
-            report.to_str().unwrap(),
-        ])
-        .current_dir(repo())
-        .env("OUT_DIR", dir.join("out"))
-        .env("STATE_DIR", dir.join("state"))
-        .output()
-        .unwrap();
-    let run = crate::util::Run::from(run);
+    let run = dir.run_in_repo(&[
+        "run",
+        "pipelines/users-to-parquet.yaml",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
     assert_eq!(run.code, 1, "{run:?}");
 
     let (schema, rows) = read_parquet(&dir.join("out/users.parquet"));
@@ -236,14 +229,7 @@ fn a_failed_stream_skips_the_streams_that_need_it() {
 #[test]
 fn plan_prints_the_first_records_and_writes_nothing() {
     let dir = Dir::new();
-    let run = dir
-        .cmd(&["plan", "pipelines/users-to-parquet.yaml", "--limit", "3"])
-        .current_dir(repo())
-        .env("OUT_DIR", dir.join("out"))
-        .env("STATE_DIR", dir.join("state"))
-        .output()
-        .unwrap();
-    let run = crate::util::Run::from(run);
+    let run = dir.run_in_repo(&["plan", "pipelines/users-to-parquet.yaml", "--limit", "3"]);
     assert_eq!(run.code, 0, "{run:?}");
     let records: Vec<Value> = run
         .stdout

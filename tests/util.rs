@@ -56,6 +56,16 @@ impl Dir {
     pub fn run(&self, args: &[&str]) -> Run {
         Run::from(self.cmd(args).output().expect("gleap-etl runs"))
     }
+
+    /// `gleap-etl ARGS` run in the repository (for the shipped pipelines and samples), with
+    /// `OUT_DIR` and `STATE_DIR` pointing into this directory.
+    pub fn run_in_repo(&self, args: &[&str]) -> Run {
+        let mut cmd = self.cmd(args);
+        cmd.current_dir(repo())
+            .env("OUT_DIR", self.join("out"))
+            .env("STATE_DIR", self.join("state"));
+        Run::from(cmd.output().expect("gleap-etl runs"))
+    }
 }
 
 /// What a command did.

@@ -13,10 +13,7 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{
-    OpenedSource, ProgressUnit, Rejected, SourceItem, SourceIter, SourceProgress, chain_files,
-    files,
-};
+use super::{OpenedSource, ProgressUnit, Rejected, SourceItem, SourceIter, files};
 use crate::error::{Error, Result};
 use crate::record::{FieldType, Position, Record, Value, cast};
 
@@ -126,22 +123,16 @@ impl CsvSourceConfig {
             )));
         }
         let files = files::expand(&self.path)?;
-        let done = Arc::new(AtomicU64::new(0));
-        let progress = SourceProgress {
-            unit: ProgressUnit::Bytes,
-            total: Some(files::total_size(&files)),
-            done: done.clone(),
-        };
+        let total = files::total_size(&files);
         let config = self.clone();
-        let items = chain_files(files.clone(), move |path| {
-            let reader = CsvFileReader::open(&config, path, done.clone())?;
-            Ok(Box::new(reader) as SourceIter)
-        });
-        Ok(OpenedSource {
-            items,
-            progress,
+        Ok(OpenedSource::from_files(
             files,
-        })
+            ProgressUnit::Bytes,
+            total,
+            move |path, done| {
+                Ok(Box::new(CsvFileReader::open(&config, path, done.clone())?) as SourceIter)
+            },
+        ))
     }
 }
 

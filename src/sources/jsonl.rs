@@ -9,10 +9,7 @@ use std::sync::atomic::AtomicU64;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{
-    OpenedSource, ProgressUnit, Rejected, SourceItem, SourceIter, SourceProgress, chain_files,
-    files,
-};
+use super::{OpenedSource, ProgressUnit, Rejected, SourceItem, SourceIter, files};
 use crate::error::{Error, Result};
 use crate::record::{Position, Value, kind_of};
 
@@ -27,18 +24,13 @@ pub struct JsonlSourceConfig {
 impl JsonlSourceConfig {
     pub fn open(&self) -> Result<OpenedSource> {
         let files = files::expand(&self.path)?;
-        let done = Arc::new(AtomicU64::new(0));
-        let progress = SourceProgress {
-            unit: ProgressUnit::Bytes,
-            total: Some(files::total_size(&files)),
-            done: done.clone(),
-        };
-        let items = chain_files(files.clone(), move |path| read_file(path, done.clone()));
-        Ok(OpenedSource {
-            items,
-            progress,
+        let total = files::total_size(&files);
+        Ok(OpenedSource::from_files(
             files,
-        })
+            ProgressUnit::Bytes,
+            total,
+            |path, done| read_file(path, done.clone()),
+        ))
     }
 }
 

@@ -7,7 +7,7 @@ pub mod files;
 pub mod jsonl;
 pub mod parquet;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -91,37 +91,56 @@ pub struct OpenedSource {
     pub files: Vec<PathBuf>,
 }
 
-/// Reads `files` one after another: `read_file` opens one and returns its items.
-pub fn chain_files<F>(files: Vec<PathBuf>, mut read_file: F) -> SourceIter
-where
-    F: FnMut(&std::path::Path) -> Result<SourceIter> + Send + 'static,
-{
-    let mut pending = files.into_iter();
-    let mut current: Option<SourceIter> = None;
-    let mut failed = false;
-    Box::new(std::iter::from_fn(move || {
-        loop {
-            if failed {
-                return None;
-            }
-            if let Some(items) = current.as_mut() {
-                match items.next() {
-                    Some(Err(e)) => {
+impl OpenedSource {
+    /// Reads `files` one after another: `read_file` opens one and returns its items, adding
+    /// to the progress counter it is given as it goes. `total` is in `unit`s.
+    pub fn from_files<F>(
+        files: Vec<PathBuf>,
+        unit: ProgressUnit,
+        total: u64,
+        mut read_file: F,
+    ) -> OpenedSource
+    where
+        F: FnMut(&Path, &Arc<AtomicU64>) -> Result<SourceIter> + Send + 'static,
+    {
+        let done = Arc::new(AtomicU64::new(0));
+        let progress = SourceProgress {
+            unit,
+            total: Some(total),
+            done: done.clone(),
+        };
+        let mut pending = files.clone().into_iter();
+        let mut current: Option<SourceIter> = None;
+        let mut failed = false;
+        let items = Box::new(std::iter::from_fn(move || {
+            loop {
+                if failed {
+                    return None;
+                }
+                if let Some(items) = current.as_mut() {
+                    match items.next() {
+                        Some(Err(e)) => {
+                            failed = true;
+                            return Some(Err(e));
+                        }
+                        Some(item) => return Some(item),
+                        None => current = None,
+                    }
+                }
+                let path = pending.next()?;
+                match read_file(&path, &done) {
+                    Ok(items) => current = Some(items),
+                    Err(e) => {
                         failed = true;
                         return Some(Err(e));
                     }
-                    Some(item) => return Some(item),
-                    None => current = None,
                 }
             }
-            let path = pending.next()?;
-            match read_file(&path) {
-                Ok(items) => current = Some(items),
-                Err(e) => {
-                    failed = true;
-                    return Some(Err(e));
-                }
-            }
+        }));
+        OpenedSource {
+            items,
+            progress,
+            files,
         }
-    }))
+    }
 }

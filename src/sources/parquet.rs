@@ -31,9 +31,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Number;
 
-use super::{
-    OpenedSource, ProgressUnit, SourceItem, SourceIter, SourceProgress, chain_files, files,
-};
+use super::{OpenedSource, ProgressUnit, SourceItem, SourceIter, files};
 use crate::error::{Error, Result};
 use crate::record::{Map, Position, Record, Value, format_timestamp};
 
@@ -87,22 +85,15 @@ impl ParquetSourceConfig {
                 root_indices(&metadata, columns, path)?;
             }
         }
-        let done = Arc::new(AtomicU64::new(0));
-        let progress = SourceProgress {
-            unit: ProgressUnit::Rows,
-            total: Some(total),
-            done: done.clone(),
-        };
         let config = self.clone();
-        let items = chain_files(files.clone(), move |path| {
-            let reader = ParquetFileReader::open(&config, path, done.clone())?;
-            Ok(Box::new(reader) as SourceIter)
-        });
-        Ok(OpenedSource {
-            items,
-            progress,
+        Ok(OpenedSource::from_files(
             files,
-        })
+            ProgressUnit::Rows,
+            total,
+            move |path, done| {
+                Ok(Box::new(ParquetFileReader::open(&config, path, done.clone())?) as SourceIter)
+            },
+        ))
     }
 }
 
