@@ -20,10 +20,11 @@ try:
     import duckdb
 
     rows = duckdb.sql(
-        f"select userId, customData.seats, signup, tags from '{parquet_path}' order by userId"
+        "select userId, customData.seats, typeof(signup), strftime(signup, '%Y-%m-%d %H:%M'), tags"
+        f" from '{parquet_path}' order by userId"
     ).fetchall()
     assert len(rows) == 8, rows
-    assert rows[0][0] == "u001" and rows[0][1] == 12 and rows[0][3] == ["vip", "beta"], rows[0]
+    assert rows[0] == ("u001", 12, "TIMESTAMP WITH TIME ZONE", "2024-01-15 09:30", ["vip", "beta"]), rows[0]
     checked.append("duckdb")
 except ImportError:
     print("duckdb not installed: skipped")
