@@ -2,6 +2,8 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 
@@ -214,10 +216,23 @@ fn run(args: &RunArgs) -> i32 {
         Ok(p) => p,
         Err(code) => return code,
     };
+    // The first Ctrl-C stops the streams cleanly (no half-written output); a second one
+    // ends the process at once.
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let flag = interrupt.clone();
+    if let Err(e) = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupted: stopping (Ctrl-C again to quit at once)");
+    }) {
+        tracing::debug!("no Ctrl-C handler: {e}");
+    }
     let options = RunOptions {
         state_dir: args.state_dir.clone(),
         max_errors: args.max_errors,
         progress: !args.no_progress && !args.quiet,
+        interrupt: Some(interrupt),
     };
     let report = engine::run(&pipeline, &options);
     if !args.quiet {

@@ -39,7 +39,7 @@ pub enum Error {
     DependencyFailed { stream: String, needs: String },
 
     /// The run was interrupted.
-    #[error("interrupted")]
+    #[error("interrupted: outputs were left as they were")]
     Interrupted,
 
     /// Anything else, with its context already in the message.

@@ -284,3 +284,38 @@ fn gzip_and_globbed_inputs_with_a_bad_line_in_the_middle() {
     assert_eq!(dead[0]["line"], 2);
     assert_eq!(dead[0]["record"], "not json");
 }
+
+/// An interrupted run (Ctrl-C) leaves the previous output in place and no temporary file.
+#[test]
+fn an_interrupted_run_replaces_nothing() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    let dir = Dir::new();
+    dir.write("in.jsonl", "{\"a\": 1}\n".repeat(5000));
+    dir.write("out.jsonl", "previous\n");
+    let yaml = format!(
+        "version: 1\nname: t\nstate_dir: {}\nstreams:\n  - name: s\n    source: {{ jsonl: {{ path: {} }} }}\n    sink: {{ jsonl: {{ path: {} }} }}\n",
+        dir.join("state").display(),
+        dir.join("in.jsonl").display(),
+        dir.join("out.jsonl").display()
+    );
+    let pipeline = gleap_etl::config::Pipeline::parse(
+        &yaml,
+        std::path::Path::new("p.yaml"),
+        &gleap_etl::config::ProcessEnv,
+    )
+    .unwrap();
+    let options = gleap_etl::engine::RunOptions {
+        interrupt: Some(Arc::new(AtomicBool::new(true))),
+        ..Default::default()
+    };
+    let report = gleap_etl::engine::run(&pipeline, &options);
+    assert_eq!(report.exit_code, 2);
+    assert_eq!(
+        report.error.as_deref(),
+        Some("interrupted: outputs were left as they were")
+    );
+    assert_eq!(dir.read("out.jsonl"), "previous\n");
+    assert!(!dir.join("out.jsonl.inprogress").exists());
+}

@@ -34,6 +34,9 @@ pub struct RunOptions {
     pub max_errors: Option<u64>,
     /// Draw progress bars (when stderr is a terminal).
     pub progress: bool,
+    /// Set (by a Ctrl-C handler) to stop the run: streams stop at their next batch and their
+    /// outputs are left as they were.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -108,7 +111,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
     }
 
     let progress = Progress::new(options.progress);
-    let cancel = Arc::new(AtomicBool::new(false));
+    let cancel = options.interrupt.clone().unwrap_or_default();
     let mut states = vec![State::Waiting; streams.len()];
     let mut reports: Vec<Option<StreamReport>> = vec![None; streams.len()];
     let mut first_error: Option<Error> = None;
@@ -222,6 +225,9 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
         }
     });
     drop(progress);
+    if cancel.load(Ordering::Relaxed) && first_error.is_none() {
+        first_error = Some(Error::Interrupted);
+    }
 
     if let Err(e) = dead_letters.flush() {
         first_error.get_or_insert(e);
