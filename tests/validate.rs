@@ -72,8 +72,12 @@ streams:
     );
     at("11:5", "unknown field `parquet`");
     at("11:5", "indented under `sink` on line 10");
-    at("10:9", "`sink` is empty");
-    assert!(run.stderr.contains("problems"), "{run:?}");
+    let located = errors
+        .iter()
+        .filter(|e| e.contains(": streams[0]."))
+        .count();
+    assert_eq!(located, 3, "one error per mistake:\n{}", run.stderr);
+    assert!(run.stderr.ends_with("3 problems\n"), "{run:?}");
 }
 
 #[test]

@@ -273,9 +273,11 @@ impl<'a> NodeDeserializer<'a> {
                 continue;
             }
             let mut message = unknown_field_message(key, fields);
+            let mut explains = None;
             // A key that belongs one level down usually means the block above it lost its
-            // indentation: `sink:` empty, then `parquet:` at the same level.
-            if let Some((empty_key, _)) = entries.iter().find(|(k, v)| {
+            // indentation: `sink:` empty, then `parquet:` at the same level. This error then
+            // also explains why `sink` is empty.
+            if let Some((empty_key, empty_value)) = entries.iter().find(|(k, v)| {
                 v.is_null()
                     && k.location.line < entry.0.location.line
                     && fields.contains(&k.as_str().unwrap_or_default())
@@ -285,12 +287,12 @@ impl<'a> NodeDeserializer<'a> {
                     empty_key.as_str().unwrap_or_default(),
                     empty_key.location.line
                 ));
+                explains = Some(empty_value.location);
             }
             let path = self.path.key(key).to_string();
-            self.side_errors.borrow_mut().push(ConfigError::new(
-                entry.0.location,
-                format!("{path}: {message}"),
-            ));
+            let mut error = ConfigError::new(entry.0.location, format!("{path}: {message}"));
+            error.explains = explains;
+            self.side_errors.borrow_mut().push(error);
         }
         known
     }

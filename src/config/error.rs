@@ -31,6 +31,9 @@ impl Location {
 pub struct ConfigError {
     pub location: Location,
     pub message: String,
+    /// Another place whose error this one explains (a block that lost its indentation
+    /// explains why the key above it is empty); that error is not listed separately.
+    pub explains: Option<Location>,
 }
 
 impl ConfigError {
@@ -38,6 +41,7 @@ impl ConfigError {
         ConfigError {
             location,
             message: message.into(),
+            explains: None,
         }
     }
 }
@@ -56,7 +60,9 @@ impl ConfigErrors {
                 .cmp(&b.location)
                 .then_with(|| a.message.cmp(&b.message))
         });
-        errors.dedup();
+        errors.dedup_by(|a, b| a.location == b.location && a.message == b.message);
+        let explained: Vec<Location> = errors.iter().filter_map(|e| e.explains).collect();
+        errors.retain(|e| !explained.contains(&e.location));
         ConfigErrors {
             file: file.to_path_buf(),
             errors,
