@@ -40,6 +40,50 @@ pub enum Command {
     Run(RunArgs),
     /// Print the JSON Schema of the pipeline format (for editors).
     Schema,
+    /// Run a local emulator of Gleap's API v3 (sessions, tickets, messages) for rehearsals,
+    /// tests and benchmarks; no Gleap account needed.
+    Emulator(EmulatorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EmulatorArgs {
+    /// Where to listen; loopback by default.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: std::net::SocketAddr,
+    /// The API key clients must send (default: generated and printed).
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// The project id clients must send (default: generated and printed).
+    #[arg(long)]
+    pub project: Option<String>,
+    /// Requests allowed per window per project, REQUESTS/SECONDS (Gleap: 1000/60), or
+    /// `unlimited`.
+    #[arg(long, default_value = "1000/60")]
+    pub quota: String,
+    /// Answer 429 without a Retry-After header (Gleap does not promise one).
+    #[arg(long)]
+    pub no_retry_after: bool,
+    /// Share of requests answered 500, 502 or 503, from 0 to 1.
+    #[arg(long, value_name = "SHARE", default_value_t = 0.0)]
+    pub fail_5xx: f64,
+    /// Share of requests whose connection is reset before anything is done.
+    #[arg(long, value_name = "SHARE", default_value_t = 0.0)]
+    pub fail_reset: f64,
+    /// Share of requests that are carried out but whose answer is lost (the connection drops).
+    #[arg(long, value_name = "SHARE", default_value_t = 0.0)]
+    pub fail_lost: f64,
+    /// Latency added to every answer, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Up to this many more milliseconds, at random.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub latency_jitter_ms: u64,
+    /// Seed for faults and ids (default: random; printed, so a run can be repeated).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Load the state from this JSON file (if it exists) and keep saving it there.
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -81,6 +125,7 @@ where
         Command::Validate { pipelines } => validate(&pipelines),
         Command::Plan { pipeline, limit } => plan(&pipeline, limit),
         Command::Run(args) => run(&args),
+        Command::Emulator(args) => emulator(&args),
         Command::Schema => {
             let schema = serde_json::to_string_pretty(&crate::config::json_schema()).expect("JSON");
             print_out(&format!("{schema}\n"))
@@ -249,4 +294,122 @@ fn run(args: &RunArgs) -> i32 {
         }
     }
     report.exit_code
+}
+
+fn emulator(args: &EmulatorArgs) -> i32 {
+    use crate::emulator::{Emulator, EmulatorConfig, FaultConfig, Quota};
+    let quota = match args.quota.as_str() {
+        "unlimited" | "off" | "none" => None,
+        q => match q.parse::<Quota>() {
+            Ok(q) => Some(q),
+            Err(e) => {
+                eprintln!("error: --quota: {e}");
+                return EXIT_FAILED;
+            }
+        },
+    };
+    let shares = [
+        ("--fail-5xx", args.fail_5xx),
+        ("--fail-reset", args.fail_reset),
+        ("--fail-lost", args.fail_lost),
+    ];
+    if let Some((flag, share)) = shares.iter().find(|(_, s)| !(0.0..=1.0).contains(s)) {
+        eprintln!("error: {flag} {share}: a share is between 0 and 1 (0.05 is 5%)");
+        return EXIT_FAILED;
+    }
+    if shares.iter().map(|(_, s)| s).sum::<f64>() > 1.0 {
+        eprintln!("error: --fail-5xx, --fail-reset and --fail-lost add up to more than 1");
+        return EXIT_FAILED;
+    }
+    let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
+    let config = EmulatorConfig {
+        addr: args.addr,
+        api_key: args.api_key.clone(),
+        project: args.project.clone(),
+        quota,
+        retry_after: !args.no_retry_after,
+        faults: FaultConfig {
+            error_rate: args.fail_5xx,
+            reset_rate: args.fail_reset,
+            lost_rate: args.fail_lost,
+            latency: std::time::Duration::from_millis(args.latency_ms),
+            latency_jitter: std::time::Duration::from_millis(args.latency_jitter_ms),
+            seed,
+        },
+        data_file: args.data.clone(),
+        ..EmulatorConfig::default()
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    runtime.block_on(async {
+        let emulator = match Emulator::start(config).await {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_FAILED;
+            }
+        };
+        if !emulator.addr().ip().is_loopback() {
+            eprintln!(
+                "warning: listening on {}, not loopback: anyone who reaches it can use the API key",
+                emulator.addr()
+            );
+        }
+        let quota = quota.map_or("unlimited".to_string(), |q| {
+            format!("{} requests per {} s", q.requests, q.window.as_secs_f64())
+        });
+        let faults = if shares.iter().all(|(_, s)| *s == 0.0) && args.latency_ms == 0 {
+            "none".to_string()
+        } else {
+            format!(
+                "5xx {:.1}%, resets {:.1}%, lost answers {:.1}%, latency {} ms (+ up to {} ms)",
+                args.fail_5xx * 100.0,
+                args.fail_reset * 100.0,
+                args.fail_lost * 100.0,
+                args.latency_ms,
+                args.latency_jitter_ms
+            )
+        };
+        println!("Gleap API v3 emulator listening on {}", emulator.base_url());
+        println!();
+        println!("  export GLEAP_BASE_URL={}", emulator.base_url());
+        println!("  export GLEAP_API_KEY={}", emulator.api_key());
+        println!("  export GLEAP_PROJECT_ID={}", emulator.project());
+        println!();
+        println!(
+            "quota: {quota}{}",
+            if args.no_retry_after {
+                " (no Retry-After)"
+            } else {
+                ""
+            }
+        );
+        println!("faults: {faults} (seed {seed})");
+        println!(
+            "stats: http://{}/__emulator/stats   dump: http://{}/__emulator/dump",
+            emulator.addr(),
+            emulator.addr()
+        );
+        if let Some(data) = &args.data {
+            println!("data: {}", data.display());
+        }
+        println!("Ctrl-C to stop.");
+        let _ = std::io::stdout().flush();
+        let _ = tokio::signal::ctrl_c().await;
+        match emulator.shutdown().await {
+            Ok(()) => EXIT_OK,
+            Err(e) => {
+                eprintln!("error: {e}");
+                EXIT_FAILED
+            }
+        }
+    })
 }

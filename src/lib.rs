@@ -1,9 +1,12 @@
 //! gleap-etl: move helpdesk data in and out of Gleap.
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod dead_letter;
+pub mod emulator;
 pub mod engine;
 pub mod error;
+pub mod gleap;
 pub mod jq;
 pub mod record;
 pub mod sinks;

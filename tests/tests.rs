@@ -2,5 +2,6 @@
 
 mod util;
 
+mod emulator;
 mod pipelines;
 mod validate;

@@ -128,3 +128,60 @@ pub fn read_parquet(
         .collect();
     (schema, rows)
 }
+
+/// A small HTTP client for the Gleap API (emulated): key and project headers set.
+pub struct Api {
+    pub client: reqwest::Client,
+    pub base: String,
+    pub key: String,
+    pub project: String,
+}
+
+impl Api {
+    pub fn new(emulator: &gleap_etl::emulator::Emulator) -> Api {
+        Api {
+            client: reqwest::Client::new(),
+            base: emulator.base_url(),
+            key: emulator.api_key().to_string(),
+            project: emulator.project().to_string(),
+        }
+    }
+
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .header("project", &self.project)
+    }
+
+    /// Sends and returns the status and the JSON body (null when empty).
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> (u16, serde_json::Value) {
+        let response = request.send().await.expect("an answer");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("a body");
+        let body = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("JSON: {text}"))
+        };
+        (status, body)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        self.send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.send(self.request(reqwest::Method::POST, path).json(&body))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        self.send(self.request(reqwest::Method::PUT, path).json(&body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        self.send(self.request(reqwest::Method::DELETE, path)).await
+    }
+}

@@ -1,0 +1,374 @@
+//! The HTTP API: routes under `/v3`, behind one gate that checks the key and the project,
+//! applies the quota, adds latency and injects faults; and `/__emulator/*` for tests.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use super::limits::{Fault, Faults, QuotaWindow, Stats};
+use super::query;
+use super::store::{Doc, Kind, Store, StoreError};
+use crate::clock::Clock;
+use crate::gleap::fields::{
+    CREATE_MESSAGE_FIELDS, CREATE_TICKET_FIELDS, SESSION_FIELDS, UPDATE_TICKET_FIELDS,
+};
+use crate::gleap::model::{Field, check_body};
+
+/// Drops the connection a request came in on (set by the server for each connection).
+#[derive(Clone)]
+pub struct ConnectionKill(pub Arc<Notify>);
+
+/// Everything behind the API.
+pub struct App {
+    pub api_key: String,
+    pub project: String,
+    pub retry_after: bool,
+    pub clock: Arc<dyn Clock>,
+    pub shared: Mutex<Shared>,
+    /// Set by every write; cleared when `--data` is saved.
+    pub dirty: AtomicBool,
+}
+
+/// What requests change, under one lock.
+pub struct Shared {
+    pub store: Store,
+    pub quota: QuotaWindow,
+    pub faults: Faults,
+    pub stats: Stats,
+}
+
+impl App {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The counters, with entity counts and sessions that share a userId.
+    pub fn stats(&self) -> Value {
+        let shared = self.lock();
+        let mut stats = serde_json::to_value(&shared.stats).expect("stats are JSON");
+        let entities: serde_json::Map<String, Value> = Kind::ALL
+            .iter()
+            .map(|k| (k.name().to_string(), Value::from(shared.store.count(*k))))
+            .collect();
+        let (shared_count, examples) = shared.store.shared_user_ids();
+        stats["entities"] = Value::Object(entities);
+        stats["sessions_sharing_a_user_id"] =
+            json!({"user_ids": shared_count, "examples": examples});
+        stats
+    }
+
+    pub fn dump(&self) -> Value {
+        self.lock().store.dump()
+    }
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let api = Router::new()
+        .route("/sessions", post(create_session).get(list_sessions))
+        .route("/sessions/by-user-id/{userId}", get(session_by_user_id))
+        .route(
+            "/sessions/{id}",
+            get(get_session).put(update_session).delete(delete_session),
+        )
+        .route("/tickets", post(create_ticket).get(list_tickets))
+        .route("/tickets/{id}", get(get_ticket).put(update_ticket))
+        .route("/messages", post(create_message).get(list_messages))
+        .route_layer(middleware::from_fn_with_state(app.clone(), gate));
+    Router::new()
+        .nest("/v3", api)
+        .route(
+            "/__emulator/stats",
+            get(|State(app): State<Arc<App>>| async move { axum::Json(app.stats()) }),
+        )
+        .route(
+            "/__emulator/dump",
+            get(|State(app): State<Arc<App>>| async move { axum::Json(app.dump()) }),
+        )
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "Not found: the emulator serves /v3/sessions, /v3/tickets and /v3/messages",
+            )
+        })
+        .with_state(app)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, axum::Json(json!({ "message": message.into() }))).into_response()
+}
+
+/// Auth, quota, latency and faults, in that order, for every `/v3` request.
+async fn gate(
+    State(app): State<Arc<App>>,
+    matched: MatchedPath,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = format!(
+        "{} {}",
+        request.method(),
+        matched.as_str().trim_start_matches("/v3")
+    );
+    let headers = request.headers();
+    let key_ok = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|k| k == app.api_key);
+    if !key_ok {
+        let mut shared = app.lock();
+        shared.stats.unauthorized += 1;
+        shared.stats.record(&route, "401");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized: a valid API key is needed (Authorization: Bearer <key>)",
+        );
+    }
+    let project_ok = headers
+        .get("project")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|p| p == app.project);
+    if !project_ok {
+        let mut shared = app.lock();
+        shared.stats.forbidden += 1;
+        shared.stats.record(&route, "403");
+        return error(
+            StatusCode::FORBIDDEN,
+            "Forbidden: the `project` header must name this key's project",
+        );
+    }
+
+    let now_ms = app.clock.now().timestamp_millis();
+    let (fault, latency) = {
+        let mut shared = app.lock();
+        if let Err(wait) = shared.quota.admit(now_ms) {
+            shared.stats.rate_limited += 1;
+            shared.stats.record(&route, "429");
+            drop(shared);
+            let mut response = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests: the project's rate limit is reached",
+            );
+            if app.retry_after {
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
+            return response;
+        }
+        shared.faults.draw()
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    let kill = request.extensions().get::<ConnectionKill>().cloned();
+    match fault {
+        Fault::None => {
+            let response = next.run(request).await;
+            app.lock().stats.record(&route, response.status().as_str());
+            response
+        }
+        Fault::Error(code) => {
+            let mut shared = app.lock();
+            shared.stats.faults.errors += 1;
+            shared.stats.record(&route, &code.to_string());
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            error(
+                status,
+                "Injected fault: the emulator answered with a server error",
+            )
+        }
+        Fault::Reset | Fault::Lost => {
+            if fault == Fault::Lost {
+                // The write happens; the answer never arrives.
+                let _ = next.run(request).await;
+            }
+            {
+                let mut shared = app.lock();
+                if fault == Fault::Lost {
+                    shared.stats.faults.lost_responses += 1;
+                    shared.stats.record(&route, "lost");
+                } else {
+                    shared.stats.faults.resets += 1;
+                    shared.stats.record(&route, "reset");
+                }
+            }
+            match kill {
+                Some(ConnectionKill(notify)) => {
+                    notify.notify_one();
+                    std::future::pending::<Response>().await
+                }
+                None => error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Injected fault (no connection to drop)",
+                ),
+            }
+        }
+    }
+}
+
+/// A JSON object body, checked against a field table: unknown fields are dropped (and
+/// counted), wrong types are a 400.
+fn body(app: &App, entity: &str, fields: &[Field], bytes: &Bytes) -> Result<Doc, Box<Response>> {
+    let bad = |message: String| Box::new(error(StatusCode::BAD_REQUEST, message));
+    let value: Value =
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("Invalid JSON body: {e}")))?;
+    let Value::Object(object) = value else {
+        return Err(bad("The body must be a JSON object".into()));
+    };
+    let checked = check_body(fields, object).map_err(|e| bad(format!("Validation failed: {e}")))?;
+    if !checked.dropped.is_empty() {
+        app.lock().stats.dropped(entity, &checked.dropped);
+    }
+    Ok(checked.body)
+}
+
+fn answer(result: Result<Value, StoreError>) -> Response {
+    match result {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(StoreError::NotFound(m)) => error(StatusCode::NOT_FOUND, m),
+        Err(StoreError::BadRequest(m)) => error(StatusCode::BAD_REQUEST, m),
+    }
+}
+
+fn written(app: &App) {
+    app.dirty.store(true, Ordering::Relaxed);
+}
+
+async fn create_session(State(app): State<Arc<App>>, bytes: Bytes) -> Response {
+    let doc = match body(&app, "sessions", SESSION_FIELDS, &bytes) {
+        Ok(d) => d,
+        Err(r) => return *r,
+    };
+    let now = app.clock.now();
+    let created = app.lock().store.create_session(now, doc);
+    written(&app);
+    axum::Json(created).into_response()
+}
+
+async fn create_ticket(State(app): State<Arc<App>>, bytes: Bytes) -> Response {
+    let doc = match body(&app, "tickets", CREATE_TICKET_FIELDS, &bytes) {
+        Ok(d) => d,
+        Err(r) => return *r,
+    };
+    let now = app.clock.now();
+    let result = app.lock().store.create_ticket(now, doc);
+    written(&app);
+    answer(result)
+}
+
+async fn create_message(State(app): State<Arc<App>>, bytes: Bytes) -> Response {
+    let doc = match body(&app, "messages", CREATE_MESSAGE_FIELDS, &bytes) {
+        Ok(d) => d,
+        Err(r) => return *r,
+    };
+    let notifies = doc.get("isNote") != Some(&Value::Bool(true))
+        && doc.get("session").is_none_or(Value::is_null)
+        && doc.get("sendToChannel") != Some(&Value::Bool(false));
+    let now = app.clock.now();
+    let mut shared = app.lock();
+    let result = shared.store.create_message(now, doc);
+    if result.is_ok() && notifies {
+        shared.stats.customer_notifications += 1;
+    }
+    drop(shared);
+    written(&app);
+    answer(result)
+}
+
+async fn update(app: Arc<App>, kind: Kind, fields: &[Field], id: String, bytes: Bytes) -> Response {
+    let doc = match body(&app, kind.name(), fields, &bytes) {
+        Ok(d) => d,
+        Err(r) => return *r,
+    };
+    let now = app.clock.now();
+    let result = app.lock().store.update(kind, &id, now, doc);
+    written(&app);
+    answer(result)
+}
+
+async fn update_session(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    update(app, Kind::Sessions, SESSION_FIELDS, id, bytes).await
+}
+
+async fn update_ticket(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    update(app, Kind::Tickets, UPDATE_TICKET_FIELDS, id, bytes).await
+}
+
+async fn delete_session(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    let result = app.lock().store.delete_session(&id);
+    written(&app);
+    match result {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => answer(Err(e)),
+    }
+}
+
+async fn get_session(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    answer(app.lock().store.get(Kind::Sessions, &id))
+}
+
+async fn get_ticket(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    answer(app.lock().store.get(Kind::Tickets, &id))
+}
+
+async fn session_by_user_id(State(app): State<Arc<App>>, Path(user_id): Path<String>) -> Response {
+    answer(app.lock().store.session_by_user_id(&user_id))
+}
+
+/// The page and the total count of a list query.
+fn list(app: &App, kind: Kind, raw: Option<String>) -> Result<(Vec<Value>, usize), Box<Response>> {
+    let q =
+        query::parse(raw.as_deref()).map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, e)))?;
+    let shared = app.lock();
+    let (page, total) = q.run(shared.store.docs(kind));
+    Ok((
+        page.into_iter()
+            .map(|d| shared.store.render_doc(kind, d))
+            .collect(),
+        total,
+    ))
+}
+
+async fn list_sessions(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Response {
+    match list(&app, Kind::Sessions, raw) {
+        Ok((page, _)) => axum::Json(page).into_response(),
+        Err(r) => *r,
+    }
+}
+
+async fn list_tickets(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Response {
+    match list(&app, Kind::Tickets, raw) {
+        Ok((page, total)) => {
+            axum::Json(json!({"tickets": page, "count": page.len(), "totalCount": total}))
+                .into_response()
+        }
+        Err(r) => *r,
+    }
+}
+
+async fn list_messages(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Response {
+    match list(&app, Kind::Messages, raw) {
+        Ok((page, _)) => axum::Json(page).into_response(),
+        Err(r) => *r,
+    }
+}

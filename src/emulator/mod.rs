@@ -1,0 +1,216 @@
+//! A local stand-in for the parts of Gleap's API v3 the tool uses: sessions, tickets and
+//! messages, with Gleap's auth, quota and quirks, plus seeded fault injection (server errors,
+//! connection resets, answers lost after the write) to prove a client loses and duplicates
+//! nothing. It is the target of `--emulator` runs, of our integration tests and benchmarks.
+//!
+//! ```no_run
+//! # async fn demo() -> gleap_etl::Result<()> {
+//! use gleap_etl::emulator::{Emulator, EmulatorConfig};
+//! let emulator = Emulator::start(EmulatorConfig::default()).await?;
+//! println!("{} {} {}", emulator.base_url(), emulator.api_key(), emulator.project());
+//! emulator.shutdown().await?;
+//! # Ok(()) }
+//! ```
+
+pub mod api;
+pub mod limits;
+pub mod query;
+pub mod server;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use api::{App, Shared};
+pub use limits::{FaultConfig, Quota};
+use limits::{Faults, QuotaWindow, Stats};
+use store::Store;
+
+/// How to run an emulator.
+#[derive(Clone)]
+pub struct EmulatorConfig {
+    /// Where to listen. Default `127.0.0.1:0` (loopback, a free port).
+    pub addr: SocketAddr,
+    /// The API key clients must send. Default: generated.
+    pub api_key: Option<String>,
+    /// The project id clients must send. Default: generated.
+    pub project: Option<String>,
+    /// Requests per window; `None` for no limit. Default Gleap's 1000 per 60 s.
+    pub quota: Option<Quota>,
+    /// Send `Retry-After` with 429 (Gleap does not promise it). Default true.
+    pub retry_after: bool,
+    pub faults: FaultConfig,
+    /// Load the state from this JSON file at start (if it exists) and save it there.
+    pub data_file: Option<PathBuf>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        EmulatorConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api_key: None,
+            project: None,
+            quota: Some(Quota::GLEAP),
+            retry_after: true,
+            faults: FaultConfig::default(),
+            data_file: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// A running emulator.
+pub struct Emulator {
+    addr: SocketAddr,
+    app: Arc<App>,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
+    saver: Option<JoinHandle<()>>,
+    data_file: Option<PathBuf>,
+}
+
+impl Emulator {
+    /// Binds and starts serving on the current tokio runtime.
+    pub async fn start(config: EmulatorConfig) -> Result<Emulator> {
+        let seed = config.faults.seed;
+        let mut rng = fastrand::Rng::with_seed(seed ^ 0x5eed_0f91_ea9a);
+        let api_key = config
+            .api_key
+            .clone()
+            .unwrap_or_else(|| format!("emu_{:016x}{:016x}", rng.u64(..), rng.u64(..)));
+        let project = config.project.clone().unwrap_or_else(|| {
+            (0..24)
+                .map(|_| char::from_digit(rng.u32(..16), 16).expect("a hex digit"))
+                .collect()
+        });
+        let mut store = Store::new(seed);
+        if let Some(path) = &config.data_file
+            && path.exists()
+        {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+            let data: Value = serde_json::from_str(&text)
+                .map_err(|e| Error::input(path.display().to_string(), e))?;
+            store
+                .load(&data)
+                .map_err(|e| Error::input(path.display().to_string(), e))?;
+        }
+        let app = Arc::new(App {
+            api_key,
+            project,
+            retry_after: config.retry_after,
+            clock: config.clock.clone(),
+            shared: Mutex::new(Shared {
+                store,
+                quota: QuotaWindow::new(config.quota),
+                faults: Faults::new(config.faults),
+                stats: Stats::default(),
+            }),
+            dirty: AtomicBool::new(false),
+        });
+        let listener = tokio::net::TcpListener::bind(config.addr)
+            .await
+            .map_err(|e| Error::Other(format!("cannot listen on {}: {e}", config.addr)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Other(e.to_string()))?;
+        let (stop, stopped) = watch::channel(false);
+        let server = tokio::spawn(server::serve(
+            listener,
+            api::router(app.clone()),
+            stopped.clone(),
+        ));
+        let saver = config
+            .data_file
+            .clone()
+            .map(|path| tokio::spawn(save_while_running(app.clone(), path, stopped)));
+        Ok(Emulator {
+            addr,
+            app,
+            stop,
+            server,
+            saver,
+            data_file: config.data_file,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT/v3`: what `GLEAP_BASE_URL` should be.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v3", self.addr)
+    }
+
+    pub fn api_key(&self) -> &str {
+        &self.app.api_key
+    }
+
+    pub fn project(&self) -> &str {
+        &self.app.project
+    }
+
+    /// What `/__emulator/stats` answers.
+    pub fn stats(&self) -> Value {
+        self.app.stats()
+    }
+
+    /// What `/__emulator/dump` answers.
+    pub fn dump(&self) -> Value {
+        self.app.dump()
+    }
+
+    /// Stops serving and saves the data file.
+    pub async fn shutdown(self) -> Result<()> {
+        let _ = self.stop.send(true);
+        let _ = self.server.await;
+        if let Some(saver) = self.saver {
+            let _ = saver.await;
+        }
+        if let Some(path) = &self.data_file {
+            save(&self.app, path)?;
+        }
+        Ok(())
+    }
+}
+
+/// Saves the data file every second while something changed, so that a rehearsal can be
+/// inspected even if the emulator is killed.
+async fn save_while_running(app: Arc<App>, path: PathBuf, mut stopped: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if app.dirty.swap(false, Ordering::Relaxed)
+                    && let Err(e) = save(&app, &path)
+                {
+                    tracing::warn!("emulator: {e}");
+                }
+            }
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// Writes the state atomically: to a temporary file, then renamed.
+fn save(app: &App, path: &Path) -> Result<()> {
+    let data = serde_json::to_vec_pretty(&app.dump()).expect("the state is JSON");
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    let temp = PathBuf::from(temp);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::write(&temp, data).map_err(|e| Error::io(&temp, e))?;
+    std::fs::rename(&temp, path).map_err(|e| Error::io(path, e))
+}
