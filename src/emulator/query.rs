@@ -30,6 +30,8 @@ pub struct Filter {
     pub op: Op,
     /// Any of these (a comma-separated equality filter).
     pub values: Vec<String>,
+    /// The first value as an instant, when it is one (range filters on dates), parsed once.
+    pub instant: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +125,7 @@ pub fn parse(raw: Option<&str>) -> Result<ListQuery, String> {
                     path: path("archived"),
                     op: Op::Ne,
                     values: vec!["true".into()],
+                    instant: None,
                 }),
                 _ => {}
             }
@@ -133,10 +136,16 @@ pub fn parse(raw: Option<&str>) -> Result<ListQuery, String> {
         } else {
             vec![value]
         };
+        let instant = if op == Op::Eq || op == Op::Ne {
+            None
+        } else {
+            parse_timestamp(&values[0])
+        };
         q.filters.push(Filter {
             path: path(&field),
             op,
             values,
+            instant,
         });
     }
     Ok(q)
@@ -168,10 +177,14 @@ fn equals(value: Option<&Value>, wanted: &str) -> bool {
 
 /// Orders a stored value against a filter's text: as instants when both are timestamps, as
 /// numbers when both are numbers, as text otherwise.
-fn compare(value: &Value, wanted: &str) -> Option<Ordering> {
+fn compare(
+    value: &Value,
+    wanted: &str,
+    wanted_instant: Option<chrono::DateTime<chrono::Utc>>,
+) -> Option<Ordering> {
     match value {
         Value::String(s) => {
-            if let (Some(a), Some(b)) = (parse_timestamp(s), parse_timestamp(wanted)) {
+            if let (Some(b), Some(a)) = (wanted_instant, parse_timestamp(s)) {
                 return Some(a.cmp(&b));
             }
             Some(s.as_str().cmp(wanted))
@@ -189,7 +202,7 @@ impl Filter {
             Op::Eq => self.values.iter().any(|v| equals(value, v)),
             Op::Ne => !equals(value, wanted),
             op => {
-                let Some(ord) = value.and_then(|v| compare(v, wanted)) else {
+                let Some(ord) = value.and_then(|v| compare(v, wanted, self.instant)) else {
                     return false;
                 };
                 match op {
@@ -241,10 +254,21 @@ impl ListQuery {
             .collect();
         let total = matching.len();
         if let Some((field, desc)) = &self.sort {
-            matching.sort_by(|a, b| {
-                let ord = sort_key_cmp(field, value_at(a, field), value_at(b, field));
-                if *desc { ord.reverse() } else { ord }
-            });
+            // Order by the key, then by stored order (so ties keep it); only the first
+            // skip + limit need to be in order.
+            let mut keyed: Vec<(usize, &Doc)> = matching.into_iter().enumerate().collect();
+            let cmp = |a: &(usize, &Doc), b: &(usize, &Doc)| {
+                let ord = sort_key_cmp(field, value_at(a.1, field), value_at(b.1, field));
+                let ord = if *desc { ord.reverse() } else { ord };
+                ord.then(a.0.cmp(&b.0))
+            };
+            let wanted = self.skip.saturating_add(self.limit);
+            if wanted < keyed.len() && wanted > 0 {
+                keyed.select_nth_unstable_by(wanted - 1, cmp);
+                keyed.truncate(wanted);
+            }
+            keyed.sort_unstable_by(cmp);
+            matching = keyed.into_iter().map(|(_, d)| d).collect();
         }
         let page = matching
             .into_iter()
@@ -305,6 +329,30 @@ mod tests {
         assert_eq!(ids("createdAt>2024-01-02T00:00:00.000Z").0, ["c"]);
         assert_eq!(ids("bugId>2").0, ["c"], "10 > 2 as numbers, not as text");
         assert_eq!(ids("bugId<=2&createdAt>=2024-01-02").0, ["b"]);
+    }
+
+    #[test]
+    fn a_partial_sort_keeps_stored_order_among_ties() {
+        let docs: Vec<Doc> = (0..50)
+            .map(|i| json!({"_id": i, "k": i % 3}).as_object().unwrap().clone())
+            .collect();
+        let q = parse(Some("sort=k&skip=3&limit=4")).unwrap();
+        let (page, total) = q.run(docs.iter());
+        let got: Vec<i64> = page.iter().map(|d| d["_id"].as_i64().unwrap()).collect();
+        assert_eq!(
+            got,
+            [9, 12, 15, 18],
+            "k=0 docs in stored order, from the fourth"
+        );
+        assert_eq!(total, 50);
+        let q = parse(Some("sort=-k&limit=3")).unwrap();
+        let got: Vec<i64> = q
+            .run(docs.iter())
+            .0
+            .iter()
+            .map(|d| d["_id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(got, [2, 5, 8]);
     }
 
     #[test]
