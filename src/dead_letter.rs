@@ -173,6 +173,7 @@ mod tests {
 
     fn letter(row: u64) -> DeadLetter {
         let position = Position {
+            seq: 0,
             file: "in.csv".into(),
             line: Some(row + 1),
             row,

@@ -11,6 +11,7 @@ pub mod jq;
 pub mod record;
 pub mod sinks;
 pub mod sources;
+pub mod state;
 pub mod transforms;
 
 pub use error::{Error, Result};

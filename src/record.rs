@@ -25,6 +25,10 @@ pub struct Position {
     pub line: Option<u64>,
     /// The 1-based number of the record in its file (header rows not counted).
     pub row: u64,
+    /// The record's 0-based number among all records of its stream, in reading order; set
+    /// by the engine (checkpoints count in it).
+    #[serde(skip)]
+    pub seq: u64,
 }
 
 impl fmt::Display for Position {

@@ -38,8 +38,13 @@ pub struct StreamReport {
     pub status: &'static str,
     pub source: String,
     pub files: Vec<String>,
-    /// Records the source yielded, readable or not.
+    /// Records the source yielded, readable or not (not counting `skipped`).
     pub read: u64,
+    /// Records skipped because the interrupted run this one resumed had confirmed them.
+    pub skipped: u64,
+    /// The position an interrupted run was resumed after.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_after: Option<u64>,
     /// Records the source could not read.
     pub source_rejected: u64,
     /// Records the transform stages dropped on purpose (filter, dedupe, jq with no output).

@@ -142,22 +142,35 @@ enum Output<'t> {
     },
 }
 
+/// What the writer thread is sent.
+enum WriterItem {
+    Record(Record, Position),
+    SourceDone(u64),
+}
+
 /// The thread that owns the sink and writes what it is sent.
 struct Writer {
-    batches: Option<SyncSender<Vec<(Record, Position)>>>,
+    batches: Option<SyncSender<Vec<WriterItem>>>,
     thread: JoinHandle<(Box<dyn Sink>, Result<()>)>,
-    batch: Vec<(Record, Position)>,
+    batch: Vec<WriterItem>,
+    /// What the sink says an interrupted run already confirmed.
+    resume_after: Option<u64>,
 }
 
 impl Writer {
     fn start(name: &str, mut sink: Box<dyn Sink>) -> Result<Writer> {
-        let (tx, rx): (_, Receiver<Vec<(Record, Position)>>) = sync_channel(BATCHES_IN_FLIGHT);
+        let resume_after = sink.resume_after();
+        let (tx, rx): (_, Receiver<Vec<WriterItem>>) = sync_channel(BATCHES_IN_FLIGHT);
         let thread = std::thread::Builder::new()
             .name(format!("write-{name}"))
             .spawn(move || {
                 for batch in rx {
-                    for (record, position) in batch {
-                        if let Err(e) = sink.write(record, position) {
+                    for item in batch {
+                        let result = match item {
+                            WriterItem::Record(record, position) => sink.write(record, position),
+                            WriterItem::SourceDone(seq) => sink.source_done(seq),
+                        };
+                        if let Err(e) = result {
                             return (sink, Err(e));
                         }
                     }
@@ -169,12 +182,13 @@ impl Writer {
             batches: Some(tx),
             thread,
             batch: Vec::with_capacity(BATCH),
+            resume_after,
         })
     }
 
     /// Queues a record; `Err` when the writer has stopped (its error comes from `stop`).
-    fn push(&mut self, record: Record, position: Position) -> std::result::Result<(), ()> {
-        self.batch.push((record, position));
+    fn push(&mut self, item: WriterItem) -> std::result::Result<(), ()> {
+        self.batch.push(item);
         if self.batch.len() >= BATCH {
             return self.send();
         }
@@ -233,6 +247,12 @@ impl Stream<'_> {
 
         let mut outputs = Vec::new();
         let mut rejections = Vec::new();
+        let resume_after = match output {
+            Output::Writer(writer) => writer.resume_after,
+            Output::Preview { .. } => None,
+        };
+        report.resumed_after = resume_after;
+        let mut next_seq: u64 = 0;
         let result = (|| -> Result<()> {
             for batch in rx.iter() {
                 if self.cancel.load(Ordering::Relaxed) {
@@ -240,15 +260,28 @@ impl Stream<'_> {
                 }
                 for item in batch {
                     let item = item?;
+                    let seq = next_seq;
+                    next_seq += 1;
+                    if resume_after.is_some_and(|done| seq <= done) {
+                        // Confirmed by the interrupted run this one resumes.
+                        report.skipped += 1;
+                        continue;
+                    }
                     report.read += 1;
-                    let (record, position) = match item {
+                    let (record, mut position) = match item {
                         SourceItem::Record(record, position) => (record, position),
                         SourceItem::Rejected(r) => {
                             report.source_rejected += 1;
                             self.reject(&r.position, "source".into(), r.reason, r.record)?;
+                            if let Output::Writer(writer) = output
+                                && writer.push(WriterItem::SourceDone(seq)).is_err()
+                            {
+                                return Ok(());
+                            }
                             continue;
                         }
                     };
+                    position.seq = seq;
                     chain.process(record, &mut outputs, &mut rejections);
                     for r in rejections.drain(..) {
                         self.reject(&position, r.stage, r.reason, Value::Object(r.record))?;
@@ -256,10 +289,16 @@ impl Stream<'_> {
                     match output {
                         Output::Writer(writer) => {
                             for out in outputs.drain(..) {
-                                if writer.push(out, position.clone()).is_err() {
+                                if writer
+                                    .push(WriterItem::Record(out, position.clone()))
+                                    .is_err()
+                                {
                                     // The writer stopped; its error is reported by `stop`.
                                     return Ok(());
                                 }
+                            }
+                            if writer.push(WriterItem::SourceDone(seq)).is_err() {
+                                return Ok(());
                             }
                         }
                         Output::Preview { limit, records } => {

@@ -224,6 +224,7 @@ mod tests {
         let mut sink: Box<dyn Sink> = Box::new(config.build(ctx).unwrap());
         for (i, r) in records.into_iter().enumerate() {
             let pos = Position {
+                seq: 0,
                 file: "in".into(),
                 line: None,
                 row: i as u64 + 1,

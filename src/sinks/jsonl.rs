@@ -85,6 +85,7 @@ mod tests {
             };
             let mut sink: Box<dyn Sink> = Box::new(config.build(ctx).unwrap());
             let pos = Position {
+                seq: 0,
                 file: "in".into(),
                 line: None,
                 row: 1,

@@ -92,6 +92,19 @@ pub trait Sink: Send {
 
     /// Gives up: partial output is removed, the previous output (if any) stays.
     fn abort(self: Box<Self>);
+
+    /// Source record `seq` (see [`Position::seq`]) has been handed over: every record it
+    /// turned into was passed to `write` (none, if it was filtered or dead-lettered).
+    /// Checkpointing sinks count on it; source records come in increasing order.
+    fn source_done(&mut self, _seq: u64) -> Result<()> {
+        Ok(())
+    }
+
+    /// Source records up to and including this one were confirmed by an earlier, interrupted
+    /// run over the same input: the engine skips them.
+    fn resume_after(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// What a sink wrote.

@@ -356,6 +356,7 @@ impl Iterator for CsvFileReader {
         };
         self.row += 1;
         let position = Position {
+            seq: 0,
             file: self.file.clone(),
             line: Some(line),
             row: self.row,

@@ -65,6 +65,7 @@ fn read_file(path: &Path, counter: Arc<AtomicU64>) -> Result<SourceIter> {
             }
             row += 1;
             let position = Position {
+                seq: 0,
                 file: file.clone(),
                 line: Some(line_no),
                 row,

@@ -206,6 +206,7 @@ impl Iterator for ParquetFileReader {
             if let Some(record) = self.pending.next() {
                 self.row += 1;
                 let position = Position {
+                    seq: 0,
                     file: self.file.clone(),
                     line: None,
                     row: self.row,
@@ -848,6 +849,7 @@ mod tests {
         );
         for (i, r) in records.iter().enumerate() {
             let position = Position {
+                seq: 0,
                 file: "in".into(),
                 line: None,
                 row: i as u64 + 1,

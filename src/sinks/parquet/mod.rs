@@ -403,6 +403,7 @@ mod tests {
         let mut sink: Box<dyn Sink> = Box::new(config.build(context).unwrap());
         for (i, r) in records.iter().enumerate() {
             let position = Position {
+                seq: 0,
                 file: "in.jsonl".into(),
                 line: Some(i as u64 + 1),
                 row: i as u64 + 1,
@@ -649,6 +650,7 @@ mod tests {
         };
         let mut sink: Box<dyn Sink> = Box::new(config(&path, json!({})).build(context).unwrap());
         let position = Position {
+            seq: 0,
             file: "in".into(),
             line: None,
             row: 1,

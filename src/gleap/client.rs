@@ -1,0 +1,626 @@
+//! The one Gleap API client: base URL, bearer key and `project` header, a keep-alive pool,
+//! a timeout per attempt, the run's shared rate limit and concurrency, and the one place
+//! that decides what to do with an answer:
+//!
+//! | answer                              | GET / PUT / DELETE        | POST (creates)                    |
+//! |-------------------------------------|---------------------------|-----------------------------------|
+//! | 2xx, 404                            | returned                  | returned                          |
+//! | 429                                 | every sender pauses, retry | every sender pauses, retry       |
+//! | 408, 5xx, dropped connection, timeout | retried with backoff    | `Ambiguous`: the caller looks it up before sending again |
+//! | connection refused (nothing sent)   | retried with backoff      | retried with backoff              |
+//! | other 4xx                           | `Rejected`, not retried   | `Rejected`, not retried           |
+//!
+//! Backoff is full-jitter exponential. A 429 pauses all senders of the run until its
+//! `Retry-After` (or an exponential pause when Gleap sends none).
+
+use std::num::NonZeroU32;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::Notify;
+
+use crate::error::{Error, Result};
+
+/// The public API's address.
+pub const GLEAP_BASE_URL: &str = "https://api.gleap.io/v3";
+/// We pace at this share of the quota, to keep clear of 429s when answers arrive unevenly.
+const QUOTA_SHARE: f64 = 0.985;
+const BACKOFF_BASE: Duration = Duration::from_millis(200);
+const BACKOFF_CAP: Duration = Duration::from_secs(20);
+/// 429s do not use up attempts, up to this many.
+const MAX_RATE_LIMITED: u32 = 100;
+
+/// The API key. It is never printed: `Debug` and `Display` show `<hidden>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
+
+/// The pipeline's `gleap:` block. Unset values come from `GLEAP_BASE_URL`, `GLEAP_API_KEY`
+/// and `GLEAP_PROJECT_ID`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GleapConfig {
+    /// The API's address. Default `${GLEAP_BASE_URL}`, else https://api.gleap.io/v3.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The API key. Default `${GLEAP_API_KEY}`. Never printed.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// The project id. Default `${GLEAP_PROJECT_ID}`.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// The project's quota, shared by every stream of the run. Default 1000 (Gleap's).
+    #[serde(default)]
+    pub requests_per_minute: Option<f64>,
+    /// Requests in flight: a number, or `adaptive` (raised while latency holds, halved on 429s
+    /// and timeouts). Default `adaptive`.
+    #[serde(default)]
+    pub concurrency: Option<ConcurrencySetting>,
+    /// Timeout of one attempt. Default 30.
+    #[serde(default)]
+    pub timeout_secs: Option<f64>,
+    /// Attempts per request before giving up (429s not counted). Default 8.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+}
+
+/// `concurrency: 8` or `concurrency: adaptive`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
+#[serde(untagged)]
+pub enum ConcurrencySetting {
+    Fixed(u32),
+    #[schemars(with = "String")]
+    Adaptive,
+}
+
+impl<'de> Deserialize<'de> for ConcurrencySetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Number(n) => match n.as_u64() {
+                Some(n @ 1..=256) => Ok(ConcurrencySetting::Fixed(n as u32)),
+                _ => Err(serde::de::Error::custom(format!(
+                    "concurrency {n}: between 1 and 256"
+                ))),
+            },
+            Value::String(s) if s == "adaptive" => Ok(ConcurrencySetting::Adaptive),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a number or `adaptive`, found {other}"
+            ))),
+        }
+    }
+}
+
+/// Settings with every default applied.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub base_url: String,
+    pub api_key: Secret,
+    pub project: String,
+    pub requests_per_minute: f64,
+    pub concurrency: ConcurrencySetting,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+}
+
+impl GleapConfig {
+    /// Applies the defaults; `env` reads environment variables.
+    pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<ClientSettings> {
+        let from = |v: &Option<String>, var: &str| {
+            v.clone()
+                .filter(|s| !s.is_empty())
+                .or_else(|| env(var).filter(|s| !s.is_empty()))
+        };
+        let api_key = from(&self.api_key, "GLEAP_API_KEY").ok_or_else(|| {
+            Error::Other("no Gleap API key: set GLEAP_API_KEY or `gleap: { api_key: ... }` (or run with --emulator)".into())
+        })?;
+        let project = from(&self.project, "GLEAP_PROJECT_ID").ok_or_else(|| {
+            Error::Other("no Gleap project: set GLEAP_PROJECT_ID or `gleap: { project: ... }` (or run with --emulator)".into())
+        })?;
+        let base_url =
+            from(&self.base_url, "GLEAP_BASE_URL").unwrap_or_else(|| GLEAP_BASE_URL.to_string());
+        let base_url = base_url.trim_end_matches('/').to_string();
+        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
+            return Err(Error::Other(format!(
+                "gleap base_url `{base_url}` must start with http:// or https://"
+            )));
+        }
+        let requests_per_minute = self.requests_per_minute.unwrap_or(1000.0);
+        if !(requests_per_minute > 0.0 && requests_per_minute.is_finite()) {
+            return Err(Error::Other(
+                "gleap requests_per_minute must be above 0".into(),
+            ));
+        }
+        Ok(ClientSettings {
+            base_url,
+            api_key: Secret::new(api_key),
+            project,
+            requests_per_minute,
+            concurrency: self.concurrency.unwrap_or(ConcurrencySetting::Adaptive),
+            timeout: Duration::from_secs_f64(self.timeout_secs.unwrap_or(30.0).max(0.1)),
+            max_attempts: self.max_attempts.unwrap_or(8).max(1),
+        })
+    }
+}
+
+/// Why a call did not give an answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallError {
+    /// A create may or may not have been applied: look before sending it again.
+    Ambiguous(String),
+    /// Gleap refused the request (a 4xx other than 408 and 429).
+    Rejected { status: u16, message: String },
+    /// Retries ran out.
+    GaveUp(String),
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Ambiguous(m) => write!(f, "no answer: {m}"),
+            CallError::Rejected { status, message } => {
+                write!(f, "Gleap answered {status}: {message}")
+            }
+            CallError::GaveUp(m) => write!(f, "gave up: {m}"),
+        }
+    }
+}
+
+/// A 2xx or 404 answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// Request counters, for the run and per stream.
+#[derive(Debug, Default)]
+pub struct RequestCounters {
+    pub requests: AtomicU64,
+    pub rate_limited: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+impl RequestCounters {
+    pub fn snapshot(&self) -> (u64, u64, u64) {
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.rate_limited.load(Ordering::Relaxed),
+            self.retries.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// The shared client.
+pub struct GleapClient {
+    http: reqwest::Client,
+    settings: ClientSettings,
+    limiter: DefaultDirectRateLimiter,
+    /// Until when every sender waits after a 429.
+    paused_until: Mutex<Option<Instant>>,
+    consecutive_429: AtomicU64,
+    concurrency: ConcurrencyLimit,
+    pub totals: RequestCounters,
+}
+
+impl std::fmt::Debug for GleapClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GleapClient")
+            .field("base_url", &self.settings.base_url)
+            .field("project", &self.settings.project)
+            .finish()
+    }
+}
+
+impl GleapClient {
+    pub fn new(settings: ClientSettings) -> Result<GleapClient> {
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .user_agent(concat!("gleap-etl/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Other(format!("cannot build the HTTP client: {e}")))?;
+        let per_request =
+            Duration::from_secs_f64(60.0 / (settings.requests_per_minute * QUOTA_SHARE));
+        let quota = Quota::with_period(per_request)
+            .ok_or_else(|| Error::Other("gleap requests_per_minute is too high".into()))?
+            .allow_burst(NonZeroU32::MIN);
+        let concurrency = match settings.concurrency {
+            ConcurrencySetting::Fixed(n) => ConcurrencyLimit::fixed(n as usize),
+            ConcurrencySetting::Adaptive => ConcurrencyLimit::adaptive(),
+        };
+        Ok(GleapClient {
+            http,
+            limiter: RateLimiter::direct(quota),
+            paused_until: Mutex::new(None),
+            consecutive_429: AtomicU64::new(0),
+            concurrency,
+            totals: RequestCounters::default(),
+            settings,
+        })
+    }
+
+    pub fn settings(&self) -> &ClientSettings {
+        &self.settings
+    }
+
+    /// The concurrency limit now (it moves when adaptive).
+    pub fn concurrency(&self) -> usize {
+        self.concurrency.limit()
+    }
+
+    async fn wait_for_pause(&self) {
+        loop {
+            let until = *self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+            match until {
+                Some(t) if t > Instant::now() => tokio::time::sleep(t - Instant::now()).await,
+                _ => return,
+            }
+        }
+    }
+
+    fn pause(&self, retry_after: Option<Duration>) {
+        let n = self.consecutive_429.fetch_add(1, Ordering::Relaxed);
+        let wait = retry_after.unwrap_or_else(|| Duration::from_secs(1 << n.min(6)));
+        let until = Instant::now() + wait;
+        let mut paused = self.paused_until.lock().unwrap_or_else(|p| p.into_inner());
+        if paused.is_none_or(|p| p < until) {
+            *paused = Some(until);
+        }
+    }
+
+    /// Sends a request, retrying as the table above says. `path` is relative to the base
+    /// URL (`/sessions`); `create` marks a POST that must not be repeated blindly.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        create: bool,
+        counters: &RequestCounters,
+    ) -> std::result::Result<Answer, CallError> {
+        let url = format!("{}{path}", self.settings.base_url);
+        let mut attempt = 0u32;
+        let mut rate_limited = 0u32;
+        loop {
+            self.wait_for_pause().await;
+            self.limiter.until_ready().await;
+            let permit = self.concurrency.acquire().await;
+            for c in [&self.totals, counters] {
+                c.requests.fetch_add(1, Ordering::Relaxed);
+            }
+            let started = Instant::now();
+            let mut request = self
+                .http
+                .request(method.clone(), &url)
+                .bearer_auth(self.settings.api_key.expose())
+                .header("project", &self.settings.project)
+                .timeout(self.settings.timeout);
+            if !query.is_empty() {
+                request = request.query(query);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let outcome = match request.send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let retry_after = response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .map(|s| Duration::from_secs_f64(s.max(0.0)));
+                    match response.bytes().await {
+                        Ok(bytes) => {
+                            let body = if bytes.is_empty() {
+                                Value::Null
+                            } else {
+                                serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+                                    Value::String(String::from_utf8_lossy(&bytes).into_owned())
+                                })
+                            };
+                            Ok((status, body, retry_after))
+                        }
+                        Err(e) => Err((describe(&e), false)),
+                    }
+                }
+                Err(e) => Err((describe(&e), e.is_connect())),
+            };
+            drop(permit);
+            attempt += 1;
+            let (message, nothing_sent) = match outcome {
+                Ok((status, body, _)) if (200..300).contains(&status) || status == 404 => {
+                    self.concurrency.succeeded(started.elapsed());
+                    self.consecutive_429.store(0, Ordering::Relaxed);
+                    return Ok(Answer { status, body });
+                }
+                Ok((429, _, retry_after)) => {
+                    for c in [&self.totals, counters] {
+                        c.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    }
+                    self.concurrency.overloaded();
+                    self.pause(retry_after);
+                    rate_limited += 1;
+                    attempt -= 1;
+                    if rate_limited > MAX_RATE_LIMITED {
+                        return Err(CallError::GaveUp(format!(
+                            "{rate_limited} answers of 429 in a row"
+                        )));
+                    }
+                    continue;
+                }
+                Ok((status, body, _)) if status == 408 || status >= 500 => {
+                    (format!("{status}: {}", message_of(&body)), false)
+                }
+                Ok((status, body, _)) => {
+                    return Err(CallError::Rejected {
+                        status,
+                        message: message_of(&body),
+                    });
+                }
+                Err((message, nothing_sent)) => {
+                    if message.contains("timed out") {
+                        self.concurrency.overloaded();
+                    }
+                    (message, nothing_sent)
+                }
+            };
+            if create && !nothing_sent {
+                return Err(CallError::Ambiguous(message));
+            }
+            if attempt >= self.settings.max_attempts {
+                return Err(CallError::GaveUp(format!(
+                    "{attempt} attempts, the last: {message}"
+                )));
+            }
+            for c in [&self.totals, counters] {
+                c.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+    }
+}
+
+/// Full-jitter exponential backoff before attempt `attempt + 1`.
+pub fn backoff(attempt: u32) -> Duration {
+    let ceiling = BACKOFF_BASE
+        .saturating_mul(1u32 << attempt.min(16))
+        .min(BACKOFF_CAP);
+    ceiling.mul_f64(fastrand::f64())
+}
+
+fn message_of(body: &Value) -> String {
+    match body.get("message") {
+        Some(Value::String(m)) => m.clone(),
+        _ => {
+            let s = body.to_string();
+            if s.len() > 200 {
+                format!("{}…", &s[..s.floor_char_boundary(200)])
+            } else {
+                s
+            }
+        }
+    }
+}
+
+/// A transport error, without the URL's query or any header.
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "the answer broke off"
+    } else {
+        "the connection failed"
+    };
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind} ({detail})")
+    }
+}
+
+/// How many requests may be in flight: fixed, or adaptive (AIMD: one more after a limit's
+/// worth of answers whose latency stays near the best seen; half on 429s and timeouts).
+pub struct ConcurrencyLimit {
+    state: Mutex<LimitState>,
+    notify: Notify,
+    adaptive: bool,
+    max: usize,
+    limit_now: AtomicUsize,
+}
+
+struct LimitState {
+    limit: usize,
+    in_flight: usize,
+    successes: usize,
+    best_latency: Option<Duration>,
+}
+
+pub struct Permit<'a> {
+    limit: &'a ConcurrencyLimit,
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        let mut s = self.limit.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.in_flight -= 1;
+        drop(s);
+        self.limit.notify.notify_one();
+    }
+}
+
+impl ConcurrencyLimit {
+    pub fn fixed(n: usize) -> ConcurrencyLimit {
+        Self::new(n.max(1), false, n.max(1))
+    }
+
+    pub fn adaptive() -> ConcurrencyLimit {
+        Self::new(2, true, 64)
+    }
+
+    fn new(limit: usize, adaptive: bool, max: usize) -> ConcurrencyLimit {
+        ConcurrencyLimit {
+            state: Mutex::new(LimitState {
+                limit,
+                in_flight: 0,
+                successes: 0,
+                best_latency: None,
+            }),
+            notify: Notify::new(),
+            adaptive,
+            max,
+            limit_now: AtomicUsize::new(limit),
+        }
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit_now.load(Ordering::Relaxed)
+    }
+
+    pub async fn acquire(&self) -> Permit<'_> {
+        loop {
+            let notified = self.notify.notified();
+            {
+                let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                if s.in_flight < s.limit {
+                    s.in_flight += 1;
+                    return Permit { limit: self };
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn succeeded(&self, latency: Duration) {
+        if !self.adaptive {
+            return;
+        }
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let best = *s.best_latency.get_or_insert(latency);
+        if latency < best {
+            s.best_latency = Some(latency);
+        }
+        if latency <= best.saturating_mul(2) + Duration::from_millis(5) {
+            s.successes += 1;
+            if s.successes >= s.limit && s.limit < self.max {
+                s.limit += 1;
+                s.successes = 0;
+                self.limit_now.store(s.limit, Ordering::Relaxed);
+                drop(s);
+                self.notify.notify_one();
+            }
+        } else {
+            s.successes = 0;
+        }
+    }
+
+    fn overloaded(&self) {
+        if !self.adaptive {
+            return;
+        }
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.limit = (s.limit / 2).max(1);
+        s.successes = 0;
+        self.limit_now.store(s.limit, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_come_from_the_block_or_the_environment_and_hide_the_key() {
+        let env = |name: &str| match name {
+            "GLEAP_API_KEY" => Some("sk-from-env".to_string()),
+            "GLEAP_PROJECT_ID" => Some("p1".to_string()),
+            _ => None,
+        };
+        let s = GleapConfig::default().resolve(&env).unwrap();
+        assert_eq!(s.base_url, GLEAP_BASE_URL);
+        assert_eq!(s.api_key.expose(), "sk-from-env");
+        assert!(!format!("{s:?}").contains("sk-from-env"));
+        assert_eq!(s.concurrency, ConcurrencySetting::Adaptive);
+        let none = |_: &str| None;
+        let err = GleapConfig::default()
+            .resolve(&none)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("GLEAP_API_KEY"), "{err}");
+        let c: GleapConfig = serde_json::from_value(
+            serde_json::json!({"concurrency": 8, "api_key": "k", "project": "p"}),
+        )
+        .unwrap();
+        assert_eq!(
+            c.resolve(&none).unwrap().concurrency,
+            ConcurrencySetting::Fixed(8)
+        );
+        assert!(
+            serde_json::from_value::<GleapConfig>(serde_json::json!({"concurrency": "lots"}))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn backoff_grows_with_full_jitter_and_a_cap() {
+        for attempt in 0..20 {
+            let b = backoff(attempt);
+            assert!(b <= BACKOFF_CAP);
+            assert!(b <= BACKOFF_BASE.saturating_mul(1 << attempt.min(16)));
+        }
+    }
+
+    #[tokio::test]
+    async fn adaptive_concurrency_rises_while_latency_holds_and_halves_on_overload() {
+        let limit = ConcurrencyLimit::adaptive();
+        assert_eq!(limit.limit(), 2);
+        for _ in 0..20 {
+            limit.succeeded(Duration::from_millis(10));
+        }
+        let raised = limit.limit();
+        assert!(raised > 4, "{raised}");
+        limit.overloaded();
+        assert_eq!(limit.limit(), raised / 2);
+        for _ in 0..50 {
+            limit.succeeded(Duration::from_millis(500));
+        }
+        assert_eq!(limit.limit(), raised / 2, "slow answers do not raise it");
+        let _a = limit.acquire().await;
+        assert_eq!(limit.state.lock().unwrap().in_flight, 1);
+    }
+}
