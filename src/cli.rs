@@ -105,6 +105,13 @@ pub struct RunArgs {
     /// Print nothing but errors.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Write to an embedded Gleap emulator instead of Gleap (no account needed); its data is
+    /// kept in <state_dir>/emulator.json between runs.
+    #[arg(long)]
+    pub emulator: bool,
+    /// The embedded emulator's quota, REQUESTS/SECONDS or `unlimited`.
+    #[arg(long, default_value = "1000/60", requires = "emulator")]
+    pub emulator_quota: String,
 }
 
 /// Parses the arguments, runs the command and returns the process exit code.
@@ -273,15 +280,71 @@ fn run(args: &RunArgs) -> i32 {
     }) {
         tracing::debug!("no Ctrl-C handler: {e}");
     }
+    let mut emulator = None;
+    let mut gleap_target = None;
+    if args.emulator {
+        let quota = match args.emulator_quota.as_str() {
+            "unlimited" | "off" | "none" => None,
+            q => match q.parse::<crate::emulator::Quota>() {
+                Ok(q) => Some(q),
+                Err(e) => {
+                    eprintln!("error: --emulator-quota: {e}");
+                    return EXIT_FAILED;
+                }
+            },
+        };
+        let state_dir = pipeline.state_dir(args.state_dir.as_deref());
+        let config = crate::emulator::EmulatorConfig {
+            quota,
+            data_file: Some(state_dir.join("emulator.json")),
+            ..Default::default()
+        };
+        match crate::emulator::BackgroundEmulator::start(config) {
+            Ok(e) => {
+                if !args.quiet {
+                    eprintln!(
+                        "embedded Gleap emulator at {} (data in {})",
+                        e.base_url,
+                        state_dir.join("emulator.json").display()
+                    );
+                }
+                gleap_target = Some(engine::GleapTarget {
+                    base_url: e.base_url.clone(),
+                    api_key: crate::gleap::client::Secret::new(e.api_key.clone()),
+                    project: e.project.clone(),
+                });
+                emulator = Some(e);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_FAILED;
+            }
+        }
+    }
     let options = RunOptions {
         state_dir: args.state_dir.clone(),
         max_errors: args.max_errors,
         progress: !args.no_progress && !args.quiet,
         interrupt: Some(interrupt),
+        gleap_target,
     };
     let report = engine::run(&pipeline, &options);
     if !args.quiet {
         eprint!("{}", report.human());
+    }
+    if let Some(emulator) = emulator {
+        match emulator.stop() {
+            Ok(stats) if !args.quiet => eprintln!(
+                "emulator now holds {} sessions, {} tickets, {} messages ({} requests answered, {} with 429)",
+                stats["entities"]["sessions"],
+                stats["entities"]["tickets"],
+                stats["entities"]["messages"],
+                stats["total_requests"],
+                stats["rate_limited"]
+            ),
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: the emulator: {e}"),
+        }
     }
     if let Some(error) = &report.error {
         eprintln!("error: {error}");

@@ -71,13 +71,16 @@ enum Target {
 }
 
 impl DeadLetters {
-    /// Rejected records go to `path`, replacing what an earlier run left there. More than
-    /// `max_errors` of them stop the run.
-    pub fn to_file(path: &Path, max_errors: Option<u64>) -> Result<Self> {
-        match std::fs::remove_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(path, e)),
+    /// Rejected records go to `path`, replacing what an earlier run left there, or added to
+    /// it when this run resumes an interrupted one. More than `max_errors` of them stop the
+    /// run.
+    pub fn to_file(path: &Path, max_errors: Option<u64>, append: bool) -> Result<Self> {
+        if !append {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(path, e)),
+            }
         }
         Ok(Self::with_target(path, Target::File(None), max_errors))
     }
@@ -116,7 +119,11 @@ impl DeadLetters {
                     if let Some(dir) = self.inner.path.parent() {
                         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
                     }
-                    let file = File::create(&self.inner.path)
+                    // Appending: a fresh run removed the old file in `to_file`.
+                    let file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&self.inner.path)
                         .map_err(|e| Error::io(&self.inner.path, e))?;
                     *writer = Some(BufWriter::new(file));
                 }
@@ -185,7 +192,7 @@ mod tests {
     fn writes_one_json_object_per_line_and_stops_past_the_limit() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/dead-letter.jsonl");
-        let dl = DeadLetters::to_file(&path, Some(1)).unwrap();
+        let dl = DeadLetters::to_file(&path, Some(1), false).unwrap();
         dl.reject(letter(1)).unwrap();
         let err = dl.reject(letter(2)).unwrap_err();
         assert!(
@@ -217,7 +224,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dead-letter.jsonl");
         std::fs::write(&path, "old\n").unwrap();
-        let dl = DeadLetters::to_file(&path, None).unwrap();
+        let dl = DeadLetters::to_file(&path, None, false).unwrap();
         assert!(!path.exists());
         dl.reject(letter(1)).unwrap();
         dl.flush().unwrap();

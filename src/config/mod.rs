@@ -45,6 +45,11 @@ pub struct PipelineConfig {
     /// Where the run keeps its state and its dead-letter file. Default `.gleap-etl/<name>`.
     #[serde(default)]
     pub state_dir: Option<String>,
+    /// How to reach Gleap, for Gleap sinks: `base_url`, `api_key`, `project` (default
+    /// `${GLEAP_BASE_URL}`, `${GLEAP_API_KEY}`, `${GLEAP_PROJECT_ID}`), `requests_per_minute`,
+    /// `concurrency`, `timeout_secs`, `max_attempts`.
+    #[serde(default)]
+    pub gleap: Option<crate::gleap::client::GleapConfig>,
     /// The streams. Each runs after the streams it `needs`; the others run side by side.
     pub streams: Vec<StreamConfig>,
 }
@@ -65,6 +70,22 @@ pub struct StreamConfig {
     pub transforms: Vec<TransformConfig>,
     /// Where records go.
     pub sink: SinkConfig,
+}
+
+impl StreamConfig {
+    /// The streams this one waits for: its `needs` and the streams its Gleap sink's `refs`
+    /// name (their ids must exist first).
+    pub fn dependencies(&self) -> Vec<&str> {
+        let mut deps: Vec<&str> = self.needs.iter().map(|n| n.value.as_str()).collect();
+        if let SinkConfig::Gleap(g) = &self.sink {
+            for parent in g.refs.values() {
+                if !deps.contains(&parent.as_str()) {
+                    deps.push(parent);
+                }
+            }
+        }
+        deps
+    }
 }
 
 /// A loaded, checked pipeline.
@@ -180,7 +201,7 @@ fn check_piecewise(root: &Node, side: &RefCell<Vec<ConfigError>>) -> Vec<ConfigE
     errors
 }
 
-const PIPELINE_KEYS: &[&str] = &["version", "name", "state_dir", "streams"];
+const PIPELINE_KEYS: &[&str] = &["version", "name", "state_dir", "gleap", "streams"];
 const STREAM_KEYS: &[&str] = &["name", "needs", "source", "transforms", "sink"];
 
 /// The value of `key` in a mapping, or of a misspelling of it that is closer to `key` than
@@ -271,6 +292,42 @@ fn check(config: &PipelineConfig, root: &Node) -> Vec<ConfigError> {
             }
         }
     }
+    for (i, stream) in config.streams.iter().enumerate() {
+        let SinkConfig::Gleap(g) = &stream.sink else {
+            continue;
+        };
+        let at = sink_location(root, i);
+        for problem in g.problems() {
+            errors.push(ConfigError::new(
+                at,
+                format!("streams[{i}].sink.gleap: {problem}"),
+            ));
+        }
+        for (field, parent) in &g.refs {
+            let target = config.streams.iter().find(|s| s.name.value == *parent);
+            let problem = match target {
+                _ if *parent == stream.name.value => {
+                    Some("a stream cannot refer to itself".to_string())
+                }
+                None => Some(format!(
+                    "there is no stream named `{parent}`{}",
+                    did_you_mean(parent, names.keys().copied())
+                        .map(|s| format!(": did you mean `{s}`?"))
+                        .unwrap_or_default()
+                )),
+                Some(t) if !matches!(t.sink, SinkConfig::Gleap(_)) => Some(format!(
+                    "stream `{parent}` does not write to Gleap, so it has no Gleap ids"
+                )),
+                Some(_) => None,
+            };
+            if let Some(problem) = problem {
+                errors.push(ConfigError::new(
+                    at,
+                    format!("streams[{i}].sink.gleap.refs.{field}: {problem}"),
+                ));
+            }
+        }
+    }
     if let Some((stream, cycle)) = find_cycle(config) {
         errors.push(ConfigError::new(
             stream.name.location(),
@@ -343,19 +400,19 @@ fn find_cycle(config: &PipelineConfig) -> Option<(&StreamConfig, Vec<String>)> {
         seen: &mut HashSet<String>,
         target: &str,
     ) -> bool {
-        for need in &s.needs {
-            if need.value == s.name.value {
+        for need in s.dependencies() {
+            if need == s.name.value {
                 continue;
             }
-            if need.value == target {
-                path.push(need.value.clone());
+            if need == target {
+                path.push(need.to_string());
                 return true;
             }
-            if !seen.insert(need.value.clone()) {
+            if !seen.insert(need.to_string()) {
                 continue;
             }
-            if let Some(next) = by_name.get(need.value.as_str()) {
-                path.push(need.value.clone());
+            if let Some(next) = by_name.get(need) {
+                path.push(need.to_string());
                 if visit(next, by_name, path, seen, target) {
                     return true;
                 }

@@ -37,7 +37,13 @@ pub struct App {
     pub shared: Mutex<Shared>,
     /// Set by every write; cleared when `--data` is saved.
     pub dirty: AtomicBool,
+    /// Called after every request the API carried out, with how many it has carried out.
+    pub on_request: Option<RequestHook>,
+    pub handled: std::sync::atomic::AtomicU64,
 }
+
+/// A test's view of requests as they are carried out (to kill a client at a chosen moment).
+pub type RequestHook = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// What requests change, under one lock.
 pub struct Shared {
@@ -70,6 +76,13 @@ impl App {
     pub fn dump(&self) -> Value {
         self.lock().store.dump()
     }
+
+    fn handled(&self, _route: &str) {
+        let n = self.handled.fetch_add(1, Ordering::SeqCst) + 1;
+        if let Some(hook) = &self.on_request {
+            hook(n);
+        }
+    }
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -83,6 +96,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/tickets", post(create_ticket).get(list_tickets))
         .route("/tickets/{id}", get(get_ticket).put(update_ticket))
         .route("/messages", post(create_message).get(list_messages))
+        .route("/messages/{id}", axum::routing::put(update_message))
         .route_layer(middleware::from_fn_with_state(app.clone(), gate));
     Router::new()
         .nest("/v3", api)
@@ -177,6 +191,7 @@ async fn gate(
         Fault::None => {
             let response = next.run(request).await;
             app.lock().stats.record(&route, response.status().as_str());
+            app.handled(&route);
             response
         }
         Fault::Error(code) => {
@@ -193,6 +208,7 @@ async fn gate(
             if fault == Fault::Lost {
                 // The write happens; the answer never arrives.
                 let _ = next.run(request).await;
+                app.handled(&route);
             }
             {
                 let mut shared = app.lock();
@@ -312,6 +328,14 @@ async fn update_ticket(
     bytes: Bytes,
 ) -> Response {
     update(app, Kind::Tickets, UPDATE_TICKET_FIELDS, id, bytes).await
+}
+
+async fn update_message(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    update(app, Kind::Messages, CREATE_MESSAGE_FIELDS, id, bytes).await
 }
 
 async fn delete_session(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {

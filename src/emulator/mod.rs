@@ -52,6 +52,8 @@ pub struct EmulatorConfig {
     /// Load the state from this JSON file at start (if it exists) and save it there.
     pub data_file: Option<PathBuf>,
     pub clock: Arc<dyn Clock>,
+    /// Called after each request carried out, with the running count (tests).
+    pub on_request: Option<api::RequestHook>,
 }
 
 impl Default for EmulatorConfig {
@@ -65,6 +67,7 @@ impl Default for EmulatorConfig {
             faults: FaultConfig::default(),
             data_file: None,
             clock: Arc::new(SystemClock),
+            on_request: None,
         }
     }
 }
@@ -116,6 +119,8 @@ impl Emulator {
                 stats: Stats::default(),
             }),
             dirty: AtomicBool::new(false),
+            on_request: config.on_request.clone(),
+            handled: std::sync::atomic::AtomicU64::new(0),
         });
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
@@ -213,4 +218,85 @@ fn save(app: &App, path: &Path) -> Result<()> {
     }
     std::fs::write(&temp, data).map_err(|e| Error::io(&temp, e))?;
     std::fs::rename(&temp, path).map_err(|e| Error::io(path, e))
+}
+
+/// An emulator serving on its own thread, for callers without an async runtime
+/// (`gleap-etl run --emulator`).
+pub struct BackgroundEmulator {
+    pub base_url: String,
+    pub api_key: String,
+    pub project: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<Value>>>,
+}
+
+impl BackgroundEmulator {
+    /// Starts an emulator on a thread of its own.
+    pub fn start(config: EmulatorConfig) -> Result<BackgroundEmulator> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(String, String, String)>>();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("gleap-emulator".into())
+            .spawn(move || -> Result<Value> {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .enable_all()
+                    .build()
+                    .map_err(|e| {
+                        Error::Other(format!("cannot start the emulator's runtime: {e}"))
+                    })?;
+                runtime.block_on(async move {
+                    let emulator = match Emulator::start(config).await {
+                        Ok(e) => e,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(Error::Other(e.to_string())));
+                            return Err(e);
+                        }
+                    };
+                    let _ = ready_tx.send(Ok((
+                        emulator.base_url(),
+                        emulator.api_key().to_string(),
+                        emulator.project().to_string(),
+                    )));
+                    let _ = stopped.await;
+                    let stats = emulator.stats();
+                    emulator.shutdown().await?;
+                    Ok(stats)
+                })
+            })
+            .map_err(|e| Error::Other(format!("cannot start the emulator thread: {e}")))?;
+        let (base_url, api_key, project) = ready_rx
+            .recv()
+            .map_err(|_| Error::Other("the emulator thread ended before it started".into()))??;
+        Ok(BackgroundEmulator {
+            base_url,
+            api_key,
+            project,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops it (saving its data file) and returns its final stats.
+    pub fn stop(mut self) -> Result<Value> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(Error::Other("the emulator thread panicked".into())),
+            None => Ok(Value::Null),
+        }
+    }
+}
+
+impl Drop for BackgroundEmulator {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

@@ -13,8 +13,9 @@ use std::time::Instant;
 
 use crate::config::Pipeline;
 use crate::dead_letter::{DeadLetter, DeadLetters};
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::record::Record;
+use crate::sinks::gleap::GleapRun;
 use crate::sources::OpenedSource;
 use progress::Progress;
 use report::{RunReport, StreamReport};
@@ -37,6 +38,16 @@ pub struct RunOptions {
     /// Set (by a Ctrl-C handler) to stop the run: streams stop at their next batch and their
     /// outputs are left as they were.
     pub interrupt: Option<Arc<AtomicBool>>,
+    /// Where Gleap sinks write instead of the pipeline's `gleap:` target (`--emulator`).
+    pub gleap_target: Option<GleapTarget>,
+}
+
+/// A Gleap API to talk to.
+#[derive(Debug, Clone)]
+pub struct GleapTarget {
+    pub base_url: String,
+    pub api_key: crate::gleap::client::Secret,
+    pub project: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -76,16 +87,33 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
         report
     };
 
-    let dead_letters = match std::fs::create_dir_all(&state_dir)
-        .map_err(|e| Error::io(&state_dir, e))
-        .and_then(|()| DeadLetters::to_file(&dead_letter_path, options.max_errors))
-    {
-        Ok(d) => d,
+    let setup = (|| -> Result<(Option<Arc<GleapRun>>, DeadLetters)> {
+        std::fs::create_dir_all(&state_dir).map_err(|e| Error::io(&state_dir, e))?;
+        let gleap = gleap_run(pipeline, &state_dir, options)?;
+        // A run that resumes an interrupted one keeps the dead letters it already wrote.
+        let resuming = match &gleap {
+            Some(g) => pipeline.config.streams.iter().any(|s| {
+                g.store
+                    .checkpoint(&s.name.value)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|cp| !cp.complete)
+            }),
+            None => false,
+        };
+        let dead_letters = DeadLetters::to_file(&dead_letter_path, options.max_errors, resuming)?;
+        Ok((gleap, dead_letters))
+    })();
+    let (gleap, dead_letters) = match setup {
+        Ok(s) => s,
         Err(e) => {
             report.error = Some(e.to_string());
             return finish(report);
         }
     };
+    let run_id = gleap
+        .as_ref()
+        .and_then(|g| g.store.begin_run(pipeline.name(), &report.started_at).ok());
 
     let streams = &pipeline.config.streams;
     // Find every input of the streams that can start now before writing anything, so a
@@ -93,7 +121,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
     let mut opened: Vec<Option<OpenedSource>> = Vec::with_capacity(streams.len());
     let mut problems = Vec::new();
     for s in streams {
-        if s.needs.is_empty() {
+        if s.dependencies().is_empty() {
             match s.source.open() {
                 Ok(o) => opened.push(Some(o)),
                 Err(e) => {
@@ -131,9 +159,9 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
                         continue;
                     }
                     let needs: Vec<usize> = streams[i]
-                        .needs
-                        .iter()
-                        .filter_map(|n| index_of(&n.value))
+                        .dependencies()
+                        .into_iter()
+                        .filter_map(index_of)
                         .collect();
                     if let Some(&j) = needs
                         .iter()
@@ -181,6 +209,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
                         source,
                         dead_letters: dead_letters.clone(),
                         cancel: cancel.clone(),
+                        gleap: gleap.clone(),
                     };
                     let done_tx = done_tx.clone();
                     let name = format!("stream-{}", streams[i].name.value);
@@ -254,7 +283,53 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
         report.dead_letter_file = None;
     }
     report.error = first_error.map(|e| e.to_string());
-    finish(report)
+    let report = finish(report);
+    if let (Some(g), Some(id)) = (&gleap, run_id) {
+        let json = serde_json::to_string(&report).unwrap_or_default();
+        let now = crate::record::format_timestamp(&chrono::Utc::now());
+        if let Err(e) = g.store.finish_run(id, &now, report.status, &json) {
+            tracing::warn!("{e}");
+        }
+    }
+    report
+}
+
+/// The Gleap client, state store and runtime, when the pipeline has Gleap sinks.
+fn gleap_run(
+    pipeline: &Pipeline,
+    state_dir: &std::path::Path,
+    options: &RunOptions,
+) -> Result<Option<Arc<GleapRun>>> {
+    if !pipeline
+        .config
+        .streams
+        .iter()
+        .any(|s| matches!(s.sink, crate::sinks::SinkConfig::Gleap(_)))
+    {
+        return Ok(None);
+    }
+    let config = pipeline.config.gleap.clone().unwrap_or_default();
+    let overrides = options.gleap_target.clone();
+    let env = move |name: &str| -> Option<String> {
+        if let Some(t) = &overrides {
+            match name {
+                "GLEAP_BASE_URL" => return Some(t.base_url.clone()),
+                "GLEAP_API_KEY" => return Some(t.api_key.expose().to_string()),
+                "GLEAP_PROJECT_ID" => return Some(t.project.clone()),
+                _ => {}
+            }
+        }
+        std::env::var(name).ok()
+    };
+    let mut config = config;
+    if options.gleap_target.is_some() {
+        // --emulator wins over the pipeline's own target.
+        config.base_url = None;
+        config.api_key = None;
+        config.project = None;
+    }
+    let settings = config.resolve(&env)?;
+    Ok(Some(Arc::new(GleapRun::start(state_dir, settings)?)))
 }
 
 /// What `plan` shows of one stream.
@@ -276,7 +351,8 @@ pub fn plan(pipeline: &Pipeline, limit: usize) -> Vec<StreamPreview> {
     let mut previews = Vec::new();
     while done.len() < streams.len() {
         let next = streams.iter().find(|s| {
-            !done.contains(&s.name.value) && s.needs.iter().all(|n| done.contains(&n.value))
+            !done.contains(&s.name.value)
+                && s.dependencies().iter().all(|n| done.iter().any(|d| d == n))
         });
         let Some(stream) = next else { break };
         done.push(stream.name.value.clone());
@@ -289,6 +365,7 @@ pub fn plan(pipeline: &Pipeline, limit: usize) -> Vec<StreamPreview> {
                     source,
                     dead_letters: dead_letters.clone(),
                     cancel: Arc::new(AtomicBool::new(false)),
+                    gleap: None,
                 };
                 let mut target = Target::Preview {
                     limit,

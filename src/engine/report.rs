@@ -112,6 +112,23 @@ impl RunReport {
                         line.push_str(&format!(" ({})", notes.join(", ")));
                     }
                     line.push_str(&format!(", {}/s", count(s.records_per_sec.round() as u64)));
+                    if let Some(d) = s.sink.detail.as_ref().filter(|d| d.get("entity").is_some()) {
+                        let n = |k: &str| d.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+                        line.push_str(&format!(
+                            " -> Gleap {}: {} created, {} updated, {} unchanged; {} requests ({:.2} per record, {} answered 429, {} retries)",
+                            d["entity"].as_str().unwrap_or(""),
+                            count(n("created")),
+                            count(n("updated")),
+                            count(n("unchanged")),
+                            count(n("requests")),
+                            d.get("requests_per_record").and_then(serde_json::Value::as_f64).unwrap_or(0.0),
+                            count(n("rate_limited")),
+                            count(n("retries")),
+                        ));
+                    }
+                    if s.skipped > 0 {
+                        line.push_str(&format!(" (resumed: {} already done)", count(s.skipped)));
+                    }
                     if let Some(path) = &s.sink.path {
                         line.push_str(&format!(" -> {}", path.display()));
                         if let Some(bytes) = s.sink.bytes {

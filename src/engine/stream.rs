@@ -40,6 +40,8 @@ pub struct StreamRun<'a> {
     /// Set when the run is stopping; the stream gives up at the next batch.
     pub cancel: Arc<AtomicBool>,
     pub bar: StreamBar,
+    /// The run's Gleap client and state store, when it has Gleap sinks.
+    pub gleap: Option<Arc<crate::sinks::gleap::GleapRun>>,
 }
 
 /// Runs the stream to its end; the report says what happened, `Err` only for failures.
@@ -51,6 +53,7 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
         dead_letters,
         cancel,
         bar,
+        gleap,
     } = run;
     let name = config.name.value.clone();
     let mut report = StreamReport {
@@ -79,6 +82,8 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
                 let context = SinkContext {
                     stream: name.clone(),
                     dead_letters: dead_letters.clone(),
+                    input_fingerprint: fingerprint(&source.files),
+                    gleap: gleap.clone(),
                 };
                 Output::Writer(Writer::start(&name, config.sink.build(context)?)?)
             }
@@ -140,6 +145,22 @@ enum Output<'t> {
         limit: usize,
         records: &'t mut Vec<Record>,
     },
+}
+
+/// Names, sizes and modification times of a stream's input files, hashed: a resumed run
+/// must read the same input.
+pub fn fingerprint(files: &[std::path::PathBuf]) -> String {
+    let mut text = String::new();
+    for f in files {
+        let meta = std::fs::metadata(f).ok();
+        let size = meta.as_ref().map_or(0, |m| m.len());
+        let modified = meta
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        text.push_str(&format!("{}\u{0}{size}\u{0}{modified}\n", f.display()));
+    }
+    format!("{:032x}", xxhash_rust::xxh3::xxh3_128(text.as_bytes()))
 }
 
 /// What the writer thread is sent.

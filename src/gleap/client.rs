@@ -421,8 +421,8 @@ fn message_of(body: &Value) -> String {
         Some(Value::String(m)) => m.clone(),
         _ => {
             let s = body.to_string();
-            if s.len() > 200 {
-                format!("{}…", &s[..s.floor_char_boundary(200)])
+            if s.chars().count() > 200 {
+                format!("{}…", s.chars().take(200).collect::<String>())
             } else {
                 s
             }

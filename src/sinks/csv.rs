@@ -216,10 +216,7 @@ mod tests {
 
     fn run(config: CsvSinkConfig, records: Vec<Value>) -> (String, DeadLetters) {
         let dl = DeadLetters::in_memory(None);
-        let ctx = SinkContext {
-            stream: "s".into(),
-            dead_letters: dl.clone(),
-        };
+        let ctx = SinkContext::new("s", dl.clone());
         let path = config.path.clone();
         let mut sink: Box<dyn Sink> = Box::new(config.build(ctx).unwrap());
         for (i, r) in records.into_iter().enumerate() {

@@ -79,10 +79,7 @@ mod tests {
             let config = JsonlSinkConfig {
                 path: path.to_str().unwrap().into(),
             };
-            let ctx = SinkContext {
-                stream: "s".into(),
-                dead_letters: DeadLetters::in_memory(None),
-            };
+            let ctx = SinkContext::new("s", DeadLetters::in_memory(None));
             let mut sink: Box<dyn Sink> = Box::new(config.build(ctx).unwrap());
             let pos = Position {
                 seq: 0,

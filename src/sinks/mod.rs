@@ -2,11 +2,13 @@
 //! a failed or interrupted run never leaves a half-written file under the real name.
 
 pub mod csv;
+pub mod gleap;
 pub mod jsonl;
 pub mod output;
 pub mod parquet;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -25,6 +27,8 @@ pub enum SinkConfig {
     Csv(csv::CsvSinkConfig),
     /// Newline-delimited JSON.
     Jsonl(jsonl::JsonlSinkConfig),
+    /// Gleap sessions, tickets or messages, upserted through the API.
+    Gleap(gleap::GleapSinkConfig),
 }
 
 impl SinkConfig {
@@ -33,6 +37,7 @@ impl SinkConfig {
             SinkConfig::Parquet(_) => "parquet",
             SinkConfig::Csv(_) => "csv",
             SinkConfig::Jsonl(_) => "jsonl",
+            SinkConfig::Gleap(_) => "gleap",
         }
     }
 
@@ -42,6 +47,7 @@ impl SinkConfig {
             SinkConfig::Parquet(c) => Some(&c.path),
             SinkConfig::Csv(c) => Some(&c.path),
             SinkConfig::Jsonl(c) => Some(&c.path),
+            SinkConfig::Gleap(_) => None,
         }
     }
 
@@ -51,6 +57,7 @@ impl SinkConfig {
             SinkConfig::Parquet(c) => Box::new(c.build(context)?),
             SinkConfig::Csv(c) => Box::new(c.build(context)?),
             SinkConfig::Jsonl(c) => Box::new(c.build(context)?),
+            SinkConfig::Gleap(c) => Box::new(c.build(context)?),
         })
     }
 }
@@ -60,9 +67,23 @@ impl SinkConfig {
 pub struct SinkContext {
     pub stream: String,
     pub dead_letters: DeadLetters,
+    /// Identifies the stream's input (names, sizes and times of its files), for resuming.
+    pub input_fingerprint: String,
+    /// The run's Gleap client and state store, when it has Gleap sinks.
+    pub gleap: Option<Arc<gleap::GleapRun>>,
 }
 
 impl SinkContext {
+    /// A context for a stream without Gleap services or a known input.
+    pub fn new(stream: &str, dead_letters: DeadLetters) -> SinkContext {
+        SinkContext {
+            stream: stream.to_string(),
+            dead_letters,
+            input_fingerprint: String::new(),
+            gleap: None,
+        }
+    }
+
     /// Sends a record the sink cannot write to the dead-letter file. Fails when that is one
     /// record more than `--max-errors` allows.
     pub fn reject(

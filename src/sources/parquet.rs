@@ -841,10 +841,7 @@ mod tests {
             serde_json::from_value(json!({"path": path.to_str().unwrap()})).unwrap();
         let mut sink: Box<dyn Sink> = Box::new(
             sink_config
-                .build(SinkContext {
-                    stream: "s".into(),
-                    dead_letters: dl.clone(),
-                })
+                .build(SinkContext::new("s", dl.clone()))
                 .unwrap(),
         );
         for (i, r) in records.iter().enumerate() {

@@ -396,10 +396,7 @@ mod tests {
 
     fn run(config: &ParquetSinkConfig, records: &[Value]) -> (SinkSummary, Vec<DeadLetter>) {
         let dl = DeadLetters::in_memory(None);
-        let context = SinkContext {
-            stream: "s".into(),
-            dead_letters: dl.clone(),
-        };
+        let context = SinkContext::new("s", dl.clone());
         let mut sink: Box<dyn Sink> = Box::new(config.build(context).unwrap());
         for (i, r) in records.iter().enumerate() {
             let position = Position {
@@ -644,10 +641,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("o.parquet");
         std::fs::write(&path, "old").unwrap();
-        let context = SinkContext {
-            stream: "s".into(),
-            dead_letters: DeadLetters::in_memory(None),
-        };
+        let context = SinkContext::new("s", DeadLetters::in_memory(None));
         let mut sink: Box<dyn Sink> = Box::new(config(&path, json!({})).build(context).unwrap());
         let position = Position {
             seq: 0,
@@ -665,10 +659,7 @@ mod tests {
     #[test]
     fn settings_are_checked() {
         let dir = tempfile::tempdir().unwrap();
-        let context = || SinkContext {
-            stream: "s".into(),
-            dead_letters: DeadLetters::in_memory(None),
-        };
+        let context = || SinkContext::new("s", DeadLetters::in_memory(None));
         let path = dir.path().join("o.parquet");
         for (extra, message) in [
             (json!({"compression_level": 40}), "not a zstd level"),

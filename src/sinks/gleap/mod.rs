@@ -1,0 +1,527 @@
+//! The Gleap sink: idempotent upserts of sessions, tickets and messages.
+//!
+//! Gleap has no idempotency keys and no external ids, so the sink keeps its own: an id map in
+//! the state store (source id -> Gleap id and a hash of what was sent), intents written before
+//! every create, and a way to find each entity again when an answer is lost: sessions by
+//! `userId` (or email), tickets by `customData.importId`, messages by their content on their
+//! ticket. A record costs no request when its hash is unchanged, one when it is new (with
+//! `prefetch`) or changed, and a look-up more only when an earlier attempt left it uncertain.
+
+mod sink;
+mod tracker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+pub use sink::GleapSink;
+
+use crate::config::did_you_mean;
+use crate::error::{Error, Result};
+use crate::gleap::client::GleapClient;
+use crate::gleap::fields::{
+    CREATE_MESSAGE_FIELDS, CREATE_TICKET_FIELDS, SESSION_FIELDS, UPDATE_TICKET_FIELDS,
+};
+use crate::gleap::model::{Field, check_body};
+use crate::record::{FieldPath, Record};
+use crate::state::{MapEntry, StateStore};
+
+/// Writes records to Gleap as sessions, tickets or messages.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GleapSinkConfig {
+    /// `sessions` (contacts), `tickets` or `messages` (comments).
+    pub entity: Entity,
+    /// Sessions: the field that identifies a contact, `userId` (default) or `email`.
+    #[serde(default)]
+    pub key: Option<SessionKey>,
+    /// Tickets and messages: the record field with the source id (default `id`). It is not
+    /// sent; it keys the id map, and tickets carry it in `customData.importId`.
+    #[serde(default)]
+    pub id: Option<FieldPath>,
+    /// Sessions: read every existing session once (1000 per request) before writing, so each
+    /// record then costs at most one request. Default false.
+    #[serde(default)]
+    pub prefetch: bool,
+    /// Fields holding source ids of another stream's records, replaced by the Gleap ids that
+    /// stream created: `{session: users}` on tickets, `{ticket: tickets, session: users}` on
+    /// messages. The other stream runs first.
+    #[serde(default)]
+    pub refs: IndexMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Entity {
+    Sessions,
+    Tickets,
+    Messages,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+pub enum SessionKey {
+    #[default]
+    #[serde(rename = "userId")]
+    UserId,
+    #[serde(rename = "email")]
+    Email,
+}
+
+impl SessionKey {
+    pub fn field(self) -> &'static str {
+        match self {
+            SessionKey::UserId => "userId",
+            SessionKey::Email => "email",
+        }
+    }
+}
+
+impl Entity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Entity::Sessions => "sessions",
+            Entity::Tickets => "tickets",
+            Entity::Messages => "messages",
+        }
+    }
+
+    fn singular(self) -> &'static str {
+        match self {
+            Entity::Sessions => "session",
+            Entity::Tickets => "ticket",
+            Entity::Messages => "message",
+        }
+    }
+
+    pub fn path(self) -> &'static str {
+        match self {
+            Entity::Sessions => "/sessions",
+            Entity::Tickets => "/tickets",
+            Entity::Messages => "/messages",
+        }
+    }
+
+    pub fn create_fields(self) -> &'static [Field] {
+        match self {
+            Entity::Sessions => SESSION_FIELDS,
+            Entity::Tickets => CREATE_TICKET_FIELDS,
+            Entity::Messages => CREATE_MESSAGE_FIELDS,
+        }
+    }
+
+    pub fn update_fields(self) -> &'static [Field] {
+        match self {
+            Entity::Sessions => SESSION_FIELDS,
+            Entity::Tickets => UPDATE_TICKET_FIELDS,
+            Entity::Messages => CREATE_MESSAGE_FIELDS,
+        }
+    }
+
+    /// The reference fields a `refs:` may name.
+    pub fn ref_fields(self) -> &'static [&'static str] {
+        match self {
+            Entity::Sessions => &[],
+            Entity::Tickets => &["session"],
+            Entity::Messages => &["ticket", "session"],
+        }
+    }
+}
+
+impl GleapSinkConfig {
+    /// Problems in the sink's own settings (stream references are checked with the pipeline).
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let entity = self.entity.name();
+        if self.entity == Entity::Sessions {
+            if self.id.is_some() {
+                problems.push("`id` is for tickets and messages; sessions are keyed by `key` (userId or email)".into());
+            }
+        } else {
+            if self.key.is_some() {
+                problems.push(format!("`key` is for sessions; {entity} are keyed by `id`"));
+            }
+            if self.prefetch {
+                problems.push(format!("`prefetch` is for sessions, not {entity}"));
+            }
+        }
+        for field in self.refs.keys() {
+            let allowed = self.entity.ref_fields();
+            if !allowed.contains(&field.as_str()) {
+                problems.push(if allowed.is_empty() {
+                    format!("{entity} take no `refs`")
+                } else {
+                    format!(
+                        "refs: `{field}` is not a reference of {entity}; it takes {}",
+                        allowed.join(", ")
+                    )
+                });
+            }
+        }
+        problems
+    }
+
+    pub fn key(&self) -> SessionKey {
+        self.key.unwrap_or_default()
+    }
+
+    fn id_field(&self) -> FieldPath {
+        self.id
+            .clone()
+            .unwrap_or_else(|| FieldPath::parse("id").expect("a valid path"))
+    }
+}
+
+/// What the Gleap sinks of a run share: one client (one rate limit), one state store, one
+/// async runtime.
+pub struct GleapRun {
+    pub client: Arc<GleapClient>,
+    pub store: Arc<StateStore>,
+    pub runtime: Arc<tokio::runtime::Runtime>,
+}
+
+/// A record ready to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    pub source_id: String,
+    pub body: Map<String, Value>,
+    pub hash: u128,
+}
+
+/// Turns records into request bodies for one stream.
+pub struct Preparer {
+    stream: String,
+    config: GleapSinkConfig,
+    /// For each `refs` field, the id map of the stream it names.
+    parents: HashMap<String, (String, HashMap<String, MapEntry>)>,
+}
+
+impl Preparer {
+    pub fn new(stream: &str, config: &GleapSinkConfig, store: &StateStore) -> Result<Preparer> {
+        let mut parents = HashMap::new();
+        for (field, parent) in &config.refs {
+            parents.insert(field.clone(), (parent.clone(), store.load_map(parent)?));
+        }
+        Ok(Preparer {
+            stream: stream.to_string(),
+            config: config.clone(),
+            parents,
+        })
+    }
+
+    /// The `customData.importId` a ticket carries.
+    pub fn import_id(&self, source_id: &str) -> String {
+        format!("{}:{source_id}", self.stream)
+    }
+
+    /// The body for a record, or why it cannot be sent.
+    pub fn prepare(&self, mut record: Record) -> std::result::Result<Prepared, (String, Record)> {
+        macro_rules! reject {
+            ($($arg:tt)*) => { return Err((format!($($arg)*), record)) };
+        }
+        let entity = self.config.entity;
+        let source_id = match entity {
+            Entity::Sessions => {
+                let key = self.config.key().field();
+                match record.get(key).and_then(id_text) {
+                    Some(id) => {
+                        record.insert(key.into(), Value::String(id.clone()));
+                        id
+                    }
+                    None => reject!("the record has no `{key}`, which identifies a session"),
+                }
+            }
+            _ => {
+                let field = self.config.id_field();
+                match field.get(&record).and_then(id_text) {
+                    Some(id) => {
+                        field.remove(&mut record);
+                        id
+                    }
+                    None => reject!(
+                        "the record has no `{field}`: the source id that keeps re-runs from creating the {} twice",
+                        entity.singular()
+                    ),
+                }
+            }
+        };
+        for (field, (parent, map)) in &self.parents {
+            match record.get(field) {
+                None | Some(Value::Null) => {}
+                Some(value) => {
+                    let Some(parent_id) = id_text(value) else {
+                        reject!("`{field}` holds {value}, not a source id")
+                    };
+                    match map.get(&parent_id) {
+                        Some(entry) => {
+                            record.insert(field.clone(), Value::String(entry.gleap_id.clone()));
+                        }
+                        None => reject!(
+                            "`{field}` names {parent_id:?} of stream `{parent}`, which has no Gleap id: it was not created (see its dead letters) or is not in its input"
+                        ),
+                    }
+                }
+            }
+        }
+        if entity == Entity::Messages && record.get("ticket").is_none_or(Value::is_null) {
+            reject!(
+                "a message needs a `ticket` (map it with `refs: {{ticket: <tickets stream>}}`)"
+            );
+        }
+        let fields = entity.create_fields();
+        let unknown: Vec<String> = record
+            .keys()
+            .filter(|k| !fields.iter().any(|f| f.name == k.as_str()))
+            .map(|k| match did_you_mean(k, fields.iter().map(|f| f.name)) {
+                Some(s) => format!("`{k}` (did you mean `{s}`?)"),
+                None => format!("`{k}`"),
+            })
+            .collect();
+        if !unknown.is_empty() {
+            reject!(
+                "not a Gleap {} field, so Gleap would drop it silently: {}",
+                entity.singular(),
+                unknown.join(", ")
+            );
+        }
+        // Null fields are not sent: a create has nothing to clear.
+        record.retain(|_, v| !v.is_null());
+        let mut body = match check_body(fields, record.clone()) {
+            Ok(checked) if checked.dropped.is_empty() => checked.body,
+            Ok(checked) => reject!(
+                "not Gleap fields, Gleap would drop them silently: {}",
+                checked.dropped.join(", ")
+            ),
+            Err(e) => reject!("{e}"),
+        };
+        match entity {
+            Entity::Tickets => {
+                let custom = body
+                    .entry("customData")
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if custom.is_null() {
+                    *custom = Value::Object(Map::new());
+                }
+                let Value::Object(custom) = custom else {
+                    reject!("customData must be an object")
+                };
+                custom.insert("importId".into(), Value::String(self.import_id(&source_id)));
+            }
+            Entity::Messages => {
+                // An import must never notify the customer.
+                body.insert("sendToChannel".into(), Value::Bool(false));
+            }
+            Entity::Sessions => {}
+        }
+        let hash = xxhash_rust::xxh3::xxh3_128(&serde_json::to_vec(&body).expect("JSON"));
+        Ok(Prepared {
+            source_id,
+            body,
+            hash,
+        })
+    }
+}
+
+/// A source id as text: strings as they are, numbers written out.
+fn id_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Whether a stored Gleap document already holds every field of `body` (populated references
+/// compare by their `_id`).
+pub fn matches_remote(body: &Map<String, Value>, remote: &Value) -> bool {
+    body.iter().all(|(k, v)| match (k.as_str(), remote.get(k)) {
+        ("sendToChannel", _) => true,
+        (_, Some(Value::Object(o))) if v.is_string() && o.contains_key("_id") => {
+            o.get("_id") == Some(v)
+        }
+        (_, Some(r)) => r == v,
+        (_, None) => v.is_null(),
+    })
+}
+
+impl GleapRun {
+    /// Opens the state store and builds the client and runtime.
+    pub fn start(
+        store_dir: &std::path::Path,
+        settings: crate::gleap::client::ClientSettings,
+    ) -> Result<GleapRun> {
+        let store = Arc::new(StateStore::open(store_dir)?);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("gleap-io")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
+        let client = Arc::new(GleapClient::new(settings)?);
+        Ok(GleapRun {
+            client,
+            store,
+            runtime: Arc::new(runtime),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(v: Value) -> GleapSinkConfig {
+        serde_json::from_value(v).unwrap()
+    }
+
+    /// A ref field, the stream it names, and that stream's (source id, Gleap id) pairs.
+    type Parent<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+    fn preparer(c: &GleapSinkConfig, parents: &[Parent<'_>]) -> Preparer {
+        let mut p = Preparer {
+            stream: "s".into(),
+            config: c.clone(),
+            parents: HashMap::new(),
+        };
+        for (field, stream, entries) in parents {
+            let map = entries
+                .iter()
+                .map(|(s, g)| {
+                    (
+                        s.to_string(),
+                        MapEntry {
+                            gleap_id: g.to_string(),
+                            hash: 0,
+                        },
+                    )
+                })
+                .collect();
+            p.parents
+                .insert(field.to_string(), (stream.to_string(), map));
+        }
+        p
+    }
+
+    fn rec(v: Value) -> Record {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn sessions_are_keyed_by_user_id_and_unknown_fields_refused() {
+        let p = preparer(&config(json!({"entity": "sessions"})), &[]);
+        let ok = p
+            .prepare(rec(
+                json!({"userId": 42, "email": "a@x", "customData": {"plan": "pro"}}),
+            ))
+            .unwrap();
+        assert_eq!(ok.source_id, "42");
+        assert_eq!(ok.body["userId"], "42");
+        let (reason, _) = p
+            .prepare(rec(json!({"userId": "u1", "emial": "a@x"})))
+            .unwrap_err();
+        assert_eq!(
+            reason,
+            "not a Gleap session field, so Gleap would drop it silently: `emial` (did you mean `email`?)"
+        );
+        assert!(
+            p.prepare(rec(json!({"email": "a@x"})))
+                .unwrap_err()
+                .0
+                .contains("no `userId`")
+        );
+        let same = p
+            .prepare(rec(
+                json!({"userId": "42", "email": "a@x", "customData": {"plan": "pro"}}),
+            ))
+            .unwrap();
+        assert_eq!(same.hash, ok.hash, "the same body, the same hash");
+    }
+
+    #[test]
+    fn tickets_carry_their_import_id_and_mapped_session() {
+        let c = config(json!({"entity": "tickets", "refs": {"session": "users"}}));
+        let p = preparer(
+            &c,
+            &[("session", "users", &[("u1", "65a000000000000000000001")])],
+        );
+        let ok = p
+            .prepare(rec(
+                json!({"id": 7, "title": "t", "session": "u1", "priority": "HIGH"}),
+            ))
+            .unwrap();
+        assert_eq!(ok.source_id, "7");
+        assert!(ok.body.get("id").is_none());
+        assert_eq!(ok.body["session"], "65a000000000000000000001");
+        assert_eq!(ok.body["customData"], json!({"importId": "s:7"}));
+        let (reason, record) = p
+            .prepare(rec(json!({"id": 8, "title": "t", "session": "u9"})))
+            .unwrap_err();
+        assert!(
+            reason.contains("\"u9\" of stream `users`, which has no Gleap id"),
+            "{reason}"
+        );
+        assert_eq!(
+            record["session"], "u9",
+            "the dead letter shows the record as it came"
+        );
+        assert!(
+            p.prepare(rec(json!({"id": 9, "priority": "URGENT"})))
+                .unwrap_err()
+                .0
+                .contains("priority must be one of")
+        );
+    }
+
+    #[test]
+    fn messages_never_notify_and_need_a_ticket() {
+        let c = config(json!({"entity": "messages", "refs": {"ticket": "tickets"}}));
+        let p = preparer(
+            &c,
+            &[("ticket", "tickets", &[("t1", "65a0000000000000000000aa")])],
+        );
+        let ok = p
+            .prepare(rec(
+                json!({"id": "m1", "ticket": "t1", "comment": "hi", "sendToChannel": true}),
+            ))
+            .unwrap();
+        assert_eq!(ok.body["sendToChannel"], false);
+        assert!(
+            p.prepare(rec(json!({"id": "m2", "comment": "hi"})))
+                .unwrap_err()
+                .0
+                .contains("needs a `ticket`")
+        );
+        let (reason, _) = p
+            .prepare(rec(json!({"id": "m3", "ticket": "t1", "attachments": [{"name": "a", "url": "u", "size": 3}]})))
+            .unwrap_err();
+        assert!(reason.contains("attachments[0].size"), "{reason}");
+    }
+
+    #[test]
+    fn settings_that_do_not_fit_the_entity_are_problems() {
+        assert!(config(json!({"entity": "sessions"})).problems().is_empty());
+        let p = config(
+            json!({"entity": "tickets", "prefetch": true, "key": "email", "refs": {"ticket": "x"}}),
+        )
+        .problems();
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[2].contains("it takes session"));
+    }
+
+    #[test]
+    fn remote_documents_match_by_value_and_populated_ids() {
+        let body = rec(json!({"title": "t", "session": "s1", "sendToChannel": false}));
+        assert!(matches_remote(
+            &body,
+            &json!({"title": "t", "session": {"_id": "s1", "email": "x"}, "bugId": 3})
+        ));
+        assert!(!matches_remote(
+            &body,
+            &json!({"title": "u", "session": {"_id": "s1"}})
+        ));
+    }
+}
