@@ -38,6 +38,14 @@ pub enum Command {
     },
     /// Run a pipeline.
     Run(RunArgs),
+    /// Show what the state store knows: per stream its checkpoint, mapped ids and open
+    /// intents, and the last runs.
+    Status {
+        pipeline: PathBuf,
+        /// The state directory, if not the pipeline's.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
     /// Print the JSON Schema of the pipeline format (for editors).
     Schema,
     /// Run a local emulator of Gleap's API v3 (sessions, tickets, messages) for rehearsals,
@@ -133,6 +141,10 @@ where
         Command::Plan { pipeline, limit } => plan(&pipeline, limit),
         Command::Run(args) => run(&args),
         Command::Emulator(args) => emulator(&args),
+        Command::Status {
+            pipeline,
+            state_dir,
+        } => status(&pipeline, state_dir.as_deref()),
         Command::Schema => {
             let schema = serde_json::to_string_pretty(&crate::config::json_schema()).expect("JSON");
             print_out(&format!("{schema}\n"))
@@ -475,4 +487,67 @@ fn emulator(args: &EmulatorArgs) -> i32 {
             }
         }
     })
+}
+
+fn status(path: &Path, state_dir: Option<&Path>) -> i32 {
+    let pipeline = match load(path) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let dir = pipeline.state_dir(state_dir);
+    if !dir.join("state.sqlite").exists() {
+        return print_out(&format!(
+            "{}: no state yet in {} (no run has written to Gleap)\n",
+            pipeline.name(),
+            dir.display()
+        ));
+    }
+    let store = match crate::state::StateStore::open(&dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let mut out = format!("{}: state in {}\n", pipeline.name(), store.path().display());
+    for stream in &pipeline.config.streams {
+        let name = &stream.name.value;
+        match store.stream_state(name) {
+            Ok(s) => {
+                let checkpoint = match &s.checkpoint {
+                    None => "never run".to_string(),
+                    Some(cp) if cp.complete => "complete".to_string(),
+                    Some(cp) => match cp.done_through {
+                        Some(n) => format!(
+                            "interrupted: records 1-{} done, the next run resumes after them",
+                            n + 1
+                        ),
+                        None => "interrupted before any record was done".to_string(),
+                    },
+                };
+                out.push_str(&format!(
+                    "  {name}: {checkpoint}; {} ids mapped; {} creates awaiting confirmation\n",
+                    engine::report::count(s.mapped),
+                    engine::report::count(s.intents)
+                ));
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_FAILED;
+            }
+        }
+    }
+    if let Ok(runs) = store.runs(5) {
+        out.push_str("  last runs:\n");
+        for r in runs {
+            out.push_str(&format!(
+                "    #{} {} -> {} {}\n",
+                r.id,
+                r.started_at,
+                r.finished_at.as_deref().unwrap_or("(did not finish)"),
+                r.status
+            ));
+        }
+    }
+    print_out(&out)
 }

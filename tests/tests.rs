@@ -3,5 +3,6 @@
 mod util;
 
 mod emulator;
+mod gleap_sink;
 mod pipelines;
 mod validate;

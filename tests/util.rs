@@ -185,3 +185,43 @@ impl Api {
         self.send(self.request(reqwest::Method::DELETE, path)).await
     }
 }
+
+/// Writes users.csv, tickets.csv and messages.csv as `samples/helpdesk` has them: `users`
+/// contacts, `tickets` tickets (each of a contact), `per_ticket` comments on each (every
+/// fourth by the customer, every fourth an internal note). Comments start with their id.
+pub fn write_helpdesk(dir: &Path, users: usize, tickets: usize, per_ticket: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut u = String::from("user_id,email,name,plan,company\n");
+    for i in 0..users {
+        u.push_str(&format!(
+            "cust-{i:05},user{i}@example.com,User {i} Ünïcode,{},Acme {}\n",
+            ["free", "pro", "team"][i % 3],
+            i % 7
+        ));
+    }
+    std::fs::write(dir.join("users.csv"), u).unwrap();
+    let mut t = String::from("ticket_id,user_id,title,status,priority,type,tags,created_at\n");
+    let mut m = String::from("message_id,ticket_id,user_id,author,body,internal,created_at\n");
+    let mut n = 0;
+    for i in 0..tickets {
+        let user = format!("cust-{:05}", (i * 7) % users);
+        t.push_str(&format!(
+            "T-{i:05},{user},\"Ticket {i}, about \"\"things\"\"\",{},{},{},\"a,b\",2024-01-01T00:00:00Z\n",
+            ["OPEN", "INPROGRESS", "DONE"][i % 3],
+            ["LOW", "MEDIUM", "HIGH"][i % 3],
+            ["BUG", "INQUIRY", "FEATURE_REQUEST"][i % 3]
+        ));
+        for j in 0..per_ticket {
+            n += 1;
+            let id = format!("M-{n:06}");
+            let (author, internal, who) = match (i + j) % 4 {
+                0 => ("customer", "false", user.as_str()),
+                3 => ("agent", "true", ""),
+                _ => ("agent", "false", ""),
+            };
+            m.push_str(&format!("{id},T-{i:05},{who},{author},\"{id}: comment {j} on ticket {i}\",{internal},2024-01-02T00:00:00Z\n"));
+        }
+    }
+    std::fs::write(dir.join("tickets.csv"), t).unwrap();
+    std::fs::write(dir.join("messages.csv"), m).unwrap();
+}

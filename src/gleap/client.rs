@@ -168,6 +168,9 @@ impl GleapConfig {
     }
 }
 
+/// Runs right before a request goes out; an `Err` stops it.
+pub type BeforeSend<'a> = dyn Fn() -> std::result::Result<(), String> + Send + Sync + 'a;
+
 /// Why a call did not give an answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallError {
@@ -221,6 +224,9 @@ pub struct GleapClient {
     http: reqwest::Client,
     settings: ClientSettings,
     limiter: DefaultDirectRateLimiter,
+    /// Requests take their turn at the rate limit in the order they came (tokio's semaphore is
+    /// fair), so early records are not starved and the checkpoint keeps moving.
+    turn: tokio::sync::Semaphore,
     /// Until when every sender waits after a 429.
     paused_until: Mutex<Option<Instant>>,
     consecutive_429: AtomicU64,
@@ -257,6 +263,7 @@ impl GleapClient {
         Ok(GleapClient {
             http,
             limiter: RateLimiter::direct(quota),
+            turn: tokio::sync::Semaphore::new(1),
             paused_until: Mutex::new(None),
             consecutive_429: AtomicU64::new(0),
             concurrency,
@@ -305,13 +312,37 @@ impl GleapClient {
         create: bool,
         counters: &RequestCounters,
     ) -> std::result::Result<Answer, CallError> {
+        self.call_with(method, path, query, body, create, counters, None)
+            .await
+    }
+
+    /// [`GleapClient::call`], running `before_send` once the request is admitted (after the
+    /// rate limit), right before each attempt goes out: creates record their intent there.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn call_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&Value>,
+        create: bool,
+        counters: &RequestCounters,
+        before_send: Option<&BeforeSend<'_>>,
+    ) -> std::result::Result<Answer, CallError> {
         let url = format!("{}{path}", self.settings.base_url);
         let mut attempt = 0u32;
         let mut rate_limited = 0u32;
         loop {
-            self.wait_for_pause().await;
-            self.limiter.until_ready().await;
-            let permit = self.concurrency.acquire().await;
+            let permit = {
+                let _turn = self.turn.acquire().await.expect("never closed");
+                self.wait_for_pause().await;
+                let permit = self.concurrency.acquire().await;
+                self.limiter.until_ready().await;
+                permit
+            };
+            if let Some(hook) = before_send {
+                hook().map_err(CallError::GaveUp)?;
+            }
             for c in [&self.totals, counters] {
                 c.requests.fetch_add(1, Ordering::Relaxed);
             }

@@ -419,30 +419,38 @@ async fn update(
 
 /// `POST`, with the intent recorded first; an unclear answer is looked up before retrying.
 async fn create(inner: &Inner, p: &Prepared) -> std::result::Result<(String, Done), Failure> {
-    let needs_intent = inner.lock().intents.insert(p.source_id.clone());
-    if needs_intent && let Err(e) = inner.store.add_intent(&inner.stream, &p.source_id) {
-        inner.lock().intents.remove(&p.source_id);
-        inner.fail(e);
-        return Err(Failure {
-            reason: "the state store could not record the create".into(),
-            keep_intent: false,
-        });
-    }
+    // The intent is recorded right before the create goes out (not while it waits for the
+    // rate limit), so a killed run looks up only what may really have been sent.
+    let record_intent = || -> std::result::Result<(), String> {
+        if !inner.lock().intents.insert(p.source_id.clone()) {
+            return Ok(());
+        }
+        inner
+            .store
+            .add_intent(&inner.stream, &p.source_id)
+            .map_err(|e| {
+                inner.lock().intents.remove(&p.source_id);
+                let message = e.to_string();
+                inner.fail(e);
+                message
+            })
+    };
     let body = Value::Object(p.body.clone());
     let mut last = String::new();
     for attempt in 0..inner.max_attempts {
-        match inner
+        let answer = inner
             .client
-            .call(
+            .call_with(
                 Method::POST,
                 inner.entity.path(),
                 &[],
                 Some(&body),
                 true,
                 &inner.counters,
+                Some(&record_intent),
             )
-            .await
-        {
+            .await;
+        match answer {
             Ok(Answer { status, body }) if (200..300).contains(&status) => {
                 let id = id_of(&body);
                 if id.is_empty() {
