@@ -253,9 +253,15 @@ impl GleapClient {
             .map_err(|e| Error::Other(format!("cannot build the HTTP client: {e}")))?;
         let per_request =
             Duration::from_secs_f64(60.0 / (settings.requests_per_minute * QUOTA_SHARE));
+        // A little burst lets requests that came late (timers, stream changes) catch up. In
+        // any minute GCRA admits at most burst + 98.5% of the quota, which the burst keeps
+        // under the full quota: it is half of the 1.5% margin.
+        let burst = ((1.0 - QUOTA_SHARE) * settings.requests_per_minute * 0.5)
+            .floor()
+            .clamp(1.0, 1000.0) as u32;
         let quota = Quota::with_period(per_request)
             .ok_or_else(|| Error::Other("gleap requests_per_minute is too high".into()))?
-            .allow_burst(NonZeroU32::MIN);
+            .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
         let concurrency = match settings.concurrency {
             ConcurrencySetting::Fixed(n) => ConcurrencyLimit::fixed(n as usize),
             ConcurrencySetting::Adaptive => ConcurrencyLimit::adaptive(),
