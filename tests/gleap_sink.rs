@@ -26,6 +26,31 @@ fn emulator_config(quota: Option<Quota>, faults: FaultConfig) -> EmulatorConfig 
     }
 }
 
+/// An emulator answering `error`/`reset`/`lost` shares of requests with faults and admitting
+/// `per_second` requests a second.
+async fn faulty_emulator(
+    error: f64,
+    reset: f64,
+    lost: f64,
+    seed: u64,
+    per_second: u32,
+) -> Emulator {
+    let faults = FaultConfig {
+        error_rate: error,
+        reset_rate: reset,
+        lost_rate: lost,
+        seed,
+        ..Default::default()
+    };
+    let quota = Quota {
+        requests: per_second,
+        window: Duration::from_secs(1),
+    };
+    Emulator::start(emulator_config(Some(quota), faults))
+        .await
+        .unwrap()
+}
+
 /// `gleap-etl run pipelines/csv-to-gleap.yaml` on `data`, against `emulator`.
 fn command(
     emulator: &Emulator,
@@ -157,22 +182,7 @@ fn assert_migrated(dump: &Value, users: usize, tickets: usize, per_ticket: usize
 /// exactly 2,000 sessions, 2,000 tickets and 6,000 messages, each where it belongs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_and_a_tight_quota_lose_and_duplicate_nothing() {
-    let faults = FaultConfig {
-        error_rate: 0.05,
-        reset_rate: 0.02,
-        lost_rate: 0.01,
-        seed: 2024,
-        ..Default::default()
-    };
-    let emulator = Emulator::start(emulator_config(
-        Some(Quota {
-            requests: 600,
-            window: Duration::from_secs(1),
-        }),
-        faults,
-    ))
-    .await
-    .unwrap();
+    let emulator = faulty_emulator(0.05, 0.02, 0.01, 2024, 600).await;
     let dir = Dir::new();
     write_helpdesk(&dir.join("data"), 2000, 2000, 3);
     let report = dir.join("report.json");
@@ -438,22 +448,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 /// faults, failures and verbose logging.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_api_key_appears_nowhere() {
-    let faults = FaultConfig {
-        error_rate: 0.1,
-        reset_rate: 0.05,
-        lost_rate: 0.05,
-        seed: 9,
-        ..Default::default()
-    };
-    let emulator = Emulator::start(emulator_config(
-        Some(Quota {
-            requests: 50,
-            window: Duration::from_secs(1),
-        }),
-        faults,
-    ))
-    .await
-    .unwrap();
+    let emulator = faulty_emulator(0.1, 0.05, 0.05, 9, 50).await;
     let dir = Dir::new();
     let data = dir.join("data");
     write_helpdesk(&data, 30, 30, 1);
