@@ -3,6 +3,7 @@
 //! cannot read to the dead-letter file instead of failing the run.
 
 pub mod csv;
+pub mod dump;
 pub mod files;
 pub mod jsonl;
 pub mod parquet;
