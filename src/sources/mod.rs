@@ -5,8 +5,10 @@
 pub mod csv;
 pub mod dump;
 pub mod files;
+pub mod intercom;
 pub mod jsonl;
 pub mod parquet;
+pub mod zendesk;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +30,10 @@ pub enum SourceConfig {
     Parquet(parquet::ParquetSourceConfig),
     /// Newline-delimited JSON, one object per line.
     Jsonl(jsonl::JsonlSourceConfig),
+    /// Zendesk exports and API dumps: users, tickets, comments.
+    Zendesk(zendesk::ZendeskSourceConfig),
+    /// Intercom API dumps: contacts, conversations, conversation parts.
+    Intercom(intercom::IntercomSourceConfig),
 }
 
 impl SourceConfig {
@@ -36,6 +42,8 @@ impl SourceConfig {
             SourceConfig::Csv(_) => "csv",
             SourceConfig::Parquet(_) => "parquet",
             SourceConfig::Jsonl(_) => "jsonl",
+            SourceConfig::Zendesk(_) => "zendesk",
+            SourceConfig::Intercom(_) => "intercom",
         }
     }
 
@@ -45,6 +53,8 @@ impl SourceConfig {
             SourceConfig::Csv(c) => c.open(),
             SourceConfig::Parquet(c) => c.open(),
             SourceConfig::Jsonl(c) => c.open(),
+            SourceConfig::Zendesk(c) => c.open(),
+            SourceConfig::Intercom(c) => c.open(),
         }
     }
 }

@@ -5,6 +5,7 @@ pub mod dedupe;
 pub mod fields;
 pub mod jq_stages;
 pub mod lookup;
+pub mod tiptap;
 
 use indexmap::IndexMap;
 use schemars::JsonSchema;
@@ -43,6 +44,9 @@ pub enum TransformConfig {
     Jq(JqExpr),
     /// Joins each record against a table (CSV, Parquet or JSON lines) by key.
     Lookup(Box<lookup::LookupConfig>),
+    /// Turns an HTML or plain-text field into a TipTap document (Gleap's rich text), with
+    /// inline images moved to the attachments.
+    HtmlToTiptap(tiptap::HtmlToTiptapConfig),
 }
 
 impl TransformConfig {
@@ -58,6 +62,7 @@ impl TransformConfig {
             TransformConfig::Dedupe(_) => "dedupe",
             TransformConfig::Jq(_) => "jq",
             TransformConfig::Lookup(_) => "lookup",
+            TransformConfig::HtmlToTiptap(_) => "html_to_tiptap",
         }
     }
 
@@ -94,6 +99,7 @@ impl TransformConfig {
             TransformConfig::Keep(paths) => Box::new(fields::Keep::new(paths)),
             TransformConfig::Dedupe(c) => Box::new(dedupe::Dedupe::new(c)),
             TransformConfig::Lookup(c) => Box::new(c.build()?),
+            TransformConfig::HtmlToTiptap(c) => Box::new(tiptap::HtmlToTiptap::new(c)),
         })
     }
 }

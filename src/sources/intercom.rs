@@ -1,0 +1,31 @@
+//! Intercom dump source (being written).
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::OpenedSource;
+use crate::error::{Error, Result};
+
+/// Reads Intercom API dumps.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IntercomSourceConfig {
+    /// A file or a glob (`dump/conversations*.json*`); `.gz` accepted.
+    pub path: String,
+    /// What to read: `contacts`, `conversations` or `parts` (the messages of conversations).
+    pub entity: IntercomEntity,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IntercomEntity {
+    Contacts,
+    Conversations,
+    Parts,
+}
+
+impl IntercomSourceConfig {
+    pub fn open(&self) -> Result<OpenedSource> {
+        Err(Error::Other("the intercom source is not built yet".into()))
+    }
+}
