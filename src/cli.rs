@@ -238,7 +238,7 @@ fn plan(path: &Path, limit: usize) -> i32 {
         .zip(&pipeline.config.streams)
     {
         out.push_str(&format!(
-            "# stream {}: {} -> {}{}: the first {} record{} as the sink will get them\n",
+            "# stream {}: {} -> {}{}: the first {} record{} {}\n",
             preview.name,
             stream.source.kind(),
             stream.sink.kind(),
@@ -249,9 +249,36 @@ fn plan(path: &Path, limit: usize) -> i32 {
                 .unwrap_or_default(),
             preview.records.len(),
             if preview.records.len() == 1 { "" } else { "s" },
+            match &stream.sink {
+                crate::sinks::SinkConfig::Gleap(_) =>
+                    "as the request bodies Gleap will get (<stream key> stands for the Gleap id of that stream's record)",
+                _ => "as the sink will get them",
+            },
         ));
+        // Records bound for Gleap are shown as the bodies that will be sent.
+        let gleap = match &stream.sink {
+            crate::sinks::SinkConfig::Gleap(g) => {
+                Some(crate::sinks::gleap::Preparer::preview(&preview.name, g))
+            }
+            _ => None,
+        };
         for record in &preview.records {
-            out.push_str(&serde_json::to_string(record).expect("records are JSON"));
+            match &gleap {
+                Some(preparer) => match preparer.prepare(record.clone()) {
+                    Ok(p) => {
+                        out.push_str(&serde_json::to_string(&p.body).expect("records are JSON"))
+                    }
+                    Err((reason, _)) => {
+                        eprintln!(
+                            "{}: a record would go to the dead-letter file (sink): {reason}",
+                            preview.name
+                        );
+                        code = code.max(EXIT_DEAD_LETTERS);
+                        continue;
+                    }
+                },
+                None => out.push_str(&serde_json::to_string(record).expect("records are JSON")),
+            }
             out.push('\n');
         }
         for d in &preview.dead_letters {

@@ -4,5 +4,6 @@ mod util;
 
 mod emulator;
 mod gleap_sink;
+mod migrations;
 mod pipelines;
 mod validate;

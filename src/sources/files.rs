@@ -40,6 +40,53 @@ pub fn expand(pattern: &str) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// One path or glob, or a list of them: `path: dump/users*.json*` or
+/// `path: [dump/comments*, dump/audits*]`.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum PathSpec {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl PathSpec {
+    /// Every file named, in the order of the patterns, each file once.
+    pub fn expand(&self) -> Result<Vec<PathBuf>> {
+        let patterns: Vec<&str> = match self {
+            PathSpec::One(p) => vec![p.as_str()],
+            PathSpec::Many(ps) => ps.iter().map(String::as_str).collect(),
+        };
+        let mut files: Vec<PathBuf> = Vec::new();
+        let mut misses = Vec::new();
+        for pattern in &patterns {
+            match expand(pattern) {
+                Ok(found) => {
+                    for f in found {
+                        if !files.contains(&f) {
+                            files.push(f);
+                        }
+                    }
+                }
+                Err(e) => misses.push(e),
+            }
+        }
+        // A list may name patterns a dump does not have; only nothing at all is an error.
+        match (files.is_empty(), misses.into_iter().next()) {
+            (true, Some(e)) => Err(e),
+            _ => Ok(files),
+        }
+    }
+}
+
+impl std::fmt::Display for PathSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PathSpec::One(p) => f.write_str(p),
+            PathSpec::Many(ps) => f.write_str(&ps.join(", ")),
+        }
+    }
+}
+
 /// The total size on disk of `files`.
 pub fn total_size(files: &[PathBuf]) -> u64 {
     files
@@ -123,6 +170,28 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("missing.csv")
+        );
+    }
+
+    #[test]
+    fn a_list_of_patterns_needs_only_one_to_match() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["comments-1.json", "audits.json"] {
+            std::fs::write(dir.path().join(name), "x").unwrap();
+        }
+        let d = dir.path().display();
+        let spec = PathSpec::Many(vec![
+            format!("{d}/comments*"),
+            format!("{d}/audits*"),
+            format!("{d}/ticket_events*"),
+        ]);
+        assert_eq!(spec.expand().unwrap().len(), 2);
+        let none = PathSpec::Many(vec![format!("{d}/nothing*")]);
+        assert!(
+            none.expand()
+                .unwrap_err()
+                .to_string()
+                .contains("no file matches")
         );
     }
 

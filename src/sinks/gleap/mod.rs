@@ -197,6 +197,8 @@ pub struct Preparer {
     config: GleapSinkConfig,
     /// For each `refs` field, the id map of the stream it names.
     parents: HashMap<String, (String, HashMap<String, MapEntry>)>,
+    /// `plan`: references show the source id they will be mapped from.
+    preview: bool,
 }
 
 impl Preparer {
@@ -209,7 +211,23 @@ impl Preparer {
             stream: stream.to_string(),
             config: config.clone(),
             parents,
+            preview: false,
         })
+    }
+
+    /// For `plan`: no state store; references show `<stream source-id>` instead of a Gleap id.
+    pub fn preview(stream: &str, config: &GleapSinkConfig) -> Preparer {
+        let parents = config
+            .refs
+            .iter()
+            .map(|(f, p)| (f.clone(), (p.clone(), HashMap::new())))
+            .collect();
+        Preparer {
+            stream: stream.to_string(),
+            config: config.clone(),
+            parents,
+            preview: true,
+        }
     }
 
     /// The `customData.importId` a ticket carries.
@@ -256,6 +274,12 @@ impl Preparer {
                         reject!("`{field}` holds {value}, not a source id")
                     };
                     match map.get(&parent_id) {
+                        None if self.preview => {
+                            record.insert(
+                                field.clone(),
+                                Value::String(format!("<{parent} {parent_id}>")),
+                            );
+                        }
                         Some(entry) => {
                             record.insert(field.clone(), Value::String(entry.gleap_id.clone()));
                         }
@@ -386,6 +410,7 @@ mod tests {
             stream: "s".into(),
             config: c.clone(),
             parents: HashMap::new(),
+            preview: false,
         };
         for (field, stream, entries) in parents {
             let map = entries

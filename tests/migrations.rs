@@ -1,0 +1,477 @@
+//! The shipped Zendesk and Intercom pipelines on the shipped sample dumps, against the
+//! emulator: every contact, ticket and comment arrives once, on the right ticket, with the
+//! right author and note flag, and nothing notifies a customer. The expectations are read
+//! from the raw sample files here, independently of the sources under test.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use gleap_etl::emulator::{Emulator, EmulatorConfig};
+use gleap_etl::state::StateStore;
+use serde_json::Value;
+
+use crate::util::{Dir, Run, repo};
+
+const KEY: &str = "migration-key";
+const PROJECT: &str = "65a0000000000000000000ee";
+
+async fn migrate(pipeline: &str, dir_var: &str, samples: &str, state: &Path) -> (Emulator, Run) {
+    let emulator = Emulator::start(EmulatorConfig {
+        api_key: Some(KEY.into()),
+        project: Some(PROJECT.into()),
+        quota: None,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gleap-etl"));
+    cmd.args([
+        "run",
+        repo().join("pipelines").join(pipeline).to_str().unwrap(),
+        "--no-progress",
+    ])
+    .current_dir(repo())
+    .env("GLEAP_BASE_URL", emulator.base_url())
+    .env("GLEAP_API_KEY", KEY)
+    .env("GLEAP_PROJECT_ID", PROJECT)
+    .env("GLEAP_REQUESTS_PER_MINUTE", "600000")
+    .env(dir_var, repo().join("samples").join(samples))
+    .env("STATE_DIR", state)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let run = tokio::task::spawn_blocking(move || Run::from(cmd.output().unwrap()))
+        .await
+        .unwrap();
+    (emulator, run)
+}
+
+/// Every JSON document of a sample file (a whole-file document, or one per line; `.gz` too).
+fn documents(path: &Path) -> Vec<Value> {
+    let mut text = String::new();
+    let file = std::fs::File::open(path).unwrap();
+    if path.extension().is_some_and(|e| e == "gz") {
+        flate2::read::GzDecoder::new(file)
+            .read_to_string(&mut text)
+            .unwrap();
+    } else {
+        std::io::BufReader::new(file)
+            .read_to_string(&mut text)
+            .unwrap();
+    }
+    match serde_json::from_str::<Value>(&text) {
+        Ok(v) => vec![v],
+        Err(_) => text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+    }
+}
+
+fn files(dir: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with(prefix))
+        .collect();
+    out.sort();
+    out
+}
+
+fn id_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Gleap ids of the migration's entities, by their source ids (the state store's id map) and
+/// by Gleap id (the emulator's data).
+struct Migrated {
+    maps: HashMap<String, HashMap<String, String>>,
+    docs: HashMap<String, Value>,
+    dump: Value,
+}
+
+impl Migrated {
+    fn new(emulator: &Emulator, state: &Path, streams: &[&str]) -> Migrated {
+        let store = StateStore::open(state).unwrap();
+        let maps = streams
+            .iter()
+            .map(|s| {
+                (
+                    s.to_string(),
+                    store
+                        .load_map(s)
+                        .unwrap()
+                        .into_iter()
+                        .map(|(k, e)| (k, e.gleap_id))
+                        .collect(),
+                )
+            })
+            .collect();
+        let dump = emulator.dump();
+        let mut docs = HashMap::new();
+        for kind in ["sessions", "tickets", "messages"] {
+            for d in dump[kind].as_array().unwrap() {
+                docs.insert(d["_id"].as_str().unwrap().to_string(), d.clone());
+            }
+        }
+        Migrated { maps, docs, dump }
+    }
+
+    /// The Gleap document a source record of `stream` became.
+    fn doc(&self, stream: &str, source_id: &str) -> &Value {
+        let id = self.maps[stream]
+            .get(source_id)
+            .unwrap_or_else(|| panic!("{stream} {source_id} was not migrated"));
+        &self.docs[id]
+    }
+
+    fn gleap_id(&self, stream: &str, source_id: &str) -> &str {
+        &self.maps[stream][source_id]
+    }
+
+    fn count(&self, kind: &str) -> usize {
+        self.dump[kind].as_array().unwrap().len()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_zendesk_samples_arrive_entity_by_entity() {
+    let dir = Dir::new();
+    let state = dir.join("state");
+    let (emulator, run) = migrate("zendesk_to_gleap.yaml", "ZENDESK_DIR", "zendesk", &state).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let samples = repo().join("samples/zendesk");
+
+    // Users: end-users become sessions keyed by external_id, else the id.
+    let mut roles = HashMap::new();
+    let mut keys = HashMap::new();
+    let mut end_users = Vec::new();
+    for f in files(&samples, "users") {
+        for doc in documents(&f) {
+            let users = doc
+                .get("users")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_else(|| vec![doc.clone()]);
+            for u in users {
+                let id = id_text(&u["id"]);
+                let key = match u["external_id"].as_str() {
+                    Some(e) if !e.is_empty() => e.to_string(),
+                    _ => id.clone(),
+                };
+                roles.insert(id.clone(), u["role"].as_str().unwrap().to_string());
+                keys.insert(id, key.clone());
+                if u["role"] == "end-user" {
+                    end_users.push((key, u));
+                }
+            }
+        }
+    }
+    let m = Migrated::new(&emulator, &state, &["users", "tickets", "comments"]);
+    assert_eq!(
+        m.count("sessions"),
+        end_users.len(),
+        "one session per end-user, no agents"
+    );
+    for (key, u) in &end_users {
+        let s = m.doc("users", key);
+        assert_eq!(s["userId"], *key);
+        assert_eq!(s["name"], u["name"]);
+        assert_eq!(s["customData"]["zendeskId"], u["id"]);
+    }
+
+    // Tickets: all but the deleted ones, each with its requester's session.
+    let mut tickets = HashMap::new();
+    let mut comments: HashMap<String, (String, Value)> = HashMap::new();
+    for f in files(&samples, "tickets") {
+        for doc in documents(&f) {
+            let list = doc
+                .get("tickets")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_else(|| vec![doc.clone()]);
+            for t in list {
+                for c in t["comments"].as_array().cloned().unwrap_or_default() {
+                    comments.insert(id_text(&c["id"]), (id_text(&t["id"]), c));
+                }
+                tickets.insert(id_text(&t["id"]), t);
+            }
+        }
+    }
+    for f in files(&samples, "audits") {
+        for doc in documents(&f) {
+            for a in doc["audits"].as_array().unwrap() {
+                for e in a["events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|e| e["type"] == "Comment")
+                {
+                    let mut e = e.clone();
+                    e["author_id"] = e
+                        .get("author_id")
+                        .cloned()
+                        .unwrap_or(a["author_id"].clone());
+                    comments.insert(id_text(&e["id"]), (id_text(&a["ticket_id"]), e));
+                }
+            }
+        }
+    }
+    for f in files(&samples, "ticket_events") {
+        for doc in documents(&f) {
+            for ev in doc["ticket_events"].as_array().unwrap() {
+                for c in ev["child_events"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|c| c["event_type"] == "Comment")
+                {
+                    comments.insert(id_text(&c["id"]), (id_text(&ev["ticket_id"]), c.clone()));
+                }
+            }
+        }
+    }
+    for f in files(&samples, "comments-") {
+        let ticket = f
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_start_matches("comments-")
+            .split('.')
+            .next()
+            .unwrap()
+            .to_string();
+        for doc in documents(&f) {
+            for c in doc["comments"].as_array().unwrap() {
+                comments.insert(id_text(&c["id"]), (ticket.clone(), c.clone()));
+            }
+        }
+    }
+    let deleted: HashSet<String> = tickets
+        .iter()
+        .filter(|(_, t)| t["status"] == "deleted")
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert!(!deleted.is_empty(), "the samples have a deleted ticket");
+    assert_eq!(m.count("tickets"), tickets.len() - deleted.len());
+    for (id, t) in tickets.iter().filter(|(id, _)| !deleted.contains(*id)) {
+        let g = m.doc("tickets", id);
+        assert_eq!(g["title"], t["subject"]);
+        assert_eq!(g["customData"]["zendeskId"], t["id"]);
+        let requester = id_text(&t["requester_id"]);
+        assert_eq!(
+            g["session"].as_str().unwrap(),
+            m.gleap_id("users", &keys[&requester]),
+            "ticket {id}'s requester"
+        );
+        assert!(["OPEN", "INPROGRESS", "DONE"].contains(&g["status"].as_str().unwrap()));
+    }
+
+    // Comments: once each, on their ticket, end-users' as the session, private ones as notes.
+    let live: Vec<_> = comments
+        .iter()
+        .filter(|(_, (t, _))| !deleted.contains(t))
+        .collect();
+    assert!(live.len() > 40, "{}", live.len());
+    assert_eq!(m.count("messages"), live.len());
+    let (mut notes, mut customer, mut with_attachments) = (0, 0, 0);
+    for (id, (ticket, c)) in live {
+        let g = m.doc("comments", id);
+        assert_eq!(
+            g["ticket"].as_str().unwrap(),
+            m.gleap_id("tickets", ticket),
+            "comment {id} on its ticket"
+        );
+        assert_eq!(
+            g["isNote"],
+            !c["public"].as_bool().unwrap(),
+            "comment {id}'s note flag"
+        );
+        assert_eq!(
+            g["comment"]["type"], "doc",
+            "comment {id} as a TipTap document"
+        );
+        let author = id_text(&c["author_id"]);
+        if roles[&author] == "end-user" {
+            customer += 1;
+            assert_eq!(
+                g["session"].as_str().unwrap(),
+                m.gleap_id("users", &keys[&author]),
+                "comment {id} by its customer"
+            );
+        } else {
+            assert!(g["session"].is_null(), "comment {id} is an agent's");
+            assert!(
+                g["fallbackUser"]["username"]
+                    .as_str()
+                    .is_some_and(|n| !n.is_empty()),
+                "comment {id} keeps its agent's name"
+            );
+        }
+        notes += usize::from(g["isNote"] == true);
+        let source_attachments = c["attachments"].as_array().map_or(0, Vec::len);
+        assert!(
+            g["attachments"].as_array().map_or(0, Vec::len) >= source_attachments,
+            "comment {id}'s attachments"
+        );
+        with_attachments += usize::from(source_attachments > 0);
+        assert_eq!(g["sendToChannel"], false);
+    }
+    assert!(
+        notes > 0 && customer > 0 && with_attachments > 0,
+        "{notes} notes, {customer} by customers, {with_attachments} with files"
+    );
+    let stats = emulator.stats();
+    assert_eq!(
+        stats["customer_notifications"], 0,
+        "no request asked Gleap to notify a customer"
+    );
+    assert_eq!(
+        stats["dropped_fields"],
+        serde_json::json!({}),
+        "no field was dropped by Gleap"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_intercom_samples_arrive_entity_by_entity() {
+    let dir = Dir::new();
+    let state = dir.join("state");
+    let (emulator, run) =
+        migrate("intercom_to_gleap.yaml", "INTERCOM_DIR", "intercom", &state).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let samples = repo().join("samples/intercom");
+
+    let mut contacts = HashMap::new();
+    for f in files(&samples, "contacts") {
+        for doc in documents(&f) {
+            if let Some(list) = doc.get("data").and_then(Value::as_array) {
+                for c in list {
+                    contacts.insert(c["id"].as_str().unwrap().to_string(), c.clone());
+                }
+            } else if doc["stream"] == "contacts" {
+                let c = &doc["data"];
+                contacts.insert(c["id"].as_str().unwrap().to_string(), c.clone());
+            }
+        }
+    }
+    let key = |id: &str| -> String {
+        match contacts[id]["external_id"].as_str() {
+            Some(e) if !e.is_empty() => e.to_string(),
+            _ => id.to_string(),
+        }
+    };
+    let m = Migrated::new(&emulator, &state, &["contacts", "conversations", "parts"]);
+    assert_eq!(m.count("sessions"), contacts.len(), "users and leads");
+    for id in contacts.keys() {
+        assert_eq!(
+            m.doc("contacts", &key(id))["customData"]["intercomId"],
+            id.as_str()
+        );
+    }
+
+    let mut conversations = Vec::new();
+    for f in files(&samples, "conversations") {
+        for doc in documents(&f) {
+            match doc.get("conversations").and_then(Value::as_array) {
+                Some(list) => conversations.extend(list.iter().cloned()),
+                None => conversations.push(doc),
+            }
+        }
+    }
+    assert_eq!(m.count("tickets"), conversations.len());
+    let mut expected_messages = 0;
+    let (mut bots, mut notes, mut customer) = (0, 0, 0);
+    for conv in &conversations {
+        let id = conv["id"].as_str().unwrap();
+        let ticket = m.doc("conversations", id);
+        let contact = conv["contacts"]["contacts"][0]["id"].as_str().unwrap();
+        assert_eq!(
+            ticket["session"].as_str().unwrap(),
+            m.gleap_id("contacts", &key(contact))
+        );
+        let source_id = conv["source"]["id"].as_str().unwrap();
+        let opening = m.doc("parts", source_id);
+        assert_eq!(
+            opening["ticket"].as_str().unwrap(),
+            m.gleap_id("conversations", id),
+            "the opening message is on its ticket"
+        );
+        assert_eq!(
+            opening["session"].as_str().unwrap(),
+            m.gleap_id("contacts", &key(contact)),
+            "and by its customer"
+        );
+        expected_messages += 1;
+        for p in conv["conversation_parts"]["conversation_parts"]
+            .as_array()
+            .unwrap()
+        {
+            let pid = id_text(&p["id"]);
+            if p["body"].is_null() {
+                assert!(
+                    !m.maps["parts"].contains_key(&pid),
+                    "event part {pid} is not a message"
+                );
+                continue;
+            }
+            expected_messages += 1;
+            let g = m.doc("parts", &pid);
+            assert_eq!(
+                g["ticket"].as_str().unwrap(),
+                m.gleap_id("conversations", id)
+            );
+            assert_eq!(g["isNote"], p["part_type"] == "note");
+            notes += usize::from(p["part_type"] == "note");
+            match p["author"]["type"].as_str().unwrap() {
+                "user" | "lead" | "contact" => {
+                    customer += 1;
+                    let author = p["author"]["id"].as_str().unwrap();
+                    assert_eq!(
+                        g["session"].as_str().unwrap(),
+                        m.gleap_id("contacts", &key(author))
+                    );
+                }
+                kind => {
+                    bots += usize::from(kind == "bot");
+                    assert!(g["session"].is_null(), "part {pid} is by an {kind}");
+                    assert_eq!(
+                        g["fallbackUser"]["username"], p["author"]["name"],
+                        "part {pid} keeps its author's name"
+                    );
+                }
+            }
+            assert_eq!(g["comment"]["type"], "doc");
+        }
+    }
+    assert!(bots > 0 && notes > 0 && customer > 0);
+    assert_eq!(m.count("messages"), expected_messages);
+    let stats = emulator.stats();
+    assert_eq!(stats["customer_notifications"], 0);
+    assert_eq!(stats["dropped_fields"], serde_json::json!({}));
+}
+
+/// `plan` shows the bodies that will be sent, with references still as source ids.
+#[test]
+fn plan_shows_what_will_be_sent() {
+    for (pipeline, expect) in [
+        ("zendesk_to_gleap.yaml", "\"importId\":\"tickets:"),
+        ("intercom_to_gleap.yaml", "\"sendToChannel\":false"),
+    ] {
+        let dir = Dir::new();
+        let run = dir.run_in_repo(&["plan", &format!("pipelines/{pipeline}"), "--limit", "3"]);
+        assert_eq!(run.code, 0, "{run:?}");
+        assert!(run.stdout.contains(expect), "{pipeline}: {run:?}");
+        assert!(
+            run.stdout.contains("\"session\":\"<"),
+            "references show their source id: {run:?}"
+        );
+        assert!(!dir.join("state").exists());
+    }
+}
