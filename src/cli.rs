@@ -38,6 +38,9 @@ pub enum Command {
     },
     /// Run a pipeline.
     Run(RunArgs),
+    /// Export Gleap sessions, tickets or messages to a Parquet dataset (the pipeline of
+    /// pipelines/export_<entity>.yaml); with --incremental, later runs add what changed.
+    Export(ExportArgs),
     /// Show what the state store knows: per stream its checkpoint, mapped ids and open
     /// intents, and the last runs.
     Status {
@@ -51,6 +54,41 @@ pub enum Command {
     /// Run a local emulator of Gleap's API v3 (sessions, tickets, messages) for rehearsals,
     /// tests and benchmarks; no Gleap account needed.
     Emulator(EmulatorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// `sessions`, `tickets` or `messages`.
+    #[arg(value_parser = parse_entity)]
+    pub entity: crate::sinks::gleap::Entity,
+    /// The dataset folder (part-NNNNN.parquet files and _manifest.json).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Keep the cursor: the next run reads only what changed since this one.
+    #[arg(long)]
+    pub incremental: bool,
+    /// Only records changed (or created, without --incremental) at or after this instant.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Hive-style folders by a date field: FIELD or FIELD:day|month|year.
+    #[arg(long, value_name = "FIELD[:GRANULARITY]")]
+    pub partition_by: Option<String>,
+    /// Nested fields to give typed columns of their own, e.g. customData.plan (repeatable).
+    #[arg(long, value_name = "FIELD")]
+    pub flatten: Vec<String>,
+    /// Records per part file.
+    #[arg(long, default_value_t = 100_000)]
+    pub part_rows: u64,
+    /// Records per request (at most 1000).
+    #[arg(long, default_value_t = 1000)]
+    pub page_size: usize,
+    #[command(flatten)]
+    pub flags: RunFlags,
+}
+
+fn parse_entity(s: &str) -> Result<crate::sinks::gleap::Entity, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("{s:?}: expected sessions, tickets or messages"))
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +135,13 @@ pub struct EmulatorArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     pub pipeline: PathBuf,
+    #[command(flatten)]
+    pub flags: RunFlags,
+}
+
+/// How to run a pipeline (`run`, `export`).
+#[derive(Debug, Args)]
+pub struct RunFlags {
     /// Where state and the dead-letter file go (default: the pipeline's state_dir, else
     /// .gleap-etl/<name>).
     #[arg(long)]
@@ -141,6 +186,7 @@ where
         Command::Plan { pipeline, limit } => plan(&pipeline, limit),
         Command::Run(args) => run(&args),
         Command::Emulator(args) => emulator(&args),
+        Command::Export(args) => export(&args),
         Command::Status {
             pipeline,
             state_dir,
@@ -303,10 +349,67 @@ fn plan(path: &Path, limit: usize) -> i32 {
 }
 
 fn run(args: &RunArgs) -> i32 {
-    let pipeline = match load(&args.pipeline) {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
+    match load(&args.pipeline) {
+        Ok(p) => run_pipeline(&p, &args.flags),
+        Err(code) => code,
+    }
+}
+
+/// `export ENTITY --out DIR`: the pipeline of `pipelines/export_<entity>.yaml`, built from
+/// the arguments.
+fn export(args: &ExportArgs) -> i32 {
+    let entity = args.entity.name();
+    let mut source = format!("entity: {entity}, page_size: {}", args.page_size);
+    if args.incremental {
+        source.push_str(", incremental: true");
+    }
+    if let Some(since) = &args.since {
+        source.push_str(&format!(", since: {}", yaml_string(since)));
+    }
+    let mut dataset = format!("part_rows: {}", args.part_rows);
+    if let Some(p) = &args.partition_by {
+        let (field, granularity) = p.split_once(':').unwrap_or((p, "month"));
+        dataset.push_str(&format!(
+            ", partition_by: {{ field: {}, granularity: {} }}",
+            yaml_string(field),
+            yaml_string(granularity)
+        ));
+    }
+    let flatten: Vec<String> = args.flatten.iter().map(|f| yaml_string(f)).collect();
+    let text = format!(
+        "version: 1
+name: export-{entity}
+state_dir: .gleap-etl/export-{entity}
+streams:
+  - name: {entity}
+    source:
+      gleap: {{ {source} }}
+    sink:
+      parquet:
+        path: {out}
+        dataset: {{ {dataset} }}
+        rest: otherFields
+        flatten: [{flatten}]
+",
+        out = yaml_string(&args.out.display().to_string()),
+        flatten = flatten.join(", "),
+    );
+    let file = PathBuf::from(format!("<export {entity}>"));
+    match Pipeline::parse(&text, &file, &crate::config::ProcessEnv) {
+        Ok(p) => run_pipeline(&p, &args.flags),
+        Err(e) => {
+            eprintln!("{e}");
+            EXIT_FAILED
+        }
+    }
+}
+
+/// A YAML double-quoted string.
+fn yaml_string(s: &str) -> String {
+    serde_json::to_string(s).expect("strings are JSON")
+}
+
+fn run_pipeline(pipeline: &Pipeline, args: &RunFlags) -> i32 {
     // The first Ctrl-C stops the streams cleanly (no half-written output); a second one
     // ends the process at once.
     let interrupt = Arc::new(AtomicBool::new(false));
@@ -367,7 +470,7 @@ fn run(args: &RunArgs) -> i32 {
         interrupt: Some(interrupt),
         gleap_target,
     };
-    let report = engine::run(&pipeline, &options);
+    let report = engine::run(pipeline, &options);
     if !args.quiet {
         eprint!("{}", report.human());
     }

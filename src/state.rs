@@ -5,7 +5,9 @@
 //!   them up instead of creating them twice;
 //! - a checkpoint per stream: the position in the input below which every record is confirmed
 //!   (or dead-lettered), with a fingerprint of the input it belongs to;
-//! - run history.
+//! - run history;
+//! - for sources that read an API (the Gleap source), the cursor they resume from;
+//! - for Parquet datasets, the parts committed so far and which generation is current.
 //!
 //! Confirmations and the checkpoint are committed together, so the checkpoint never passes a
 //! record whose id is not stored. Intents are committed before their request is sent. WAL with
@@ -53,6 +55,32 @@ impl Commit {
     pub fn is_empty(&self) -> bool {
         self.confirmed.is_empty() && self.cleared.is_empty() && self.done_through.is_none()
     }
+}
+
+/// A Parquet dataset: which generation of parts readers should use, and which one a run is
+/// writing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatasetRow {
+    pub dir: String,
+    /// The generation whose parts are current; `None` until one is complete.
+    pub current_generation: Option<i64>,
+    /// The generation a run is writing parts of (the current one when it appends).
+    pub building_generation: Option<i64>,
+    /// Identifies the input of the run that writes `building_generation`.
+    pub fingerprint: String,
+    /// File sources: every source record up to this one is in a committed part.
+    pub through_seq: Option<u64>,
+}
+
+/// One committed part of a dataset: its files (relative to the dataset folder) and rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartRow {
+    pub part: i64,
+    pub generation: i64,
+    /// JSON: `[{"file": "part-00000.parquet", "rows": 10}]`.
+    pub files: String,
+    pub rows: u64,
+    pub committed_at: String,
 }
 
 /// A finished or running run.
@@ -107,6 +135,15 @@ impl StateStore {
              CREATE TABLE IF NOT EXISTS checkpoints (
                  stream TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, done_through INTEGER,
                  complete INTEGER NOT NULL, updated_at TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS source_cursors (
+                 stream TEXT PRIMARY KEY, cursor TEXT NOT NULL, updated_at TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS datasets (
+                 stream TEXT PRIMARY KEY, dir TEXT NOT NULL, current_generation INTEGER,
+                 building_generation INTEGER, fingerprint TEXT NOT NULL, through_seq INTEGER);
+             CREATE TABLE IF NOT EXISTS dataset_parts (
+                 stream TEXT NOT NULL, part INTEGER NOT NULL, generation INTEGER NOT NULL,
+                 files TEXT NOT NULL, rows INTEGER NOT NULL, committed_at TEXT NOT NULL,
+                 PRIMARY KEY (stream, part));
              CREATE TABLE IF NOT EXISTS runs (
                  id INTEGER PRIMARY KEY AUTOINCREMENT, pipeline TEXT NOT NULL, started_at TEXT NOT NULL,
                  finished_at TEXT, status TEXT NOT NULL, report TEXT);",
@@ -308,6 +345,171 @@ impl StateStore {
         })
     }
 
+    /// The cursor an API source of `stream` resumes from (JSON, the source's own format).
+    pub fn source_cursor(&self, stream: &str) -> Result<Option<String>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT cursor FROM source_cursors WHERE stream = ?1",
+                [stream],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    pub fn set_source_cursor(&self, stream: &str, cursor: &str) -> Result<()> {
+        self.with(|c| set_cursor(c, stream, cursor)).map(|_| ())
+    }
+
+    pub fn dataset(&self, stream: &str) -> Result<Option<DatasetRow>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT dir, current_generation, building_generation, fingerprint, through_seq
+                 FROM datasets WHERE stream = ?1",
+                [stream],
+                |r| {
+                    Ok(DatasetRow {
+                        dir: r.get(0)?,
+                        current_generation: r.get(1)?,
+                        building_generation: r.get(2)?,
+                        fingerprint: r.get(3)?,
+                        through_seq: r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// Records where the dataset of `stream` stands (before a run writes parts).
+    pub fn set_dataset(&self, stream: &str, row: &DatasetRow) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO datasets (stream, dir, current_generation, building_generation, fingerprint, through_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (stream) DO UPDATE SET dir = excluded.dir,
+                 current_generation = excluded.current_generation,
+                 building_generation = excluded.building_generation,
+                 fingerprint = excluded.fingerprint, through_seq = excluded.through_seq",
+                params![
+                    stream,
+                    row.dir,
+                    row.current_generation,
+                    row.building_generation,
+                    row.fingerprint,
+                    row.through_seq.map(|v| v as i64)
+                ],
+            )
+        })
+        .map(|_| ())
+    }
+
+    /// The committed parts of `stream`'s dataset, in order.
+    pub fn parts(&self, stream: &str) -> Result<Vec<PartRow>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT part, generation, files, rows, committed_at FROM dataset_parts
+                 WHERE stream = ?1 ORDER BY part",
+            )?;
+            let rows = stmt.query_map([stream], |r| {
+                Ok(PartRow {
+                    part: r.get(0)?,
+                    generation: r.get(1)?,
+                    files: r.get(2)?,
+                    rows: r.get::<_, i64>(3)? as u64,
+                    committed_at: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Commits a written part together with how far the input is done: the source cursor
+    /// (API sources) or the last source record in it (file sources). One transaction, so a
+    /// part is committed exactly when its input is.
+    pub fn commit_part(
+        &self,
+        stream: &str,
+        part: &PartRow,
+        cursor: Option<&str>,
+        through_seq: Option<u64>,
+    ) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO dataset_parts (stream, part, generation, files, rows, committed_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    stream,
+                    part.part,
+                    part.generation,
+                    part.files,
+                    part.rows as i64,
+                    part.committed_at
+                ],
+            )?;
+            if let Some(cursor) = cursor {
+                set_cursor(&tx, stream, cursor)?;
+            }
+            if let Some(seq) = through_seq {
+                tx.execute(
+                    "UPDATE datasets SET through_seq = ?2 WHERE stream = ?1",
+                    params![stream, seq as i64],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// Makes `generation` the current one of `stream`'s dataset, with the final cursor, and
+    /// forgets the parts of older generations (returned, for their files to be removed).
+    pub fn complete_generation(
+        &self,
+        stream: &str,
+        generation: i64,
+        cursor: Option<&str>,
+    ) -> Result<Vec<PartRow>> {
+        let old: Vec<PartRow> = self
+            .parts(stream)?
+            .into_iter()
+            .filter(|p| p.generation != generation)
+            .collect();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE datasets SET current_generation = ?2, building_generation = NULL,
+                 through_seq = NULL WHERE stream = ?1",
+                params![stream, generation],
+            )?;
+            tx.execute(
+                "DELETE FROM dataset_parts WHERE stream = ?1 AND generation != ?2",
+                params![stream, generation],
+            )?;
+            if let Some(cursor) = cursor {
+                set_cursor(&tx, stream, cursor)?;
+            }
+            tx.commit()
+        })?;
+        Ok(old)
+    }
+
+    /// Forgets the parts of a generation that will not be completed (returned, for their
+    /// files to be removed).
+    pub fn drop_generation(&self, stream: &str, generation: i64) -> Result<Vec<PartRow>> {
+        let dropped: Vec<PartRow> = self
+            .parts(stream)?
+            .into_iter()
+            .filter(|p| p.generation == generation)
+            .collect();
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM dataset_parts WHERE stream = ?1 AND generation = ?2",
+                params![stream, generation],
+            )
+        })?;
+        Ok(dropped)
+    }
+
     pub fn stream_state(&self, stream: &str) -> Result<StreamState> {
         let (mapped, intents) = self.with(|c| {
             let mapped: i64 = c.query_row(
@@ -328,6 +530,15 @@ impl StateStore {
             checkpoint: self.checkpoint(stream)?,
         })
     }
+}
+
+fn set_cursor(c: &Connection, stream: &str, cursor: &str) -> rusqlite::Result<usize> {
+    c.execute(
+        "INSERT INTO source_cursors (stream, cursor, updated_at)
+         VALUES (?1, ?2, strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+         ON CONFLICT (stream) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+        params![stream, cursor],
+    )
 }
 
 #[cfg(test)]
@@ -397,5 +608,46 @@ mod tests {
             .unwrap();
         let runs = store.runs(5).unwrap();
         assert_eq!(runs[0].status, "ok");
+    }
+
+    #[test]
+    fn parts_commit_with_their_cursor_and_generations_replace_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let part = |part: i64, generation: i64| PartRow {
+            part,
+            generation,
+            files: format!(r#"[{{"file":"part-{part:05}.parquet","rows":10}}]"#),
+            rows: 10,
+            committed_at: "2024-01-01T00:00:00Z".into(),
+        };
+        store
+            .set_dataset(
+                "s",
+                &DatasetRow {
+                    dir: "out".into(),
+                    current_generation: None,
+                    building_generation: Some(1),
+                    fingerprint: "f".into(),
+                    through_seq: None,
+                },
+            )
+            .unwrap();
+        store.commit_part("s", &part(0, 1), Some("c0"), Some(9)).unwrap();
+        store.commit_part("s", &part(1, 1), Some("c1"), Some(19)).unwrap();
+        assert_eq!(store.source_cursor("s").unwrap().as_deref(), Some("c1"));
+        assert_eq!(store.dataset("s").unwrap().unwrap().through_seq, Some(19));
+        // A part number is committed once.
+        assert!(store.commit_part("s", &part(1, 1), Some("c2"), None).is_err());
+        assert_eq!(store.source_cursor("s").unwrap().as_deref(), Some("c1"));
+        assert!(store.complete_generation("s", 1, Some("done")).unwrap().is_empty());
+        let d = store.dataset("s").unwrap().unwrap();
+        assert_eq!((d.current_generation, d.building_generation), (Some(1), None));
+        store.commit_part("s", &part(2, 2), None, None).unwrap();
+        let old = store.complete_generation("s", 2, None).unwrap();
+        assert_eq!(old.iter().map(|p| p.part).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(store.parts("s").unwrap().len(), 1);
+        assert_eq!(store.drop_generation("s", 2).unwrap().len(), 1);
+        assert!(store.parts("s").unwrap().is_empty());
     }
 }

@@ -16,6 +16,7 @@ use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::error::{Error, Result};
 use crate::record::Record;
 use crate::sinks::gleap::GleapRun;
+use crate::state::StateStore;
 use crate::sources::OpenedSource;
 use progress::Progress;
 use report::{RunReport, StreamReport};
@@ -87,24 +88,43 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
         report
     };
 
-    let setup = (|| -> Result<(Option<Arc<GleapRun>>, DeadLetters)> {
+    #[allow(clippy::type_complexity)]
+    let setup = (|| -> Result<(Option<Arc<GleapRun>>, Option<Arc<StateStore>>, DeadLetters)> {
         std::fs::create_dir_all(&state_dir).map_err(|e| Error::io(&state_dir, e))?;
         let gleap = gleap_run(pipeline, &state_dir, options)?;
+        let has_dataset = pipeline.config.streams.iter().any(|s| {
+            matches!(&s.sink, crate::sinks::SinkConfig::Parquet(p) if p.dataset.is_some())
+        });
+        let state = match &gleap {
+            Some(g) => Some(g.store.clone()),
+            None if has_dataset => Some(Arc::new(StateStore::open(&state_dir)?)),
+            None => None,
+        };
         // A run that resumes an interrupted one keeps the dead letters it already wrote.
-        let resuming = match &gleap {
-            Some(g) => pipeline.config.streams.iter().any(|s| {
-                g.store
-                    .checkpoint(&s.name.value)
+        let resuming = match &state {
+            Some(store) => pipeline.config.streams.iter().any(|s| {
+                let name = &s.name.value;
+                store
+                    .checkpoint(name)
                     .ok()
                     .flatten()
                     .is_some_and(|cp| !cp.complete)
+                    || store.dataset(name).ok().flatten().is_some_and(|d| {
+                        d.building_generation.is_some()
+                            && d.building_generation != d.current_generation
+                    })
+                    || store
+                        .source_cursor(name)
+                        .ok()
+                        .flatten()
+                        .is_some_and(|c| c.contains("\"complete\":false"))
             }),
             None => false,
         };
         let dead_letters = DeadLetters::to_file(&dead_letter_path, options.max_errors, resuming)?;
-        Ok((gleap, dead_letters))
+        Ok((gleap, state, dead_letters))
     })();
-    let (gleap, dead_letters) = match setup {
+    let (gleap, state, dead_letters) = match setup {
         Ok(s) => s,
         Err(e) => {
             report.error = Some(e.to_string());
@@ -122,7 +142,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
     let mut problems = Vec::new();
     for s in streams {
         if s.dependencies().is_empty() {
-            match s.source.open() {
+            match s.source.open_for(&s.name.value, gleap.clone()) {
                 Ok(o) => opened.push(Some(o)),
                 Err(e) => {
                     problems.push(format!("stream `{}`: {e}", s.name.value));
@@ -186,7 +206,10 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
                     }
                     let source = match opened[i]
                         .take()
-                        .map_or_else(|| streams[i].source.open(), Ok)
+                        .map_or_else(
+                            || streams[i].source.open_for(&streams[i].name.value, gleap.clone()),
+                            Ok,
+                        )
                     {
                         Ok(s) => s,
                         Err(e) => {
@@ -210,6 +233,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
                         dead_letters: dead_letters.clone(),
                         cancel: cancel.clone(),
                         gleap: gleap.clone(),
+                        state: state.clone(),
                     };
                     let done_tx = done_tx.clone();
                     let name = format!("stream-{}", streams[i].name.value);
@@ -294,7 +318,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
     report
 }
 
-/// The Gleap client, state store and runtime, when the pipeline has Gleap sinks.
+/// The Gleap client, state store and runtime, when the pipeline has Gleap sinks or sources.
 fn gleap_run(
     pipeline: &Pipeline,
     state_dir: &std::path::Path,
@@ -304,7 +328,10 @@ fn gleap_run(
         .config
         .streams
         .iter()
-        .any(|s| matches!(s.sink, crate::sinks::SinkConfig::Gleap(_)))
+        .any(|s| {
+            matches!(s.sink, crate::sinks::SinkConfig::Gleap(_))
+                || matches!(s.source, crate::sources::SourceConfig::Gleap(_))
+        })
     {
         return Ok(None);
     }
@@ -366,6 +393,7 @@ pub fn plan(pipeline: &Pipeline, limit: usize) -> Vec<StreamPreview> {
                     dead_letters: dead_letters.clone(),
                     cancel: Arc::new(AtomicBool::new(false)),
                     gleap: None,
+                    state: None,
                 };
                 let mut target = Target::Preview {
                     limit,

@@ -42,6 +42,8 @@ pub struct StreamRun<'a> {
     pub bar: StreamBar,
     /// The run's Gleap client and state store, when it has Gleap sinks.
     pub gleap: Option<Arc<crate::sinks::gleap::GleapRun>>,
+    /// The run's state store, when it needs one (Gleap, datasets).
+    pub state: Option<Arc<crate::state::StateStore>>,
 }
 
 /// Runs the stream to its end; the report says what happened, `Err` only for failures.
@@ -54,6 +56,7 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
         cancel,
         bar,
         gleap,
+        state,
     } = run;
     let name = config.name.value.clone();
     let mut report = StreamReport {
@@ -79,11 +82,20 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
         let mut chain = TransformChain::build(&config.transforms)?;
         let mut output = match target {
             Target::Sink => {
+                let column_types = match &config.source {
+                    crate::sources::SourceConfig::Gleap(g) if config.transforms.is_empty() => {
+                        g.column_types()
+                    }
+                    _ => Default::default(),
+                };
                 let context = SinkContext {
                     stream: name.clone(),
                     dead_letters: dead_letters.clone(),
                     input_fingerprint: fingerprint(&source.files),
                     gleap: gleap.clone(),
+                    state: state.clone(),
+                    cursor: source.cursor.clone(),
+                    column_types,
                 };
                 Output::Writer(Writer::start(&name, config.sink.build(context)?)?)
             }
@@ -92,6 +104,7 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
                 records,
             },
         };
+        let cursor = source.cursor.clone();
         let pumped = stream.pump(source.items, &mut chain, &mut output, &mut report);
         report.transforms = chain.stats();
         match output {
@@ -100,6 +113,12 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
                 match (pumped.and(written), sink) {
                     (Ok(()), Some(sink)) => {
                         report.sink = sink.finish()?;
+                        // An API source read to its end: the next run starts after it.
+                        if let (Some(log), Some(g)) = (&cursor, &gleap)
+                            && let Some(last) = log.last()
+                        {
+                            g.store.set_source_cursor(&name, &last)?;
+                        }
                         Ok(())
                     }
                     (Ok(()), None) => Err(Error::Other("the sink's writer thread stopped".into())),

@@ -54,7 +54,7 @@ impl SinkConfig {
     /// Creates the output (under a temporary name) and returns the running sink.
     pub fn build(&self, context: SinkContext) -> Result<Box<dyn Sink>> {
         Ok(match self {
-            SinkConfig::Parquet(c) => Box::new(c.build(context)?),
+            SinkConfig::Parquet(c) => c.build_sink(context)?,
             SinkConfig::Csv(c) => Box::new(c.build(context)?),
             SinkConfig::Jsonl(c) => Box::new(c.build(context)?),
             SinkConfig::Gleap(c) => Box::new(c.build(context)?),
@@ -69,8 +69,15 @@ pub struct SinkContext {
     pub dead_letters: DeadLetters,
     /// Identifies the stream's input (names, sizes and times of its files), for resuming.
     pub input_fingerprint: String,
-    /// The run's Gleap client and state store, when it has Gleap sinks.
+    /// The run's Gleap client and state store, when it has Gleap sinks or sources.
     pub gleap: Option<Arc<gleap::GleapRun>>,
+    /// The run's state store, when the pipeline needs one (Gleap, datasets).
+    pub state: Option<Arc<crate::state::StateStore>>,
+    /// API sources: where the read stands after each page, to commit with durable output.
+    pub cursor: Option<Arc<crate::sources::gleap::CursorLog>>,
+    /// Column types the source knows its records to have (the Gleap source's documented
+    /// fields), when records reach the sink untransformed; declared types override them.
+    pub column_types: indexmap::IndexMap<String, crate::record::FieldType>,
 }
 
 impl SinkContext {
@@ -81,6 +88,9 @@ impl SinkContext {
             dead_letters,
             input_fingerprint: String::new(),
             gleap: None,
+            state: None,
+            cursor: None,
+            column_types: Default::default(),
         }
     }
 

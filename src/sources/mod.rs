@@ -5,6 +5,7 @@
 pub mod csv;
 pub mod dump;
 pub mod files;
+pub mod gleap;
 pub mod intercom;
 pub mod jsonl;
 pub mod parquet;
@@ -34,6 +35,8 @@ pub enum SourceConfig {
     Zendesk(zendesk::ZendeskSourceConfig),
     /// Intercom API dumps: contacts, conversations, conversation parts.
     Intercom(intercom::IntercomSourceConfig),
+    /// Gleap sessions, tickets or messages, read back through the API (exports).
+    Gleap(gleap::GleapSourceConfig),
 }
 
 impl SourceConfig {
@@ -44,12 +47,24 @@ impl SourceConfig {
             SourceConfig::Jsonl(_) => "jsonl",
             SourceConfig::Zendesk(_) => "zendesk",
             SourceConfig::Intercom(_) => "intercom",
+            SourceConfig::Gleap(_) => "gleap",
         }
     }
 
     /// Finds the input files and prepares to read them. Fails when no file matches.
     pub fn open(&self) -> Result<OpenedSource> {
+        self.open_for("", None)
+    }
+
+    /// [`SourceConfig::open`] for a stream of a run: the Gleap source reads through the
+    /// run's client and resumes from the stream's stored cursor.
+    pub fn open_for(
+        &self,
+        stream: &str,
+        gleap: Option<Arc<crate::sinks::gleap::GleapRun>>,
+    ) -> Result<OpenedSource> {
         match self {
+            SourceConfig::Gleap(c) => c.open(stream, gleap),
             SourceConfig::Csv(c) => c.open(),
             SourceConfig::Parquet(c) => c.open(),
             SourceConfig::Jsonl(c) => c.open(),
@@ -100,6 +115,8 @@ pub struct OpenedSource {
     pub items: SourceIter,
     pub progress: SourceProgress,
     pub files: Vec<PathBuf>,
+    /// API sources: where the read stands after each page, for the sink to commit.
+    pub cursor: Option<Arc<gleap::CursorLog>>,
 }
 
 impl OpenedSource {
@@ -152,6 +169,7 @@ impl OpenedSource {
             items,
             progress,
             files,
+            cursor: None,
         }
     }
 }

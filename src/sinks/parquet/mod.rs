@@ -10,6 +10,7 @@
 //! field, a value of another type) goes to the dead-letter file, saying which field and why.
 
 mod builder;
+mod dataset;
 mod schema;
 
 use std::fs::File;
@@ -26,7 +27,7 @@ use self::schema::Fields;
 use super::output::PendingOutput;
 use super::{Sink, SinkContext, SinkSummary};
 use crate::error::{Error, Result};
-use crate::record::{FieldType, Position, Record};
+use crate::record::{FieldPath, FieldType, Position, Record, Value};
 
 /// Writes one Apache Parquet file.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -62,6 +63,19 @@ pub struct ParquetSinkConfig {
     #[serde(default = "default_batch_rows")]
     #[schemars(range(min = 1))]
     pub batch_rows: usize,
+    /// Nested fields that also get a column of their own, typed, named with `_` for `.`
+    /// (`customData.plan` -> `customData_plan`); the nested value stays where it was.
+    #[serde(default)]
+    pub flatten: Vec<FieldPath>,
+    /// A JSON column that takes fields the schema has no column for, or whose value does not
+    /// fit their column, instead of sending the record to the dead-letter file.
+    #[serde(default)]
+    pub rest: Option<String>,
+    /// Write a dataset: `path` is a folder of `part-NNNNN.parquet` files and a
+    /// `_manifest.json`, each part committed with the input it holds, so a killed run resumes
+    /// after its last part.
+    #[serde(default)]
+    pub dataset: Option<dataset::DatasetConfig>,
 }
 
 /// A Parquet compression codec.
@@ -96,7 +110,7 @@ pub const MAX_ROW_GROUP_ROWS: usize = 1_000_000;
 /// The most text (in string and json columns) one record batch holds; Arrow's 32-bit
 /// offsets cap a column at 2 GiB. A batch is cut early to stay below, and a record holding
 /// more than this on its own is sent to the dead-letter file.
-const MAX_BATCH_TEXT_BYTES: usize = 1 << 30;
+pub(crate) const MAX_BATCH_TEXT_BYTES: usize = 1 << 30;
 
 fn default_row_group_mib() -> usize {
     DEFAULT_ROW_GROUP_MIB
@@ -111,6 +125,23 @@ fn default_batch_rows() -> usize {
 }
 
 impl ParquetSinkConfig {
+    /// The running sink: a file, or a dataset.
+    pub fn build_sink(&self, context: SinkContext) -> Result<Box<dyn Sink>> {
+        Ok(match &self.dataset {
+            Some(d) => Box::new(dataset::DatasetSink::build(self, d, context)?),
+            None => Box::new(self.build(context)?),
+        })
+    }
+
+    /// The declared column types: the source's, overridden by `schema:`.
+    fn declared(&self, context: &SinkContext) -> IndexMap<String, FieldType> {
+        let mut declared = context.column_types.clone();
+        for (k, v) in &self.schema {
+            declared.insert(k.clone(), v.clone());
+        }
+        declared
+    }
+
     /// Checks the settings, creates `<path>.inprogress` and returns the running sink.
     pub fn build(&self, context: SinkContext) -> Result<ParquetSink> {
         let invalid = |what: String| Error::Other(format!("sink.parquet: {what}"));
@@ -124,8 +155,9 @@ impl ParquetSinkConfig {
         let properties = self.writer_properties().map_err(invalid)?;
         let (file, pending) = PendingOutput::create(self.path.as_ref())?;
         Ok(ParquetSink {
+            shaper: Shaper::new(self),
+            declared: self.declared(&context),
             context,
-            declared: self.schema.clone(),
             properties,
             infer_rows: self.infer_rows.max(1),
             batch_rows: self.batch_rows,
@@ -191,9 +223,82 @@ impl ParquetSinkConfig {
     }
 }
 
+/// What every record goes through before it is checked against the schema: `flatten`
+/// copies, and `rest` collecting what has no column.
+#[derive(Debug, Clone)]
+struct Shaper {
+    flatten: Vec<(FieldPath, String)>,
+    rest: Option<String>,
+}
+
+impl Shaper {
+    fn new(config: &ParquetSinkConfig) -> Shaper {
+        Shaper {
+            flatten: config
+                .flatten
+                .iter()
+                .map(|p| (p.clone(), p.as_str().replace('.', "_")))
+                .collect(),
+            rest: config.rest.clone(),
+        }
+    }
+
+    /// Adds the flattened columns.
+    fn flatten(&self, record: &mut Record) {
+        for (path, column) in &self.flatten {
+            let value = path.get(record).cloned().unwrap_or(Value::Null);
+            record.insert(column.clone(), value);
+        }
+    }
+
+    /// The schema's extra columns: the flattened ones (inferred) and `rest`.
+    fn add_columns(&self, fields: &mut Fields) {
+        if let Some(rest) = &self.rest {
+            fields.insert(
+                rest.clone(),
+                schema::FieldSpec {
+                    ty: schema::ColType::Json,
+                    declared: true,
+                },
+            );
+        }
+    }
+
+    /// Checks the record against the schema, moving fields that do not fit into `rest`
+    /// when there is one; the bytes of text it adds, or why it cannot be written.
+    fn fit(&self, fields: &Fields, record: &mut Record) -> std::result::Result<usize, Problem> {
+        let Some(rest_column) = &self.rest else {
+            return check_record(fields, record);
+        };
+        let mut rest = match record.shift_remove(rest_column) {
+            Some(Value::Object(o)) => o,
+            _ => Record::new(),
+        };
+        let result = loop {
+            match check_record(fields, record) {
+                Ok(bytes) => break Ok(bytes),
+                Err(Problem::Unknown { path } | Problem::Mismatch { path, .. }) => {
+                    let top = path.split('.').next().unwrap_or(&path).to_string();
+                    match record.shift_remove(&top) {
+                        Some(value) => {
+                            rest.insert(top, value);
+                        }
+                        None => break check_record(fields, record),
+                    }
+                }
+            }
+        };
+        if !rest.is_empty() {
+            record.insert(rest_column.clone(), Value::Object(rest));
+        }
+        result.map(|bytes| bytes + record.get(rest_column).map_or(0, |v| v.to_string().len()))
+    }
+}
+
 /// A running Parquet sink.
 pub struct ParquetSink {
     context: SinkContext,
+    shaper: Shaper,
     declared: IndexMap<String, FieldType>,
     properties: WriterProperties,
     infer_rows: usize,
@@ -252,6 +357,7 @@ impl ParquetSink {
     fn fix_schema(&mut self) -> Result<()> {
         let mut fields = schema::infer(self.sample.iter().map(|(r, _)| r));
         schema::apply_declared(&mut fields, &self.declared);
+        self.shaper.add_columns(&mut fields);
         let arrow_schema = schema::arrow_schema(&fields);
         let Some(file) = self.file.take() else {
             return Err(self.output_error("the schema was fixed twice"));
@@ -272,14 +378,14 @@ impl ParquetSink {
         Ok(())
     }
 
-    fn write_row(&mut self, record: Record, position: Position) -> Result<()> {
+    fn write_row(&mut self, mut record: Record, position: Position) -> Result<()> {
         let Some(open) = self.open.as_mut() else {
             return Err(output_error(
                 &self.pending,
                 "a row came before the schema was fixed",
             ));
         };
-        let reason = match check_record(&open.fields, &record) {
+        let reason = match self.shaper.fit(&open.fields, &mut record) {
             Ok(bytes) if bytes <= MAX_BATCH_TEXT_BYTES => {
                 if open.batch_text_bytes + bytes > MAX_BATCH_TEXT_BYTES {
                     open.write_batch(self.row_group_bytes)
@@ -304,10 +410,17 @@ impl ParquetSink {
     }
 
     fn reason(&self, problem: Problem) -> String {
+        problem_reason(problem, self.inferred_from)
+    }
+}
+
+/// Why a record does not fit the schema, in words.
+fn problem_reason(problem: Problem, inferred_from: usize) -> String {
+    {
         let inferred = format!(
             "schema inferred from the first {} record{}; declare it in sink.parquet.schema",
-            self.inferred_from,
-            if self.inferred_from == 1 { "" } else { "s" }
+            inferred_from,
+            if inferred_from == 1 { "" } else { "s" }
         );
         match problem {
             Problem::Unknown { path } => format!("field {path}: not in the schema ({inferred})"),
@@ -329,7 +442,8 @@ impl ParquetSink {
 }
 
 impl Sink for ParquetSink {
-    fn write(&mut self, record: Record, position: Position) -> Result<()> {
+    fn write(&mut self, mut record: Record, position: Position) -> Result<()> {
+        self.shaper.flatten(&mut record);
         if self.open.is_some() {
             return self.write_row(record, position);
         }

@@ -261,6 +261,41 @@ fn resolve_fields(shapes: &IndexMap<String, Shape>) -> Fields {
 }
 
 /// The type of every field of `records`, in order of first appearance.
+/// The schema of a file this sink wrote, read back from its Arrow schema (so a dataset's
+/// later parts keep the columns of its first). `None` for a type this sink does not write.
+pub fn from_arrow(schema: &arrow::datatypes::Schema) -> Option<Fields> {
+    fn col(field: &Field) -> Option<ColType> {
+        Some(match field.data_type() {
+            DataType::Utf8
+                if field.metadata().get(EXTENSION_NAME_KEY).map(String::as_str)
+                    == Some(JSON_EXTENSION_NAME) =>
+            {
+                ColType::Json
+            }
+            DataType::Utf8 => ColType::String,
+            DataType::Int64 => ColType::Int,
+            DataType::Float64 => ColType::Float,
+            DataType::Boolean => ColType::Bool,
+            DataType::Timestamp(TimeUnit::Microsecond, _) => ColType::Timestamp,
+            DataType::Date32 => ColType::Date,
+            DataType::List(item) => ColType::List(Box::new(col(item)?)),
+            DataType::Struct(children) => {
+                let mut fields = Fields::new();
+                for c in children {
+                    fields.insert(c.name().clone(), FieldSpec { ty: col(c)?, declared: true });
+                }
+                ColType::Struct(fields)
+            }
+            _ => return None,
+        })
+    }
+    let mut fields = Fields::new();
+    for f in schema.fields() {
+        fields.insert(f.name().clone(), FieldSpec { ty: col(f)?, declared: true });
+    }
+    Some(fields)
+}
+
 pub fn infer<'a>(records: impl IntoIterator<Item = &'a Record>) -> Fields {
     let mut shapes: IndexMap<String, Shape> = IndexMap::new();
     for record in records {

@@ -1,0 +1,626 @@
+//! Parquet datasets: a folder of `part-NNNNN.parquet` files and a `_manifest.json`.
+//!
+//! Records are written to the files of the current part under `*.inprogress` names. Once a
+//! part holds `part_rows` records and the input behind it is known (the source cursor after a
+//! page, for the Gleap source; the last source record, for files), its files are synced, the
+//! part and that input position are committed together in the state store, and the files are
+//! renamed. A killed run leaves at most uncommitted `.inprogress` files, which the next run
+//! removes before it resumes after the last committed part: nothing is lost or written twice.
+//!
+//! Parts belong to a generation. A run that reads its input afresh writes a new generation;
+//! the manifest keeps naming the previous one as current until the new one is complete, then
+//! the old files are removed. A run that appends (an incremental export, or the resumption of
+//! an interrupted one) adds parts to the generation it continues.
+//!
+//! With `partition_by`, each part has one file per value of a date field, in Hive-style
+//! folders (`createdAt_month=2024-03/part-00000.parquet`).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::properties::WriterProperties;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::builder::{BatchBuilder, Problem};
+use super::schema::{self, Fields};
+use super::{
+    MAX_BATCH_TEXT_BYTES, OpenFile, ParquetCompression, ParquetSinkConfig, Shaper,
+    problem_reason,
+};
+use crate::error::{Error, Result};
+use crate::record::{FieldPath, FieldType, Position, Record, Value, parse_timestamp};
+use crate::sinks::{Sink, SinkContext, SinkSummary};
+use crate::sources::gleap::StartMode;
+use crate::state::{DatasetRow, PartRow, StateStore};
+
+/// The manifest's file name in the dataset folder.
+pub const MANIFEST: &str = "_manifest.json";
+
+/// Dataset settings.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetConfig {
+    /// Records per part (a part is cut at the first page or record boundary after this many).
+    /// Default 100000.
+    #[serde(default = "default_part_rows")]
+    #[schemars(range(min = 1))]
+    pub part_rows: u64,
+    /// Hive-style folders by a date field.
+    #[serde(default)]
+    pub partition_by: Option<PartitionBy>,
+    /// At most this many files are open at once when partitioning; more partitions in one
+    /// part close the open files and continue in new ones. Default 16.
+    #[serde(default = "default_max_open_files")]
+    #[schemars(range(min = 1))]
+    pub max_open_files: usize,
+}
+
+fn default_part_rows() -> u64 {
+    100_000
+}
+
+fn default_max_open_files() -> usize {
+    16
+}
+
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionBy {
+    /// The field holding an instant (RFC 3339) or a date.
+    pub field: FieldPath,
+    /// `day`, `month` (default) or `year`.
+    #[serde(default)]
+    pub granularity: Granularity,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Granularity {
+    Day,
+    #[default]
+    Month,
+    Year,
+}
+
+impl PartitionBy {
+    /// The folder of a record: `createdAt_month=2024-03`, or Hive's default partition.
+    fn folder(&self, record: &Record) -> String {
+        let (name, format) = match self.granularity {
+            Granularity::Day => ("day", "%Y-%m-%d"),
+            Granularity::Month => ("month", "%Y-%m"),
+            Granularity::Year => ("year", "%Y"),
+        };
+        let value = match self.field.get(record) {
+            Some(Value::String(s)) => parse_timestamp(s.trim()).map(|t| t.format(format).to_string()),
+            _ => None,
+        };
+        format!(
+            "{}_{name}={}",
+            self.field.as_str().replace('.', "_"),
+            value.as_deref().unwrap_or("__HIVE_DEFAULT_PARTITION__")
+        )
+    }
+}
+
+/// One file of the part being written.
+struct PartFile {
+    /// Relative to the dataset folder, without `.inprogress`.
+    name: String,
+    open: OpenFile,
+    rows: u64,
+}
+
+pub struct DatasetSink {
+    context: SinkContext,
+    shaper: Shaper,
+    declared: IndexMap<String, FieldType>,
+    properties: WriterProperties,
+    compression: ParquetCompression,
+    config: DatasetConfig,
+    dir: PathBuf,
+    store: Arc<StateStore>,
+    generation: i64,
+    /// The generation readers use until this run completes.
+    current: Option<i64>,
+    /// The number of the part being written.
+    part: i64,
+    infer_rows: usize,
+    batch_rows: usize,
+    row_group_bytes: usize,
+    fields: Option<Fields>,
+    sample: Vec<(Record, Position)>,
+    inferred_from: usize,
+    /// Open files of the part, by partition folder ("" without partitioning).
+    files: HashMap<String, PartFile>,
+    /// Files of the part already closed (when more partitions came than may be open).
+    closed: Vec<(String, u64)>,
+    /// How many files each partition folder has in the part, for their names.
+    file_counts: HashMap<String, usize>,
+    part_rows: u64,
+    /// File sources: source records up to this one are in committed parts.
+    resume_after: Option<u64>,
+    written: u64,
+    rejected: u64,
+    parts_committed: u64,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::io(path, e)
+}
+
+fn inprogress(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(".inprogress");
+    PathBuf::from(name)
+}
+
+/// The files of a committed part, from its JSON.
+fn part_files(part: &PartRow) -> Vec<String> {
+    serde_json::from_str::<Vec<Value>>(&part.files)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|f| f.get("file").and_then(Value::as_str).map(str::to_string))
+        .collect()
+}
+
+/// Every `*.inprogress` file under `dir`.
+fn leftovers(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            leftovers(&path, out);
+        } else if path.extension().is_some_and(|e| e == "inprogress") {
+            out.push(path);
+        }
+    }
+}
+
+impl DatasetSink {
+    pub fn build(
+        config: &ParquetSinkConfig,
+        dataset: &DatasetConfig,
+        context: SinkContext,
+    ) -> Result<DatasetSink> {
+        let invalid = |what: String| Error::Other(format!("sink.parquet: {what}"));
+        schema::validate_declared(&config.schema).map_err(|e| invalid(format!("schema: {e}")))?;
+        if dataset.part_rows == 0 || dataset.max_open_files == 0 {
+            return Err(invalid("dataset.part_rows and max_open_files must be at least 1".into()));
+        }
+        let properties = config.writer_properties().map_err(invalid)?;
+        let store = context.state.clone().ok_or_else(|| {
+            invalid("a dataset needs the run's state store".into())
+        })?;
+        let dir = PathBuf::from(&config.path);
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let stream = context.stream.clone();
+        let dir_text = dir.display().to_string();
+        let row = store.dataset(&stream)?.filter(|r| r.dir == dir_text);
+        let mut parts = store.parts(&stream)?;
+        if row.is_none() && !parts.is_empty() {
+            // The stream wrote a dataset elsewhere before: that one is left alone.
+            for p in &parts {
+                store.drop_generation(&stream, p.generation)?;
+            }
+            parts.clear();
+        }
+        let current = row.as_ref().and_then(|r| r.current_generation);
+        let building = row.as_ref().and_then(|r| r.building_generation);
+        let continued = match (&context.cursor, &row) {
+            (Some(log), Some(_)) => match log.mode {
+                StartMode::Resume => building,
+                StartMode::Append => building.or(current),
+                StartMode::Fresh => None,
+            },
+            (None, Some(r)) => building.filter(|_| {
+                r.fingerprint == context.input_fingerprint && r.through_seq.is_some()
+            }),
+            _ => None,
+        };
+        let (generation, resume_after) = match continued {
+            Some(g) => (g, row.as_ref().and_then(|r| r.through_seq).filter(|_| context.cursor.is_none())),
+            None => {
+                // A new generation; an abandoned one is removed.
+                if let Some(b) = building.filter(|b| Some(*b) != current) {
+                    for p in store.drop_generation(&stream, b)? {
+                        remove_files(&dir, &p);
+                    }
+                    parts.retain(|p| p.generation != b);
+                }
+                let next = parts
+                    .iter()
+                    .map(|p| p.generation)
+                    .chain(current)
+                    .chain(building)
+                    .max()
+                    .unwrap_or(0)
+                    + 1;
+                (next, None)
+            }
+        };
+        store.set_dataset(
+            &stream,
+            &DatasetRow {
+                dir: dir_text,
+                current_generation: current,
+                building_generation: Some(generation),
+                fingerprint: context.input_fingerprint.clone(),
+                through_seq: resume_after,
+            },
+        )?;
+        // Files of committed parts not yet renamed are renamed; other leftovers removed.
+        let committed: std::collections::HashSet<PathBuf> = store
+            .parts(&stream)?
+            .iter()
+            .flat_map(part_files)
+            .map(|f| dir.join(f))
+            .collect();
+        let mut left = Vec::new();
+        leftovers(&dir, &mut left);
+        for path in left {
+            let target = path.with_extension("");
+            if committed.contains(&target) {
+                std::fs::rename(&path, &target).map_err(io(&target))?;
+            } else {
+                std::fs::remove_file(&path).map_err(io(&path))?;
+            }
+        }
+        let parts = store.parts(&stream)?;
+        let part = parts.iter().map(|p| p.part + 1).max().unwrap_or(0);
+        // Later parts keep the columns of the generation's first part.
+        let fields = match parts.iter().find(|p| p.generation == generation) {
+            Some(p) => match part_files(p).first() {
+                Some(f) => Some(read_schema(&dir.join(f))?),
+                None => None,
+            },
+            None => None,
+        };
+        let sink = DatasetSink {
+            shaper: Shaper::new(config),
+            declared: config.declared(&context),
+            context,
+            properties,
+            compression: config.compression,
+            config: dataset.clone(),
+            dir,
+            store,
+            generation,
+            current,
+            part,
+            infer_rows: config.infer_rows.max(1),
+            batch_rows: config.batch_rows,
+            row_group_bytes: config.row_group_mib.saturating_mul(1 << 20),
+            inferred_from: 0,
+            fields,
+            sample: Vec::new(),
+            files: HashMap::new(),
+            closed: Vec::new(),
+            file_counts: HashMap::new(),
+            part_rows: 0,
+            resume_after,
+            written: 0,
+            rejected: 0,
+            parts_committed: 0,
+        };
+        sink.write_manifest()?;
+        Ok(sink)
+    }
+
+    fn fix_schema(&mut self) -> Result<()> {
+        let mut fields = schema::infer(self.sample.iter().map(|(r, _)| r));
+        schema::apply_declared(&mut fields, &self.declared);
+        self.shaper.add_columns(&mut fields);
+        self.inferred_from = self.sample.len();
+        self.fields = Some(fields);
+        for (record, position) in std::mem::take(&mut self.sample) {
+            self.write_row(record, position)?;
+        }
+        Ok(())
+    }
+
+    /// Closes every open file of the part (they stay `.inprogress` until the commit).
+    fn close_files(&mut self) -> Result<()> {
+        for (_, mut file) in self.files.drain() {
+            let path = self.dir.join(&file.name);
+            file.open
+                .write_batch(usize::MAX)
+                .map_err(|e| Error::output(&path, e))?;
+            let written = file
+                .open
+                .writer
+                .into_inner()
+                .map_err(|e| Error::output(&path, e))?;
+            written.sync_all().map_err(io(&path))?;
+            self.closed.push((file.name, file.rows));
+        }
+        Ok(())
+    }
+
+    fn open_file(&mut self, folder: &str) -> Result<()> {
+        if self.files.len() >= self.config.max_open_files {
+            self.close_files()?;
+        }
+        let fields = self.fields.clone().expect("the schema is fixed");
+        let count = self.file_counts.entry(folder.to_string()).or_insert(0);
+        let mut name = format!("part-{:05}", self.part);
+        if *count > 0 {
+            name.push_str(&format!("-{count}"));
+        }
+        *count += 1;
+        name.push_str(".parquet");
+        if !folder.is_empty() {
+            name = format!("{folder}/{name}");
+        }
+        let path = self.dir.join(&name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        let temp = inprogress(&path);
+        let file = File::create(&temp).map_err(io(&temp))?;
+        let arrow_schema = schema::arrow_schema(&fields);
+        let writer = ArrowWriter::try_new(file, arrow_schema.clone(), Some(self.properties.clone()))
+            .map_err(|e| Error::output(&temp, e))?;
+        self.files.insert(
+            folder.to_string(),
+            PartFile {
+                name,
+                open: OpenFile {
+                    batch: BatchBuilder::new(&fields, arrow_schema),
+                    fields,
+                    writer,
+                    batch_text_bytes: 0,
+                },
+                rows: 0,
+            },
+        );
+        Ok(())
+    }
+
+    fn write_row(&mut self, mut record: Record, position: Position) -> Result<()> {
+        let fields = self.fields.as_ref().expect("the schema is fixed");
+        let problem = match self.shaper.fit(fields, &mut record) {
+            Ok(bytes) if bytes <= MAX_BATCH_TEXT_BYTES => None,
+            Ok(bytes) => Some(format!(
+                "the record holds {bytes} bytes of text; a Parquet batch takes at most {MAX_BATCH_TEXT_BYTES}"
+            )),
+            Err(p @ (Problem::Unknown { .. } | Problem::Mismatch { .. })) => {
+                Some(problem_reason(p, self.inferred_from))
+            }
+        };
+        if let Some(reason) = problem {
+            self.rejected += 1;
+            return self.context.reject(&position, reason, record);
+        }
+        let folder = match &self.config.partition_by {
+            Some(p) => p.folder(&record),
+            None => String::new(),
+        };
+        if !self.files.contains_key(&folder) {
+            self.open_file(&folder)?;
+        }
+        // Open files share the row-group budget, so memory stays flat.
+        let budget = self.row_group_bytes / self.files.len().max(1);
+        let batch_rows = self.batch_rows;
+        let file = self.files.get_mut(&folder).expect("just opened");
+        let path = self.dir.join(&file.name);
+        file.open.batch.append(&record);
+        file.rows += 1;
+        if file.open.batch.len() >= batch_rows {
+            file.open
+                .write_batch(budget.max(1 << 20))
+                .map_err(|e| Error::output(&path, e))?;
+        }
+        self.part_rows += 1;
+        self.written += 1;
+        Ok(())
+    }
+
+    /// Closes the part's files, commits them with the input they hold, renames them.
+    fn commit_part(&mut self, cursor: Option<String>, through_seq: Option<u64>) -> Result<()> {
+        if self.fields.is_none() {
+            self.fix_schema()?;
+        }
+        self.close_files()?;
+        if self.closed.is_empty() {
+            // Nothing written since the last part: only the input position moves.
+            if let Some(c) = &cursor {
+                self.store.set_source_cursor(&self.context.stream, c)?;
+            }
+            return Ok(());
+        }
+        let files: Vec<(String, u64)> = std::mem::take(&mut self.closed);
+        let rows = files.iter().map(|(_, r)| r).sum();
+        let row = PartRow {
+            part: self.part,
+            generation: self.generation,
+            files: serde_json::to_string(
+                &files
+                    .iter()
+                    .map(|(f, r)| json!({"file": f, "rows": r}))
+                    .collect::<Vec<_>>(),
+            )
+            .expect("JSON"),
+            rows,
+            committed_at: crate::record::format_timestamp(&chrono::Utc::now()),
+        };
+        self.store
+            .commit_part(&self.context.stream, &row, cursor.as_deref(), through_seq)?;
+        for (name, _) in &files {
+            let path = self.dir.join(name);
+            std::fs::rename(inprogress(&path), &path).map_err(io(&path))?;
+        }
+        self.part += 1;
+        self.part_rows = 0;
+        self.parts_committed += 1;
+        self.file_counts.clear();
+        self.write_manifest()
+    }
+
+    /// Writes `_manifest.json` from the state store (to a temporary name, then renamed).
+    fn write_manifest(&self) -> Result<()> {
+        let stream = &self.context.stream;
+        let row = self.store.dataset(stream)?;
+        let current = row.as_ref().and_then(|r| r.current_generation);
+        let building = row
+            .as_ref()
+            .and_then(|r| r.building_generation)
+            .filter(|b| Some(*b) != current);
+        let describe = |p: &PartRow| {
+            json!({
+                "part": p.part,
+                "generation": p.generation,
+                "rows": p.rows,
+                "committed_at": p.committed_at,
+                "files": serde_json::from_str::<Value>(&p.files).unwrap_or(Value::Null),
+            })
+        };
+        let parts = self.store.parts(stream)?;
+        let current_parts: Vec<Value> = parts
+            .iter()
+            .filter(|p| Some(p.generation) == current)
+            .map(describe)
+            .collect();
+        let pending: Vec<Value> = parts
+            .iter()
+            .filter(|p| Some(p.generation) == building)
+            .map(describe)
+            .collect();
+        let files: Vec<Value> = parts
+            .iter()
+            .filter(|p| Some(p.generation) == current)
+            .flat_map(part_files)
+            .map(Value::String)
+            .collect();
+        let manifest = json!({
+            "format": "gleap-etl parquet dataset",
+            "version": 1,
+            "stream": stream,
+            "updated_at": crate::record::format_timestamp(&chrono::Utc::now()),
+            "generation": current,
+            "rows": parts.iter().filter(|p| Some(p.generation) == current).map(|p| p.rows).sum::<u64>(),
+            "files": files,
+            "parts": current_parts,
+            "pending": {"generation": building, "parts": pending},
+            "cursor": self.store.source_cursor(stream)?.and_then(|c| serde_json::from_str::<Value>(&c).ok()),
+            "partition_by": self.config.partition_by.as_ref().map(|p| p.field.as_str().to_string()),
+        });
+        let path = self.dir.join(MANIFEST);
+        let temp = inprogress(&path);
+        std::fs::write(&temp, serde_json::to_vec_pretty(&manifest).expect("JSON"))
+            .map_err(io(&temp))?;
+        std::fs::rename(&temp, &path).map_err(io(&path))
+    }
+}
+
+/// The columns of a part file this sink wrote.
+fn read_schema(path: &Path) -> Result<Fields> {
+    let file = File::open(path).map_err(io(path))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| Error::output(path, format!("reading its schema: {e}")))?;
+    schema::from_arrow(builder.schema())
+        .ok_or_else(|| Error::output(path, "a column type this sink does not write"))
+}
+
+fn remove_files(dir: &Path, part: &PartRow) {
+    for f in part_files(part) {
+        let path = dir.join(f);
+        for p in [inprogress(&path), path] {
+            if let Err(e) = std::fs::remove_file(&p)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!("cannot remove {}: {e}", p.display());
+            }
+        }
+    }
+}
+
+impl Sink for DatasetSink {
+    fn write(&mut self, mut record: Record, position: Position) -> Result<()> {
+        self.shaper.flatten(&mut record);
+        if self.fields.is_some() {
+            return self.write_row(record, position);
+        }
+        self.sample.push((record, position));
+        if self.sample.len() >= self.infer_rows {
+            self.fix_schema()?;
+        }
+        Ok(())
+    }
+
+    fn source_done(&mut self, seq: u64) -> Result<()> {
+        if self.part_rows + self.sample.len() as u64 >= self.config.part_rows {
+            match &self.context.cursor {
+                Some(log) => {
+                    if let Some(cursor) = log.cursor_through(seq) {
+                        self.commit_part(Some(cursor), None)?;
+                    }
+                }
+                None => self.commit_part(None, Some(seq))?,
+            }
+        }
+        Ok(())
+    }
+
+    fn resume_after(&self) -> Option<u64> {
+        self.resume_after
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<SinkSummary> {
+        let cursor = self.context.cursor.as_ref().and_then(|l| l.last());
+        self.commit_part(cursor.clone(), None)?;
+        let stream = self.context.stream.clone();
+        let old = self
+            .store
+            .complete_generation(&stream, self.generation, cursor.as_deref())?;
+        for p in &old {
+            remove_files(&self.dir, p);
+        }
+        self.current = Some(self.generation);
+        self.write_manifest()?;
+        let parts = self.store.parts(&stream)?;
+        let bytes: u64 = parts
+            .iter()
+            .flat_map(part_files)
+            .filter_map(|f| std::fs::metadata(self.dir.join(f)).ok())
+            .map(|m| m.len())
+            .sum();
+        let fields = match &self.fields {
+            Some(f) => schema::describe_fields(f),
+            None => Value::Null,
+        };
+        Ok(SinkSummary {
+            written: self.written,
+            rejected: self.rejected,
+            path: Some(self.dir.clone()),
+            bytes: Some(bytes),
+            detail: Some(json!({
+                "schema": fields,
+                "generation": self.generation,
+                "parts_written": self.parts_committed,
+                "parts": parts.len(),
+                "rows": parts.iter().map(|p| p.rows).sum::<u64>(),
+                "removed_parts": old.len(),
+                "compression": self.compression,
+            })),
+        })
+    }
+
+    /// Open files are dropped and removed; committed parts stay for the next run.
+    fn abort(mut self: Box<Self>) {
+        for (_, file) in self.files.drain() {
+            let _ = std::fs::remove_file(inprogress(&self.dir.join(&file.name)));
+        }
+        for (name, _) in self.closed.drain(..) {
+            let _ = std::fs::remove_file(inprogress(&self.dir.join(name)));
+        }
+    }
+}

@@ -1,0 +1,580 @@
+//! Gleap source: sessions, tickets or messages read back from Gleap's API, for exports.
+//!
+//! Pages are read by keyset, not by a growing `skip`: sorted by `updatedAt` (or `createdAt`),
+//! each request asks for `field >= <the last value read>`, and the records at that value
+//! already read are left out by id. The window is closed at the start of a run by the newest
+//! value Gleap holds then (`field <= upper`), by Gleap's own clock: records created or
+//! changed while a long export runs are neither skipped nor read twice; they belong to the
+//! next (incremental) run. Should more than a page of records share one value, the pages at
+//! that value move by `skip`.
+//!
+//! Where the source stands after each page (the [`Cursor`]) is published on a [`CursorLog`]:
+//! a sink that makes its output durable in steps (a Parquet dataset) commits the cursor with
+//! each step, so a killed export resumes after its last committed step. With
+//! `incremental: true` the next run reads only what changed since the last complete one.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{OpenedSource, ProgressUnit, Rejected, SourceItem, SourceProgress};
+use crate::error::{Error, Result};
+use crate::gleap::client::RequestCounters;
+use crate::gleap::model::{Field, FieldKind};
+use crate::record::{FieldType, Position};
+use crate::sinks::gleap::{Entity, GleapRun};
+
+/// Reads sessions, tickets or messages from Gleap.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GleapSourceConfig {
+    /// What to read: `sessions`, `tickets` or `messages`.
+    pub entity: Entity,
+    /// Only records whose order field is at or after this instant (RFC 3339 or a date).
+    #[serde(default)]
+    pub since: Option<String>,
+    /// Records per request, 1 to 1000. Default 1000.
+    #[serde(default = "default_page_size")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub page_size: usize,
+    /// The field pages are ordered and windowed by: `updatedAt` or `createdAt`. Default:
+    /// `updatedAt` when incremental (changes are what the next run wants), else `createdAt`
+    /// (it never moves, so a record changed during the export is still read exactly once).
+    #[serde(default)]
+    pub order_by: Option<OrderField>,
+    /// Keep the cursor in the state store: the next run reads only records whose order field
+    /// is at or after where this one ended.
+    #[serde(default)]
+    pub incremental: bool,
+}
+
+fn default_page_size() -> usize {
+    1000
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum OrderField {
+    #[serde(rename = "updatedAt", alias = "updated_at")]
+    UpdatedAt,
+    #[serde(rename = "createdAt", alias = "created_at")]
+    CreatedAt,
+}
+
+impl OrderField {
+    pub fn name(self) -> &'static str {
+        match self {
+            OrderField::UpdatedAt => "updatedAt",
+            OrderField::CreatedAt => "createdAt",
+        }
+    }
+}
+
+/// Where a read stands. Stored (as JSON) in the state store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub entity: String,
+    pub order_by: String,
+    /// Where this run's window starts (inclusive); `None`: the beginning.
+    pub from: Option<String>,
+    /// Where it ends (inclusive): the newest value when the run started. `None` until known.
+    pub upper: Option<String>,
+    /// The last value read.
+    pub after: Option<String>,
+    /// Ids read whose value is `after`.
+    pub seen: Vec<String>,
+    /// Records to skip at `after`, when more than a page share that value.
+    #[serde(default)]
+    pub skip: usize,
+    /// The window is read to its end.
+    pub complete: bool,
+}
+
+/// How a run of the source starts, decided from the stored cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartMode {
+    /// From the beginning (or `since`): a new snapshot.
+    Fresh,
+    /// After the end of the last complete run: only what changed (incremental).
+    Append,
+    /// Where an interrupted run stopped.
+    Resume,
+}
+
+/// The cursor after each page, for the sink to commit with the output that holds the page.
+#[derive(Debug)]
+pub struct CursorLog {
+    pub mode: StartMode,
+    /// (the sequence number of the page's last record, the cursor after the page).
+    pages: Mutex<VecDeque<(u64, String)>>,
+    last: Mutex<Option<String>>,
+}
+
+impl CursorLog {
+    pub fn new(mode: StartMode) -> CursorLog {
+        CursorLog {
+            mode,
+            pages: Mutex::new(VecDeque::new()),
+            last: Mutex::new(None),
+        }
+    }
+
+    fn publish(&self, through_seq: u64, cursor: String) {
+        self.pages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back((through_seq, cursor.clone()));
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(cursor);
+    }
+
+    /// The cursor to commit once every record up to `seq` is durable, if a page ends at
+    /// `seq` (pages ending earlier are forgotten).
+    pub fn cursor_through(&self, seq: u64) -> Option<String> {
+        let mut pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((s, _)) = pages.front() {
+            if *s < seq {
+                pages.pop_front();
+            } else if *s == seq {
+                return pages.pop_front().map(|(_, c)| c);
+            } else {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// The latest cursor published: once the source is exhausted, the complete one.
+    pub fn last(&self) -> Option<String> {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl GleapSourceConfig {
+    fn order(&self) -> OrderField {
+        self.order_by.unwrap_or(if self.incremental {
+            OrderField::UpdatedAt
+        } else {
+            OrderField::CreatedAt
+        })
+    }
+
+    /// Column types of the entity's documented fields, for a Parquet sink to declare: the
+    /// fields of Gleap's OpenAPI tables plus ids and timestamps.
+    pub fn column_types(&self) -> IndexMap<String, FieldType> {
+        let table: &[Field] = match self.entity {
+            Entity::Sessions => crate::gleap::fields::SESSION_FIELDS,
+            Entity::Tickets => crate::gleap::fields::CREATE_TICKET_FIELDS,
+            Entity::Messages => crate::gleap::fields::CREATE_MESSAGE_FIELDS,
+        };
+        let mut out = IndexMap::new();
+        for (name, ty) in [
+            ("_id", FieldType::String),
+            ("createdAt", FieldType::Timestamp),
+            ("updatedAt", FieldType::Timestamp),
+        ] {
+            out.insert(name.to_string(), ty);
+        }
+        for field in table {
+            let ty = match field.kind {
+                // Described as anything, answered as an instant (Gleap's response examples).
+                FieldKind::Any
+                    if field.name.ends_with("At")
+                        || ["firstActivity", "lastActivity", "lastHeardFrom"]
+                            .contains(&field.name) =>
+                {
+                    FieldType::Timestamp
+                }
+                // Ids may come back populated (a ticket's `session`): left to inference.
+                FieldKind::Any | FieldKind::ObjectId => continue,
+                FieldKind::Str | FieldKind::Enum(_) => FieldType::String,
+                FieldKind::Bool => FieldType::Bool,
+                FieldKind::Number => FieldType::Float,
+                FieldKind::DateTime => FieldType::Timestamp,
+                FieldKind::List(&FieldKind::Str) => FieldType::List(Box::new(FieldType::String)),
+                _ => FieldType::Json,
+            };
+            out.entry(field.name.to_string()).or_insert(ty);
+        }
+        out
+    }
+
+    /// Starts reading: decides from the stored cursor where to start; requests go out as the
+    /// records are pulled.
+    pub fn open(&self, stream: &str, run: Option<Arc<GleapRun>>) -> Result<OpenedSource> {
+        let run = run.ok_or_else(|| {
+            Error::Other(
+                "the gleap source reads from Gleap during a run; it cannot be a lookup table or be planned".into(),
+            )
+        })?;
+        if !(1..=crate::emulator::query::MAX_LIMIT).contains(&self.page_size) {
+            return Err(Error::Other(format!(
+                "source.gleap.page_size: {} is not between 1 and 1000",
+                self.page_size
+            )));
+        }
+        let order = self.order();
+        let stored: Option<Cursor> = run
+            .store
+            .source_cursor(stream)?
+            .and_then(|c| serde_json::from_str(&c).ok())
+            .filter(|c: &Cursor| c.entity == self.entity.name() && c.order_by == order.name());
+        let since = self
+            .since
+            .as_deref()
+            .map(|s| {
+                crate::record::parse_timestamp(s.trim())
+                    .map(|t| crate::record::format_timestamp(&t))
+                    .ok_or_else(|| {
+                        Error::Other(format!(
+                            "source.gleap.since: {s:?} is not a date or an RFC 3339 instant"
+                        ))
+                    })
+            })
+            .transpose()?;
+        let fresh = Cursor {
+            entity: self.entity.name().into(),
+            order_by: order.name().into(),
+            from: since.clone(),
+            upper: None,
+            after: None,
+            seen: Vec::new(),
+            skip: 0,
+            complete: false,
+        };
+        let (mode, cursor) = match stored {
+            Some(c) if !c.complete => (StartMode::Resume, c),
+            Some(c) if self.incremental => {
+                // The window starts where the last one ended; the records read at that
+                // value are not read again.
+                let (after, seen) = if c.after == c.upper {
+                    (c.after, c.seen)
+                } else {
+                    (c.upper, Vec::new())
+                };
+                (
+                    StartMode::Append,
+                    Cursor {
+                        from: after.clone(),
+                        after,
+                        seen,
+                        ..fresh
+                    },
+                )
+            }
+            _ => (StartMode::Fresh, fresh),
+        };
+        let log = Arc::new(CursorLog::new(mode));
+        let done = Arc::new(AtomicU64::new(0));
+        let pager = Pager {
+            run,
+            entity: self.entity,
+            page_size: self.page_size,
+            counters: Arc::new(RequestCounters::default()),
+            file: format!("GET /v3/{}", self.entity.name()).into(),
+            cursor,
+            log: log.clone(),
+            pending: None,
+            buffer: VecDeque::new(),
+            emitted: 0,
+            done: done.clone(),
+            finished: false,
+        };
+        Ok(OpenedSource {
+            items: Box::new(pager),
+            progress: SourceProgress {
+                unit: ProgressUnit::Rows,
+                total: None,
+                done,
+            },
+            files: Vec::new(),
+            cursor: Some(log),
+        })
+    }
+}
+
+type PageResult = std::result::Result<Vec<Value>, String>;
+
+struct Pager {
+    run: Arc<GleapRun>,
+    entity: Entity,
+    page_size: usize,
+    counters: Arc<RequestCounters>,
+    file: Arc<str>,
+    cursor: Cursor,
+    log: Arc<CursorLog>,
+    /// The next page, requested while the current one is being processed.
+    pending: Option<tokio::task::JoinHandle<PageResult>>,
+    buffer: VecDeque<SourceItem>,
+    emitted: u64,
+    done: Arc<AtomicU64>,
+    finished: bool,
+}
+
+/// The documents of a list answer: a bare array (sessions, messages) or `{tickets: [..]}`.
+fn documents(entity: Entity, body: Value) -> PageResult {
+    match body {
+        Value::Array(docs) => Ok(docs),
+        Value::Object(mut o) => match o.remove(entity.name()) {
+            Some(Value::Array(docs)) => Ok(docs),
+            _ => Err(format!(
+                "GET /{}: the answer holds no list of {}",
+                entity.name(),
+                entity.name()
+            )),
+        },
+        other => Err(format!(
+            "GET /{}: unexpected answer {}",
+            entity.name(),
+            crate::record::kind_of(&other)
+        )),
+    }
+}
+
+async fn fetch(
+    run: Arc<GleapRun>,
+    counters: Arc<RequestCounters>,
+    entity: Entity,
+    query: Vec<(String, String)>,
+) -> PageResult {
+    let query: Vec<(&str, &str)> = query
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let answer = run
+        .client
+        .call(
+            reqwest::Method::GET,
+            entity.path(),
+            &query,
+            None,
+            false,
+            &counters,
+        )
+        .await
+        .map_err(|e| format!("GET /{}: {e}", entity.name()))?;
+    if answer.status == 404 {
+        return Err(format!("GET /{}: 404", entity.name()));
+    }
+    documents(entity, answer.body)
+}
+
+impl Pager {
+    fn field(&self) -> &str {
+        &self.cursor.order_by
+    }
+
+    /// The query of the next page from the cursor.
+    fn next_query(&self) -> Vec<(String, String)> {
+        let field = self.field().to_string();
+        let mut q = vec![
+            ("sort".to_string(), field.clone()),
+            ("limit".to_string(), self.page_size.to_string()),
+        ];
+        if let Some(from) = self.cursor.after.as_ref().or(self.cursor.from.as_ref()) {
+            q.push((format!("{field}>"), from.clone()));
+        }
+        if let Some(upper) = &self.cursor.upper {
+            q.push((format!("{field}<"), upper.clone()));
+        }
+        if self.cursor.skip > 0 {
+            q.push(("skip".to_string(), self.cursor.skip.to_string()));
+        }
+        q
+    }
+
+    fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        self.run.runtime.block_on(f)
+    }
+
+    /// Closes the window at the newest value Gleap holds now.
+    fn find_upper(&mut self) -> Result<()> {
+        let field = self.field().to_string();
+        let query = vec![
+            ("sort".to_string(), format!("-{field}")),
+            ("limit".to_string(), "1".to_string()),
+        ];
+        let newest = self
+            .block_on(fetch(
+                self.run.clone(),
+                self.counters.clone(),
+                self.entity,
+                query,
+            ))
+            .map_err(Error::Other)?;
+        match newest.first().and_then(|d| d.get(&field)).and_then(Value::as_str) {
+            Some(upper) => self.cursor.upper = Some(upper.to_string()),
+            None => {
+                // Nothing to read.
+                self.cursor.complete = true;
+                self.cursor.upper = self.cursor.from.clone();
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the next page into the buffer, moves the cursor and publishes it.
+    fn next_page(&mut self) -> Result<()> {
+        if self.cursor.upper.is_none() {
+            self.find_upper()?;
+            if self.cursor.complete {
+                self.publish_cursor();
+                return Ok(());
+            }
+        }
+        let page = match self.pending.take() {
+            Some(handle) => self.block_on(handle),
+            None => {
+                let fut = fetch(
+                    self.run.clone(),
+                    self.counters.clone(),
+                    self.entity,
+                    self.next_query(),
+                );
+                Ok(self.block_on(fut))
+            }
+        }
+        .map_err(|e| Error::Other(format!("reading a page: {e}")))?
+        .map_err(Error::Other)?;
+        let full = page.len() >= self.page_size;
+        let field = self.field().to_string();
+        let start_after = self.cursor.after.clone();
+        let mut seen: HashSet<String> = self.cursor.seen.iter().cloned().collect();
+        let mut only_at_start = true;
+        let mut fresh = 0usize;
+        for doc in page {
+            let id = doc.get("_id").and_then(Value::as_str).map(str::to_string);
+            let value = doc.get(&field).and_then(Value::as_str).map(str::to_string);
+            let row = self.emitted + self.buffer.len() as u64 + 1;
+            let position = Position {
+                file: self.file.clone(),
+                line: None,
+                row,
+                seq: 0,
+            };
+            let (Some(id), Some(value)) = (id, value) else {
+                self.buffer.push_back(SourceItem::Rejected(Rejected {
+                    position,
+                    reason: format!("a {} without `_id` or `{field}`", self.entity.name()),
+                    record: doc,
+                }));
+                continue;
+            };
+            if Some(&value) != start_after.as_ref() {
+                only_at_start = false;
+            }
+            if Some(&value) == self.cursor.after.as_ref() {
+                if !seen.insert(id.clone()) {
+                    continue; // read on an earlier page
+                }
+                self.cursor.seen.push(id);
+            } else {
+                self.cursor.after = Some(value);
+                self.cursor.seen = vec![id.clone()];
+                seen = HashSet::from([id]);
+            }
+            let Value::Object(record) = doc else {
+                continue;
+            };
+            fresh += 1;
+            self.buffer
+                .push_back(SourceItem::Record(record, position));
+        }
+        // A full page at one value cannot move `>=`: page through that value by skip.
+        self.cursor.skip = if full && only_at_start {
+            self.cursor.seen.len()
+        } else {
+            0
+        };
+        if !full {
+            self.cursor.complete = true;
+        } else {
+            let fut = fetch(
+                self.run.clone(),
+                self.counters.clone(),
+                self.entity,
+                self.next_query(),
+            );
+            self.pending = Some(self.run.runtime.spawn(fut));
+        }
+        if fresh > 0 || self.cursor.complete {
+            self.publish_cursor();
+        }
+        Ok(())
+    }
+
+    fn publish_cursor(&self) {
+        let through = (self.emitted + self.buffer.len() as u64).saturating_sub(1);
+        let json = serde_json::to_string(&self.cursor).expect("a cursor is JSON");
+        self.log.publish(through, json);
+    }
+}
+
+impl Iterator for Pager {
+    type Item = Result<SourceItem>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(item) = self.buffer.pop_front() {
+                self.emitted += 1;
+                self.done.store(self.emitted, Ordering::Relaxed);
+                return Some(Ok(item));
+            }
+            if self.finished || self.cursor.complete {
+                self.finished = true;
+                let (requests, limited, retries) = self.counters.snapshot();
+                tracing::info!(
+                    "GET /{}: {} records in {requests} requests ({limited} answered 429, {retries} retries)",
+                    self.entity.name(),
+                    self.emitted
+                );
+                return None;
+            }
+            if let Err(e) = self.next_page() {
+                self.finished = true;
+                return Some(Err(e));
+            }
+        }
+    }
+}
+
+impl Drop for Pager {
+    fn drop(&mut self) {
+        if let Some(handle) = self.pending.take() {
+            handle.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_gives_the_cursor_of_the_page_ending_at_a_record() {
+        let log = CursorLog::new(StartMode::Fresh);
+        log.publish(9, "a".into());
+        log.publish(19, "b".into());
+        log.publish(29, "c".into());
+        assert_eq!(log.cursor_through(5), None);
+        assert_eq!(log.cursor_through(19).as_deref(), Some("b"));
+        assert_eq!(log.cursor_through(25), None);
+        assert_eq!(log.cursor_through(29).as_deref(), Some("c"));
+        assert_eq!(log.last().as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn column_types_come_from_gleaps_tables() {
+        let config: GleapSourceConfig =
+            serde_json::from_value(serde_json::json!({"entity": "sessions"})).unwrap();
+        let types = config.column_types();
+        assert_eq!(types["createdAt"], FieldType::Timestamp);
+        assert_eq!(types["customData"], FieldType::Json);
+        assert_eq!(types["tags"], FieldType::List(Box::new(FieldType::String)));
+        assert_eq!(types["unsubscribed"], FieldType::Bool);
+        assert_eq!(config.order(), OrderField::CreatedAt);
+    }
+}
