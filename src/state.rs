@@ -633,16 +633,32 @@ mod tests {
                 },
             )
             .unwrap();
-        store.commit_part("s", &part(0, 1), Some("c0"), Some(9)).unwrap();
-        store.commit_part("s", &part(1, 1), Some("c1"), Some(19)).unwrap();
+        store
+            .commit_part("s", &part(0, 1), Some("c0"), Some(9))
+            .unwrap();
+        store
+            .commit_part("s", &part(1, 1), Some("c1"), Some(19))
+            .unwrap();
         assert_eq!(store.source_cursor("s").unwrap().as_deref(), Some("c1"));
         assert_eq!(store.dataset("s").unwrap().unwrap().through_seq, Some(19));
         // A part number is committed once.
-        assert!(store.commit_part("s", &part(1, 1), Some("c2"), None).is_err());
+        assert!(
+            store
+                .commit_part("s", &part(1, 1), Some("c2"), None)
+                .is_err()
+        );
         assert_eq!(store.source_cursor("s").unwrap().as_deref(), Some("c1"));
-        assert!(store.complete_generation("s", 1, Some("done")).unwrap().is_empty());
+        assert!(
+            store
+                .complete_generation("s", 1, Some("done"))
+                .unwrap()
+                .is_empty()
+        );
         let d = store.dataset("s").unwrap().unwrap();
-        assert_eq!((d.current_generation, d.building_generation), (Some(1), None));
+        assert_eq!(
+            (d.current_generation, d.building_generation),
+            (Some(1), None)
+        );
         store.commit_part("s", &part(2, 2), None, None).unwrap();
         let old = store.complete_generation("s", 2, None).unwrap();
         assert_eq!(old.iter().map(|p| p.part).collect::<Vec<_>>(), vec![0, 1]);

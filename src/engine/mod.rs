@@ -16,8 +16,8 @@ use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::error::{Error, Result};
 use crate::record::Record;
 use crate::sinks::gleap::GleapRun;
-use crate::state::StateStore;
 use crate::sources::OpenedSource;
+use crate::state::StateStore;
 use progress::Progress;
 use report::{RunReport, StreamReport};
 use stream::{StreamRun, Target, run_stream};
@@ -92,9 +92,9 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
     let setup = (|| -> Result<(Option<Arc<GleapRun>>, Option<Arc<StateStore>>, DeadLetters)> {
         std::fs::create_dir_all(&state_dir).map_err(|e| Error::io(&state_dir, e))?;
         let gleap = gleap_run(pipeline, &state_dir, options)?;
-        let has_dataset = pipeline.config.streams.iter().any(|s| {
-            matches!(&s.sink, crate::sinks::SinkConfig::Parquet(p) if p.dataset.is_some())
-        });
+        let has_dataset = pipeline.config.streams.iter().any(
+            |s| matches!(&s.sink, crate::sinks::SinkConfig::Parquet(p) if p.dataset.is_some()),
+        );
         let state = match &gleap {
             Some(g) => Some(g.store.clone()),
             None if has_dataset => Some(Arc::new(StateStore::open(&state_dir)?)),
@@ -204,13 +204,14 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
                     {
                         continue;
                     }
-                    let source = match opened[i]
-                        .take()
-                        .map_or_else(
-                            || streams[i].source.open_for(&streams[i].name.value, gleap.clone()),
-                            Ok,
-                        )
-                    {
+                    let source = match opened[i].take().map_or_else(
+                        || {
+                            streams[i]
+                                .source
+                                .open_for(&streams[i].name.value, gleap.clone())
+                        },
+                        Ok,
+                    ) {
                         Ok(s) => s,
                         Err(e) => {
                             states[i] = State::Failed;
@@ -324,15 +325,10 @@ fn gleap_run(
     state_dir: &std::path::Path,
     options: &RunOptions,
 ) -> Result<Option<Arc<GleapRun>>> {
-    if !pipeline
-        .config
-        .streams
-        .iter()
-        .any(|s| {
-            matches!(s.sink, crate::sinks::SinkConfig::Gleap(_))
-                || matches!(s.source, crate::sources::SourceConfig::Gleap(_))
-        })
-    {
+    if !pipeline.config.streams.iter().any(|s| {
+        matches!(s.sink, crate::sinks::SinkConfig::Gleap(_))
+            || matches!(s.source, crate::sources::SourceConfig::Gleap(_))
+    }) {
         return Ok(None);
     }
     let config = pipeline.config.gleap.clone().unwrap_or_default();

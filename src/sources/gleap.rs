@@ -189,7 +189,7 @@ impl GleapSourceConfig {
                     FieldType::Timestamp
                 }
                 // Ids may come back populated (a ticket's `session`): left to inference.
-                FieldKind::Any | FieldKind::ObjectId => continue,
+                FieldKind::ObjectId => continue,
                 FieldKind::Str | FieldKind::Enum(_) => FieldType::String,
                 FieldKind::Bool => FieldType::Bool,
                 FieldKind::Number => FieldType::Float,
@@ -405,7 +405,11 @@ impl Pager {
                 query,
             ))
             .map_err(Error::Other)?;
-        match newest.first().and_then(|d| d.get(&field)).and_then(Value::as_str) {
+        match newest
+            .first()
+            .and_then(|d| d.get(&field))
+            .and_then(Value::as_str)
+        {
             Some(upper) => self.cursor.upper = Some(upper.to_string()),
             None => {
                 // Nothing to read.
@@ -480,8 +484,7 @@ impl Pager {
                 continue;
             };
             fresh += 1;
-            self.buffer
-                .push_back(SourceItem::Record(record, position));
+            self.buffer.push_back(SourceItem::Record(record, position));
         }
         // A full page at one value cannot move `>=`: page through that value by skip.
         self.cursor.skip = if full && only_at_start {

@@ -31,8 +31,7 @@ use serde_json::json;
 use super::builder::{BatchBuilder, Problem};
 use super::schema::{self, Fields};
 use super::{
-    MAX_BATCH_TEXT_BYTES, OpenFile, ParquetCompression, ParquetSinkConfig, Shaper,
-    problem_reason,
+    MAX_BATCH_TEXT_BYTES, OpenFile, ParquetCompression, ParquetSinkConfig, Shaper, problem_reason,
 };
 use crate::error::{Error, Result};
 use crate::record::{FieldPath, FieldType, Position, Record, Value, parse_timestamp};
@@ -98,7 +97,9 @@ impl PartitionBy {
             Granularity::Year => ("year", "%Y"),
         };
         let value = match self.field.get(record) {
-            Some(Value::String(s)) => parse_timestamp(s.trim()).map(|t| t.format(format).to_string()),
+            Some(Value::String(s)) => {
+                parse_timestamp(s.trim()).map(|t| t.format(format).to_string())
+            }
             _ => None,
         };
         format!(
@@ -194,12 +195,15 @@ impl DatasetSink {
         let invalid = |what: String| Error::Other(format!("sink.parquet: {what}"));
         schema::validate_declared(&config.schema).map_err(|e| invalid(format!("schema: {e}")))?;
         if dataset.part_rows == 0 || dataset.max_open_files == 0 {
-            return Err(invalid("dataset.part_rows and max_open_files must be at least 1".into()));
+            return Err(invalid(
+                "dataset.part_rows and max_open_files must be at least 1".into(),
+            ));
         }
         let properties = config.writer_properties().map_err(invalid)?;
-        let store = context.state.clone().ok_or_else(|| {
-            invalid("a dataset needs the run's state store".into())
-        })?;
+        let store = context
+            .state
+            .clone()
+            .ok_or_else(|| invalid("a dataset needs the run's state store".into()))?;
         let dir = PathBuf::from(&config.path);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let stream = context.stream.clone();
@@ -221,13 +225,17 @@ impl DatasetSink {
                 StartMode::Append => building.or(current),
                 StartMode::Fresh => None,
             },
-            (None, Some(r)) => building.filter(|_| {
-                r.fingerprint == context.input_fingerprint && r.through_seq.is_some()
-            }),
+            (None, Some(r)) => building
+                .filter(|_| r.fingerprint == context.input_fingerprint && r.through_seq.is_some()),
             _ => None,
         };
         let (generation, resume_after) = match continued {
-            Some(g) => (g, row.as_ref().and_then(|r| r.through_seq).filter(|_| context.cursor.is_none())),
+            Some(g) => (
+                g,
+                row.as_ref()
+                    .and_then(|r| r.through_seq)
+                    .filter(|_| context.cursor.is_none()),
+            ),
             None => {
                 // A new generation; an abandoned one is removed.
                 if let Some(b) = building.filter(|b| Some(*b) != current) {
@@ -367,8 +375,9 @@ impl DatasetSink {
         let temp = inprogress(&path);
         let file = File::create(&temp).map_err(io(&temp))?;
         let arrow_schema = schema::arrow_schema(&fields);
-        let writer = ArrowWriter::try_new(file, arrow_schema.clone(), Some(self.properties.clone()))
-            .map_err(|e| Error::output(&temp, e))?;
+        let writer =
+            ArrowWriter::try_new(file, arrow_schema.clone(), Some(self.properties.clone()))
+                .map_err(|e| Error::output(&temp, e))?;
         self.files.insert(
             folder.to_string(),
             PartFile {
@@ -622,5 +631,130 @@ impl Sink for DatasetSink {
         for (name, _) in self.closed.drain(..) {
             let _ = std::fs::remove_file(inprogress(&self.dir.join(name)));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dead_letter::DeadLetters;
+    use arrow::array::Array;
+
+    fn sink(dir: &Path, store: &Arc<StateStore>, extra: Value) -> DatasetSink {
+        let mut c =
+            json!({"path": dir.join("out").to_str().unwrap(), "dataset": {"part_rows": 10}});
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let config: ParquetSinkConfig = serde_json::from_value(c).unwrap();
+        let mut context = SinkContext::new("s", DeadLetters::in_memory(None));
+        context.state = Some(store.clone());
+        context.input_fingerprint = "input-1".into();
+        DatasetSink::build(&config, config.dataset.as_ref().unwrap(), context).unwrap()
+    }
+
+    fn record(i: u64) -> Record {
+        let mut r = json!({"id": i, "createdAt": format!("2024-0{}-15T10:00:00Z", 1 + i % 3)});
+        if i == 3 {
+            r["extra"] = json!("x");
+        }
+        r.as_object().unwrap().clone()
+    }
+
+    fn feed(sink: &mut DatasetSink, range: std::ops::Range<u64>) {
+        for i in range {
+            let position = Position {
+                file: "in".into(),
+                line: Some(i + 1),
+                row: i + 1,
+                seq: i,
+            };
+            sink.write(record(i), position).unwrap();
+            sink.source_done(i).unwrap();
+        }
+    }
+
+    fn rows(dir: &Path) -> Vec<i64> {
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("out").join(MANIFEST)).unwrap())
+                .unwrap();
+        let mut ids = Vec::new();
+        for f in manifest["files"].as_array().unwrap() {
+            let file = File::open(dir.join("out").join(f.as_str().unwrap())).unwrap();
+            for batch in ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .build()
+                .unwrap()
+            {
+                let batch = batch.unwrap();
+                let col = batch.column_by_name("id").unwrap();
+                let ints = col
+                    .as_any()
+                    .downcast_ref::<arrow::array::Int64Array>()
+                    .unwrap();
+                ids.extend(ints.values().iter().copied());
+            }
+        }
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn a_killed_run_resumes_after_its_last_committed_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(StateStore::open(&dir.path().join("state")).unwrap());
+        let mut first = sink(dir.path(), &store, json!({"infer_rows": 4}));
+        feed(&mut first, 0..25);
+        // Killed: the third part's file is left `.inprogress`, never committed.
+        std::mem::forget(first);
+        let mut again = sink(dir.path(), &store, json!({"infer_rows": 4}));
+        assert_eq!(again.resume_after(), Some(19));
+        let mut left = Vec::new();
+        leftovers(&dir.path().join("out"), &mut left);
+        assert!(left.is_empty(), "{left:?}");
+        feed(&mut again, 20..25);
+        let summary = Box::new(again).finish().unwrap();
+        assert_eq!(summary.written, 5);
+        assert_eq!(rows(dir.path()), (0..25).collect::<Vec<i64>>());
+        assert_eq!(store.parts("s").unwrap().len(), 3);
+    }
+
+    #[test]
+    fn partitions_go_to_hive_folders_and_rest_takes_what_has_no_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(StateStore::open(&dir.path().join("state")).unwrap());
+        let mut s = sink(
+            dir.path(),
+            &store,
+            json!({"infer_rows": 2, "rest": "otherFields",
+                   "dataset": {"part_rows": 100, "partition_by": {"field": "createdAt"}}}),
+        );
+        feed(&mut s, 0..9);
+        Box::new(s).finish().unwrap();
+        let out = dir.path().join("out");
+        for month in ["2024-01", "2024-02", "2024-03"] {
+            assert!(
+                out.join(format!("createdAt_month={month}/part-00000.parquet"))
+                    .exists(),
+                "{month}"
+            );
+        }
+        assert_eq!(rows(dir.path()), (0..9).collect::<Vec<i64>>());
+        // `extra` was not in the two records the schema came from: record 3's went to the
+        // rest column.
+        let file = File::open(out.join("createdAt_month=2024-01/part-00000.parquet")).unwrap();
+        let batch = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let rest = batch.column_by_name("otherFields").unwrap();
+        let rest = rest
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap();
+        assert!((0..rest.len()).any(|i| rest.is_valid(i) && rest.value(i) == r#"{"extra":"x"}"#));
     }
 }

@@ -282,7 +282,13 @@ pub fn from_arrow(schema: &arrow::datatypes::Schema) -> Option<Fields> {
             DataType::Struct(children) => {
                 let mut fields = Fields::new();
                 for c in children {
-                    fields.insert(c.name().clone(), FieldSpec { ty: col(c)?, declared: true });
+                    fields.insert(
+                        c.name().clone(),
+                        FieldSpec {
+                            ty: col(c)?,
+                            declared: true,
+                        },
+                    );
                 }
                 ColType::Struct(fields)
             }
@@ -291,7 +297,13 @@ pub fn from_arrow(schema: &arrow::datatypes::Schema) -> Option<Fields> {
     }
     let mut fields = Fields::new();
     for f in schema.fields() {
-        fields.insert(f.name().clone(), FieldSpec { ty: col(f)?, declared: true });
+        fields.insert(
+            f.name().clone(),
+            FieldSpec {
+                ty: col(f)?,
+                declared: true,
+            },
+        );
     }
     Some(fields)
 }
