@@ -61,8 +61,8 @@ impl std::fmt::Display for Secret {
     }
 }
 
-/// The pipeline's `gleap:` block. Unset values come from `GLEAP_BASE_URL`, `GLEAP_API_KEY`
-/// and `GLEAP_PROJECT_ID`.
+/// The pipeline's `gleap:` block. Unset values come from `GLEAP_BASE_URL`, `GLEAP_API_KEY`,
+/// `GLEAP_PROJECT_ID` and `GLEAP_REQUESTS_PER_MINUTE`.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GleapConfig {
@@ -75,7 +75,8 @@ pub struct GleapConfig {
     /// The project id. Default `${GLEAP_PROJECT_ID}`.
     #[serde(default)]
     pub project: Option<String>,
-    /// The project's quota, shared by every stream of the run. Default 1000 (Gleap's).
+    /// The project's quota, shared by every stream of the run. Default
+    /// `${GLEAP_REQUESTS_PER_MINUTE}`, else 1000 (Gleap's).
     #[serde(default)]
     pub requests_per_minute: Option<f64>,
     /// Requests in flight: a number, or `adaptive` (raised while latency holds, halved on 429s
@@ -150,7 +151,17 @@ impl GleapConfig {
                 "gleap base_url `{base_url}` must start with http:// or https://"
             )));
         }
-        let requests_per_minute = self.requests_per_minute.unwrap_or(1000.0);
+        let requests_per_minute = match self.requests_per_minute {
+            Some(n) => n,
+            None => match env("GLEAP_REQUESTS_PER_MINUTE").filter(|s| !s.trim().is_empty()) {
+                Some(text) => text.trim().parse::<f64>().map_err(|_| {
+                    Error::Other(format!(
+                        "GLEAP_REQUESTS_PER_MINUTE: {text:?} is not a number"
+                    ))
+                })?,
+                None => 1000.0,
+            },
+        };
         if !(requests_per_minute > 0.0 && requests_per_minute.is_finite()) {
             return Err(Error::Other(
                 "gleap requests_per_minute must be above 0".into(),
