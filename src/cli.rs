@@ -655,11 +655,53 @@ fn status(path: &Path, state_dir: Option<&Path>) -> i32 {
                         None => "interrupted before any record was done".to_string(),
                     },
                 };
-                out.push_str(&format!(
-                    "  {name}: {checkpoint}; {} ids mapped; {} creates awaiting confirmation\n",
-                    engine::report::count(s.mapped),
-                    engine::report::count(s.intents)
-                ));
+                match &stream.sink {
+                    crate::sinks::SinkConfig::Gleap(_) => out.push_str(&format!(
+                        "  {name}: {checkpoint}; {} ids mapped; {} creates awaiting confirmation\n",
+                        engine::report::count(s.mapped),
+                        engine::report::count(s.intents)
+                    )),
+                    _ => out.push_str(&format!("  {name}:\n")),
+                }
+                if let Ok(Some(cursor)) = store.source_cursor(name)
+                    && let Ok(c) = serde_json::from_str::<crate::sources::gleap::Cursor>(&cursor)
+                {
+                    out.push_str(&format!(
+                        "    read from Gleap by {}: {} (window {} .. {}, last read {})\n",
+                        c.order_by,
+                        if c.complete {
+                            "complete; the next incremental run starts at the window's end"
+                        } else {
+                            "interrupted; the next run resumes after the last read"
+                        },
+                        c.from.as_deref().unwrap_or("the beginning"),
+                        c.upper.as_deref().unwrap_or("?"),
+                        c.after.as_deref().unwrap_or("nothing"),
+                    ));
+                }
+                if let Ok(Some(d)) = store.dataset(name) {
+                    let parts = store.parts(name).unwrap_or_default();
+                    let of = |g: Option<i64>| {
+                        let p: Vec<_> = parts.iter().filter(|p| Some(p.generation) == g).collect();
+                        (p.len(), p.iter().map(|p| p.rows).sum::<u64>())
+                    };
+                    let (n, rows) = of(d.current_generation);
+                    out.push_str(&format!(
+                        "    dataset {}: {n} current parts, {} rows",
+                        d.dir,
+                        engine::report::count(rows)
+                    ));
+                    if d.building_generation.is_some()
+                        && d.building_generation != d.current_generation
+                    {
+                        let (n, rows) = of(d.building_generation);
+                        out.push_str(&format!(
+                            "; a replacement in progress: {n} parts, {} rows so far",
+                            engine::report::count(rows)
+                        ));
+                    }
+                    out.push('\n');
+                }
             }
             Err(e) => {
                 eprintln!("error: {e}");
