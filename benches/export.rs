@@ -37,7 +37,13 @@ fn main() {
         let out = dir.path().join(format!("out-{sessions}"));
         let report_path = dir.path().join(format!("report-{sessions}.json"));
         let status = Command::new(env!("CARGO_BIN_EXE_gleap-etl"))
-            .args(["export", "sessions", "--quiet", "--flatten", "customData.plan"])
+            .args([
+                "export",
+                "sessions",
+                "--quiet",
+                "--flatten",
+                "customData.plan",
+            ])
             .arg("--out")
             .arg(&out)
             .arg("--state-dir")
@@ -53,7 +59,9 @@ fn main() {
         assert!(status.success(), "gleap-etl export failed: {status}");
         let report: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
-        let peak = report["peak_memory_bytes"].as_u64().expect("peak memory is reported on Linux");
+        let peak = report["peak_memory_bytes"]
+            .as_u64()
+            .expect("peak memory is reported on Linux");
         let secs = report["elapsed_secs"].as_f64().unwrap();
         let rows = report["records_written"].as_u64().unwrap();
         assert_eq!(rows, sessions as u64, "every session exported");
@@ -69,6 +77,10 @@ fn main() {
     }
     println!(
         "target peak_rss(1M sessions) < 150 MB: {}",
-        if last_peak < TARGET_PEAK_BYTES { "met" } else { "MISSED" }
+        if last_peak < TARGET_PEAK_BYTES {
+            "met"
+        } else {
+            "MISSED"
+        }
     );
 }
