@@ -130,6 +130,9 @@ pub struct EmulatorArgs {
     /// Load the state from this JSON file (if it exists) and keep saving it there.
     #[arg(long, value_name = "FILE")]
     pub data: Option<PathBuf>,
+    /// Insert N synthetic sessions at start (benchmarks; the same ones for the same --seed).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub generate_sessions: usize,
 }
 
 #[derive(Debug, Args)]
@@ -542,6 +545,7 @@ fn emulator(args: &EmulatorArgs) -> i32 {
             seed,
         },
         data_file: args.data.clone(),
+        generate_sessions: args.generate_sessions,
         ..EmulatorConfig::default()
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -644,3 +644,107 @@ async fn the_stats_and_dump_routes_answer_over_http() {
         .unwrap();
     assert_eq!(dump["sessions"][0]["userId"], "u1");
 }
+
+/// Pages `/sessions` by keyset on `field` from `from`: `field>=last&skip=k`, k the sessions of
+/// the pages so far at the last page's last timestamp (ties come in `_id` order, so they are
+/// the first k). Returns the sessions in the order they came, and how many pages needed a skip.
+async fn keyset_walk(api: &Api, field: &str, from: &str, limit: usize) -> (Vec<Value>, usize) {
+    let (mut last, mut at_last) = (from.to_string(), 0);
+    let mut all: Vec<Value> = Vec::new();
+    let mut skips = 0;
+    loop {
+        skips += usize::from(at_last > 0);
+        let (status, page) = api
+            .send(api.request(reqwest::Method::GET, "/sessions").query(&[
+                ("sort", field.to_string()),
+                (&format!("{field}>"), last.clone()),
+                ("skip", at_last.to_string()),
+                ("limit", limit.to_string()),
+            ]))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        let page = page.as_array().unwrap().clone();
+        for s in &page {
+            let t = s[field].as_str().unwrap().to_string();
+            if t == last {
+                at_last += 1;
+            } else {
+                (last, at_last) = (t, 1);
+            }
+        }
+        let done = page.len() < limit;
+        all.extend(page);
+        if done {
+            return (all, skips);
+        }
+    }
+}
+
+#[tokio::test]
+async fn generated_sessions_page_by_keyset_and_touched_ones_come_after() {
+    let (clock, mut config) = manual();
+    config.generate_sessions = 3000;
+    let (emulator, api) = start(config).await;
+    assert_eq!(emulator.stats()["entities"]["sessions"], 3000);
+    let (_, first) = api.get("/sessions/by-user-id/user-000001").await;
+    assert_eq!(first["email"], "user-000001@example.com");
+    assert!(first["customData"]["seats"].is_u64() && first["customData"]["trial"].is_boolean());
+
+    for field in ["updatedAt", "createdAt"] {
+        let (walked, skips) = keyset_walk(&api, field, "2023-01-01T00:00:00.000Z", 7).await;
+        let key = |s: &Value| (s[field].as_str().unwrap().to_string(), id(s));
+        let keys: Vec<(String, String)> = walked.iter().map(key).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted, "{field}: in time order, ties by _id");
+        sorted.dedup_by(|a, b| a.1 == b.1);
+        assert_eq!(sorted.len(), 3000, "{field}: every session once");
+        let ties = keys.windows(2).filter(|w| w[0].0 == w[1].0).count();
+        assert!(ties > 20, "{field}: {ties} equal timestamps");
+        if field == "createdAt" {
+            assert!(skips > 0, "some ties were cut by a page");
+        }
+
+        // Descending is the same order reversed.
+        let mut desc = Vec::new();
+        for skip in [0, 1000, 2000] {
+            let (_, page) = api
+                .get(&format!("/sessions?sort=-{field}&limit=1000&skip={skip}"))
+                .await;
+            desc.extend(page.as_array().unwrap().iter().map(key));
+        }
+        desc.reverse();
+        assert_eq!(desc, keys, "{field} descending");
+    }
+
+    // An incremental export: what changed since the last one.
+    clock.advance(Duration::from_secs(1));
+    let touched = emulator.touch_sessions(25);
+    assert_eq!(touched.len(), 25);
+    let (since, _) = keyset_walk(&api, "updatedAt", "2024-01-01T00:00:00.000Z", 10).await;
+    let mut want = touched.clone();
+    want.sort();
+    assert_eq!(since.iter().map(id).collect::<Vec<_>>(), want);
+    assert!(
+        since
+            .iter()
+            .all(|s| s["updatedAt"] == "2024-01-01T00:00:01.000Z")
+    );
+    let (_, again) = api.get(&format!("/sessions/{}", touched[0])).await;
+    assert_eq!(again["updatedAt"], "2024-01-01T00:00:01.000Z");
+
+    // Ticket lists count what matches, not only the page.
+    for i in 0..7 {
+        clock.advance(Duration::from_millis(if i % 2 == 0 { 0 } else { 10 }));
+        api.post("/tickets", json!({"title": format!("t{i}")}))
+            .await;
+    }
+    let (_, list) = api
+        .get("/tickets?sort=createdAt&createdAt>=2024-01-01T00:00:01.010Z&limit=2&skip=1")
+        .await;
+    assert_eq!(
+        (list["count"].as_u64(), list["totalCount"].as_u64()),
+        (Some(2), Some(6))
+    );
+    emulator.shutdown().await.unwrap();
+}

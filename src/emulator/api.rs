@@ -77,6 +77,14 @@ impl App {
         self.lock().store.dump()
     }
 
+    /// Updates `n` sessions now (see `Store::touch_sessions`); their ids.
+    pub fn touch_sessions(&self, n: usize) -> Vec<String> {
+        let now = self.clock.now();
+        let ids = self.lock().store.touch_sessions(now, n);
+        self.dirty.store(true, Ordering::Relaxed);
+        ids
+    }
+
     fn handled(&self, _route: &str) {
         let n = self.handled.fetch_add(1, Ordering::SeqCst) + 1;
         if let Some(hook) = &self.on_request {
@@ -359,40 +367,47 @@ async fn session_by_user_id(State(app): State<Arc<App>>, Path(user_id): Path<Str
     answer(app.lock().store.session_by_user_id(&user_id))
 }
 
-/// The page and the total count of a list query.
-fn list(app: &App, kind: Kind, raw: Option<String>) -> Result<(Vec<Value>, usize), Box<Response>> {
-    let q =
-        query::parse(raw.as_deref()).map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, e)))?;
+/// A list's answer: its page, and for GET /tickets `{tickets, count, totalCount}` (only it
+/// answers how many match in all, and counting can take longer than the page). Serialized
+/// under the lock, so that sessions are written from the store without a copy.
+fn list(app: &App, kind: Kind, raw: Option<String>) -> Response {
+    let q = match query::parse(raw.as_deref()) {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
     let shared = app.lock();
-    let (page, total) = q.run(shared.store.docs(kind));
-    Ok((
-        page.into_iter()
-            .map(|d| shared.store.render_doc(kind, d))
-            .collect(),
-        total,
-    ))
+    let store = &shared.store;
+    let (page, total) = store.list(kind, &q, kind == Kind::Tickets);
+    let body = match kind {
+        // A session renders as stored.
+        Kind::Sessions => serde_json::to_vec(&page),
+        Kind::Messages => serde_json::to_vec(
+            &page
+                .iter()
+                .map(|d| store.render_doc(kind, d))
+                .collect::<Vec<_>>(),
+        ),
+        Kind::Tickets => serde_json::to_vec(&json!({
+            "tickets": page.iter().map(|d| store.render_doc(kind, d)).collect::<Vec<_>>(),
+            "count": page.len(),
+            "totalCount": total.expect("asked for"),
+        })),
+    };
+    drop(shared);
+    match body {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 async fn list_sessions(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Response {
-    match list(&app, Kind::Sessions, raw) {
-        Ok((page, _)) => axum::Json(page).into_response(),
-        Err(r) => *r,
-    }
+    list(&app, Kind::Sessions, raw)
 }
 
 async fn list_tickets(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Response {
-    match list(&app, Kind::Tickets, raw) {
-        Ok((page, total)) => {
-            axum::Json(json!({"tickets": page, "count": page.len(), "totalCount": total}))
-                .into_response()
-        }
-        Err(r) => *r,
-    }
+    list(&app, Kind::Tickets, raw)
 }
 
 async fn list_messages(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Response {
-    match list(&app, Kind::Messages, raw) {
-        Ok((page, _)) => axum::Json(page).into_response(),
-        Err(r) => *r,
-    }
+    list(&app, Kind::Messages, raw)
 }

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod api;
+pub mod index;
 pub mod limits;
 pub mod query;
 pub mod server;
@@ -54,6 +55,9 @@ pub struct EmulatorConfig {
     pub clock: Arc<dyn Clock>,
     /// Called after each request carried out, with the running count (tests).
     pub on_request: Option<api::RequestHook>,
+    /// Synthetic sessions to insert at start, after the data file is loaded (benchmarks):
+    /// the same ones for the same `faults.seed`, see `Store::generate_sessions`. Default 0.
+    pub generate_sessions: usize,
 }
 
 impl Default for EmulatorConfig {
@@ -68,6 +72,7 @@ impl Default for EmulatorConfig {
             data_file: None,
             clock: Arc::new(SystemClock),
             on_request: None,
+            generate_sessions: 0,
         }
     }
 }
@@ -106,6 +111,15 @@ impl Emulator {
             store
                 .load(&data)
                 .map_err(|e| Error::input(path.display().to_string(), e))?;
+        }
+        if config.generate_sessions > 0 {
+            let started = std::time::Instant::now();
+            store.generate_sessions(config.generate_sessions);
+            tracing::info!(
+                "emulator: generated {} sessions in {:.2?}",
+                config.generate_sessions,
+                started.elapsed()
+            );
         }
         let app = Arc::new(App {
             api_key,
@@ -173,6 +187,14 @@ impl Emulator {
     /// What `/__emulator/dump` answers.
     pub fn dump(&self) -> Value {
         self.app.dump()
+    }
+
+    /// Updates `n` sessions (all when there are fewer) as a PUT would at the clock's now:
+    /// `updatedAt` becomes now and `customData.seats` goes up by one. Which ones depends on
+    /// the seed and on the calls before; returns their ids (in stored order). For tests of
+    /// incremental exports, with `EmulatorConfig::generate_sessions`.
+    pub fn touch_sessions(&self, n: usize) -> Vec<String> {
+        self.app.touch_sessions(n)
     }
 
     /// Stops serving and saves the data file.

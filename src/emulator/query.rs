@@ -1,6 +1,12 @@
 //! List queries: `limit` (at most 1000) and `skip`, `sort=field` / `sort=-field`, equality
 //! filters on any property including dotted paths (`customData.importId=x`, a comma for
 //! any-of), and range filters (`createdAt>=...`, `updatedAt<...`, `bugId>10`).
+//!
+//! A list sorted on `createdAt` or `updatedAt` orders documents with the same timestamp by
+//! `_id`: ascending for `sort=field`, descending for `sort=-field` (a descending list is the
+//! ascending one reversed). Other sort fields keep stored order among ties. Such lists can be
+//! answered from the store's timestamp indexes (`IndexPlan`, `ListQuery::run_ordered`), which
+//! give the same pages as the scan (`ListQuery::run`) without looking at every document.
 
 use std::cmp::Ordering;
 
@@ -42,6 +48,46 @@ pub enum Op {
     Gte,
     Lt,
     Lte,
+}
+
+/// The fields the store keeps ordered indexes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeField {
+    CreatedAt,
+    UpdatedAt,
+}
+
+impl TimeField {
+    pub const ALL: [TimeField; 2] = [TimeField::CreatedAt, TimeField::UpdatedAt];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeField::CreatedAt => "createdAt",
+            TimeField::UpdatedAt => "updatedAt",
+        }
+    }
+
+    /// The field a (sort or filter) path names, if it is one of them.
+    pub fn of(path: &[String]) -> Option<TimeField> {
+        match path {
+            [one] if one == "createdAt" => Some(TimeField::CreatedAt),
+            [one] if one == "updatedAt" => Some(TimeField::UpdatedAt),
+            _ => None,
+        }
+    }
+}
+
+/// How to answer a list sorted on `createdAt` or `updatedAt` from that field's index: walk it
+/// from `from` to `to` (milliseconds, both included; `None` for no bound), backwards when
+/// descending, and check each document against the filters the bounds do not already enforce.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexPlan {
+    pub field: TimeField,
+    pub desc: bool,
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    /// Positions in `ListQuery::filters` of the filters left to check per document.
+    pub residual: Vec<usize>,
 }
 
 /// Query parameters that are not filters.
@@ -246,19 +292,25 @@ fn sort_key_cmp(field: &[String], a: Option<&Value>, b: Option<&Value>) -> Order
 }
 
 impl ListQuery {
-    /// The page of matching documents (in stored order, or sorted; ties keep stored order)
-    /// and how many match in all.
+    /// The page of matching documents (in stored order, or sorted: ties by `_id` on
+    /// `createdAt`/`updatedAt`, else in stored order) and how many match in all, looking at
+    /// every document: the scan path.
     pub fn run<'a>(&self, docs: impl Iterator<Item = &'a Doc>) -> (Vec<&'a Doc>, usize) {
         let mut matching: Vec<&Doc> = docs
             .filter(|d| self.filters.iter().all(|f| f.matches(d)))
             .collect();
         let total = matching.len();
         if let Some((field, desc)) = &self.sort {
-            // Order by the key, then by stored order (so ties keep it); only the first
+            // Order by the key (on createdAt and updatedAt, then by `_id`, the order of their
+            // indexes), then by stored order (so other ties keep it); only the first
             // skip + limit need to be in order.
+            let by_id = TimeField::of(field).is_some();
             let mut keyed: Vec<(usize, &Doc)> = matching.into_iter().enumerate().collect();
             let cmp = |a: &(usize, &Doc), b: &(usize, &Doc)| {
-                let ord = sort_key_cmp(field, value_at(a.1, field), value_at(b.1, field));
+                let mut ord = sort_key_cmp(field, value_at(a.1, field), value_at(b.1, field));
+                if by_id {
+                    ord = ord.then_with(|| sort_key_cmp(&[], a.1.get("_id"), b.1.get("_id")));
+                }
                 let ord = if *desc { ord.reverse() } else { ord };
                 ord.then(a.0.cmp(&b.0))
             };
@@ -276,6 +328,94 @@ impl ListQuery {
             .take(self.limit)
             .collect();
         (page, total)
+    }
+
+    /// The plan for answering this query from a timestamp index: when it sorts on
+    /// `createdAt` or `updatedAt`. Range filters on that field with a timestamp value become
+    /// the bounds (exactly: documents in the index are whole milliseconds); every other
+    /// filter stays to be checked per document.
+    pub fn index_plan(&self) -> Option<IndexPlan> {
+        let (path, desc) = self.sort.as_ref()?;
+        let field = TimeField::of(path)?;
+        let mut plan = IndexPlan {
+            field,
+            desc: *desc,
+            from: None,
+            to: None,
+            residual: Vec::new(),
+        };
+        for (i, filter) in self.filters.iter().enumerate() {
+            let bound = match filter.instant {
+                // A leap second's milliseconds are not where chrono orders it.
+                Some(t)
+                    if filter.path == *path
+                        && t.timestamp_subsec_nanos() < 1_000_000_000
+                        && !matches!(filter.op, Op::Eq | Op::Ne) =>
+                {
+                    let ms = t.timestamp_millis();
+                    let whole = t.timestamp_subsec_nanos().is_multiple_of(1_000_000);
+                    // A document at k ms is after t (at ms + a fraction) from ms + 1 on.
+                    match filter.op {
+                        Op::Gte if whole => (Some(ms), None),
+                        Op::Gte | Op::Gt => (Some(ms + 1), None),
+                        Op::Lte => (None, Some(ms)),
+                        Op::Lt if whole => (None, Some(ms - 1)),
+                        Op::Lt => (None, Some(ms)),
+                        Op::Eq | Op::Ne => unreachable!(),
+                    }
+                }
+                _ => {
+                    plan.residual.push(i);
+                    continue;
+                }
+            };
+            if let Some(from) = bound.0 {
+                plan.from = Some(plan.from.map_or(from, |f| f.max(from)));
+            }
+            if let Some(to) = bound.1 {
+                plan.to = Some(plan.to.map_or(to, |t| t.min(to)));
+            }
+        }
+        Some(plan)
+    }
+
+    /// The page from the keys of an index walk already in the list's order (`lookup` gives
+    /// a key's document), with `plan.residual` filters, skip and limit applied: it stops once
+    /// the page is full unless `count_all` asks for how many match in all. Without residual
+    /// filters every key matches, so skipped and counted keys are never looked up.
+    pub fn run_ordered<'a, K>(
+        &self,
+        plan: &IndexPlan,
+        mut keys: impl Iterator<Item = K>,
+        lookup: impl Fn(K) -> &'a Doc,
+        count_all: bool,
+    ) -> (Vec<&'a Doc>, Option<usize>) {
+        let filters: Vec<&Filter> = plan.residual.iter().map(|&i| &self.filters[i]).collect();
+        if filters.is_empty() {
+            let skipped = keys.by_ref().take(self.skip).count();
+            let page: Vec<&Doc> = keys.by_ref().take(self.limit).map(lookup).collect();
+            let total = count_all.then(|| skipped + page.len() + keys.count());
+            return (page, total);
+        }
+        let mut page = Vec::with_capacity(self.limit.min(MAX_LIMIT));
+        if self.limit == 0 && !count_all {
+            return (page, None);
+        }
+        let mut matched = 0usize;
+        for key in keys {
+            let doc = lookup(key);
+            if !filters.iter().all(|f| f.matches(doc)) {
+                continue;
+            }
+            matched += 1;
+            if matched > self.skip && page.len() < self.limit {
+                page.push(doc);
+                if page.len() == self.limit && !count_all {
+                    break;
+                }
+            }
+        }
+        (page, count_all.then_some(matched))
     }
 }
 
@@ -353,6 +493,50 @@ mod tests {
             .map(|d| d["_id"].as_i64().unwrap())
             .collect();
         assert_eq!(got, [2, 5, 8]);
+    }
+
+    #[test]
+    fn index_plans_turn_ranges_on_the_sort_field_into_exact_millisecond_bounds() {
+        let plan = |raw: &str| {
+            let p = parse(Some(raw)).unwrap().index_plan();
+            p.map(|p| (p.field, p.desc, p.from, p.to, p.residual))
+        };
+        // 2024-01-01T00:00:00Z in milliseconds.
+        let t = 1_704_067_200_000;
+        use TimeField::*;
+        for (raw, want) in [
+            ("sort=updatedAt", (UpdatedAt, false, None, None, vec![])),
+            ("sort=-createdAt", (CreatedAt, true, None, None, vec![])),
+            (
+                "sort=updatedAt&updatedAt>=2024-01-01T00:00:00.000Z&updatedAt<2024-01-01T00:00:01Z",
+                (UpdatedAt, false, Some(t), Some(t + 999), vec![]),
+            ),
+            (
+                "sort=updatedAt&updatedAt>2024-01-01T00:00:00Z&updatedAt<=2024-01-01",
+                (UpdatedAt, false, Some(t + 1), Some(t), vec![]),
+            ),
+            // A fraction of a millisecond: whole milliseconds after it, or up to it.
+            (
+                "sort=createdAt&createdAt>=2024-01-01T00:00:00.0005Z&createdAt<2024-01-01T00:00:00.0105Z",
+                (CreatedAt, false, Some(t + 1), Some(t + 10), vec![]),
+            ),
+            // The tightest of several bounds.
+            (
+                "sort=createdAt&createdAt>=2024-01-01&createdAt>=2024-01-01T00:00:02Z&createdAt<=2024-01-02&createdAt<=2024-01-01T00:00:05Z",
+                (CreatedAt, false, Some(t + 2000), Some(t + 5000), vec![]),
+            ),
+            // Other fields, other operators and text that is no timestamp are checked per
+            // document.
+            (
+                "status=OPEN&sort=-updatedAt&createdAt>=2024-01-01&updatedAt=2024-01-01T00:00:00.000Z&updatedAt>=soon&updatedAt<=2024-01-01",
+                (UpdatedAt, true, None, Some(t), vec![0, 1, 2, 3]),
+            ),
+        ] {
+            assert_eq!(plan(raw), Some(want), "{raw}");
+        }
+        assert_eq!(plan("sort=bugId&createdAt>=2024-01-01"), None);
+        assert_eq!(plan("createdAt>=2024-01-01"), None, "stored order");
+        assert_eq!(plan("sort=customData.createdAt"), None);
     }
 
     #[test]

@@ -2,12 +2,14 @@
 //! real API has (ObjectIds, millisecond timestamps, per-project bug ids, references that must
 //! exist, populated sessions in answers).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use indexmap::IndexMap;
 use serde_json::{Map, Value, json};
 
+use super::index::TimeIndexes;
+use super::query::{ListQuery, TimeField};
 use crate::record::format_timestamp;
 
 pub type Doc = Map<String, Value>;
@@ -22,6 +24,10 @@ pub enum Kind {
 
 impl Kind {
     pub const ALL: [Kind; 3] = [Kind::Sessions, Kind::Tickets, Kind::Messages];
+
+    fn index(self) -> usize {
+        self as usize
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -60,8 +66,14 @@ pub struct Store {
     messages: IndexMap<String, Doc>,
     /// userId -> ids of the sessions with it, oldest first.
     user_ids: HashMap<String, Vec<String>>,
+    /// Per kind (`Kind::index`), the documents ordered by `createdAt` and by `updatedAt`.
+    time_indexes: [TimeIndexes; 3],
     next_bug_id: u64,
     ids: ObjectIds,
+    /// The emulator's seed: generated sessions and the sessions `touch_sessions` picks.
+    seed: u64,
+    /// How many times `touch_sessions` ran (each call picks other sessions).
+    touches: u64,
 }
 
 impl Store {
@@ -69,6 +81,7 @@ impl Store {
         Store {
             next_bug_id: 1,
             ids: ObjectIds::new(seed),
+            seed,
             ..Default::default()
         }
     }
@@ -96,6 +109,51 @@ impl Store {
     /// The stored documents of a kind, oldest first.
     pub fn docs(&self, kind: Kind) -> impl Iterator<Item = &Doc> {
         self.collection(kind).values()
+    }
+
+    /// Puts a new document in, and in the indexes.
+    fn insert_doc(&mut self, kind: Kind, id: String, doc: Doc) {
+        let indexes = &mut self.time_indexes[kind.index()];
+        let collection = match kind {
+            Kind::Sessions => &mut self.sessions,
+            Kind::Tickets => &mut self.tickets,
+            Kind::Messages => &mut self.messages,
+        };
+        // `load` of a list with the same `_id` twice: the last one wins.
+        if let Some(old) = collection.get(&id) {
+            indexes.remove(&id, old);
+        }
+        indexes.insert(&id, &doc);
+        collection.insert(id, doc);
+    }
+
+    /// A list query's page and, when `want_total`, how many documents match in all
+    /// (GET /tickets answers it; counting is the only part of a keyset page that is not
+    /// bounded by the page). Sorted on `createdAt` or `updatedAt`, it walks that field's
+    /// index from the query's bounds and stops when the page is full; otherwise, or while
+    /// some document's field is not a canonical timestamp, it scans every document. Both give
+    /// the same pages.
+    pub fn list<'s>(
+        &'s self,
+        kind: Kind,
+        query: &ListQuery,
+        want_total: bool,
+    ) -> (Vec<&'s Doc>, Option<usize>) {
+        if let Some(plan) = query.index_plan() {
+            let index = self.time_indexes[kind.index()].get(plan.field);
+            if index.complete() {
+                let docs = self.collection(kind);
+                let lookup = |id: &str| docs.get(id).expect("indexed documents exist");
+                let ids = index.range(plan.from, plan.to);
+                return if plan.desc {
+                    query.run_ordered(&plan, ids.rev(), lookup, want_total)
+                } else {
+                    query.run_ordered(&plan, ids, lookup, want_total)
+                };
+            }
+        }
+        let (page, total) = query.run(self.docs(kind));
+        (page, Some(total))
     }
 
     fn stamp(&mut self, now: DateTime<Utc>, mut body: Doc) -> (String, Doc) {
@@ -137,7 +195,7 @@ impl Store {
                 .or_default()
                 .push(id.clone());
         }
-        self.sessions.insert(id.clone(), doc);
+        self.insert_doc(Kind::Sessions, id.clone(), doc);
         self.render(Kind::Sessions, &id).expect("just inserted")
     }
 
@@ -160,7 +218,7 @@ impl Store {
             body.entry(key).or_insert(default);
         }
         let (id, doc) = self.stamp(now, body);
-        self.tickets.insert(id.clone(), doc);
+        self.insert_doc(Kind::Tickets, id.clone(), doc);
         Ok(self.render(Kind::Tickets, &id).expect("just inserted"))
     }
 
@@ -200,7 +258,7 @@ impl Store {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        self.messages.insert(id.clone(), doc);
+        self.insert_doc(Kind::Messages, id.clone(), doc);
         if let Some(t) = self.tickets.get_mut(&ticket) {
             t.insert("latestComment".into(), Value::String(id.clone()));
         }
@@ -215,6 +273,18 @@ impl Store {
         now: DateTime<Utc>,
         body: Doc,
     ) -> Result<Value, StoreError> {
+        self.apply_update(kind, id, now, body)?;
+        Ok(self.render(kind, id).expect("exists"))
+    }
+
+    /// `update` without the answer.
+    fn apply_update(
+        &mut self,
+        kind: Kind,
+        id: &str,
+        now: DateTime<Utc>,
+        body: Doc,
+    ) -> Result<(), StoreError> {
         if !self.collection(kind).contains_key(id) {
             return Err(self.not_found(kind));
         }
@@ -234,8 +304,12 @@ impl Store {
                 doc.insert(key, value);
             }
         }
-        doc.insert("updatedAt".into(), Value::String(format_timestamp(&now)));
+        let updated_at = Value::String(format_timestamp(&now));
+        let old_updated_at = doc.insert("updatedAt".into(), updated_at.clone());
         let new_user_id = doc.get("userId").cloned();
+        let index = self.time_indexes[kind.index()].get_mut(TimeField::UpdatedAt);
+        index.remove(old_updated_at.as_ref(), id);
+        index.insert(Some(&updated_at), id);
         if kind == Kind::Sessions && old_user_id != new_user_id {
             if let Some(Value::String(old)) = &old_user_id {
                 self.unindex_user_id(old, id);
@@ -244,7 +318,7 @@ impl Store {
                 self.user_ids.entry(new).or_default().push(id.to_string());
             }
         }
-        Ok(self.render(kind, id).expect("exists"))
+        Ok(())
     }
 
     fn unindex_user_id(&mut self, user_id: &str, id: &str) {
@@ -265,6 +339,7 @@ impl Store {
         if let Some(Value::String(user_id)) = doc.get("userId") {
             self.unindex_user_id(&user_id.clone(), id);
         }
+        self.time_indexes[Kind::Sessions.index()].remove(id, &doc);
         Ok(())
     }
 
@@ -360,8 +435,7 @@ impl Store {
                         .or_default()
                         .push(id.to_string());
                 }
-                self.collection_mut(kind)
-                    .insert(id.to_string(), doc.clone());
+                self.insert_doc(kind, id.to_string(), doc.clone());
             }
         }
         self.next_bug_id = data
@@ -372,8 +446,204 @@ impl Store {
     }
 }
 
+/// What synthetic sessions (`Store::generate_sessions`) are drawn from.
+const FIRST_NAMES: [&str; 8] = [
+    "Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken",
+];
+const LAST_NAMES: [&str; 8] = [
+    "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson",
+];
+const PLANS: [&str; 4] = ["free", "pro", "team", "enterprise"];
+const TAGS: [&str; 6] = ["vip", "beta", "churn-risk", "newsletter", "mobile", "web"];
+
+/// Generated sessions are created from 2023-01-01T00:00:00Z on, over this many days, and
+/// updated up to `GENERATED_UPDATE_DAYS` later: all before 2024-01-01 (`ManualClock::at_2024`),
+/// so that sessions touched "now" are the newest.
+const GENERATED_START_MS: i64 = 1_672_531_200_000;
+const GENERATED_CREATE_DAYS: i64 = 273;
+const GENERATED_UPDATE_DAYS: i64 = 60;
+const DAY_MS: i64 = 86_400_000;
+/// Sessions are generated in chunks of this many, each from its own random sequence, so that
+/// threads can build them (fresh memory is most of the cost) and the result does not depend
+/// on how many there are.
+const GENERATED_CHUNK: usize = 1 << 14;
+
+/// Sessions `first..end` of `n` generated ones, with their ids.
+fn generated_chunk(
+    seed: u64,
+    n: usize,
+    first: usize,
+    end: usize,
+    ids: &ObjectIds,
+) -> Vec<(String, Doc)> {
+    let chunk = (first / GENERATED_CHUNK) as u64;
+    let mut rng = fastrand::Rng::with_seed(
+        seed ^ 0x6765_6e65_7261_7465 ^ chunk.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+    );
+    let span = GENERATED_CREATE_DAYS * DAY_MS;
+    let slot = (span / n as i64).max(1);
+    let mut created = GENERATED_START_MS;
+    let mut out = Vec::with_capacity(end - first);
+    for i in first..end {
+        // About one in ten has the createdAt of the one before.
+        if i == first || rng.u8(..10) != 0 {
+            created =
+                GENERATED_START_MS + (i as i64).saturating_mul(span) / n as i64 + rng.i64(0..slot);
+        }
+        let updated = match rng.u8(..6) {
+            0 | 1 => created,
+            // On a whole minute: equal updatedAt across sessions.
+            2 => {
+                let t = created + rng.i64(0..GENERATED_UPDATE_DAYS * DAY_MS);
+                (t - t.rem_euclid(60_000)).max(created)
+            }
+            _ => created + rng.i64(0..GENERATED_UPDATE_DAYS * DAY_MS),
+        };
+        let created_at = DateTime::from_timestamp_millis(created).expect("a 2023 instant");
+        let updated_at =
+            format_timestamp(&DateTime::from_timestamp_millis(updated).expect("a 2023 instant"));
+        let id = ids.nth(created_at, i);
+        let user_id = format!("user-{:06}", i + 1);
+        let first_name = FIRST_NAMES[rng.usize(..FIRST_NAMES.len())];
+        let last_name = LAST_NAMES[rng.usize(..LAST_NAMES.len())];
+        let plan = PLANS[rng.usize(..PLANS.len())];
+        let mut custom = Map::with_capacity(3);
+        custom.insert("plan".into(), Value::from(plan));
+        custom.insert("seats".into(), Value::from(rng.u32(1..=500)));
+        custom.insert(
+            "trial".into(),
+            Value::from(plan == "free" || rng.u8(..5) == 0),
+        );
+        let tags: Vec<Value> = TAGS
+            .iter()
+            .filter(|_| rng.u8(..4) == 0)
+            .map(|t| Value::from(*t))
+            .collect();
+        let mut doc = Doc::with_capacity(10);
+        doc.insert("_id".into(), Value::String(id.clone()));
+        doc.insert("id".into(), Value::String(id.clone()));
+        doc.insert(
+            "email".into(),
+            Value::String(format!("{user_id}@example.com")),
+        );
+        doc.insert("userId".into(), Value::String(user_id));
+        doc.insert(
+            "name".into(),
+            Value::String(format!("{first_name} {last_name}")),
+        );
+        doc.insert("customData".into(), Value::Object(custom));
+        doc.insert("tags".into(), Value::Array(tags));
+        doc.insert("lastActivity".into(), Value::String(updated_at.clone()));
+        doc.insert(
+            "createdAt".into(),
+            Value::String(format_timestamp(&created_at)),
+        );
+        doc.insert("updatedAt".into(), Value::String(updated_at));
+        out.push((id, doc));
+    }
+    out
+}
+
+impl Store {
+    /// Inserts `n` synthetic sessions straight into the store (no HTTP), the same ones for the
+    /// same seed: userIds `user-000001`, ..., an email, a name, `customData` with a string
+    /// `plan`, an integer `seats` and a boolean `trial`, a list of `tags`, `lastActivity`, and
+    /// `createdAt`/`updatedAt` spread over 2023 in creation order (ObjectIds follow). About
+    /// one session in ten shares the `createdAt` of the one before it, and some `updatedAt`
+    /// fall on a whole minute, so lists see equal timestamps. Threads build the documents.
+    pub fn generate_sessions(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        let ids = self.ids.take(n);
+        let seed = self.seed;
+        let chunks = n.div_ceil(GENERATED_CHUNK);
+        // One thread inserts in order; more than a few building for it would only wait.
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |p| p.get())
+            .clamp(1, 8)
+            .min(chunks);
+        self.sessions.reserve(n);
+        self.user_ids.reserve(n);
+        std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            for worker in 0..threads {
+                let (tx, ids) = (tx.clone(), &ids);
+                scope.spawn(move || {
+                    for chunk in (worker..chunks).step_by(threads) {
+                        let first = chunk * GENERATED_CHUNK;
+                        let end = (first + GENERATED_CHUNK).min(n);
+                        if tx
+                            .send((chunk, generated_chunk(seed, n, first, end, ids)))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+            drop(tx);
+            // In order, whichever thread is ahead.
+            let mut ready = std::collections::BTreeMap::new();
+            let mut next = 0;
+            for (chunk, docs) in rx {
+                ready.insert(chunk, docs);
+                while let Some(docs) = ready.remove(&next) {
+                    for (id, doc) in docs {
+                        let user_id = doc["userId"].as_str().expect("generated").to_string();
+                        self.user_ids.entry(user_id).or_default().push(id.clone());
+                        self.insert_doc(Kind::Sessions, id, doc);
+                    }
+                    next += 1;
+                }
+            }
+        });
+    }
+
+    /// Updates `n` sessions (all of them when there are fewer) as a PUT at `now` would:
+    /// `updatedAt` becomes `now` and `customData.seats` goes up by one (from 0 when missing).
+    /// Which sessions depends on the seed and on how many times this ran before; their ids
+    /// come back in stored order.
+    pub fn touch_sessions(&mut self, now: DateTime<Utc>, n: usize) -> Vec<String> {
+        let count = self.sessions.len();
+        let n = n.min(count);
+        let mut rng = fastrand::Rng::with_seed(
+            self.seed ^ 0x746f_7563_6865_7321 ^ self.touches.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
+        self.touches += 1;
+        // Floyd's sampling: n distinct positions.
+        let mut picked = HashSet::with_capacity(n);
+        for j in count - n..count {
+            let t = rng.usize(..=j);
+            if !picked.insert(t) {
+                picked.insert(j);
+            }
+        }
+        let mut positions: Vec<usize> = picked.into_iter().collect();
+        positions.sort_unstable();
+        let ids: Vec<String> = positions
+            .into_iter()
+            .map(|p| self.sessions.get_index(p).expect("a position").0.clone())
+            .collect();
+        for id in &ids {
+            let mut custom = self.sessions[id]
+                .get("customData")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            let seats = custom.get("seats").and_then(Value::as_i64).unwrap_or(0);
+            custom.insert("seats".into(), Value::from(seats + 1));
+            let mut body = Doc::new();
+            body.insert("customData".into(), Value::Object(custom));
+            self.apply_update(Kind::Sessions, id, now, body)
+                .expect("the session exists");
+        }
+        ids
+    }
+}
+
 /// MongoDB-style ObjectIds: 4 bytes of seconds, 5 random bytes, a 3-byte counter.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct ObjectIds {
     random: [u8; 5],
     counter: u32,
@@ -391,12 +661,33 @@ impl ObjectIds {
     }
 
     fn next(&mut self, now: DateTime<Utc>) -> String {
+        let id = self.nth(now, 0);
         self.counter = (self.counter + 1) & 0x00ff_ffff;
+        id
+    }
+
+    /// Takes the next `n` ids' counters: the ids `nth(now, 0..n)` of the copy returned are
+    /// those `n` calls of `next` would have made.
+    fn take(&mut self, n: usize) -> ObjectIds {
+        let taken = self.clone();
+        self.counter = ((self.counter as usize + n) & 0x00ff_ffff) as u32;
+        taken
+    }
+
+    /// The id `i` calls of `next` from now would make, at `now`.
+    fn nth(&self, now: DateTime<Utc>, i: usize) -> String {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let counter = ((self.counter as usize + i + 1) & 0x00ff_ffff) as u32;
         let mut bytes = [0u8; 12];
         bytes[..4].copy_from_slice(&(now.timestamp() as u32).to_be_bytes());
         bytes[4..9].copy_from_slice(&self.random);
-        bytes[9..].copy_from_slice(&self.counter.to_be_bytes()[1..]);
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        bytes[9..].copy_from_slice(&counter.to_be_bytes()[1..]);
+        let mut id = String::with_capacity(24);
+        for b in bytes {
+            id.push(char::from(HEX[usize::from(b >> 4)]));
+            id.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        id
     }
 }
 
@@ -512,5 +803,338 @@ mod tests {
         assert_eq!(again.dump(), dump);
         assert!(again.session_by_user_id("u1").is_ok());
         assert_eq!(again.create_ticket(now, Doc::new()).unwrap()["bugId"], 2);
+    }
+
+    // The index path of `Store::list` against the scan (`ListQuery::run`), on random stores
+    // and random queries.
+
+    const PLANS: [&str; 3] = ["free", "pro", "team"];
+
+    /// One of 24 instants 250 ms apart from 2024-01-01, so that many documents share one.
+    fn instant(rng: &mut fastrand::Rng) -> DateTime<Utc> {
+        ManualClock::at_2024().now() + chrono::Duration::milliseconds(rng.i64(0..24) * 250)
+    }
+
+    fn session_body(rng: &mut fastrand::Rng) -> Doc {
+        let mut body = obj(json!({
+            "userId": format!("u{}", rng.u8(..20)),
+            "tags": if rng.bool() { json!(["x"]) } else { json!(["y", "z"]) },
+        }));
+        if rng.u8(..5) > 0 {
+            body.insert(
+                "customData".into(),
+                json!({"plan": PLANS[rng.usize(..3)], "seats": rng.u8(..4)}),
+            );
+        }
+        body
+    }
+
+    /// A filter value: a timestamp in one of the forms clients send, near the instants
+    /// documents have (between them, on them, with fractions of a millisecond), or text.
+    fn time_value(rng: &mut fastrand::Rng) -> String {
+        let t = instant(rng) + chrono::Duration::microseconds(rng.i64(-1500..1500));
+        match rng.u8(..8) {
+            0 => t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            1 => t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            2 => t
+                .with_timezone(&chrono::FixedOffset::east_opt(3600).unwrap())
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, false)
+                .replace('+', "%2B"),
+            3 => "2024-01-01".into(),
+            4 => "2024-01-01T00:00:03".into(),
+            5 if rng.u8(..4) == 0 => "not-a-time".into(),
+            _ => t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        }
+    }
+
+    fn random_query(rng: &mut fastrand::Rng, kind: Kind) -> String {
+        let field = if rng.bool() { "createdAt" } else { "updatedAt" };
+        let other = if field == "createdAt" {
+            "updatedAt"
+        } else {
+            "createdAt"
+        };
+        let mut parts = vec![format!("sort={}{field}", if rng.bool() { "-" } else { "" })];
+        for _ in 0..rng.usize(..4) {
+            let on = if rng.u8(..4) == 0 { other } else { field };
+            let op = [">=", "<=", ">", "<", "%3E=", "%3C="][rng.usize(..6)];
+            parts.push(format!("{on}{op}{}", time_value(rng)));
+        }
+        for _ in 0..rng.usize(..3) {
+            parts.push(match (kind, rng.u8(..6)) {
+                (Kind::Sessions, 0) => format!("customData.plan={}", PLANS[rng.usize(..3)]),
+                (Kind::Sessions, 1) => "customData.plan=pro,team".into(),
+                (Kind::Sessions, 2) => "customData.plan!=free".into(),
+                (Kind::Sessions, 3) => "tags=x".into(),
+                (Kind::Tickets, 0) => "status=OPEN".into(),
+                (Kind::Tickets, 1) => "priority=HIGH,LOW".into(),
+                (Kind::Tickets, 2) => "ignoreArchived=true".into(),
+                (_, 4) => format!("{field}={}", format_timestamp(&instant(rng))),
+                _ => format!("{other}!={}", format_timestamp(&instant(rng))),
+            });
+        }
+        if rng.bool() {
+            parts.push(format!("skip={}", rng.usize(..12)));
+        }
+        if rng.u8(..6) > 0 {
+            parts.push(format!("limit={}", rng.usize(..15)));
+        }
+        rng.shuffle(&mut parts);
+        parts.join("&")
+    }
+
+    fn ids_of(page: &[&Doc]) -> Vec<String> {
+        page.iter()
+            .map(|d| d["_id"].as_str().unwrap().into())
+            .collect()
+    }
+
+    /// Runs random queries both ways; all must agree, and take the index path.
+    fn same_pages_both_ways(store: &Store, rng: &mut fastrand::Rng, queries: usize) {
+        for _ in 0..queries {
+            let kind = if rng.u8(..3) == 0 {
+                Kind::Tickets
+            } else {
+                Kind::Sessions
+            };
+            let raw = random_query(rng, kind);
+            let q = crate::emulator::query::parse(Some(&raw)).unwrap();
+            let plan = q.index_plan().expect("sorted on a timestamp");
+            assert!(store.time_indexes[kind.index()].get(plan.field).complete());
+            let (scan_page, scan_total) = q.run(store.docs(kind));
+            let (page, total) = store.list(kind, &q, true);
+            assert_eq!(
+                ids_of(&page),
+                ids_of(&scan_page),
+                "{kind:?} {raw} ({plan:?})"
+            );
+            assert_eq!(total, Some(scan_total), "{kind:?} {raw}");
+            let (page, total) = store.list(kind, &q, false);
+            assert_eq!(ids_of(&page), ids_of(&scan_page), "{kind:?} {raw}");
+            assert_eq!(total, None);
+        }
+    }
+
+    #[test]
+    fn the_index_path_gives_the_scan_pages() {
+        let mut rng = fastrand::Rng::with_seed(20240101);
+        for round in 0..12 {
+            let mut store = Store::new(round);
+            if round % 3 == 2 {
+                // Loaded documents: ids in no particular order against stored order.
+                let sessions: Vec<Value> = (0..80)
+                    .map(|_| {
+                        let mut doc = session_body(&mut rng);
+                        let id: String = (0..24)
+                            .map(|_| char::from_digit(rng.u32(..16), 16).unwrap())
+                            .collect();
+                        doc.insert("_id".into(), json!(id));
+                        doc.insert(
+                            "createdAt".into(),
+                            json!(format_timestamp(&instant(&mut rng))),
+                        );
+                        doc.insert(
+                            "updatedAt".into(),
+                            json!(format_timestamp(&instant(&mut rng))),
+                        );
+                        Value::Object(doc)
+                    })
+                    .collect();
+                store
+                    .load(&json!({"sessions": sessions, "tickets": [], "messages": []}))
+                    .unwrap();
+            }
+            for _ in 0..rng.usize(40..120) {
+                let now = instant(&mut rng);
+                store.create_session(now, session_body(&mut rng));
+            }
+            let session_ids: Vec<String> = store.sessions.keys().cloned().collect();
+            for _ in 0..rng.usize(10..40) {
+                let now = instant(&mut rng);
+                let status = ["OPEN", "DONE"][rng.usize(..2)];
+                let priority = ["LOW", "MEDIUM", "HIGH"][rng.usize(..3)];
+                let mut body = obj(json!({
+                    "status": status,
+                    "priority": priority,
+                    "archived": rng.u8(..4) == 0,
+                }));
+                if rng.bool() {
+                    body.insert(
+                        "session".into(),
+                        json!(session_ids[rng.usize(..session_ids.len())]),
+                    );
+                }
+                store.create_ticket(now, body).unwrap();
+            }
+            same_pages_both_ways(&store, &mut rng, 150);
+
+            // Updates move documents in the updatedAt index, to earlier instants too.
+            for kind in [Kind::Sessions, Kind::Tickets] {
+                let ids: Vec<String> = store.collection(kind).keys().cloned().collect();
+                for id in &ids {
+                    if rng.u8(..3) > 0 {
+                        continue;
+                    }
+                    let body = match kind {
+                        Kind::Sessions => {
+                            obj(json!({"customData": {"plan": PLANS[rng.usize(..3)]}}))
+                        }
+                        _ => obj(json!({"status": "DONE"})),
+                    };
+                    store.update(kind, id, instant(&mut rng), body).unwrap();
+                }
+            }
+            let touched = store.touch_sessions(instant(&mut rng), 10);
+            assert_eq!(touched.len(), 10);
+            same_pages_both_ways(&store, &mut rng, 150);
+
+            for id in &session_ids {
+                if rng.u8(..5) == 0 {
+                    store.delete_session(id).unwrap();
+                }
+            }
+            same_pages_both_ways(&store, &mut rng, 150);
+        }
+    }
+
+    #[test]
+    fn ties_on_a_timestamp_go_by_id_both_ways() {
+        let at = "2024-01-01T00:00:00.000Z";
+        let later = "2024-01-01T00:00:01.000Z";
+        let docs: Vec<Value> = [("c", at), ("a", later), ("d", at), ("b", at)]
+            .iter()
+            .map(|(id, t)| json!({"_id": id, "createdAt": t, "updatedAt": t}))
+            .collect();
+        let mut store = Store::new(1);
+        store
+            .load(&json!({"sessions": docs, "tickets": [], "messages": []}))
+            .unwrap();
+        for (raw, want) in [
+            ("sort=createdAt", vec!["b", "c", "d", "a"]),
+            ("sort=-createdAt", vec!["a", "d", "c", "b"]),
+            ("sort=updatedAt&limit=2&skip=1", vec!["c", "d"]),
+            (
+                "sort=-updatedAt&updatedAt<2024-01-01T00:00:01Z",
+                vec!["d", "c", "b"],
+            ),
+        ] {
+            let q = crate::emulator::query::parse(Some(raw)).unwrap();
+            assert_eq!(
+                ids_of(&store.list(Kind::Sessions, &q, false).0),
+                want,
+                "{raw}"
+            );
+            assert_eq!(
+                ids_of(&q.run(store.docs(Kind::Sessions)).0),
+                want,
+                "{raw} (scan)"
+            );
+        }
+    }
+
+    #[test]
+    fn a_timestamp_in_another_form_turns_the_index_off_until_it_goes() {
+        let mut store = Store::new(1);
+        store
+            .load(&json!({"sessions": [
+                {"_id": "x", "createdAt": "2024-01-01T00:00:00Z", "updatedAt": "2024-01-01T00:00:00.000Z"},
+            ], "tickets": [], "messages": []}))
+            .unwrap();
+        let now = ManualClock::at_2024().now();
+        let s = store.create_session(now, Doc::new());
+        let index = &store.time_indexes[Kind::Sessions.index()];
+        assert!(!index.get(TimeField::CreatedAt).complete());
+        assert!(index.get(TimeField::UpdatedAt).complete());
+        // "…00Z" sorts after "…00.000Z" as text: the scan's order, which the list keeps.
+        let q = crate::emulator::query::parse(Some("sort=createdAt")).unwrap();
+        let (page, total) = store.list(Kind::Sessions, &q, false);
+        assert_eq!(ids_of(&page), [s["_id"].as_str().unwrap(), "x"]);
+        assert_eq!(total, Some(2), "the scan counts anyway");
+        store.delete_session("x").unwrap();
+        let index = &store.time_indexes[Kind::Sessions.index()];
+        assert!(index.get(TimeField::CreatedAt).complete());
+        assert_eq!(index.get(TimeField::CreatedAt).len(), 1);
+        assert_eq!(index.get(TimeField::UpdatedAt).len(), 1);
+    }
+
+    #[test]
+    fn generated_sessions_are_the_same_for_a_seed_and_share_timestamps() {
+        let mut a = Store::new(9);
+        a.generate_sessions(2000);
+        let mut b = Store::new(9);
+        b.generate_sessions(2000);
+        assert_eq!(a.dump(), b.dump());
+        let mut c = Store::new(10);
+        c.generate_sessions(2000);
+        assert_ne!(a.dump(), c.dump());
+
+        let first = a.docs(Kind::Sessions).next().unwrap();
+        assert_eq!(first["userId"], "user-000001");
+        assert_eq!(first["email"], "user-000001@example.com");
+        assert!(first["customData"]["plan"].is_string());
+        assert!(first["customData"]["seats"].is_u64());
+        assert!(first["customData"]["trial"].is_boolean());
+        assert!(first["tags"].is_array());
+        assert!(a.session_by_user_id("user-002000").is_ok());
+        let created: Vec<&str> = a
+            .docs(Kind::Sessions)
+            .map(|d| d["createdAt"].as_str().unwrap())
+            .collect();
+        assert!(
+            created.windows(2).all(|w| w[0] <= w[1]),
+            "in creation order"
+        );
+        assert!(created.windows(2).filter(|w| w[0] == w[1]).count() > 100);
+        let updated: HashSet<&str> = a
+            .docs(Kind::Sessions)
+            .map(|d| d["updatedAt"].as_str().unwrap())
+            .collect();
+        assert!(updated.len() < 2000, "some updatedAt are equal");
+        assert!(created[0] >= "2023-01-01" && updated.iter().all(|u| *u < "2024-01-01"));
+        let index = &a.time_indexes[Kind::Sessions.index()];
+        for field in TimeField::ALL {
+            assert!(index.get(field).complete());
+            assert_eq!(index.get(field).len(), 2000);
+        }
+    }
+
+    #[test]
+    fn touched_sessions_are_the_newest_and_changed() {
+        let mut store = Store::new(3);
+        store.generate_sessions(500);
+        let before = store.dump();
+        let now = ManualClock::at_2024().now();
+        let ids = store.touch_sessions(now, 20);
+        assert_eq!(ids.len(), 20);
+        assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 20, "distinct");
+        let q = crate::emulator::query::parse(Some(
+            "sort=updatedAt&updatedAt>=2024-01-01T00:00:00.000Z",
+        ))
+        .unwrap();
+        let (page, _) = store.list(Kind::Sessions, &q, false);
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids_of(&page), sorted, "ties on now go by _id");
+        let old = |id: &str| {
+            before["sessions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["_id"] == id)
+                .unwrap()
+                .clone()
+        };
+        for doc in &page {
+            let id = doc["_id"].as_str().unwrap();
+            assert_eq!(doc["updatedAt"], "2024-01-01T00:00:00.000Z");
+            assert_eq!(
+                doc["customData"]["seats"].as_u64().unwrap(),
+                old(id)["customData"]["seats"].as_u64().unwrap() + 1
+            );
+            assert_eq!(doc["createdAt"], old(id)["createdAt"]);
+        }
+        let again = store.touch_sessions(now, 20);
+        assert_ne!(again, ids, "another call picks other sessions");
+        assert_eq!(store.touch_sessions(now, 10_000).len(), 500);
     }
 }
