@@ -26,7 +26,10 @@ fn main() {
                 project: Some("65a0000000000000000000aa".into()),
                 quota: None,
                 generate_sessions: sessions,
-                seed: Some(1),
+                faults: gleap_etl::emulator::FaultConfig {
+                    seed: 1,
+                    ..Default::default()
+                },
                 ..Default::default()
             }))
             .unwrap();

@@ -4,14 +4,12 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use gleap_etl::emulator::{Emulator, EmulatorConfig, FaultConfig, Quota};
 use serde_json::Value;
 
-use crate::util::{Dir, Run, repo, write_helpdesk};
+use crate::util::{Dir, Killer, Run, repo, write_helpdesk};
 
 const KEY: &str = "sk-live-TEST-4f9c2e7a1b3d";
 const PROJECT: &str = "65a0000000000000000000cc";
@@ -218,10 +216,7 @@ async fn faults_and_a_tight_quota_lose_and_duplicate_nothing() {
 /// request, before the client heard back) and run again each time: the same exact result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_sigkills_and_reruns_end_with_exact_counts() {
-    let target = Arc::new(AtomicU32::new(0));
-    let kill_at = Arc::new(AtomicU64::new(u64::MAX));
-    let hook_target = target.clone();
-    let hook_kill_at = kill_at.clone();
+    let killer = Killer::new();
     let mut config = emulator_config(
         None,
         FaultConfig {
@@ -230,22 +225,14 @@ async fn five_sigkills_and_reruns_end_with_exact_counts() {
             ..Default::default()
         },
     );
-    config.on_request = Some(Arc::new(move |n| {
-        if n == hook_kill_at.load(Ordering::SeqCst) {
-            let pid = hook_target.load(Ordering::SeqCst);
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-    }));
+    config.on_request = Some(killer.hook());
     let emulator = Emulator::start(config).await.unwrap();
     let dir = Dir::new();
     write_helpdesk(&dir.join("data"), 150, 150, 3);
     let mut rng = fastrand::Rng::with_seed(77);
     let handled = || emulator.stats()["total_requests"].as_u64().unwrap();
-    for kill in 0..5 {
+    for _ in 0..5 {
         let at = handled() + rng.u64(20..180);
-        kill_at.store(at, Ordering::SeqCst);
         let cmd = command(
             &emulator,
             &dir.join("data"),
@@ -253,26 +240,8 @@ async fn five_sigkills_and_reruns_end_with_exact_counts() {
             600_000,
             &[],
         );
-        let target = target.clone();
-        let status = tokio::task::spawn_blocking(move || {
-            let mut cmd = cmd;
-            let mut child = cmd
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            target.store(child.id(), Ordering::SeqCst);
-            child.wait().unwrap()
-        })
-        .await
-        .unwrap();
-        assert_eq!(
-            std::os::unix::process::ExitStatusExt::signal(&status),
-            Some(9),
-            "kill {kill} at request {at}: {status:?}"
-        );
+        killer.run_until_killed(cmd, at).await;
     }
-    kill_at.store(u64::MAX, Ordering::SeqCst);
     let last = run(command(
         &emulator,
         &dir.join("data"),

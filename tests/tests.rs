@@ -3,6 +3,7 @@
 mod util;
 
 mod emulator;
+mod export;
 mod gleap_sink;
 mod migrations;
 mod pipelines;

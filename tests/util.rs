@@ -225,3 +225,63 @@ pub fn write_helpdesk(dir: &Path, users: usize, tickets: usize, per_ticket: usiz
     std::fs::write(dir.join("tickets.csv"), t).unwrap();
     std::fs::write(dir.join("messages.csv"), m).unwrap();
 }
+
+/// Kills a process with SIGKILL when the emulator carries out its request number `kill_at`:
+/// the emulator's request hook, and the pid and request number it acts on.
+#[derive(Clone, Default)]
+pub struct Killer {
+    pub pid: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    pub kill_at: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Killer {
+    pub fn new() -> Killer {
+        let killer = Killer::default();
+        killer.disarm();
+        killer
+    }
+
+    /// The hook to set as `EmulatorConfig::on_request`.
+    pub fn hook(&self) -> gleap_etl::emulator::api::RequestHook {
+        use std::sync::atomic::Ordering;
+        let this = self.clone();
+        std::sync::Arc::new(move |n| {
+            if n == this.kill_at.load(Ordering::SeqCst) {
+                let pid = this.pid.load(Ordering::SeqCst);
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        })
+    }
+
+    pub fn disarm(&self) {
+        self.kill_at
+            .store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Runs `cmd` (output discarded) with the kill armed for request `at`; asserts that it
+    /// ended by SIGKILL.
+    pub async fn run_until_killed(&self, mut cmd: Command, at: u64) {
+        use std::sync::atomic::Ordering;
+        self.kill_at.store(at, Ordering::SeqCst);
+        let pid = self.pid.clone();
+        let status = tokio::task::spawn_blocking(move || {
+            let mut child = cmd
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            pid.store(child.id(), Ordering::SeqCst);
+            child.wait().unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "killed at request {at}: {status:?}"
+        );
+        self.disarm();
+    }
+}
