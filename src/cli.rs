@@ -391,6 +391,7 @@ streams:
       parquet:
         path: {out}
         dataset: {{ {dataset} }}
+        row_group_mib: 16
         rest: otherFields
         flatten: [{flatten}]
 ",

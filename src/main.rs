@@ -5,6 +5,28 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's options, by their number in `mi_option_t` (mimalloc.h, the same in v2 and v3).
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Memory stays low and flat: arenas made from here on are committed as they are used, not up
+/// front, and freed pages go back to the OS after 5 ms instead of 10 (50 instead of 100 for
+/// arenas). Measured on a 1M-session export: peak RSS 163-169 MB -> 117-121 MB
+/// (`cargo bench --bench export`); setting both in the environment, which also covers the
+/// arena mimalloc makes before `main`, gives 89 MB. The environment still wins.
+fn tune_allocator() {
+    for (option, var, value) in [
+        (MI_OPTION_ARENA_EAGER_COMMIT, "MIMALLOC_ARENA_EAGER_COMMIT", 0),
+        (MI_OPTION_PURGE_DELAY, "MIMALLOC_PURGE_DELAY", 5),
+    ] {
+        if std::env::var_os(var).is_none() {
+            // SAFETY: setting an option is a plain store mimalloc allows at any time.
+            unsafe { libmimalloc_sys::mi_option_set(option, value) };
+        }
+    }
+}
+
 fn main() {
+    tune_allocator();
     std::process::exit(gleap_etl::cli::main_with_args(std::env::args_os()));
 }
