@@ -16,7 +16,11 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// arena mimalloc makes before `main`, gives 89 MB. The environment still wins.
 fn tune_allocator() {
     for (option, var, value) in [
-        (MI_OPTION_ARENA_EAGER_COMMIT, "MIMALLOC_ARENA_EAGER_COMMIT", 0),
+        (
+            MI_OPTION_ARENA_EAGER_COMMIT,
+            "MIMALLOC_ARENA_EAGER_COMMIT",
+            0,
+        ),
         (MI_OPTION_PURGE_DELAY, "MIMALLOC_PURGE_DELAY", 5),
     ] {
         if std::env::var_os(var).is_none() {
