@@ -216,15 +216,21 @@ impl StateStore {
         })
     }
 
-    /// Records, durably, that a create is about to be sent.
-    pub fn add_intent(&self, stream: &str, source_id: &str) -> Result<()> {
+    /// Records, durably, that creates are about to be sent: one transaction for several
+    /// (a group commit, see the Gleap sink's `IntentWriter`).
+    pub fn add_intents(&self, stream: &str, source_ids: &[String]) -> Result<()> {
         self.with(|c| {
-            c.execute(
-                "INSERT OR IGNORE INTO intents (stream, source_id) VALUES (?1, ?2)",
-                params![stream, source_id],
-            )
+            let tx = c.transaction()?;
+            {
+                let mut insert = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO intents (stream, source_id) VALUES (?1, ?2)",
+                )?;
+                for id in source_ids {
+                    insert.execute(params![stream, id])?;
+                }
+            }
+            tx.commit()
         })
-        .map(|_| ())
     }
 
     /// Commits confirmations, cleared intents and the checkpoint in one transaction.
@@ -551,8 +557,9 @@ mod tests {
         {
             let store = StateStore::open(dir.path()).unwrap();
             store.restart_stream("users", "fp1").unwrap();
-            store.add_intent("users", "u1").unwrap();
-            store.add_intent("users", "u2").unwrap();
+            store
+                .add_intents("users", &["u1".into(), "u2".into()])
+                .unwrap();
             let commit = Commit {
                 confirmed: vec![(
                     "u1".into(),

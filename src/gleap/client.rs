@@ -179,8 +179,12 @@ impl GleapConfig {
     }
 }
 
-/// Runs right before a request goes out; an `Err` stops it.
-pub type BeforeSend<'a> = dyn Fn() -> std::result::Result<(), String> + Send + Sync + 'a;
+/// Runs right before a request goes out (and is waited for); an `Err` stops it.
+pub type BeforeSend<'a> = dyn Fn() -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::result::Result<(), String>> + Send + 'a>,
+    > + Send
+    + Sync
+    + 'a;
 
 /// Why a call did not give an answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -358,7 +362,7 @@ impl GleapClient {
                 permit
             };
             if let Some(hook) = before_send {
-                hook().map_err(CallError::GaveUp)?;
+                hook().await.map_err(CallError::GaveUp)?;
             }
             for c in [&self.totals, counters] {
                 c.requests.fetch_add(1, Ordering::Relaxed);
