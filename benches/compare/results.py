@@ -113,10 +113,25 @@ def sink_detail(report):
         return {}
 
 
+def build_env(path):
+    env = {}
+    for line in text(path).splitlines():
+        if "=" in line:
+            k, v = line.split("=", 1)
+            env[k] = v  # the last one wins
+    return env
+
+
 def when(d):
     start, load_avg = text(os.path.join(d, "started")), text(os.path.join(d, "loadavg"))
     la = " ".join(load_avg.split()[:3]) if load_avg else "n/a"
-    return f"_Measured {start or 'n/a'}; load average at the start: {la}._"
+    b = build_env(os.path.join(d, "build.env"))
+    binary = ""
+    if b:
+        binary = (f"; gleap-etl built at {b.get('commit', 'unknown')}"
+                  f"{' with uncommitted changes to src/' if b.get('dirty', '0') not in ('0', '') else ''}, "
+                  f"binary {b.get('binary_sha256', '?')} of {b.get('binary_mtime', '?')}")
+    return f"_Measured {start or 'n/a'}; load average at the start: {la}{binary}._"
 
 
 def runs(d, prefix):
@@ -608,9 +623,7 @@ def machine():
 
 def header(out_dir):
     m = machine()
-    build = dict(
-        line.split("=", 1) for line in text(os.path.join(out_dir, "build.env")).splitlines() if "=" in line
-    )
+    build = build_env(os.path.join(out_dir, "build.env"))
     dirty = build.get("dirty", "0") not in ("0", "")
     return "\n".join([
         "# gleap-etl side by side",
@@ -622,9 +635,9 @@ def header(out_dir):
         "",
         f"- Written: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['ram']} RAM, {m['os']}",
-        f"- Toolchain: {m['rustc']}; gleap-etl built with `cargo build --release` at "
+        f"- Toolchain: {m['rustc']}; gleap-etl built with `cargo build --release`, last at "
         f"{build.get('commit', 'unknown')}{' (with uncommitted changes to src/)' if dirty else ''}, "
-        f"binary of {build.get('binary_mtime', 'unknown')}",
+        f"binary of {build.get('binary_mtime', 'unknown')} (each section names the binary it measured)",
         f"- Python {m['python']}: {m['packages']}",
     ])
 
