@@ -173,17 +173,33 @@ fn part_files(part: &PartRow) -> Vec<String> {
 
 /// Every `*.inprogress` file under `dir`.
 fn leftovers(dir: &Path, out: &mut Vec<PathBuf>) {
+    part_files_under(dir, out, &|name| name.ends_with(".inprogress"));
+}
+
+/// Files under `dir` (recursively) whose name `wanted` accepts.
+fn part_files_under(dir: &Path, out: &mut Vec<PathBuf>, wanted: &dyn Fn(&str) -> bool) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
-            leftovers(&path, out);
-        } else if path.extension().is_some_and(|e| e == "inprogress") {
+            part_files_under(&path, out, wanted);
+        } else if path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(wanted)
+        {
             out.push(path);
         }
     }
+}
+
+/// Whether a file name is one this sink gives parts: `part-00012.parquet`, `part-00012-3.parquet`.
+fn is_part_name(name: &str) -> bool {
+    name.strip_prefix("part-")
+        .and_then(|rest| rest.strip_suffix(".parquet"))
+        .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit() || c == '-'))
 }
 
 impl DatasetSink {
@@ -206,6 +222,16 @@ impl DatasetSink {
             .ok_or_else(|| invalid("a dataset needs the run's state store".into()))?;
         let dir = PathBuf::from(&config.path);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        // The folder is the dataset's own: its files are renamed and removed as parts come
+        // and go, so a folder holding something else is refused.
+        let foreign = !dir.join(MANIFEST).exists()
+            && std::fs::read_dir(&dir).map_err(io(&dir))?.next().is_some();
+        if foreign {
+            return Err(Error::output(
+                &dir,
+                "the folder is not empty and has no _manifest.json: not a gleap-etl dataset; choose an empty or new folder",
+            ));
+        }
         let stream = context.stream.clone();
         let dir_text = dir.display().to_string();
         let row = store.dataset(&stream)?.filter(|r| r.dir == dir_text);
@@ -281,6 +307,14 @@ impl DatasetSink {
             } else {
                 std::fs::remove_file(&path).map_err(io(&path))?;
             }
+        }
+        // Part files no committed part names are what a run killed while replacing or
+        // removing a generation left behind: removed, so a glob never reads a row twice.
+        let mut orphans = Vec::new();
+        part_files_under(&dir, &mut orphans, &is_part_name);
+        for path in orphans.into_iter().filter(|p| !committed.contains(p)) {
+            tracing::info!("removing {}: no committed part names it", path.display());
+            std::fs::remove_file(&path).map_err(io(&path))?;
         }
         let parts = store.parts(&stream)?;
         let part = parts.iter().map(|p| p.part + 1).max().unwrap_or(0);
@@ -700,6 +734,35 @@ mod tests {
     }
 
     #[test]
+    fn a_folder_holding_other_files_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("out")).unwrap();
+        std::fs::write(dir.path().join("out/part-00000.parquet"), b"spark's").unwrap();
+        let store = Arc::new(StateStore::open(&dir.path().join("state")).unwrap());
+        let config: ParquetSinkConfig = serde_json::from_value(
+            json!({"path": dir.path().join("out").to_str().unwrap(), "dataset": {}}),
+        )
+        .unwrap();
+        let mut context = SinkContext::new("s", DeadLetters::in_memory(None));
+        context.state = Some(store);
+        let error = DatasetSink::build(&config, config.dataset.as_ref().unwrap(), context)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("not a gleap-etl dataset"), "{error}");
+        assert!(dir.path().join("out/part-00000.parquet").exists());
+    }
+
+    #[test]
+    fn part_names() {
+        assert!(is_part_name("part-00012.parquet"));
+        assert!(is_part_name("part-00012-3.parquet"));
+        assert!(!is_part_name("part-00012.parquet.inprogress"));
+        assert!(!is_part_name("notes.parquet"));
+        assert!(!is_part_name("part-.parquet"));
+    }
+
+    #[test]
     fn a_killed_run_resumes_after_its_last_committed_part() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(StateStore::open(&dir.path().join("state")).unwrap());
@@ -712,6 +775,13 @@ mod tests {
         let mut left = Vec::new();
         leftovers(&dir.path().join("out"), &mut left);
         assert!(left.is_empty(), "{left:?}");
+        feed(&mut again, 20..25);
+        // A part file of a generation whose removal was cut short.
+        std::fs::write(dir.path().join("out/part-00099.parquet"), b"old").unwrap();
+        std::mem::forget(again);
+        let mut again = sink(dir.path(), &store, json!({"infer_rows": 4}));
+        assert!(!dir.path().join("out/part-00099.parquet").exists());
+        assert_eq!(again.resume_after(), Some(19));
         feed(&mut again, 20..25);
         let summary = Box::new(again).finish().unwrap();
         assert_eq!(summary.written, 5);
