@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::record::{
     Position, Record, epoch_to_timestamp, format_timestamp, kind_of, parse_timestamp,
 };
+use crate::transforms::tiptap::html_text;
 
 /// Reads Intercom API dumps.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -784,100 +785,6 @@ fn attachments(v: Option<&Value>) -> Value {
 }
 
 // ---- text of HTML ----
-
-const BLOCK_TAGS: &[&str] = &[
-    "p",
-    "div",
-    "br",
-    "li",
-    "ul",
-    "ol",
-    "h1",
-    "h2",
-    "h3",
-    "h4",
-    "h5",
-    "h6",
-    "tr",
-    "table",
-    "blockquote",
-    "pre",
-    "hr",
-    "section",
-    "article",
-    "header",
-    "footer",
-];
-
-/// The text of an HTML fragment: tags dropped, block boundaries as line breaks, the common
-/// entities decoded. Not a parser: good enough for a title.
-fn html_text(html: &str) -> String {
-    let mut out = String::with_capacity(html.len());
-    let mut rest = html;
-    while let Some(i) = rest.find(['<', '&']) {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i..];
-        if let Some(after) = tail.strip_prefix('<') {
-            let is_tag =
-                after.starts_with(|c: char| c.is_ascii_alphabetic() || c == '/' || c == '!');
-            match after.find('>').filter(|_| is_tag) {
-                Some(end) => {
-                    let name = after[..end]
-                        .trim_start_matches('/')
-                        .split(|c: char| c.is_ascii_whitespace() || c == '/')
-                        .next()
-                        .unwrap_or("")
-                        .to_ascii_lowercase();
-                    if BLOCK_TAGS.contains(&name.as_str()) {
-                        out.push('\n');
-                    }
-                    rest = &after[end + 1..];
-                }
-                None => {
-                    out.push('<');
-                    rest = after;
-                }
-            }
-        } else {
-            let after = &tail[1..];
-            let decoded = after
-                .find(';')
-                .filter(|&n| n <= 10)
-                .and_then(|n| Some((entity(&after[..n])?, n)));
-            match decoded {
-                Some((c, n)) => {
-                    out.push(c);
-                    rest = &after[n + 1..];
-                }
-                None => {
-                    out.push('&');
-                    rest = after;
-                }
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-fn entity(name: &str) -> Option<char> {
-    Some(match name {
-        "amp" => '&',
-        "lt" => '<',
-        "gt" => '>',
-        "quot" => '"',
-        "apos" => '\'',
-        "nbsp" => ' ',
-        _ => {
-            let num = name.strip_prefix('#')?;
-            let code = match num.strip_prefix(['x', 'X']) {
-                Some(hex) => u32::from_str_radix(hex, 16).ok()?,
-                None => num.parse().ok()?,
-            };
-            char::from_u32(code)?
-        }
-    })
-}
 
 /// Whitespace runs as one space, trimmed.
 fn collapse(s: &str) -> String {

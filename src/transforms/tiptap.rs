@@ -146,6 +146,53 @@ pub fn html_to_doc(html: &str) -> (Value, Vec<Value>) {
     (doc_json(out.finish()), converter.attachments)
 }
 
+/// The text of an HTML fragment: line breaks where blocks start and end and at `br`/`hr`,
+/// entities decoded, scripts, styles and the like left out (a title, a first line).
+pub fn html_text(html: &str) -> String {
+    enum Step<N> {
+        Node(N),
+        Newline,
+    }
+    let parsed = Html::parse_fragment(html);
+    let mut out = String::with_capacity(html.len());
+    let mut stack: Vec<_> = parsed
+        .tree
+        .root()
+        .children()
+        .rev()
+        .map(Step::Node)
+        .collect();
+    while let Some(step) = stack.pop() {
+        let node = match step {
+            Step::Node(node) => node,
+            Step::Newline => {
+                out.push('\n');
+                continue;
+            }
+        };
+        if let Some(text) = node.value().as_text() {
+            out.push_str(text);
+            continue;
+        }
+        let Some(element) = node.value().as_element() else {
+            continue;
+        };
+        match element.name() {
+            name if DROPPED.contains(&name) => {}
+            "br" | "hr" => out.push('\n'),
+            name => {
+                let block = BLOCKS.contains(&name);
+                if block {
+                    out.push('\n');
+                    stack.push(Step::Newline);
+                }
+                stack.extend(node.children().rev().map(Step::Node));
+            }
+        }
+    }
+    out
+}
+
 /// Elements below this depth are read as plain text (with their breaks and images), so the
 /// conversion cannot run out of stack.
 const MAX_DEPTH: usize = 200;
@@ -889,6 +936,14 @@ mod tests {
 
     fn br() -> Value {
         json!({"type": "hardBreak"})
+    }
+
+    #[test]
+    fn text_of_html_breaks_at_blocks_and_leaves_scripts_out() {
+        assert_eq!(
+            html_text("<p>a&amp;b</p><script>x()</script>c<br>d<ul><li>e</li></ul>"),
+            "\na&b\nc\nd\n\ne\n\n"
+        );
     }
 
     #[test]
