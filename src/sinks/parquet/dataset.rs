@@ -21,18 +21,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use indexmap::IndexMap;
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::WriterProperties;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::builder::{BatchBuilder, Problem};
 use super::schema::{self, Fields};
-use super::{
-    MAX_BATCH_TEXT_BYTES, OpenFile, ParquetCompression, ParquetSinkConfig, Shaper, problem_reason,
-};
+use super::{OpenFile, ParquetCompression, ParquetSinkConfig, Shaper};
 use crate::error::{Error, Result};
 use crate::record::{FieldPath, FieldType, Position, Record, Value, parse_timestamp};
 use crate::sinks::{Sink, SinkContext, SinkSummary};
@@ -358,9 +354,9 @@ impl DatasetSink {
     }
 
     fn fix_schema(&mut self) -> Result<()> {
-        let mut fields = schema::infer(self.sample.iter().map(|(r, _)| r));
-        schema::apply_declared(&mut fields, &self.declared);
-        self.shaper.add_columns(&mut fields);
+        let fields = self
+            .shaper
+            .columns(self.sample.iter().map(|(r, _)| r), &self.declared);
         self.inferred_from = self.sample.len();
         self.fields = Some(fields);
         for (record, position) in std::mem::take(&mut self.sample) {
@@ -408,20 +404,13 @@ impl DatasetSink {
         }
         let temp = inprogress(&path);
         let file = File::create(&temp).map_err(io(&temp))?;
-        let arrow_schema = schema::arrow_schema(&fields);
-        let writer =
-            ArrowWriter::try_new(file, arrow_schema.clone(), Some(self.properties.clone()))
-                .map_err(|e| Error::output(&temp, e))?;
+        let open =
+            OpenFile::new(file, fields, &self.properties).map_err(|e| Error::output(&temp, e))?;
         self.files.insert(
             folder.to_string(),
             PartFile {
                 name,
-                open: OpenFile {
-                    batch: BatchBuilder::new(&fields, arrow_schema),
-                    fields,
-                    writer,
-                    batch_text_bytes: 0,
-                },
+                open,
                 rows: 0,
             },
         );
@@ -430,19 +419,13 @@ impl DatasetSink {
 
     fn write_row(&mut self, mut record: Record, position: Position) -> Result<()> {
         let fields = self.fields.as_ref().expect("the schema is fixed");
-        let problem = match self.shaper.fit(fields, &mut record) {
-            Ok(bytes) if bytes <= MAX_BATCH_TEXT_BYTES => None,
-            Ok(bytes) => Some(format!(
-                "the record holds {bytes} bytes of text; a Parquet batch takes at most {MAX_BATCH_TEXT_BYTES}"
-            )),
-            Err(p @ (Problem::Unknown { .. } | Problem::Mismatch { .. })) => {
-                Some(problem_reason(p, self.inferred_from))
+        let bytes = match self.shaper.check(fields, &mut record, self.inferred_from) {
+            Ok(bytes) => bytes,
+            Err(reason) => {
+                self.rejected += 1;
+                return self.context.reject(&position, reason, record);
             }
         };
-        if let Some(reason) = problem {
-            self.rejected += 1;
-            return self.context.reject(&position, reason, record);
-        }
         let folder = match &self.config.partition_by {
             Some(p) => p.folder(&record),
             None => String::new(),
@@ -454,14 +437,10 @@ impl DatasetSink {
         let budget = self.row_group_bytes / self.files.len().max(1);
         let batch_rows = self.batch_rows;
         let file = self.files.get_mut(&folder).expect("just opened");
-        let path = self.dir.join(&file.name);
-        file.open.batch.append(&record);
+        file.open
+            .append(&record, bytes, batch_rows, budget.max(1 << 20))
+            .map_err(|e| Error::output(self.dir.join(&file.name), e))?;
         file.rows += 1;
-        if file.open.batch.len() >= batch_rows {
-            file.open
-                .write_batch(budget.max(1 << 20))
-                .map_err(|e| Error::output(&path, e))?;
-        }
         self.part_rows += 1;
         self.written += 1;
         Ok(())

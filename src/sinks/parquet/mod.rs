@@ -110,7 +110,7 @@ pub const MAX_ROW_GROUP_ROWS: usize = 1_000_000;
 /// The most text (in string and json columns) one record batch holds; Arrow's 32-bit
 /// offsets cap a column at 2 GiB. A batch is cut early to stay below, and a record holding
 /// more than this on its own is sent to the dead-letter file.
-pub(crate) const MAX_BATCH_TEXT_BYTES: usize = 1 << 30;
+const MAX_BATCH_TEXT_BYTES: usize = 1 << 30;
 
 fn default_row_group_mib() -> usize {
     DEFAULT_ROW_GROUP_MIB
@@ -264,6 +264,35 @@ impl Shaper {
         }
     }
 
+    /// The schema: inferred from the sample, with the declared types and the extra columns.
+    fn columns<'a>(
+        &self,
+        sample: impl IntoIterator<Item = &'a Record>,
+        declared: &IndexMap<String, FieldType>,
+    ) -> Fields {
+        let mut fields = schema::infer(sample);
+        schema::apply_declared(&mut fields, declared);
+        self.add_columns(&mut fields);
+        fields
+    }
+
+    /// Makes the record fit the schema (see [`Shaper::fit`]): the bytes of text it holds, or
+    /// why it cannot be written (`inferred_from`: how many records the schema came from).
+    fn check(
+        &self,
+        fields: &Fields,
+        record: &mut Record,
+        inferred_from: usize,
+    ) -> std::result::Result<usize, String> {
+        match self.fit(fields, record) {
+            Ok(bytes) if bytes <= MAX_BATCH_TEXT_BYTES => Ok(bytes),
+            Ok(bytes) => Err(format!(
+                "the record holds {bytes} bytes of text; a Parquet batch takes at most {MAX_BATCH_TEXT_BYTES}"
+            )),
+            Err(problem) => Err(problem_reason(problem, inferred_from)),
+        }
+    }
+
     /// Checks the record against the schema, moving fields that do not fit into `rest`
     /// when there is one; the bytes of text it adds, or why it cannot be written.
     fn fit(&self, fields: &Fields, record: &mut Record) -> std::result::Result<usize, Problem> {
@@ -328,6 +357,43 @@ struct OpenFile {
 }
 
 impl OpenFile {
+    fn new(
+        file: File,
+        fields: Fields,
+        properties: &WriterProperties,
+    ) -> std::result::Result<OpenFile, String> {
+        let arrow_schema = schema::arrow_schema(&fields);
+        let writer = ArrowWriter::try_new(file, arrow_schema.clone(), Some(properties.clone()))
+            .map_err(|e| e.to_string())?;
+        Ok(OpenFile {
+            batch: BatchBuilder::new(&fields, arrow_schema),
+            fields,
+            writer,
+            batch_text_bytes: 0,
+        })
+    }
+
+    /// Adds a record that fits (holding `bytes` of text, see [`Shaper::check`]); the batch is
+    /// written first if the record's text would push it past what a batch holds, and after
+    /// once it has `batch_rows` records.
+    fn append(
+        &mut self,
+        record: &Record,
+        bytes: usize,
+        batch_rows: usize,
+        row_group_bytes: usize,
+    ) -> std::result::Result<(), String> {
+        if self.batch_text_bytes + bytes > MAX_BATCH_TEXT_BYTES {
+            self.write_batch(row_group_bytes)?;
+        }
+        self.batch.append(record);
+        self.batch_text_bytes += bytes;
+        if self.batch.len() >= batch_rows {
+            self.write_batch(row_group_bytes)?;
+        }
+        Ok(())
+    }
+
     /// Writes the records appended so far as a batch; closes the row group once it is big.
     fn write_batch(&mut self, row_group_bytes: usize) -> std::result::Result<(), String> {
         if self.batch.is_empty() {
@@ -355,23 +421,15 @@ impl ParquetSink {
     /// Fixes the schema from the records held (and the declared types), opens the writer and
     /// writes the records held.
     fn fix_schema(&mut self) -> Result<()> {
-        let mut fields = schema::infer(self.sample.iter().map(|(r, _)| r));
-        schema::apply_declared(&mut fields, &self.declared);
-        self.shaper.add_columns(&mut fields);
-        let arrow_schema = schema::arrow_schema(&fields);
+        let fields = self
+            .shaper
+            .columns(self.sample.iter().map(|(r, _)| r), &self.declared);
         let Some(file) = self.file.take() else {
             return Err(self.output_error("the schema was fixed twice"));
         };
-        let writer =
-            ArrowWriter::try_new(file, arrow_schema.clone(), Some(self.properties.clone()))
-                .map_err(|e| self.output_error(e))?;
         self.inferred_from = self.sample.len();
-        self.open = Some(OpenFile {
-            batch: BatchBuilder::new(&fields, arrow_schema),
-            fields,
-            writer,
-            batch_text_bytes: 0,
-        });
+        self.open =
+            Some(OpenFile::new(file, fields, &self.properties).map_err(|e| self.output_error(e))?);
         for (record, position) in std::mem::take(&mut self.sample) {
             self.write_row(record, position)?;
         }
@@ -385,58 +443,45 @@ impl ParquetSink {
                 "a row came before the schema was fixed",
             ));
         };
-        let reason = match self.shaper.fit(&open.fields, &mut record) {
-            Ok(bytes) if bytes <= MAX_BATCH_TEXT_BYTES => {
-                if open.batch_text_bytes + bytes > MAX_BATCH_TEXT_BYTES {
-                    open.write_batch(self.row_group_bytes)
-                        .map_err(|e| output_error(&self.pending, e))?;
-                }
-                open.batch.append(&record);
-                open.batch_text_bytes += bytes;
+        match self
+            .shaper
+            .check(&open.fields, &mut record, self.inferred_from)
+        {
+            Ok(bytes) => {
+                open.append(&record, bytes, self.batch_rows, self.row_group_bytes)
+                    .map_err(|e| output_error(&self.pending, e))?;
                 self.written += 1;
-                if open.batch.len() >= self.batch_rows {
-                    open.write_batch(self.row_group_bytes)
-                        .map_err(|e| output_error(&self.pending, e))?;
-                }
-                return Ok(());
+                Ok(())
             }
-            Ok(bytes) => format!(
-                "the record holds {bytes} bytes of text; a Parquet batch takes at most {MAX_BATCH_TEXT_BYTES}"
-            ),
-            Err(problem) => self.reason(problem),
-        };
-        self.rejected += 1;
-        self.context.reject(&position, reason, record)
-    }
-
-    fn reason(&self, problem: Problem) -> String {
-        problem_reason(problem, self.inferred_from)
+            Err(reason) => {
+                self.rejected += 1;
+                self.context.reject(&position, reason, record)
+            }
+        }
     }
 }
 
 /// Why a record does not fit the schema, in words.
 fn problem_reason(problem: Problem, inferred_from: usize) -> String {
-    {
-        let inferred = format!(
-            "schema inferred from the first {} record{}; declare it in sink.parquet.schema",
-            inferred_from,
-            if inferred_from == 1 { "" } else { "s" }
-        );
-        match problem {
-            Problem::Unknown { path } => format!("field {path}: not in the schema ({inferred})"),
-            Problem::Mismatch {
-                path,
-                expected,
-                found,
-                declared,
-            } => {
-                let hint = if declared {
-                    "declared in sink.parquet.schema"
-                } else {
-                    &inferred
-                };
-                format!("field {path}: expected {expected}, found {found} ({hint})")
-            }
+    let inferred = format!(
+        "schema inferred from the first {} record{}; declare it in sink.parquet.schema",
+        inferred_from,
+        if inferred_from == 1 { "" } else { "s" }
+    );
+    match problem {
+        Problem::Unknown { path } => format!("field {path}: not in the schema ({inferred})"),
+        Problem::Mismatch {
+            path,
+            expected,
+            found,
+            declared,
+        } => {
+            let hint = if declared {
+                "declared in sink.parquet.schema"
+            } else {
+                &inferred
+            };
+            format!("field {path}: expected {expected}, found {found} ({hint})")
         }
     }
 }
