@@ -17,7 +17,7 @@ use super::store::Doc;
 use crate::record::parse_timestamp;
 
 /// The most a list answers at once.
-pub const MAX_LIMIT: usize = 1000;
+pub const MAX_LIMIT: usize = crate::gleap::client::MAX_PAGE_SIZE;
 /// What a list answers without `limit`.
 pub const DEFAULT_LIMIT: usize = 1000;
 

@@ -117,7 +117,10 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
                         .source_cursor(name)
                         .ok()
                         .flatten()
-                        .is_some_and(|c| c.contains("\"complete\":false"))
+                        .and_then(|c| {
+                            serde_json::from_str::<crate::sources::gleap::Cursor>(&c).ok()
+                        })
+                        .is_some_and(|c| !c.complete)
             }),
             None => false,
         };

@@ -28,6 +28,8 @@ use crate::error::{Error, Result};
 
 /// The public API's address.
 pub const GLEAP_BASE_URL: &str = "https://api.gleap.io/v3";
+/// The most records a Gleap list request answers at once (`limit`).
+pub const MAX_PAGE_SIZE: usize = 1000;
 /// We pace at this share of the quota, to keep clear of 429s when answers arrive unevenly.
 const QUOTA_SHARE: f64 = 0.985;
 const BACKOFF_BASE: Duration = Duration::from_millis(200);

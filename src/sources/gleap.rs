@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use super::{OpenedSource, ProgressUnit, Rejected, SourceItem, SourceProgress};
 use crate::error::{Error, Result};
-use crate::gleap::client::RequestCounters;
+use crate::gleap::client::{MAX_PAGE_SIZE, RequestCounters};
 use crate::gleap::model::{Field, FieldKind};
 use crate::record::{FieldType, Position};
 use crate::sinks::gleap::{Entity, GleapRun};
@@ -54,7 +54,7 @@ pub struct GleapSourceConfig {
 }
 
 fn default_page_size() -> usize {
-    1000
+    MAX_PAGE_SIZE
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -210,7 +210,7 @@ impl GleapSourceConfig {
                 "the gleap source reads from Gleap during a run; it cannot be a lookup table or be planned".into(),
             )
         })?;
-        if !(1..=crate::emulator::query::MAX_LIMIT).contains(&self.page_size) {
+        if !(1..=MAX_PAGE_SIZE).contains(&self.page_size) {
             return Err(Error::Other(format!(
                 "source.gleap.page_size: {} is not between 1 and 1000",
                 self.page_size
@@ -367,6 +367,14 @@ impl Pager {
         &self.cursor.order_by
     }
 
+    /// A page request through the run's client (its rate limit and retries).
+    fn request(
+        &self,
+        query: Vec<(String, String)>,
+    ) -> impl std::future::Future<Output = PageResult> + Send + 'static {
+        fetch(self.run.clone(), self.counters.clone(), self.entity, query)
+    }
+
     /// The query of the next page from the cursor.
     fn next_query(&self) -> Vec<(String, String)> {
         let field = self.field().to_string();
@@ -397,14 +405,7 @@ impl Pager {
             ("sort".to_string(), format!("-{field}")),
             ("limit".to_string(), "1".to_string()),
         ];
-        let newest = self
-            .block_on(fetch(
-                self.run.clone(),
-                self.counters.clone(),
-                self.entity,
-                query,
-            ))
-            .map_err(Error::Other)?;
+        let newest = self.block_on(self.request(query)).map_err(Error::Other)?;
         match newest
             .first()
             .and_then(|d| d.get(&field))
@@ -431,15 +432,7 @@ impl Pager {
         }
         let page = match self.pending.take() {
             Some(handle) => self.block_on(handle),
-            None => {
-                let fut = fetch(
-                    self.run.clone(),
-                    self.counters.clone(),
-                    self.entity,
-                    self.next_query(),
-                );
-                Ok(self.block_on(fut))
-            }
+            None => Ok(self.block_on(self.request(self.next_query()))),
         }
         .map_err(|e| Error::Other(format!("reading a page: {e}")))?
         .map_err(Error::Other)?;
@@ -495,13 +488,7 @@ impl Pager {
         if !full {
             self.cursor.complete = true;
         } else {
-            let fut = fetch(
-                self.run.clone(),
-                self.counters.clone(),
-                self.entity,
-                self.next_query(),
-            );
-            self.pending = Some(self.run.runtime.spawn(fut));
+            self.pending = Some(self.run.runtime.spawn(self.request(self.next_query())));
         }
         if fresh > 0 || self.cursor.complete {
             self.publish_cursor();

@@ -18,7 +18,9 @@ use super::tracker::SeqTracker;
 use super::{Entity, GleapRun, GleapSinkConfig, Prepared, Preparer, SessionKey, matches_remote};
 use crate::dead_letter::DeadLetter;
 use crate::error::{Error, Result};
-use crate::gleap::client::{Answer, CallError, GleapClient, RequestCounters, backoff};
+use crate::gleap::client::{
+    Answer, CallError, GleapClient, MAX_PAGE_SIZE, RequestCounters, backoff,
+};
 use crate::gleap::model::field;
 use crate::record::{Position, Record};
 use crate::sinks::{Sink, SinkContext, SinkSummary};
@@ -234,7 +236,7 @@ impl GleapSinkConfig {
     }
 }
 
-/// Pages through every session (1000 a request), keyed by `key`.
+/// Pages through every session (`MAX_PAGE_SIZE` a request), keyed by `key`.
 async fn prefetch(
     client: &GleapClient,
     key: SessionKey,
@@ -243,9 +245,9 @@ async fn prefetch(
     let mut sessions = HashMap::new();
     let mut skip = 0usize;
     loop {
-        let skip_text = skip.to_string();
+        let (skip_text, limit) = (skip.to_string(), MAX_PAGE_SIZE.to_string());
         let query = [
-            ("limit", "1000"),
+            ("limit", limit.as_str()),
             ("skip", skip_text.as_str()),
             ("sort", "createdAt"),
         ];
@@ -264,7 +266,7 @@ async fn prefetch(
                 sessions.entry(k.to_string()).or_insert(session);
             }
         }
-        if n < 1000 {
+        if n < MAX_PAGE_SIZE {
             return Ok(sessions);
         }
         skip += n;
