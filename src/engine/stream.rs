@@ -40,7 +40,7 @@ pub struct StreamRun<'a> {
     /// Set when the run is stopping; the stream gives up at the next batch.
     pub cancel: Arc<AtomicBool>,
     pub bar: StreamBar,
-    /// The run's Gleap client and state store, when it has Gleap sinks.
+    /// The run's Gleap client and state store, when it has Gleap sinks or sources.
     pub gleap: Option<Arc<crate::sinks::gleap::GleapRun>>,
     /// The run's state store, when it needs one (Gleap, datasets).
     pub state: Option<Arc<crate::state::StateStore>>,
@@ -114,10 +114,10 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
                     (Ok(()), Some(sink)) => {
                         report.sink = sink.finish()?;
                         // An API source read to its end: the next run starts after it.
-                        if let (Some(log), Some(g)) = (&cursor, &gleap)
+                        if let (Some(log), Some(store)) = (&cursor, &state)
                             && let Some(last) = log.last()
                         {
-                            g.store.set_source_cursor(&name, &last)?;
+                            store.set_source_cursor(&name, &last)?;
                         }
                         Ok(())
                     }

@@ -124,8 +124,6 @@ pub struct DatasetSink {
     dir: PathBuf,
     store: Arc<StateStore>,
     generation: i64,
-    /// The generation readers use until this run completes.
-    current: Option<i64>,
     /// The number of the part being written.
     part: i64,
     infer_rows: usize,
@@ -332,7 +330,6 @@ impl DatasetSink {
             dir,
             store,
             generation,
-            current,
             part,
             infer_rows: config.infer_rows.max(1),
             batch_rows: config.batch_rows,
@@ -506,20 +503,16 @@ impl DatasetSink {
             })
         };
         let parts = self.store.parts(stream)?;
-        let current_parts: Vec<Value> = parts
+        let of = |generation: Option<i64>| -> Vec<&PartRow> {
+            parts
+                .iter()
+                .filter(|p| Some(p.generation) == generation)
+                .collect()
+        };
+        let (current_parts, pending) = (of(current), of(building));
+        let files: Vec<Value> = current_parts
             .iter()
-            .filter(|p| Some(p.generation) == current)
-            .map(describe)
-            .collect();
-        let pending: Vec<Value> = parts
-            .iter()
-            .filter(|p| Some(p.generation) == building)
-            .map(describe)
-            .collect();
-        let files: Vec<Value> = parts
-            .iter()
-            .filter(|p| Some(p.generation) == current)
-            .flat_map(part_files)
+            .flat_map(|p| part_files(p))
             .map(Value::String)
             .collect();
         let manifest = json!({
@@ -528,10 +521,10 @@ impl DatasetSink {
             "stream": stream,
             "updated_at": crate::record::format_timestamp(&chrono::Utc::now()),
             "generation": current,
-            "rows": parts.iter().filter(|p| Some(p.generation) == current).map(|p| p.rows).sum::<u64>(),
+            "rows": current_parts.iter().map(|p| p.rows).sum::<u64>(),
             "files": files,
-            "parts": current_parts,
-            "pending": {"generation": building, "parts": pending},
+            "parts": current_parts.iter().map(|p| describe(p)).collect::<Vec<_>>(),
+            "pending": {"generation": building, "parts": pending.iter().map(|p| describe(p)).collect::<Vec<_>>()},
             "cursor": self.store.source_cursor(stream)?.and_then(|c| serde_json::from_str::<Value>(&c).ok()),
             "partition_by": self.config.partition_by.as_ref().map(|p| p.field.as_str().to_string()),
         });
@@ -606,7 +599,6 @@ impl Sink for DatasetSink {
         for p in &old {
             remove_files(&self.dir, p);
         }
-        self.current = Some(self.generation);
         self.write_manifest()?;
         let parts = self.store.parts(&stream)?;
         let bytes: u64 = parts
