@@ -91,6 +91,11 @@ pub struct GleapConfig {
     /// Attempts per request before giving up (429s not counted). Default 8.
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// How long a look-up through a list (a session by `email`) keeps looking for a record
+    /// whose create answer was lost before taking it for absent, for lists served from an
+    /// index that shows new records late (`gleap-etl doctor` measures it). Default 4.
+    #[serde(default)]
+    pub lookup_settle_secs: Option<f64>,
 }
 
 /// `concurrency: 8` or `concurrency: adaptive`.
@@ -129,6 +134,7 @@ pub struct ClientSettings {
     pub concurrency: ConcurrencySetting,
     pub timeout: Duration,
     pub max_attempts: u32,
+    pub lookup_settle: Duration,
 }
 
 impl GleapConfig {
@@ -177,6 +183,9 @@ impl GleapConfig {
             concurrency: self.concurrency.unwrap_or(ConcurrencySetting::Adaptive),
             timeout: Duration::from_secs_f64(self.timeout_secs.unwrap_or(30.0).max(0.1)),
             max_attempts: self.max_attempts.unwrap_or(8).max(1),
+            lookup_settle: Duration::from_secs_f64(
+                self.lookup_settle_secs.unwrap_or(4.0).clamp(0.0, 600.0),
+            ),
         })
     }
 }
@@ -249,6 +258,8 @@ pub struct GleapClient {
     consecutive_429: AtomicU64,
     concurrency: ConcurrencyLimit,
     pub totals: RequestCounters,
+    /// The largest page each list endpoint answered (safe paging, `super::paging`).
+    page_sizes: super::paging::PageSizes,
 }
 
 impl std::fmt::Debug for GleapClient {
@@ -291,12 +302,18 @@ impl GleapClient {
             consecutive_429: AtomicU64::new(0),
             concurrency,
             totals: RequestCounters::default(),
+            page_sizes: Default::default(),
             settings,
         })
     }
 
     pub fn settings(&self) -> &ClientSettings {
         &self.settings
+    }
+
+    /// The largest page each list endpoint has answered in this run.
+    pub fn page_sizes(&self) -> &super::paging::PageSizes {
+        &self.page_sizes
     }
 
     /// The concurrency limit now (it moves when adaptive).
@@ -335,12 +352,13 @@ impl GleapClient {
         create: bool,
         counters: &RequestCounters,
     ) -> std::result::Result<Answer, CallError> {
-        self.call_with(method, path, query, body, create, counters, None)
+        self.call_with(method, path, query, body, create, counters, None, &[])
             .await
     }
 
     /// [`GleapClient::call`], running `before_send` once the request is admitted (after the
-    /// rate limit), right before each attempt goes out: creates record their intent there.
+    /// rate limit), right before each attempt goes out: creates record their intent there;
+    /// `headers` are sent besides the key and project.
     #[allow(clippy::too_many_arguments)]
     pub async fn call_with(
         &self,
@@ -351,6 +369,7 @@ impl GleapClient {
         create: bool,
         counters: &RequestCounters,
         before_send: Option<&BeforeSend<'_>>,
+        headers: &[(&str, &str)],
     ) -> std::result::Result<Answer, CallError> {
         let url = format!("{}{path}", self.settings.base_url);
         let mut attempt = 0u32;
@@ -376,6 +395,9 @@ impl GleapClient {
                 .bearer_auth(self.settings.api_key.expose())
                 .header("project", &self.settings.project)
                 .timeout(self.settings.timeout);
+            for (name, value) in headers {
+                request = request.header(*name, *value);
+            }
             if !query.is_empty() {
                 request = request.query(query);
             }

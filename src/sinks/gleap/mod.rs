@@ -7,6 +7,7 @@
 //! ticket. A record costs no request when its hash is unchanged, one when it is new (with
 //! `prefetch`) or changed, and a look-up more only when an earlier attempt left it uncertain.
 
+mod lookup;
 mod sink;
 mod tracker;
 
@@ -89,7 +90,7 @@ impl Entity {
         }
     }
 
-    fn singular(self) -> &'static str {
+    pub fn singular(self) -> &'static str {
         match self {
             Entity::Sessions => "session",
             Entity::Tickets => "ticket",
@@ -341,6 +342,10 @@ impl Preparer {
             Entity::Sessions => {}
         }
         let hash = xxhash_rust::xxh3::xxh3_128(&serde_json::to_vec(&body).expect("JSON"));
+        // Set after hashing: constant, so they change no hash that earlier runs stored.
+        for (field, value) in silent_fields(entity) {
+            body.insert((*field).into(), Value::Bool(*value));
+        }
         Ok(Prepared {
             source_id,
             body,
@@ -358,14 +363,41 @@ fn id_text(value: &Value) -> Option<String> {
     }
 }
 
-/// Whether a stored Gleap document already holds every field of `body` (populated references
-/// compare by their `_id`).
+/// What every create of an entity sets so that no customer hears of an import: tickets are
+/// created silently and without the auto-reply (`isSilent`, `preventAutoReply`), messages are
+/// not sent to the customer's channel and do not count as unread for them
+/// (`sendToChannel`, set with the record's hash, and `sessionNotificationsUnread`).
+pub fn silent_fields(entity: Entity) -> &'static [(&'static str, bool)] {
+    match entity {
+        Entity::Sessions => &[],
+        Entity::Tickets => &[("isSilent", true), ("preventAutoReply", true)],
+        Entity::Messages => &[("sessionNotificationsUnread", false)],
+    }
+}
+
+/// Fields we send that Gleap does not answer back (write-only, or only an instruction):
+/// they are not compared with a stored document.
+const NOT_ANSWERED: [&str; 6] = [
+    "sendToChannel",
+    "isSilent",
+    "preventAutoReply",
+    "sessionNotificationsUnread",
+    "comment",
+    "isNote",
+];
+
+/// Whether a stored Gleap document already holds every field of `body`: references compare
+/// by id (a reference may come back as an object), a message's `comment` with its content
+/// (`data.content`) and `isNote` with its type ([`crate::gleap::answer`]).
 pub fn matches_remote(body: &Map<String, Value>, remote: &Value) -> bool {
+    use crate::gleap::answer;
     body.iter().all(|(k, v)| match (k.as_str(), remote.get(k)) {
-        ("sendToChannel", _) => true,
-        (_, Some(Value::Object(o))) if v.is_string() && o.contains_key("_id") => {
-            o.get("_id") == Some(v)
+        ("comment", _) => {
+            answer::message_content(remote).is_some_and(|c| answer::same_content(c, v))
         }
+        ("isNote", _) => answer::is_note(remote) == (v.as_bool() == Some(true)),
+        (k, _) if NOT_ANSWERED.contains(&k) => true,
+        (_, Some(r @ Value::Object(_))) if v.is_string() => answer::ref_id(r) == v.as_str(),
         (_, Some(r)) => r == v,
         (_, None) => v.is_null(),
     })
@@ -482,6 +514,8 @@ mod tests {
         assert!(ok.body.get("id").is_none());
         assert_eq!(ok.body["session"], "65a000000000000000000001");
         assert_eq!(ok.body["customData"], json!({"importId": "s:7"}));
+        assert_eq!(ok.body["isSilent"], true, "no notification");
+        assert_eq!(ok.body["preventAutoReply"], true, "no auto-reply");
         let (reason, record) = p
             .prepare(rec(json!({"id": 8, "title": "t", "session": "u9"})))
             .unwrap_err();
@@ -514,6 +548,7 @@ mod tests {
             ))
             .unwrap();
         assert_eq!(ok.body["sendToChannel"], false);
+        assert_eq!(ok.body["sessionNotificationsUnread"], false);
         assert!(
             p.prepare(rec(json!({"id": "m2", "comment": "hi"})))
                 .unwrap_err()
@@ -539,14 +574,36 @@ mod tests {
 
     #[test]
     fn remote_documents_match_by_value_and_populated_ids() {
-        let body = rec(json!({"title": "t", "session": "s1", "sendToChannel": false}));
+        let body = rec(
+            json!({"title": "t", "session": "s1", "sendToChannel": false,
+                              "isSilent": true, "preventAutoReply": true}),
+        );
         assert!(matches_remote(
             &body,
             &json!({"title": "t", "session": {"_id": "s1", "email": "x"}, "bugId": 3})
+        ));
+        assert!(matches_remote(
+            &body,
+            &json!({"id": "t9", "title": "t", "session": {"id": "s1"}})
         ));
         assert!(!matches_remote(
             &body,
             &json!({"title": "u", "session": {"_id": "s1"}})
         ));
+        assert!(!matches_remote(
+            &body,
+            &json!({"title": "t", "session": {"id": "s2"}})
+        ));
+        // A message as the live API answers it: text in data.content, a note by its type.
+        let message = rec(json!({"ticket": "t1", "comment": "hi", "isNote": true}));
+        let live = json!({"id": "m1", "ticket": "t1", "comment": null, "isNote": null,
+                          "type": "NOTE", "data": {"content": "hi"}});
+        assert!(matches_remote(&message, &live));
+        let mut other = live.clone();
+        other["data"]["content"] = json!("bye");
+        assert!(!matches_remote(&message, &other));
+        let mut text = live.clone();
+        text["type"] = json!("TEXT");
+        assert!(!matches_remote(&message, &text));
     }
 }

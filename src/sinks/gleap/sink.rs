@@ -1,8 +1,17 @@
 //! The running Gleap sink. `write` (on the engine's writer thread) prepares a record and, when
-//! it changed, spawns a job on the run's async runtime; jobs go through the shared client
-//! (rate limit, concurrency, retries). A background task commits confirmations and the
-//! checkpoint to the state store every quarter second; records with the same source id never
-//! run at the same time.
+//! it changed, queues a job in its lane; lanes run as tasks on the run's async runtime and
+//! their requests go through the shared client (rate limit, concurrency, retries). A
+//! background task commits confirmations and the checkpoint to the state store every quarter
+//! second.
+//!
+//! A lane runs its jobs one at a time, in the order they came. Records with the same source
+//! id share a lane, and so do the messages of one ticket: Gleap cannot back-date a message,
+//! so the order they are created in is the order an agent reads the conversation in. A
+//! message is sent only once the one before it in its ticket is confirmed (or
+//! dead-lettered), whatever retries and look-ups that took; different lanes run side by
+//! side, so the quota stays in use. A message created in this run before one of its ticket
+//! that an earlier run created (an older comment added to the input later) cannot be put in
+//! its place: the report counts these (`out_of_order`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -12,36 +21,47 @@ use std::time::Duration;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::Method;
 use serde_json::{Value, json};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
+use super::lookup::{LookUp, Prefetched, prefetch, session_has, verify};
 use super::tracker::SeqTracker;
 use super::{Entity, GleapRun, GleapSinkConfig, Prepared, Preparer, SessionKey, matches_remote};
 use crate::dead_letter::DeadLetter;
 use crate::error::{Error, Result};
+use crate::gleap::answer;
 use crate::gleap::client::{
     Answer, CallError, GleapClient, MAX_PAGE_SIZE, RequestCounters, backoff,
 };
 use crate::gleap::model::field;
+use crate::gleap::paging::list_all;
 use crate::record::{Position, Record};
 use crate::sinks::{Sink, SinkContext, SinkSummary};
 use crate::state::{Commit, MapEntry, StateStore};
 
-/// Jobs queued or in flight at once (they wait for the rate limit, not for memory).
-const MAX_JOBS: usize = 256;
+/// Jobs queued or in flight at once (they wait for the rate limit and their lane, not for
+/// memory): enough lanes side by side to keep the quota in use behind a long thread.
+const MAX_JOBS: usize = 4096;
 const COMMIT_EVERY: Duration = Duration::from_millis(250);
+/// Sent with each message create: the record's position in its stream's input. Gleap
+/// ignores it; the emulator counts messages created out of that order.
+pub const SEQ_HEADER: &str = "x-gleap-etl-seq";
 
 /// What became of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Done {
     Created,
+    /// Found in Gleap after a lost answer or a killed run: created by an earlier attempt.
+    Adopted,
     Updated,
     Unchanged,
 }
 
-/// Why a record could not be written; `keep_intent` when its create may have happened.
+/// Why a record could not be written; `keep_intent` when its create may have happened;
+/// `stop` when the stream cannot go on safely (the record is left for the next run).
 struct Failure {
     reason: String,
     keep_intent: bool,
+    stop: bool,
 }
 
 impl Failure {
@@ -50,6 +70,7 @@ impl Failure {
         Failure {
             reason: format!("{what}: {e}"),
             keep_intent,
+            stop: false,
         }
     }
 }
@@ -58,6 +79,9 @@ struct Job {
     prepared: Prepared,
     record: Record,
     position: Position,
+    lane: String,
+    /// Held until the job is done ([`MAX_JOBS`]).
+    _permit: OwnedSemaphorePermit,
 }
 
 #[derive(Default)]
@@ -66,6 +90,7 @@ struct Counts {
     updated: u64,
     unchanged: u64,
     rejected: u64,
+    out_of_order: u64,
 }
 
 struct State {
@@ -74,12 +99,52 @@ struct State {
     intents: HashSet<String>,
     tracker: SeqTracker,
     pending: Commit,
-    in_flight: HashSet<String>,
-    waiting: HashMap<String, VecDeque<Job>>,
+    /// Busy lanes, each with the jobs waiting behind the one running.
+    lanes: HashMap<String, VecDeque<Job>>,
+    /// Jobs queued or running.
     jobs: usize,
     counts: Counts,
+    /// Messages: per ticket lane (by hash), how many this run created since the last message
+    /// that was there before it; `None` when nothing was there before the run.
+    created_since_existing: Option<HashMap<u64, u64>>,
     fatal: Option<Error>,
     stopping: bool,
+}
+
+impl State {
+    /// A record of `lane` that was in Gleap before this run passed in lane order: the
+    /// messages this run created before it in that ticket are out of order.
+    fn existing_passed(&mut self, entity: Entity, lane: &str) {
+        if entity != Entity::Messages {
+            return;
+        }
+        if let Some(created) = &mut self.created_since_existing
+            && let Some(n) = created.remove(&lane_hash(lane))
+        {
+            self.counts.out_of_order += n;
+        }
+    }
+
+    fn created(&mut self, entity: Entity, lane: &str) {
+        if entity != Entity::Messages {
+            return;
+        }
+        if let Some(created) = &mut self.created_since_existing {
+            *created.entry(lane_hash(lane)).or_default() += 1;
+        }
+    }
+}
+
+fn lane_hash(lane: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(lane.as_bytes())
+}
+
+/// The lane of a record: its ticket for a message, else its source id.
+fn lane_of(entity: Entity, prepared: &Prepared) -> String {
+    match (entity, prepared.body.get("ticket").and_then(Value::as_str)) {
+        (Entity::Messages, Some(ticket)) => format!("ticket {ticket}"),
+        _ => prepared.source_id.clone(),
+    }
 }
 
 struct Inner {
@@ -92,11 +157,12 @@ struct Inner {
     context: SinkContext,
     counters: RequestCounters,
     /// Existing sessions by key, when prefetched.
-    prefetched: Option<HashMap<String, Value>>,
+    prefetched: Option<Prefetched>,
     state: Mutex<State>,
     idle: Notify,
     slots: Arc<Semaphore>,
     max_attempts: u32,
+    lookup_settle: Duration,
     intent_writer: IntentWriter,
 }
 
@@ -164,6 +230,8 @@ pub struct GleapSink {
     resume_after: Option<u64>,
     committer: Option<tokio::task::JoinHandle<()>>,
     prefetch_requests: u64,
+    /// Why sessions were not prefetched although the pipeline asked (Gleap's paging).
+    prefetch_skipped: Option<String>,
 }
 
 impl GleapSinkConfig {
@@ -188,21 +256,38 @@ impl GleapSinkConfig {
         let mapped_ids = map.values().map(|e| e.gleap_id.clone()).collect();
         let intents = store.intents(&stream)?;
         let counters = RequestCounters::default();
+        let mut prefetch_skipped = None;
         let prefetched = if self.prefetch {
-            Some(
-                run.runtime
-                    .block_on(prefetch(&run.client, self.key(), &counters))?,
-            )
+            match run
+                .runtime
+                .block_on(prefetch(&run.client, self.key(), &counters))
+            {
+                Ok(p) => Some(p),
+                // Gleap's paging cannot be followed: each record is looked up instead.
+                Err(e) if e.is_paging() => {
+                    let reason = format!(
+                        "sessions not prefetched, each looked up instead (more requests): {e}"
+                    );
+                    tracing::warn!("stream `{stream}`: {reason}");
+                    prefetch_skipped = Some(reason);
+                    None
+                }
+                Err(e) => return Err(Error::Other(format!("prefetching sessions: {e}"))),
+            }
         } else {
             None
         };
         let prefetch_requests = counters.requests.load(Ordering::Relaxed);
+        let created_since_existing =
+            (self.entity == Entity::Messages && !map.is_empty()).then(HashMap::new);
+        let settings = run.client.settings();
         let inner = Arc::new(Inner {
             entity: self.entity,
             key: self.key(),
             preparer: Preparer::new(&stream, self, &store)?,
             client: run.client.clone(),
-            max_attempts: run.client.settings().max_attempts,
+            max_attempts: settings.max_attempts,
+            lookup_settle: settings.lookup_settle,
             intent_writer: IntentWriter::start(store.clone(), stream.clone())?,
             store,
             context,
@@ -214,10 +299,10 @@ impl GleapSinkConfig {
                 intents,
                 tracker: SeqTracker::default(),
                 pending: Commit::default(),
-                in_flight: HashSet::new(),
-                waiting: HashMap::new(),
+                lanes: HashMap::new(),
                 jobs: 0,
                 counts: Counts::default(),
+                created_since_existing,
                 fatal: None,
                 stopping: false,
             }),
@@ -232,44 +317,8 @@ impl GleapSinkConfig {
             resume_after,
             committer: Some(committer),
             prefetch_requests,
+            prefetch_skipped,
         })
-    }
-}
-
-/// Pages through every session (`MAX_PAGE_SIZE` a request), keyed by `key`.
-async fn prefetch(
-    client: &GleapClient,
-    key: SessionKey,
-    counters: &RequestCounters,
-) -> Result<HashMap<String, Value>> {
-    let mut sessions = HashMap::new();
-    let mut skip = 0usize;
-    loop {
-        let (skip_text, limit) = (skip.to_string(), MAX_PAGE_SIZE.to_string());
-        let query = [
-            ("limit", limit.as_str()),
-            ("skip", skip_text.as_str()),
-            ("sort", "createdAt"),
-        ];
-        let answer = client
-            .call(Method::GET, "/sessions", &query, None, false, counters)
-            .await
-            .map_err(|e| Error::Other(format!("prefetching sessions: {e}")))?;
-        let Value::Array(page) = answer.body else {
-            return Err(Error::Other(
-                "prefetching sessions: GET /sessions did not answer a list".into(),
-            ));
-        };
-        let n = page.len();
-        for session in page {
-            if let Some(k) = session.get(key.field()).and_then(Value::as_str) {
-                sessions.entry(k.to_string()).or_insert(session);
-            }
-        }
-        if n < MAX_PAGE_SIZE {
-            return Ok(sessions);
-        }
-        skip += n;
     }
 }
 
@@ -320,16 +369,17 @@ async fn commit_every(inner: Arc<Inner>) {
     }
 }
 
-/// Runs a job, then the next queued job with the same source id, if any.
-async fn run_jobs(inner: Arc<Inner>, mut job: Job) {
+/// Runs the jobs of a lane one after the other, in the order they came, until it is empty.
+/// Once the stream has failed, what waits in the lane is left for the next run.
+async fn run_lane(inner: Arc<Inner>, mut job: Job) {
     loop {
         let outcome = process(&inner, &job).await;
-        let next = finish_job(&inner, job, outcome);
-        match next {
+        match finish_job(&inner, job, outcome) {
             Some(next) => job = next,
-            None => return,
+            None => break,
         }
     }
+    inner.idle.notify_waiters();
 }
 
 fn finish_job(
@@ -337,67 +387,79 @@ fn finish_job(
     job: Job,
     outcome: std::result::Result<(String, Done), Failure>,
 ) -> Option<Job> {
-    let source_id = job.prepared.source_id.clone();
-    let mut letter = None;
-    let next = {
-        let mut state = inner.lock();
-        match outcome {
-            Ok((gleap_id, done)) => {
-                let entry = MapEntry {
-                    gleap_id: gleap_id.clone(),
-                    hash: job.prepared.hash,
-                };
-                state.map.insert(source_id.clone(), entry.clone());
-                state.mapped_ids.insert(gleap_id);
-                state.intents.remove(&source_id);
-                state.pending.confirmed.push((source_id.clone(), entry));
-                match done {
-                    Done::Created => state.counts.created += 1,
-                    Done::Updated => state.counts.updated += 1,
-                    Done::Unchanged => state.counts.unchanged += 1,
+    let source_id = &job.prepared.source_id;
+    let entity = inner.entity;
+    let mut state = inner.lock();
+    let mut done = true;
+    match outcome {
+        Ok((gleap_id, how)) => {
+            let entry = MapEntry {
+                gleap_id: gleap_id.clone(),
+                hash: job.prepared.hash,
+            };
+            state.map.insert(source_id.clone(), entry.clone());
+            state.mapped_ids.insert(gleap_id);
+            state.intents.remove(source_id);
+            state.pending.confirmed.push((source_id.clone(), entry));
+            match how {
+                Done::Created | Done::Adopted => {
+                    state.counts.created += 1;
+                    state.created(entity, &job.lane);
+                }
+                Done::Updated => {
+                    state.counts.updated += 1;
+                    state.existing_passed(entity, &job.lane);
+                }
+                Done::Unchanged => {
+                    state.counts.unchanged += 1;
+                    state.existing_passed(entity, &job.lane);
                 }
             }
-            Err(failure) => {
-                state.counts.rejected += 1;
-                if !failure.keep_intent && state.intents.remove(&source_id) {
-                    state.pending.cleared.push(source_id.clone());
-                }
-                letter = Some(DeadLetter::new(
-                    &inner.stream,
-                    &job.position,
-                    "sink",
-                    failure.reason,
-                    Value::Object(job.record.clone()),
-                ));
+        }
+        Err(failure) if failure.stop => {
+            // Not done and not dead-lettered: the next run takes the record up again.
+            done = false;
+            state.fatal.get_or_insert(Error::Other(format!(
+                "stream `{}`: {}",
+                inner.stream, failure.reason
+            )));
+        }
+        Err(failure) => {
+            state.counts.rejected += 1;
+            if !failure.keep_intent && state.intents.remove(source_id) {
+                state.pending.cleared.push(source_id.clone());
+            }
+            let letter = DeadLetter::new(
+                &inner.stream,
+                &job.position,
+                "sink",
+                failure.reason,
+                Value::Object(job.record.clone()),
+            );
+            // The dead letter is written before the record counts as done.
+            if let Err(e) = inner.context.dead_letters.reject(letter) {
+                state.fatal.get_or_insert(e);
             }
         }
-        // The dead letter is written before the record counts as done.
-        if let Some(letter) = letter.take()
-            && let Err(e) = inner.context.dead_letters.reject(letter)
-        {
-            state.fatal.get_or_insert(e);
-        }
+    }
+    if done {
         state.tracker.done(job.position.seq);
-        let next = state
-            .waiting
-            .get_mut(&source_id)
-            .and_then(VecDeque::pop_front);
-        if state
-            .waiting
-            .get(&source_id)
-            .is_some_and(VecDeque::is_empty)
-        {
-            state.waiting.remove(&source_id);
-        }
+    }
+    state.jobs -= 1;
+    let lane = job.lane.clone();
+    drop(job);
+    let next = if state.fatal.is_some() {
+        // Left for the next run: neither sent nor done.
+        let left = state.lanes.remove(&lane).map_or(0, |q| q.len());
+        state.jobs -= left;
+        None
+    } else {
+        let next = state.lanes.get_mut(&lane).and_then(VecDeque::pop_front);
         if next.is_none() {
-            state.in_flight.remove(&source_id);
-            state.jobs -= 1;
+            state.lanes.remove(&lane);
         }
         next
     };
-    if next.is_none() {
-        inner.idle.notify_waiters();
-    }
     next
 }
 
@@ -421,34 +483,58 @@ async fn process(inner: &Inner, job: &Job) -> std::result::Result<(String, Done)
         }
         // Deleted in Gleap since: create it again.
     }
-    let found = match inner.entity {
-        Entity::Sessions => match &inner.prefetched {
-            Some(sessions) if !uncertain => {
-                sessions.get(&p.source_id).map(|s| (id_of(s), s.clone()))
-            }
-            _ => find(inner, p).await?,
-        },
-        _ if uncertain => find(inner, p).await?,
-        _ => None,
+    let found = match (inner.entity, &inner.prefetched) {
+        (Entity::Sessions, Some(prefetched)) if !uncertain => prefetched.get(&p.source_id),
+        (Entity::Sessions, _) => find(inner, p, uncertain).await?,
+        _ if uncertain => find(inner, p, true).await?,
+        _ => LookUp::Absent,
     };
-    if let Some((gleap_id, remote)) = found {
-        if matches_remote(&p.body, &remote) {
-            return Ok((gleap_id, Done::Unchanged));
+    match adopt(inner, p, found)? {
+        // A message is found only as we would create it (content, note, author).
+        Some((gleap_id, _)) if inner.entity == Entity::Messages => Ok((gleap_id, Done::Adopted)),
+        Some((gleap_id, remote)) => {
+            if matches_remote(&p.body, &remote) {
+                return Ok((gleap_id, Done::Unchanged));
+            }
+            match update(inner, &gleap_id, p).await? {
+                Some(done) => Ok((gleap_id, done)),
+                None => create(inner, job).await,
+            }
         }
-        return match update(inner, &gleap_id, p).await? {
-            Some(done) => Ok((gleap_id, done)),
-            None => create(inner, p).await,
-        };
+        None => create(inner, job).await,
     }
-    create(inner, p).await
 }
 
-fn id_of(doc: &Value) -> String {
-    doc.get("_id")
-        .or_else(|| doc.get("id"))
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string()
+/// A look-up's result as what to do: the record found, none, or a failure (ambiguous: a dead
+/// letter; untrusted: the stream stops).
+fn adopt(
+    inner: &Inner,
+    p: &Prepared,
+    found: LookUp,
+) -> std::result::Result<Option<(String, Value)>, Failure> {
+    match found {
+        LookUp::Absent => Ok(None),
+        LookUp::Found(id, doc) => Ok(Some((id, doc))),
+        LookUp::Ambiguous(ids) => Err(Failure {
+            reason: format!(
+                "ambiguous: {} {} in Gleap are this record ({}), so none was adopted or overwritten; merge or delete the extra ones in Gleap and run again",
+                ids.len(),
+                inner.entity.name(),
+                ids.join(", ")
+            ),
+            keep_intent: true,
+            stop: false,
+        }),
+        LookUp::Untrusted(reason) => Err(Failure {
+            reason: format!(
+                "cannot tell whether {} {:?} is already in Gleap: {reason}",
+                inner.entity.singular(),
+                p.source_id
+            ),
+            keep_intent: true,
+            stop: true,
+        }),
+    }
 }
 
 /// `PUT`; `None` when the entity is gone (404).
@@ -480,7 +566,8 @@ async fn update(
 }
 
 /// `POST`, with the intent recorded first; an unclear answer is looked up before retrying.
-async fn create(inner: &Inner, p: &Prepared) -> std::result::Result<(String, Done), Failure> {
+async fn create(inner: &Inner, job: &Job) -> std::result::Result<(String, Done), Failure> {
+    let p = &job.prepared;
     // The intent is recorded right before the create goes out (not while it waits for the
     // rate limit), so a killed run looks up only what may really have been sent.
     let record_intent = || -> std::pin::Pin<
@@ -500,6 +587,11 @@ async fn create(inner: &Inner, p: &Prepared) -> std::result::Result<(String, Don
                 })
         })
     };
+    let seq = job.position.seq.to_string();
+    let headers: &[(&str, &str)] = match inner.entity {
+        Entity::Messages => &[(SEQ_HEADER, seq.as_str())],
+        _ => &[],
+    };
     let body = Value::Object(p.body.clone());
     let mut last = String::new();
     for attempt in 0..inner.max_attempts {
@@ -513,30 +605,35 @@ async fn create(inner: &Inner, p: &Prepared) -> std::result::Result<(String, Don
                 true,
                 &inner.counters,
                 Some(&record_intent),
+                headers,
             )
             .await;
         match answer {
             Ok(Answer { status, body }) if (200..300).contains(&status) => {
-                let id = id_of(&body);
-                if id.is_empty() {
-                    return Err(Failure {
-                        reason: format!("create answered {status} without an id"),
+                return match answer::id(&body) {
+                    Some(id) => Ok((id.to_string(), Done::Created)),
+                    None => Err(Failure {
+                        reason: format!(
+                            "create answered {status} without an id (`id` or `_id`): {}",
+                            crate::record::describe(&body)
+                        ),
                         keep_intent: true,
-                    });
-                }
-                return Ok((id, Done::Created));
+                        stop: false,
+                    }),
+                };
             }
             Ok(Answer { status, body }) => {
                 return Err(Failure {
                     reason: format!("create answered {status}: {body}"),
                     keep_intent: true,
+                    stop: false,
                 });
             }
             Err(CallError::Ambiguous(message)) => {
                 last = message;
                 // The create may have happened: look before sending it again.
-                if let Some((id, _)) = find(inner, p).await? {
-                    return Ok((id, Done::Created));
+                if let Some((id, _)) = adopt(inner, p, find(inner, p, true).await?)? {
+                    return Ok((id, Done::Adopted));
                 }
                 inner.counters.retries.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(backoff(attempt)).await;
@@ -550,68 +647,106 @@ async fn create(inner: &Inner, p: &Prepared) -> std::result::Result<(String, Don
             inner.max_attempts
         ),
         keep_intent: true,
+        stop: false,
     })
 }
 
-/// Looks for the entity a record may already have created.
+/// Looks for the entity a record may already have created. `after_create`: a create of it
+/// may have happened (a lost answer, an intent left by a killed run), so a list that may
+/// show new records late is asked again for a while before "absent" is believed.
 async fn find(
     inner: &Inner,
     p: &Prepared,
-) -> std::result::Result<Option<(String, Value)>, Failure> {
-    let call = |path: String, query: Vec<(&'static str, String)>| async move {
+    after_create: bool,
+) -> std::result::Result<LookUp, Failure> {
+    let settle_until = tokio::time::Instant::now() + inner.lookup_settle;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let found = find_once(inner, p).await?;
+        let listed = inner.entity == Entity::Sessions && inner.key == SessionKey::Email;
+        if found != LookUp::Absent
+            || !after_create
+            || !listed
+            || tokio::time::Instant::now() + pause > settle_until
+        {
+            return Ok(found);
+        }
+        tokio::time::sleep(pause).await;
+        pause *= 2;
+    }
+}
+
+async fn find_once(inner: &Inner, p: &Prepared) -> std::result::Result<LookUp, Failure> {
+    let get = |path: String, query: Vec<(&'static str, String)>| async move {
         let query: Vec<(&str, &str)> = query.iter().map(|(k, v)| (*k, v.as_str())).collect();
         inner
             .client
             .call(Method::GET, &path, &query, None, false, &inner.counters)
             .await
     };
-    let unmapped = |candidates: Vec<Value>| {
+    let unmapped = |doc: &Value| {
         let state = inner.lock();
-        candidates
-            .into_iter()
-            .find(|c| !state.mapped_ids.contains(&id_of(c)))
-            .map(|c| (id_of(&c), c))
+        answer::id(doc).is_some_and(|id| !state.mapped_ids.contains(id))
     };
+    let what = format!("looking the {} up", inner.entity.singular());
     match inner.entity {
         Entity::Sessions => {
-            let answer = match inner.key {
+            let key = inner.key;
+            let value = p.source_id.as_str();
+            let candidates = match key {
                 SessionKey::UserId => {
                     let path = format!(
                         "/sessions/by-user-id/{}",
-                        utf8_percent_encode(&p.source_id, NON_ALPHANUMERIC)
+                        utf8_percent_encode(value, NON_ALPHANUMERIC)
                     );
-                    call(path, vec![]).await
+                    let answer = get(path, vec![])
+                        .await
+                        .map_err(|e| Failure::from_call(&what, e))?;
+                    answer::found(answer.status, answer.body)
+                        .into_iter()
+                        .collect()
                 }
                 SessionKey::Email => {
-                    call(
+                    let answer = get(
                         "/sessions".into(),
-                        vec![("email", p.source_id.clone()), ("limit", "1".into())],
+                        vec![("email", value.to_string()), ("limit", "10".into())],
                     )
                     .await
+                    .map_err(|e| Failure::from_call(&what, e))?;
+                    listed(&what, answer)?
                 }
-            }
-            .map_err(|e| Failure::from_call("looking the session up", e))?;
-            Ok(match answer.body {
-                _ if answer.status == 404 => None,
-                Value::Array(list) => list.into_iter().next().map(|s| (id_of(&s), s)),
-                doc => Some((id_of(&doc), doc)),
-            })
+            };
+            let request = match key {
+                SessionKey::UserId => "GET /sessions/by-user-id".to_string(),
+                SessionKey::Email => format!("GET /sessions?email={value}"),
+            };
+            let has_key = |d: &Value| session_has(key, value, d);
+            Ok(verify(&request, candidates, has_key, has_key))
         }
         Entity::Tickets => {
             let import_id = inner.preparer.import_id(&p.source_id);
-            let answer = call(
+            let answer = get(
                 "/tickets".into(),
-                vec![("customData.importId", import_id), ("limit", "10".into())],
+                vec![
+                    ("customData.importId", import_id.clone()),
+                    ("limit", "10".into()),
+                ],
             )
             .await
-            .map_err(|e| Failure::from_call("looking the ticket up", e))?;
-            let tickets = answer
-                .body
-                .get("tickets")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
-            Ok(unmapped(tickets))
+            .map_err(|e| Failure::from_call(&what, e))?;
+            let candidates = listed(&what, answer)?;
+            let has_import_id = |t: &Value| {
+                t.get("customData")
+                    .and_then(|c| c.get("importId"))
+                    .and_then(Value::as_str)
+                    == Some(import_id.as_str())
+            };
+            Ok(verify(
+                &format!("GET /tickets?customData.importId={import_id}"),
+                candidates,
+                has_import_id,
+                unmapped,
+            ))
         }
         Entity::Messages => {
             let ticket = p
@@ -620,39 +755,59 @@ async fn find(
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
-            let answer = call(
-                "/messages".into(),
-                vec![("ticket", ticket), ("limit", "1000".into())],
+            let mut candidates = Vec::new();
+            list_all(
+                &inner.client,
+                &inner.counters,
+                "/messages",
+                &[("ticket", ticket.as_str())],
+                MAX_PAGE_SIZE,
+                |page| candidates.extend(page),
             )
             .await
-            .map_err(|e| Failure::from_call("looking the message up", e))?;
-            let same: Vec<Value> = match answer.body {
-                Value::Array(list) => list
-                    .into_iter()
-                    .filter(|m| same_message(&p.body, m))
-                    .collect(),
-                _ => Vec::new(),
-            };
-            Ok(unmapped(same))
+            .map_err(|e| Failure {
+                reason: format!("{what}: {e}"),
+                keep_intent: true,
+                stop: e.is_paging(),
+            })?;
+            // A message that names no ticket cannot prove the filter was ignored.
+            let on_ticket = |m: &Value| answer::field_ref(m, "ticket").is_none_or(|t| t == ticket);
+            Ok(verify(
+                &format!("GET /messages?ticket={ticket}"),
+                candidates,
+                on_ticket,
+                |m| unmapped(m) && same_message(&p.body, m),
+            ))
         }
     }
 }
 
-/// Whether a stored message is the one `body` would create: same comment, note flag and
-/// author.
+/// The documents of a list answer, or why it is not one.
+fn listed(what: &str, answer: Answer) -> std::result::Result<Vec<Value>, Failure> {
+    if answer.status == 404 {
+        return Ok(Vec::new());
+    }
+    answer::list(answer.body)
+        .map(|page| page.items)
+        .map_err(|e| Failure {
+            reason: format!("{what}: Gleap answered {e}"),
+            keep_intent: true,
+            stop: true,
+        })
+}
+
+/// Whether a stored message is the one `body` would create: the same content (as text, if
+/// Gleap changed its form), note or not, and author.
 fn same_message(body: &serde_json::Map<String, Value>, remote: &Value) -> bool {
-    let session_of = |v: Option<&Value>| match v {
-        Some(Value::Object(o)) => o.get("_id").cloned(),
-        Some(Value::Null) | None => None,
-        Some(v) => Some(v.clone()),
+    let content_same = match (body.get("comment"), answer::message_content(remote)) {
+        (Some(sent), Some(stored)) => answer::same_content(sent, stored),
+        (None | Some(Value::Null), None) => true,
+        _ => false,
     };
-    body.get("comment") == remote.get("comment")
-        && body.get("isNote").and_then(Value::as_bool).unwrap_or(false)
-            == remote
-                .get("isNote")
-                .and_then(Value::as_bool)
-                .unwrap_or(false)
-        && session_of(body.get("session")) == session_of(remote.get("session"))
+    let note = body.get("isNote").and_then(Value::as_bool).unwrap_or(false);
+    content_same
+        && answer::is_note(remote) == note
+        && body.get("session").and_then(Value::as_str) == answer::field_ref(remote, "session")
 }
 
 impl Sink for GleapSink {
@@ -675,43 +830,49 @@ impl Sink for GleapSink {
                 return Ok(());
             }
         };
-        let job = {
-            let mut state = inner.lock();
-            if state
+        let lane = lane_of(inner.entity, &prepared);
+        // Unchanged, with nothing before it in its lane: done without a request.
+        let skip_unchanged = |state: &mut State| {
+            let unchanged = state
                 .map
                 .get(&prepared.source_id)
-                .is_some_and(|e| e.hash == prepared.hash)
-            {
+                .is_some_and(|e| e.hash == prepared.hash);
+            if unchanged && !state.lanes.contains_key(&lane) {
                 state.counts.unchanged += 1;
+                state.existing_passed(inner.entity, &lane);
                 state.tracker.done(seq);
+                return true;
+            }
+            false
+        };
+        if skip_unchanged(&mut inner.lock()) {
+            return Ok(());
+        }
+        let permit = self
+            .runtime
+            .block_on(inner.slots.clone().acquire_owned())
+            .map_err(|_| Error::Other("the Gleap sink stopped".into()))?;
+        let job = {
+            let mut state = inner.lock();
+            if skip_unchanged(&mut state) {
                 return Ok(());
             }
             let job = Job {
                 record: prepared.body.clone(),
                 prepared,
                 position,
+                lane,
+                _permit: permit,
             };
-            if state.in_flight.contains(&job.prepared.source_id) {
-                state
-                    .waiting
-                    .entry(job.prepared.source_id.clone())
-                    .or_default()
-                    .push_back(job);
+            state.jobs += 1;
+            if let Some(queue) = state.lanes.get_mut(&job.lane) {
+                queue.push_back(job);
                 return Ok(());
             }
-            state.in_flight.insert(job.prepared.source_id.clone());
-            state.jobs += 1;
+            state.lanes.insert(job.lane.clone(), VecDeque::new());
             job
         };
-        let permit = self
-            .runtime
-            .block_on(inner.slots.clone().acquire_owned())
-            .map_err(|_| Error::Other("the Gleap sink stopped".into()))?;
-        let task_inner = inner.clone();
-        self.runtime.spawn(async move {
-            run_jobs(task_inner, job).await;
-            drop(permit);
-        });
+        self.runtime.spawn(run_lane(inner.clone(), job));
         Ok(())
     }
 
@@ -742,24 +903,31 @@ impl Sink for GleapSink {
         let c = &state.counts;
         let (requests, rate_limited, retries) = inner.counters.snapshot();
         let records = c.created + c.updated + c.unchanged + c.rejected;
+        let mut detail = json!({
+            "entity": inner.entity.name(),
+            "created": c.created,
+            "updated": c.updated,
+            "unchanged": c.unchanged,
+            "dead_lettered": c.rejected,
+            "requests": requests,
+            "prefetch_requests": self.prefetch_requests,
+            "rate_limited": rate_limited,
+            "retries": retries,
+            "requests_per_record": if records == 0 { 0.0 } else { requests as f64 / records as f64 },
+            "concurrency": inner.client.concurrency(),
+        });
+        if inner.entity == Entity::Messages {
+            detail["out_of_order"] = json!(c.out_of_order);
+        }
+        if let Some(reason) = &self.prefetch_skipped {
+            detail["prefetch_skipped"] = json!(reason);
+        }
         Ok(SinkSummary {
             written: c.created + c.updated + c.unchanged,
             rejected: c.rejected,
             path: None,
             bytes: None,
-            detail: Some(json!({
-                "entity": inner.entity.name(),
-                "created": c.created,
-                "updated": c.updated,
-                "unchanged": c.unchanged,
-                "dead_lettered": c.rejected,
-                "requests": requests,
-                "prefetch_requests": self.prefetch_requests,
-                "rate_limited": rate_limited,
-                "retries": retries,
-                "requests_per_record": if records == 0 { 0.0 } else { requests as f64 / records as f64 },
-                "concurrency": inner.client.concurrency(),
-            })),
+            detail: Some(detail),
         })
     }
 
