@@ -448,18 +448,16 @@ fn finish_job(
     state.jobs -= 1;
     let lane = job.lane.clone();
     drop(job);
-    let next = if state.fatal.is_some() {
+    if state.fatal.is_some() {
         // Left for the next run: neither sent nor done.
         let left = state.lanes.remove(&lane).map_or(0, |q| q.len());
         state.jobs -= left;
-        None
-    } else {
-        let next = state.lanes.get_mut(&lane).and_then(VecDeque::pop_front);
-        if next.is_none() {
-            state.lanes.remove(&lane);
-        }
-        next
-    };
+        return None;
+    }
+    let next = state.lanes.get_mut(&lane).and_then(VecDeque::pop_front);
+    if next.is_none() {
+        state.lanes.remove(&lane);
+    }
     next
 }
 
