@@ -133,6 +133,38 @@ pub struct EmulatorArgs {
     /// Insert N synthetic sessions at start (benchmarks; the same ones for the same --seed).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub generate_sessions: usize,
+    #[command(flatten)]
+    pub quirks: QuirkArgs,
+}
+
+/// Switches that make the emulator harder than Gleap may be (`emulator`, `doctor
+/// --emulator`).
+#[derive(Debug, Args, Clone, Default)]
+pub struct QuirkArgs {
+    /// No list page longer than N records, whatever `limit` asks.
+    #[arg(long, value_name = "N")]
+    pub page_cap: Option<usize>,
+    /// Ignore `skip` on lists.
+    #[arg(long)]
+    pub ignore_skip: bool,
+    /// Answer lists as if a filter on FIELD were absent (repeatable), e.g.
+    /// customData.importId.
+    #[arg(long, value_name = "FIELD")]
+    pub ignore_filter: Vec<String>,
+    /// A new session shows in lists only after MS milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pub index_lag_ms: u64,
+}
+
+impl QuirkArgs {
+    pub fn quirks(&self) -> crate::emulator::Quirks {
+        crate::emulator::Quirks {
+            page_cap: self.page_cap.map(|n| n.max(1)),
+            ignore_skip: self.ignore_skip,
+            ignore_filters: self.ignore_filter.clone(),
+            index_lag: std::time::Duration::from_millis(self.index_lag_ms),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +200,78 @@ pub struct RunFlags {
     /// The embedded emulator's quota, REQUESTS/SECONDS or `unlimited`.
     #[arg(long, default_value = "1000/60", requires = "emulator")]
     pub emulator_quota: String,
+    /// The embedded emulator's faults, as shares of requests: 5XX,RESETS,LOST (a rehearsal
+    /// of a bad day: 0.05,0.02,0.01).
+    #[arg(long, value_name = "5XX,RESETS,LOST", requires = "emulator")]
+    pub emulator_faults: Option<String>,
+    /// The embedded emulator's harder switches: page-cap=N, ignore-skip,
+    /// ignore-filter=FIELD, index-lag-ms=N, separated by commas.
+    #[arg(long, value_name = "SWITCHES", requires = "emulator")]
+    pub emulator_quirks: Option<String>,
+}
+
+/// `--emulator-faults 0.05,0.02,0.01`.
+fn parse_faults(text: &str, seed: u64) -> Result<crate::emulator::FaultConfig, String> {
+    let shares: Vec<f64> = text
+        .split(',')
+        .map(|s| s.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| {
+            format!("{text:?}: write three shares, 5XX,RESETS,LOST, such as 0.05,0.02,0.01")
+        })?;
+    let [error_rate, reset_rate, lost_rate] = shares[..] else {
+        return Err(format!("{text:?}: write three shares, 5XX,RESETS,LOST"));
+    };
+    check_shares(&[
+        ("5xx", error_rate),
+        ("resets", reset_rate),
+        ("lost", lost_rate),
+    ])?;
+    Ok(crate::emulator::FaultConfig {
+        error_rate,
+        reset_rate,
+        lost_rate,
+        seed,
+        ..Default::default()
+    })
+}
+
+/// Each share between 0 and 1, all together at most 1.
+fn check_shares(shares: &[(&str, f64)]) -> Result<(), String> {
+    if let Some((name, share)) = shares.iter().find(|(_, s)| !(0.0..=1.0).contains(s)) {
+        return Err(format!(
+            "{name} {share}: a share is between 0 and 1 (0.05 is 5%)"
+        ));
+    }
+    if shares.iter().map(|(_, s)| s).sum::<f64>() > 1.0 {
+        return Err("the shares of faults add up to more than 1".into());
+    }
+    Ok(())
+}
+
+/// `--emulator-quirks page-cap=100,ignore-skip,ignore-filter=customData.importId`.
+fn parse_quirks(text: &str) -> Result<crate::emulator::Quirks, String> {
+    let mut args = QuirkArgs::default();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, value) = part.split_once('=').unwrap_or((part, ""));
+        let number = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("{part:?}: {name} takes a number ({name}=100)"))
+        };
+        match name {
+            "page-cap" => args.page_cap = Some(number()? as usize),
+            "ignore-skip" => args.ignore_skip = true,
+            "ignore-filter" if !value.is_empty() => args.ignore_filter.push(value.to_string()),
+            "index-lag-ms" => args.index_lag_ms = number()?,
+            _ => {
+                return Err(format!(
+                    "{part:?}: expected page-cap=N, ignore-skip, ignore-filter=FIELD or index-lag-ms=N"
+                ));
+            }
+        }
+    }
+    Ok(args.quirks())
 }
 
 /// Parses the arguments, runs the command and returns the process exit code.
@@ -440,8 +544,30 @@ fn run_pipeline(pipeline: &Pipeline, args: &RunFlags) -> i32 {
             },
         };
         let state_dir = pipeline.state_dir(args.state_dir.as_deref());
+        let faults = match args
+            .emulator_faults
+            .as_deref()
+            .map(|f| parse_faults(f, fastrand::u64(..)))
+        {
+            None => Default::default(),
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                eprintln!("error: --emulator-faults {e}");
+                return EXIT_FAILED;
+            }
+        };
+        let quirks = match args.emulator_quirks.as_deref().map(parse_quirks) {
+            None => Default::default(),
+            Some(Ok(q)) => q,
+            Some(Err(e)) => {
+                eprintln!("error: --emulator-quirks {e}");
+                return EXIT_FAILED;
+            }
+        };
         let config = crate::emulator::EmulatorConfig {
             quota,
+            faults,
+            quirks,
             data_file: Some(state_dir.join("emulator.json")),
             ..Default::default()
         };
@@ -474,21 +600,31 @@ fn run_pipeline(pipeline: &Pipeline, args: &RunFlags) -> i32 {
         interrupt: Some(interrupt),
         gleap_target,
     };
-    let report = engine::run(pipeline, &options);
+    let mut report = engine::run(pipeline, &options);
     if !args.quiet {
         eprint!("{}", report.human());
     }
     if let Some(emulator) = emulator {
         match emulator.stop() {
-            Ok(stats) if !args.quiet => eprintln!(
-                "emulator now holds {} sessions, {} tickets, {} messages ({} requests answered, {} with 429)",
-                stats["entities"]["sessions"],
-                stats["entities"]["tickets"],
-                stats["entities"]["messages"],
-                stats["total_requests"],
-                stats["rate_limited"]
-            ),
-            Ok(_) => {}
+            Ok(stats) => {
+                if !args.quiet {
+                    eprintln!(
+                        "emulator now holds {} sessions, {} tickets, {} messages ({} requests answered, {} with 429, {} faults); {} messages created out of thread order, {} sessions sharing a userId",
+                        stats["entities"]["sessions"],
+                        stats["entities"]["tickets"],
+                        stats["entities"]["messages"],
+                        stats["total_requests"],
+                        stats["rate_limited"],
+                        ["errors", "resets", "lost_responses"]
+                            .iter()
+                            .filter_map(|k| stats["faults"][k].as_u64())
+                            .sum::<u64>(),
+                        stats["messages_out_of_order"],
+                        stats["sessions_sharing_a_user_id"]["user_ids"],
+                    );
+                }
+                report.emulator = Some(stats);
+            }
             Err(e) => eprintln!("warning: the emulator: {e}"),
         }
     }
@@ -522,12 +658,8 @@ fn emulator(args: &EmulatorArgs) -> i32 {
         ("--fail-reset", args.fail_reset),
         ("--fail-lost", args.fail_lost),
     ];
-    if let Some((flag, share)) = shares.iter().find(|(_, s)| !(0.0..=1.0).contains(s)) {
-        eprintln!("error: {flag} {share}: a share is between 0 and 1 (0.05 is 5%)");
-        return EXIT_FAILED;
-    }
-    if shares.iter().map(|(_, s)| s).sum::<f64>() > 1.0 {
-        eprintln!("error: --fail-5xx, --fail-reset and --fail-lost add up to more than 1");
+    if let Err(e) = check_shares(&shares) {
+        eprintln!("error: {e}");
         return EXIT_FAILED;
     }
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
@@ -547,6 +679,7 @@ fn emulator(args: &EmulatorArgs) -> i32 {
         },
         data_file: args.data.clone(),
         generate_sessions: args.generate_sessions,
+        quirks: args.quirks.quirks(),
         ..EmulatorConfig::default()
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -603,6 +736,10 @@ fn emulator(args: &EmulatorArgs) -> i32 {
             }
         );
         println!("faults: {faults} (seed {seed})");
+        let quirks = args.quirks.quirks().describe();
+        if !quirks.is_empty() {
+            println!("harder than Gleap may be: {}", quirks.join("; "));
+        }
         println!(
             "stats: http://{}/__emulator/stats   dump: http://{}/__emulator/dump",
             emulator.addr(),

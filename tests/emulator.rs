@@ -25,8 +25,9 @@ fn manual() -> (Arc<ManualClock>, EmulatorConfig) {
     (clock, config)
 }
 
+/// A document's id as clients read it (`gleap::answer::id`: `id`, else `_id`).
 fn id(v: &Value) -> String {
-    v["_id"].as_str().expect("an _id").to_string()
+    gleap_etl::gleap::answer::id(v).expect("an id").to_string()
 }
 
 #[tokio::test]
@@ -120,9 +121,13 @@ async fn tickets_create_get_update_list_with_bug_ids_and_populated_sessions() {
         .await;
     assert_eq!(status, 200, "{t}");
     assert_eq!(t["bugId"], 1);
+    assert!(
+        t.get("_id").is_none(),
+        "tickets answer `id`, not `_id`: {t}"
+    );
     assert_eq!(
         t["session"],
-        json!({"_id": s["_id"], "id": s["_id"], "email": "ada@x.io", "name": "Ada", "userId": "u1"})
+        json!({"id": s["_id"], "email": "ada@x.io", "name": "Ada", "userId": "u1"})
     );
     assert_eq!(t["status"], "OPEN");
     let (_, t2) = api.post("/tickets", json!({"title": "Second"})).await;
@@ -266,14 +271,14 @@ async fn messages_as_text_doc_note_customer_and_with_attachments() {
         .post("/tickets", json!({"title": "t", "session": s["_id"]}))
         .await;
     let (_, other) = api.post("/tickets", json!({"title": "other"})).await;
-    let tid = t["_id"].clone();
+    let tid = t["id"].clone();
     let doc = json!({"type": "doc", "content": [{"type": "paragraph", "content": [{"type": "text", "text": "Hi ", "marks": [{"type": "bold"}]}]}]});
     let cases = [
         json!({"ticket": tid, "comment": "plain text", "sendToChannel": false}),
         json!({"ticket": tid, "comment": doc, "sendToChannel": false, "attachments": [{"name": "fix.png", "url": "https://e/fix.png", "type": "image/png"}]}),
         json!({"ticket": tid, "comment": "internal", "isNote": true}),
         json!({"ticket": tid, "comment": "from the customer", "session": s["_id"]}),
-        json!({"ticket": other["_id"], "comment": "agent reply that notifies"}),
+        json!({"ticket": other["id"], "comment": "agent reply that notifies"}),
     ];
     let mut created = Vec::new();
     for body in cases {
@@ -283,27 +288,42 @@ async fn messages_as_text_doc_note_customer_and_with_attachments() {
     }
     assert_eq!(created[0]["type"], "TEXT");
     assert_eq!(created[0]["user"]["firstName"], "API", "agent-authored");
-    assert_eq!(created[1]["comment"], doc);
+    // As the live API answers: text in data.content, comment and isNote write-only.
+    assert_eq!(created[1]["data"]["content"], doc);
+    assert_eq!(created[1]["comment"], Value::Null);
     assert_eq!(created[1]["attachments"][0]["name"], "fix.png");
-    assert_eq!(created[2]["isNote"], true);
+    assert_eq!(created[2]["type"], "NOTE");
+    assert_eq!(created[2]["isNote"], Value::Null);
+    assert!(
+        created
+            .iter()
+            .all(|m| m.get("_id").is_none() && m["id"].is_string())
+    );
     assert_eq!(
         created[3]["session"]["email"], "c@x.io",
         "customer-authored"
     );
     assert!(created[3].get("user").is_none());
 
-    let (status, list) = api
-        .get(&format!("/messages?ticket={}", t["_id"].as_str().unwrap()))
-        .await;
-    assert_eq!(status, 200);
-    let comments: Vec<&Value> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| &m["comment"])
-        .collect();
-    assert_eq!(comments.len(), 4);
-    assert_eq!(comments[0], "plain text");
+    // In conversation order, whatever `sort` asks (as Gleap: tmcinerney/gleap 617ecce).
+    for sort in ["", "&sort=-createdAt", "&sort=createdAt"] {
+        let (status, list) = api
+            .get(&format!(
+                "/messages?ticket={}{sort}",
+                t["id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(status, 200);
+        let comments: Vec<&Value> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| &m["data"]["content"])
+            .collect();
+        assert_eq!(comments.len(), 4);
+        assert_eq!(comments[0], "plain text", "{sort}");
+        assert_eq!(comments[3], "from the customer", "{sort}");
+    }
     assert_eq!(
         emulator.stats()["customer_notifications"],
         1,

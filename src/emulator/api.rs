@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 
 use super::limits::{Fault, Faults, QuotaWindow, Stats};
 use super::query;
+use super::quirks::Quirks;
 use super::store::{Doc, Kind, Store, StoreError};
 use crate::clock::Clock;
 use crate::gleap::fields::{
@@ -33,6 +34,7 @@ pub struct App {
     pub api_key: String,
     pub project: String,
     pub retry_after: bool,
+    pub quirks: Quirks,
     pub clock: Arc<dyn Clock>,
     pub shared: Mutex<Shared>,
     /// Set by every write; cleared when `--data` is saved.
@@ -70,6 +72,10 @@ impl App {
         stats["entities"] = Value::Object(entities);
         stats["sessions_sharing_a_user_id"] =
             json!({"user_ids": shared_count, "examples": examples});
+        let (late, tickets, examples) = shared.store.messages_out_of_order();
+        stats["messages_out_of_order"] = json!(late);
+        stats["tickets_out_of_order"] = json!({"tickets": tickets, "examples": examples});
+        stats["quirks"] = json!(self.quirks.describe());
         stats
     }
 
@@ -102,9 +108,15 @@ pub fn router(app: Arc<App>) -> Router {
             get(get_session).put(update_session).delete(delete_session),
         )
         .route("/tickets", post(create_ticket).get(list_tickets))
-        .route("/tickets/{id}", get(get_ticket).put(update_ticket))
+        .route(
+            "/tickets/{id}",
+            get(get_ticket).put(update_ticket).delete(delete_ticket),
+        )
         .route("/messages", post(create_message).get(list_messages))
-        .route("/messages/{id}", axum::routing::put(update_message))
+        .route(
+            "/messages/{id}",
+            axum::routing::put(update_message).delete(delete_message),
+        )
         .route_layer(middleware::from_fn_with_state(app.clone(), gate));
     Router::new()
         .nest("/v3", api)
@@ -292,7 +304,15 @@ async fn create_ticket(State(app): State<Arc<App>>, bytes: Bytes) -> Response {
     answer(result)
 }
 
-async fn create_message(State(app): State<Arc<App>>, bytes: Bytes) -> Response {
+async fn create_message(
+    State(app): State<Arc<App>>,
+    headers: axum::http::HeaderMap,
+    bytes: Bytes,
+) -> Response {
+    let seq = headers
+        .get(crate::gleap::client::SEQ_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     let doc = match body(&app, "messages", CREATE_MESSAGE_FIELDS, &bytes) {
         Ok(d) => d,
         Err(r) => return *r,
@@ -302,7 +322,7 @@ async fn create_message(State(app): State<Arc<App>>, bytes: Bytes) -> Response {
         && doc.get("sendToChannel") != Some(&Value::Bool(false));
     let now = app.clock.now();
     let mut shared = app.lock();
-    let result = shared.store.create_message(now, doc);
+    let result = shared.store.create_message(now, doc, seq);
     if result.is_ok() && notifies {
         shared.stats.customer_notifications += 1;
     }
@@ -347,9 +367,23 @@ async fn update_message(
 }
 
 async fn delete_session(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
-    let result = app.lock().store.delete_session(&id);
-    written(&app);
+    delete(&app, Kind::Sessions, &id)
+}
+
+/// `DELETE /tickets/{id}` answers 200 `{}` (Gleap's spec), the others 204.
+async fn delete_ticket(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    delete(&app, Kind::Tickets, &id)
+}
+
+async fn delete_message(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    delete(&app, Kind::Messages, &id)
+}
+
+fn delete(app: &App, kind: Kind, id: &str) -> Response {
+    let result = app.lock().store.delete(kind, id);
+    written(app);
     match result {
+        Ok(()) if kind == Kind::Tickets => axum::Json(json!({})).into_response(),
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => answer(Err(e)),
     }
@@ -371,11 +405,20 @@ async fn session_by_user_id(State(app): State<Arc<App>>, Path(user_id): Path<Str
 /// answers how many match in all, and counting can take longer than the page). Serialized
 /// under the lock, so that sessions are written from the store without a copy.
 fn list(app: &App, kind: Kind, raw: Option<String>) -> Response {
-    let q = match query::parse(raw.as_deref()) {
+    let mut q = match query::parse(raw.as_deref()) {
         Ok(q) => q,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let shared = app.lock();
+    app.quirks.apply(&mut q);
+    if kind == Kind::Messages {
+        // Gleap answers messages in conversation order whatever `sort` asks (tmcinerney/gleap
+        // commit 617ecce).
+        q.sort = None;
+    }
+    let mut shared = app.lock();
+    if kind == Kind::Sessions && !app.quirks.index_lag.is_zero() {
+        q.hidden = shared.store.hidden_sessions(app.clock.now());
+    }
     let store = &shared.store;
     let (page, total) = store.list(kind, &q, kind == Kind::Tickets);
     let body = match kind {

@@ -16,6 +16,7 @@ pub mod api;
 pub mod index;
 pub mod limits;
 pub mod query;
+pub mod quirks;
 pub mod server;
 pub mod store;
 
@@ -34,6 +35,7 @@ use crate::error::{Error, Result};
 use api::{App, Shared};
 pub use limits::{FaultConfig, Quota};
 use limits::{Faults, QuotaWindow, Stats};
+pub use quirks::Quirks;
 use store::Store;
 
 /// How to run an emulator.
@@ -50,6 +52,8 @@ pub struct EmulatorConfig {
     /// Send `Retry-After` with 429 (Gleap does not promise it). Default true.
     pub retry_after: bool,
     pub faults: FaultConfig,
+    /// Ways to be harder than Gleap may be (page caps, ignored skip and filters, index lag).
+    pub quirks: Quirks,
     /// Load the state from this JSON file at start (if it exists) and save it there.
     pub data_file: Option<PathBuf>,
     pub clock: Arc<dyn Clock>,
@@ -69,6 +73,7 @@ impl Default for EmulatorConfig {
             quota: Some(Quota::GLEAP),
             retry_after: true,
             faults: FaultConfig::default(),
+            quirks: Quirks::default(),
             data_file: None,
             clock: Arc::new(SystemClock),
             on_request: None,
@@ -102,6 +107,7 @@ impl Emulator {
                 .collect()
         });
         let mut store = Store::new(seed);
+        store.set_index_lag(config.quirks.index_lag);
         if let Some(path) = &config.data_file
             && path.exists()
         {
@@ -125,6 +131,7 @@ impl Emulator {
             api_key,
             project,
             retry_after: config.retry_after,
+            quirks: config.quirks.clone(),
             clock: config.clock.clone(),
             shared: Mutex::new(Shared {
                 store,

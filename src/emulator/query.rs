@@ -28,6 +28,8 @@ pub struct ListQuery {
     /// Field path and whether descending.
     pub sort: Option<(Vec<String>, bool)>,
     pub filters: Vec<Filter>,
+    /// Ids of documents the list does not show yet (`Quirks::index_lag`).
+    pub hidden: std::collections::HashSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -118,6 +120,7 @@ pub fn parse(raw: Option<&str>) -> Result<ListQuery, String> {
         skip: 0,
         sort: None,
         filters: Vec::new(),
+        hidden: Default::default(),
     };
     for part in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (key, value) = match part.split_once('=') {
@@ -292,12 +295,31 @@ fn sort_key_cmp(field: &[String], a: Option<&Value>, b: Option<&Value>) -> Order
 }
 
 impl ListQuery {
+    /// The value of an equality filter on `field` with one value, if the query has one.
+    pub fn single_value(&self, field: &str) -> Option<&str> {
+        self.filters
+            .iter()
+            .find(|f| {
+                f.op == Op::Eq && f.values.len() == 1 && f.path.len() == 1 && f.path[0] == field
+            })
+            .map(|f| f.values[0].as_str())
+    }
+
+    /// Whether the list shows a document (it is not hidden).
+    fn shown(&self, doc: &Doc) -> bool {
+        self.hidden.is_empty()
+            || doc
+                .get("_id")
+                .and_then(Value::as_str)
+                .is_none_or(|id| !self.hidden.contains(id))
+    }
+
     /// The page of matching documents (in stored order, or sorted: ties by `_id` on
     /// `createdAt`/`updatedAt`, else in stored order) and how many match in all, looking at
     /// every document: the scan path.
     pub fn run<'a>(&self, docs: impl Iterator<Item = &'a Doc>) -> (Vec<&'a Doc>, usize) {
         let mut matching: Vec<&Doc> = docs
-            .filter(|d| self.filters.iter().all(|f| f.matches(d)))
+            .filter(|d| self.shown(d) && self.filters.iter().all(|f| f.matches(d)))
             .collect();
         let total = matching.len();
         if let Some((field, desc)) = &self.sort {
@@ -391,7 +413,7 @@ impl ListQuery {
         count_all: bool,
     ) -> (Vec<&'a Doc>, Option<usize>) {
         let filters: Vec<&Filter> = plan.residual.iter().map(|&i| &self.filters[i]).collect();
-        if filters.is_empty() {
+        if filters.is_empty() && self.hidden.is_empty() {
             let skipped = keys.by_ref().take(self.skip).count();
             let page: Vec<&Doc> = keys.by_ref().take(self.limit).map(lookup).collect();
             let total = count_all.then(|| skipped + page.len() + keys.count());
@@ -404,7 +426,7 @@ impl ListQuery {
         let mut matched = 0usize;
         for key in keys {
             let doc = lookup(key);
-            if !filters.iter().all(|f| f.matches(doc)) {
+            if !self.shown(doc) || !filters.iter().all(|f| f.matches(doc)) {
                 continue;
             }
             matched += 1;

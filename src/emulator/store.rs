@@ -1,8 +1,11 @@
 //! The emulator's data: sessions, tickets and messages of one project, with the behaviour the
 //! real API has (ObjectIds, millisecond timestamps, per-project bug ids, references that must
-//! exist, populated sessions in answers).
+//! exist, populated sessions in answers), answered in the shapes clients run against the live
+//! API found (tmcinerney/gleap): tickets and messages carry `id`, not `_id`; a message's text
+//! is in `data.content` while `comment` and `isNote` are answered as null; notes are
+//! `type: "NOTE"`; `GET /messages` answers in conversation order whatever `sort` says.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Utc};
 use indexmap::IndexMap;
@@ -55,7 +58,7 @@ pub enum StoreError {
 
 /// The agent the API key acts as: authors of agent messages.
 fn api_agent() -> Value {
-    json!({"_id": "64b000000000000000000001", "email": "api@gleap.local", "firstName": "API", "lastName": "Agent"})
+    json!({"id": "64b000000000000000000001", "email": "api@gleap.local", "firstName": "API", "lastName": "Agent"})
 }
 
 /// All data of the emulated project.
@@ -74,6 +77,14 @@ pub struct Store {
     seed: u64,
     /// How many times `touch_sessions` ran (each call picks other sessions).
     touches: u64,
+    /// Ticket id -> its messages' ids, in conversation order.
+    messages_by_ticket: HashMap<String, Vec<String>>,
+    /// Message id -> the position in its input the client said it had (`x-gleap-etl-seq`).
+    import_seq: HashMap<String, u64>,
+    /// New sessions show in lists this many milliseconds after they were created.
+    index_lag_ms: i64,
+    /// Sessions created within the last `index_lag_ms`, oldest first, with when.
+    recent_sessions: VecDeque<(i64, String)>,
 }
 
 impl Store {
@@ -111,8 +122,38 @@ impl Store {
         self.collection(kind).values()
     }
 
+    /// Lists show a new session only `lag` after it was created (`Quirks::index_lag`).
+    pub fn set_index_lag(&mut self, lag: std::time::Duration) {
+        self.index_lag_ms = lag.as_millis() as i64;
+    }
+
+    /// Ids of the sessions lists do not show yet at `now`.
+    pub fn hidden_sessions(&mut self, now: DateTime<Utc>) -> HashSet<String> {
+        let shown_before = now.timestamp_millis() - self.index_lag_ms;
+        while self
+            .recent_sessions
+            .front()
+            .is_some_and(|(at, _)| *at <= shown_before)
+        {
+            self.recent_sessions.pop_front();
+        }
+        self.recent_sessions
+            .iter()
+            .map(|(_, id)| id.clone())
+            .collect()
+    }
+
     /// Puts a new document in, and in the indexes.
     fn insert_doc(&mut self, kind: Kind, id: String, doc: Doc) {
+        if kind == Kind::Messages
+            && !self.messages.contains_key(&id)
+            && let Some(ticket) = doc.get("ticket").and_then(Value::as_str)
+        {
+            self.messages_by_ticket
+                .entry(ticket.to_string())
+                .or_default()
+                .push(id.clone());
+        }
         let indexes = &mut self.time_indexes[kind.index()];
         let collection = match kind {
             Kind::Sessions => &mut self.sessions,
@@ -151,6 +192,18 @@ impl Store {
                     query.run_ordered(&plan, ids, lookup, want_total)
                 };
             }
+        }
+        // The messages of one ticket, from its own list.
+        if kind == Kind::Messages
+            && let Some(ids) = query.single_value("ticket").map(|t| {
+                self.messages_by_ticket
+                    .get(t)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default()
+            })
+        {
+            let (page, total) = query.run(ids.iter().filter_map(|id| self.messages.get(id)));
+            return (page, Some(total));
         }
         let (page, total) = query.run(self.docs(kind));
         (page, Some(total))
@@ -195,6 +248,10 @@ impl Store {
                 .or_default()
                 .push(id.clone());
         }
+        if self.index_lag_ms > 0 {
+            self.recent_sessions
+                .push_back((now.timestamp_millis(), id.clone()));
+        }
         self.insert_doc(Kind::Sessions, id.clone(), doc);
         self.render(Kind::Sessions, &id).expect("just inserted")
     }
@@ -222,11 +279,14 @@ impl Store {
         Ok(self.render(Kind::Tickets, &id).expect("just inserted"))
     }
 
-    /// `POST /messages`: on an existing ticket; customer-authored when `session` is given.
+    /// `POST /messages`: on an existing ticket; customer-authored when `session` is given;
+    /// a note (`type: NOTE`) when `isNote`. The ticket's `updatedAt` becomes now. `seq` is
+    /// where the client says the message stands in its input, for the out-of-order count.
     pub fn create_message(
         &mut self,
         now: DateTime<Utc>,
         mut body: Doc,
+        seq: Option<u64>,
     ) -> Result<Value, StoreError> {
         match body.get("ticket") {
             None | Some(Value::Null) => {
@@ -250,18 +310,28 @@ impl Store {
                 ));
             }
         }
+        let note = body.get("isNote").and_then(Value::as_bool) == Some(true);
+        body.insert("isNote".into(), json!(note));
+        if note {
+            body.insert("type".into(), json!("NOTE"));
+        }
         body.entry("type").or_insert(json!("TEXT"));
-        body.entry("isNote").or_insert(json!(false));
-        let (id, doc) = self.stamp(now, body);
-        let ticket = doc
+        let ticket = body
             .get("ticket")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
+        let index = self.messages_by_ticket.get(&ticket).map_or(0, Vec::len);
+        body.insert("index".into(), json!(index));
+        let (id, doc) = self.stamp(now, body);
         self.insert_doc(Kind::Messages, id.clone(), doc);
+        if let Some(seq) = seq {
+            self.import_seq.insert(id.clone(), seq);
+        }
         if let Some(t) = self.tickets.get_mut(&ticket) {
             t.insert("latestComment".into(), Value::String(id.clone()));
         }
+        self.touch(Kind::Tickets, &ticket, now);
         Ok(self.render(Kind::Messages, &id).expect("just inserted"))
     }
 
@@ -304,12 +374,8 @@ impl Store {
                 doc.insert(key, value);
             }
         }
-        let updated_at = Value::String(format_timestamp(&now));
-        let old_updated_at = doc.insert("updatedAt".into(), updated_at.clone());
         let new_user_id = doc.get("userId").cloned();
-        let index = self.time_indexes[kind.index()].get_mut(TimeField::UpdatedAt);
-        index.remove(old_updated_at.as_ref(), id);
-        index.insert(Some(&updated_at), id);
+        self.touch(kind, id, now);
         if kind == Kind::Sessions && old_user_id != new_user_id {
             if let Some(Value::String(old)) = &old_user_id {
                 self.unindex_user_id(old, id);
@@ -319,6 +385,18 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Sets a document's `updatedAt` to `now`, in its index too.
+    fn touch(&mut self, kind: Kind, id: &str, now: DateTime<Utc>) {
+        let Some(doc) = self.collection_mut(kind).get_mut(id) else {
+            return;
+        };
+        let updated_at = Value::String(format_timestamp(&now));
+        let old_updated_at = doc.insert("updatedAt".into(), updated_at.clone());
+        let index = self.time_indexes[kind.index()].get_mut(TimeField::UpdatedAt);
+        index.remove(old_updated_at.as_ref(), id);
+        index.insert(Some(&updated_at), id);
     }
 
     fn unindex_user_id(&mut self, user_id: &str, id: &str) {
@@ -332,14 +410,41 @@ impl Store {
 
     /// `DELETE /sessions/{id}`.
     pub fn delete_session(&mut self, id: &str) -> Result<(), StoreError> {
+        self.delete(Kind::Sessions, id)
+    }
+
+    /// `DELETE /{kind}/{id}`; a ticket's messages go with it.
+    pub fn delete(&mut self, kind: Kind, id: &str) -> Result<(), StoreError> {
         let doc = self
-            .sessions
+            .collection_mut(kind)
             .shift_remove(id)
-            .ok_or_else(|| self.not_found(Kind::Sessions))?;
-        if let Some(Value::String(user_id)) = doc.get("userId") {
-            self.unindex_user_id(&user_id.clone(), id);
+            .ok_or_else(|| self.not_found(kind))?;
+        self.time_indexes[kind.index()].remove(id, &doc);
+        match kind {
+            Kind::Sessions => {
+                if let Some(Value::String(user_id)) = doc.get("userId") {
+                    self.unindex_user_id(&user_id.clone(), id);
+                }
+            }
+            Kind::Tickets => {
+                for message in self.messages_by_ticket.remove(id).unwrap_or_default() {
+                    if let Some(m) = self.messages.shift_remove(&message) {
+                        self.time_indexes[Kind::Messages.index()].remove(&message, &m);
+                    }
+                    self.import_seq.remove(&message);
+                }
+            }
+            Kind::Messages => {
+                if let Some(ids) = doc
+                    .get("ticket")
+                    .and_then(Value::as_str)
+                    .and_then(|t| self.messages_by_ticket.get_mut(t))
+                {
+                    ids.retain(|m| m != id);
+                }
+                self.import_seq.remove(id);
+            }
         }
-        self.time_indexes[Kind::Sessions.index()].remove(id, &doc);
         Ok(())
     }
 
@@ -360,8 +465,10 @@ impl Store {
         StoreError::NotFound(format!("{} not found", kind.singular()))
     }
 
-    /// A document as the API answers it: tickets and messages show their session as
-    /// `{_id, email, name}`, agent messages their author as `user`.
+    /// A document as the API answers it. Sessions as stored (`_id` and `id`). Tickets and
+    /// messages with `id` only, their session as `{id, email, name, userId}`, agent messages
+    /// their author as `user`; a message's text in `data.content`, `comment` and `isNote`
+    /// null (write-only), a note by its `type`.
     pub fn render(&self, kind: Kind, id: &str) -> Option<Value> {
         let doc = self.collection(kind).get(id)?;
         Some(self.render_doc(kind, doc))
@@ -372,22 +479,58 @@ impl Store {
             return Value::Object(doc.clone());
         }
         let mut out = doc.clone();
+        out.shift_remove("_id");
         if let Some(Value::String(session_id)) = doc.get("session")
             && let Some(session) = self.sessions.get(session_id)
         {
             let mut summary = Map::new();
-            for key in ["_id", "id", "email", "name", "userId"] {
+            for key in ["id", "email", "name", "userId"] {
                 if let Some(v) = session.get(key) {
                     summary.insert(key.into(), v.clone());
                 }
             }
             out.insert("session".into(), Value::Object(summary));
         }
-        if kind == Kind::Messages && doc.get("session").is_none_or(Value::is_null) {
-            out.insert("user".into(), api_agent());
+        if kind == Kind::Messages {
+            if doc.get("session").is_none_or(Value::is_null) {
+                out.insert("user".into(), api_agent());
+            }
+            let content = out.insert("comment".into(), Value::Null);
+            out.insert("isNote".into(), Value::Null);
+            let mut data = match out.shift_remove("data") {
+                Some(Value::Object(data)) => data,
+                _ => Map::new(),
+            };
+            data.insert("content".into(), content.unwrap_or(Value::Null));
+            out.insert("data".into(), Value::Object(data));
         }
         out.shift_remove("sendToChannel");
         Value::Object(out)
+    }
+
+    /// Messages created after a message of their ticket that comes later in the client's
+    /// input (by the `x-gleap-etl-seq` each create carried): how many, on how many tickets,
+    /// and a few of those tickets. Messages created without it are not judged.
+    pub fn messages_out_of_order(&self) -> (u64, u64, Vec<String>) {
+        let (mut messages, mut tickets) = (0, Vec::new());
+        for (ticket, ids) in &self.messages_by_ticket {
+            let mut highest = None;
+            let mut late = 0;
+            for seq in ids.iter().filter_map(|id| self.import_seq.get(id)) {
+                if highest.is_some_and(|h| *seq < h) {
+                    late += 1;
+                }
+                highest = highest.max(Some(*seq));
+            }
+            if late > 0 {
+                messages += late;
+                tickets.push(ticket.clone());
+            }
+        }
+        tickets.sort();
+        let count = tickets.len() as u64;
+        tickets.truncate(10);
+        (messages, count, tickets)
     }
 
     /// How many userIds more than one session shares, with a few of them.
@@ -409,6 +552,7 @@ impl Store {
             "tickets": self.tickets.values().collect::<Vec<_>>(),
             "messages": self.messages.values().collect::<Vec<_>>(),
             "nextBugId": self.next_bug_id,
+            "importSeq": self.import_seq,
         })
     }
 
@@ -436,6 +580,13 @@ impl Store {
                         .push(id.to_string());
                 }
                 self.insert_doc(kind, id.to_string(), doc.clone());
+            }
+        }
+        if let Some(Value::Object(seqs)) = data.get("importSeq") {
+            for (id, seq) in seqs {
+                if let Some(seq) = seq.as_u64() {
+                    self.import_seq.insert(id.clone(), seq);
+                }
             }
         }
         self.next_bug_id = data
@@ -763,29 +914,106 @@ mod tests {
         let t = store
             .create_ticket(now, obj(json!({"title": "x"})))
             .unwrap();
-        let tid = t["_id"].clone();
+        assert!(t.get("_id").is_none(), "tickets answer `id` only");
+        let tid = t["id"].clone();
         assert_eq!(
             store
-                .create_message(now, obj(json!({"comment": "hi"})))
+                .create_message(now, obj(json!({"comment": "hi"})), None)
                 .unwrap_err(),
             StoreError::BadRequest("ticket is required".into())
         );
         let agent = store
-            .create_message(now, obj(json!({"ticket": tid, "comment": "hello"})))
+            .create_message(now, obj(json!({"ticket": tid, "comment": "hello"})), None)
             .unwrap();
         assert_eq!(agent["user"]["firstName"], "API");
         let customer = store
             .create_message(
                 now,
                 obj(json!({"ticket": tid, "comment": "hey", "session": s["_id"]})),
+                None,
             )
             .unwrap();
         assert!(customer.get("user").is_none());
-        assert_eq!(customer["session"]["_id"], s["_id"]);
+        assert_eq!(customer["session"]["id"], s["_id"]);
+        assert!(customer["session"].get("_id").is_none());
         assert!(
             store
-                .create_message(now, obj(json!({"ticket": tid, "comment": {"type": "p"}})))
+                .create_message(
+                    now,
+                    obj(json!({"ticket": tid, "comment": {"type": "p"}})),
+                    None
+                )
                 .is_err()
+        );
+    }
+
+    #[test]
+    fn messages_answer_like_the_live_api() {
+        let clock = ManualClock::at_2024();
+        let mut store = Store::new(1);
+        let t = store
+            .create_ticket(clock.now(), obj(json!({"title": "x"})))
+            .unwrap();
+        let tid = t["id"].as_str().unwrap().to_string();
+        let later = clock.now() + chrono::Duration::seconds(5);
+        let note = store
+            .create_message(
+                later,
+                obj(json!({"ticket": tid, "comment": "inside", "isNote": true})),
+                Some(1),
+            )
+            .unwrap();
+        assert!(note.get("_id").is_none());
+        assert!(note["id"].is_string());
+        assert_eq!(note["data"]["content"], "inside");
+        assert_eq!(note["comment"], Value::Null, "write-only");
+        assert_eq!(note["isNote"], Value::Null, "write-only");
+        assert_eq!(note["type"], "NOTE");
+        assert_eq!(note["index"], 0);
+        let doc = json!({"type": "doc", "content": []});
+        let text = store
+            .create_message(later, obj(json!({"ticket": tid, "comment": doc})), Some(0))
+            .unwrap();
+        assert_eq!(text["type"], "TEXT");
+        assert_eq!(text["data"]["content"], doc);
+        assert_eq!(text["index"], 1);
+        // The ticket moved to the message's time.
+        assert_eq!(
+            store.get(Kind::Tickets, &tid).unwrap()["updatedAt"],
+            format_timestamp(&later)
+        );
+        // The second one came first in the client's input: out of order.
+        assert_eq!(store.messages_out_of_order(), (1, 1, vec![tid.clone()]));
+        // Lists of one ticket's messages come from its own list, in conversation order.
+        let q = crate::emulator::query::parse(Some(&format!("ticket={tid}"))).unwrap();
+        let (page, total) = store.list(Kind::Messages, &q, true);
+        assert_eq!(total, Some(2));
+        assert_eq!(page[0]["comment"], "inside");
+        // A ticket's messages go with it.
+        store.delete(Kind::Tickets, &tid).unwrap();
+        assert_eq!(store.count(Kind::Messages), 0);
+        assert_eq!(store.messages_out_of_order(), (0, 0, vec![]));
+        assert!(store.delete(Kind::Tickets, &tid).is_err());
+    }
+
+    #[test]
+    fn new_sessions_stay_hidden_from_lists_for_the_lag() {
+        let clock = ManualClock::at_2024();
+        let mut store = Store::new(1);
+        store.set_index_lag(std::time::Duration::from_millis(2000));
+        let s = store.create_session(clock.now(), obj(json!({"userId": "u1"})));
+        let id = s["_id"].as_str().unwrap().to_string();
+        assert_eq!(
+            store.hidden_sessions(clock.now()),
+            HashSet::from([id.clone()])
+        );
+        let soon = clock.now() + chrono::Duration::milliseconds(1999);
+        assert_eq!(store.hidden_sessions(soon).len(), 1);
+        let later = clock.now() + chrono::Duration::milliseconds(2000);
+        assert!(store.hidden_sessions(later).is_empty());
+        assert!(
+            store.session_by_user_id("u1").is_ok(),
+            "found by userId at once"
         );
     }
 

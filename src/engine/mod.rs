@@ -81,6 +81,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
         peak_memory_bytes: None,
         streams: Vec::new(),
         error: None,
+        emulator: None,
     };
     let finish = |mut report: RunReport| {
         report.elapsed_secs = started.elapsed().as_secs_f64();

@@ -28,6 +28,10 @@ pub struct RunReport {
     pub streams: Vec<StreamReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// With `--emulator`: the embedded emulator's stats at the end (entities, requests,
+    /// faults, `messages_out_of_order`, sessions sharing a userId).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub emulator: Option<serde_json::Value>,
 }
 
 /// What one stream did.
@@ -125,6 +129,18 @@ impl RunReport {
                             count(n("rate_limited")),
                             count(n("retries")),
                         ));
+                        if n("out_of_order") > 0 {
+                            line.push_str(&format!(
+                                "; {} created after a later message of their ticket (an earlier run created it; Gleap cannot back-date)",
+                                count(n("out_of_order"))
+                            ));
+                        }
+                        if let Some(why) = d
+                            .get("prefetch_skipped")
+                            .and_then(serde_json::Value::as_str)
+                        {
+                            line.push_str(&format!("; {why}"));
+                        }
                     }
                     if s.skipped > 0 {
                         line.push_str(&format!(" (resumed: {} already done)", count(s.skipped)));

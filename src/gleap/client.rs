@@ -28,6 +28,10 @@ use crate::error::{Error, Result};
 
 /// The public API's address.
 pub const GLEAP_BASE_URL: &str = "https://api.gleap.io/v3";
+/// Sent with each message create: the record's position in its stream's input. Gleap
+/// ignores it; the emulator counts messages created out of that order
+/// (`messages_out_of_order` in its stats).
+pub const SEQ_HEADER: &str = "x-gleap-etl-seq";
 /// The most records a Gleap list request answers at once (`limit`).
 pub const MAX_PAGE_SIZE: usize = 1000;
 /// We pace at this share of the quota, to keep clear of 429s when answers arrive unevenly.

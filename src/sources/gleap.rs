@@ -12,6 +12,19 @@
 //! a sink that makes its output durable in steps (a Parquet dataset) commits the cursor with
 //! each step, so a killed export resumes after its last committed step. With
 //! `incremental: true` the next run reads only what changed since the last complete one.
+//!
+//! Nothing about Gleap's paging is taken on trust (`crate::gleap::paging`): a page shorter
+//! than asked ends the read only once a longer one was seen (pages may be capped below
+//! `limit`); a record before the window, after it or out of order, a page longer than asked
+//! and a page repeated for another `skip` stop the read with an error naming the problem;
+//! tickets are counted against Gleap's `totalCount`. Answers are read with
+//! `crate::gleap::answer` (`id` or `_id`); every record carries `_id` in the output.
+//!
+//! Messages are read ticket by ticket through the documented `ticket=` filter, in
+//! conversation order: the tickets are paged as above (for an incremental run, those changed
+//! since the cursor, whose new messages moved them), and of each ticket's messages those at
+//! or after the window's start are kept. `GET /messages` ignores `sort`
+//! (tmcinerney/gleap commit 617ecce), so it cannot be paged by time itself.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,8 +37,10 @@ use serde_json::Value;
 
 use super::{OpenedSource, ProgressUnit, Rejected, SourceItem, SourceProgress};
 use crate::error::{Error, Result};
+use crate::gleap::answer::{self, ListPage};
 use crate::gleap::client::{MAX_PAGE_SIZE, RequestCounters};
 use crate::gleap::model::{Field, FieldKind};
+use crate::gleap::paging::{PagingError, list_all};
 use crate::record::{FieldType, Position};
 use crate::sinks::gleap::{Entity, GleapRun};
 
@@ -83,6 +98,10 @@ pub struct Cursor {
     pub from: Option<String>,
     /// Where it ends (inclusive): the newest value when the run started. `None` until known.
     pub upper: Option<String>,
+    /// The id of the record at `upper` that comes last in the window (the newest): once it
+    /// is read, the window is.
+    #[serde(default)]
+    pub upper_id: Option<String>,
     /// The last value read.
     pub after: Option<String>,
     /// Ids read whose value is `after`.
@@ -92,6 +111,16 @@ pub struct Cursor {
     pub skip: usize,
     /// The window is read to its end.
     pub complete: bool,
+    /// Records (tickets, for messages) of the window read so far.
+    #[serde(default)]
+    pub read: u64,
+    /// Ids read at the window's start value by the run before (`seen` when it started).
+    #[serde(default)]
+    pub carried: u64,
+    /// Tickets: how many Gleap counted in the window when its first page was read, less
+    /// `carried`.
+    #[serde(default)]
+    pub counted: Option<u64>,
 }
 
 /// How a run of the source starts, decided from the stored cursor.
@@ -123,11 +152,15 @@ impl CursorLog {
         }
     }
 
+    /// The cursor after the records up to `through_seq`; a later cursor for the same record
+    /// (a ticket without messages read after it) replaces the earlier one.
     fn publish(&self, through_seq: u64, cursor: String) {
-        self.pages
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push_back((through_seq, cursor.clone()));
+        let mut pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+        if pages.back().is_some_and(|(s, _)| *s == through_seq) {
+            pages.pop_back();
+        }
+        pages.push_back((through_seq, cursor.clone()));
+        drop(pages);
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(cursor);
     }
 
@@ -240,10 +273,14 @@ impl GleapSourceConfig {
             order_by: order.name().into(),
             from: since.clone(),
             upper: None,
+            upper_id: None,
             after: None,
             seen: Vec::new(),
             skip: 0,
             complete: false,
+            read: 0,
+            carried: 0,
+            counted: None,
         };
         let (mode, cursor) = match stored {
             Some(c) if !c.complete => (StartMode::Resume, c),
@@ -260,6 +297,7 @@ impl GleapSourceConfig {
                     Cursor {
                         from: after.clone(),
                         after,
+                        carried: seen.len() as u64,
                         seen,
                         ..fresh
                     },
@@ -275,6 +313,11 @@ impl GleapSourceConfig {
             page_size: self.page_size,
             counters: Arc::new(RequestCounters::default()),
             file: format!("GET /v3/{}", self.entity.name()).into(),
+            since: if self.incremental || self.since.is_some() {
+                cursor.from.clone()
+            } else {
+                None
+            },
             cursor,
             log: log.clone(),
             pending: None,
@@ -296,7 +339,7 @@ impl GleapSourceConfig {
     }
 }
 
-type PageResult = std::result::Result<Vec<Value>, String>;
+type PageResult = std::result::Result<ListPage, String>;
 
 struct Pager {
     run: Arc<GleapRun>,
@@ -305,6 +348,8 @@ struct Pager {
     counters: Arc<RequestCounters>,
     file: Arc<str>,
     cursor: Cursor,
+    /// Messages: only those whose order field is at or after this (the window's start).
+    since: Option<String>,
     log: Arc<CursorLog>,
     /// The next page, requested while the current one is being processed.
     pending: Option<tokio::task::JoinHandle<PageResult>>,
@@ -314,30 +359,10 @@ struct Pager {
     finished: bool,
 }
 
-/// The documents of a list answer: a bare array (sessions, messages) or `{tickets: [..]}`.
-fn documents(entity: Entity, body: Value) -> PageResult {
-    match body {
-        Value::Array(docs) => Ok(docs),
-        Value::Object(mut o) => match o.remove(entity.name()) {
-            Some(Value::Array(docs)) => Ok(docs),
-            _ => Err(format!(
-                "GET /{}: the answer holds no list of {}",
-                entity.name(),
-                entity.name()
-            )),
-        },
-        other => Err(format!(
-            "GET /{}: unexpected answer {}",
-            entity.name(),
-            crate::record::kind_of(&other)
-        )),
-    }
-}
-
 async fn fetch(
     run: Arc<GleapRun>,
     counters: Arc<RequestCounters>,
-    entity: Entity,
+    path: &'static str,
     query: Vec<(String, String)>,
 ) -> PageResult {
     let query: Vec<(&str, &str)> = query
@@ -346,20 +371,32 @@ async fn fetch(
         .collect();
     let answer = run
         .client
-        .call(
-            reqwest::Method::GET,
-            entity.path(),
-            &query,
-            None,
-            false,
-            &counters,
-        )
+        .call(reqwest::Method::GET, path, &query, None, false, &counters)
         .await
-        .map_err(|e| format!("GET /{}: {e}", entity.name()))?;
+        .map_err(|e| format!("GET {path}: {e}"))?;
     if answer.status == 404 {
-        return Err(format!("GET /{}: 404", entity.name()));
+        return Err(format!("GET {path}: 404"));
     }
-    documents(entity, answer.body)
+    answer::list(answer.body).map_err(|e| format!("GET {path} answered {e}"))
+}
+
+/// Orders two values of the order field: as instants when both are, else as text.
+fn order_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    match (
+        crate::record::parse_timestamp(a),
+        crate::record::parse_timestamp(b),
+    ) {
+        (Some(a), Some(b)) => a.cmp(&b),
+        _ => a.cmp(b),
+    }
+}
+
+/// Gives a record `_id` when Gleap answered only `id` (tickets and messages do).
+fn with_id(mut record: crate::record::Record, id: &str) -> crate::record::Record {
+    if !record.contains_key("_id") {
+        record.insert("_id".into(), Value::String(id.to_string()));
+    }
+    record
 }
 
 impl Pager {
@@ -367,27 +404,51 @@ impl Pager {
         &self.cursor.order_by
     }
 
+    /// What is paged: the entity, or for messages their tickets.
+    fn listed(&self) -> Entity {
+        match self.entity {
+            Entity::Messages => Entity::Tickets,
+            other => other,
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("GET {}", self.listed().path())
+    }
+
     /// A page request through the run's client (its rate limit and retries).
     fn request(
         &self,
         query: Vec<(String, String)>,
     ) -> impl std::future::Future<Output = PageResult> + Send + 'static {
-        fetch(self.run.clone(), self.counters.clone(), self.entity, query)
+        fetch(
+            self.run.clone(),
+            self.counters.clone(),
+            self.listed().path(),
+            query,
+        )
     }
 
-    /// The query of the next page from the cursor.
-    fn next_query(&self) -> Vec<(String, String)> {
+    /// The range filters of the window from `from` (or where the read is).
+    fn window_query(&self, from: Option<&String>) -> Vec<(String, String)> {
         let field = self.field().to_string();
-        let mut q = vec![
-            ("sort".to_string(), field.clone()),
-            ("limit".to_string(), self.page_size.to_string()),
-        ];
-        if let Some(from) = self.cursor.after.as_ref().or(self.cursor.from.as_ref()) {
+        let mut q = Vec::new();
+        if let Some(from) = from {
             q.push((format!("{field}>"), from.clone()));
         }
         if let Some(upper) = &self.cursor.upper {
             q.push((format!("{field}<"), upper.clone()));
         }
+        q
+    }
+
+    /// The query of the next page from the cursor.
+    fn next_query(&self) -> Vec<(String, String)> {
+        let mut q = vec![
+            ("sort".to_string(), self.field().to_string()),
+            ("limit".to_string(), self.page_size.to_string()),
+        ];
+        q.extend(self.window_query(self.cursor.after.as_ref().or(self.cursor.from.as_ref())));
         if self.cursor.skip > 0 {
             q.push(("skip".to_string(), self.cursor.skip.to_string()));
         }
@@ -406,12 +467,19 @@ impl Pager {
             ("limit".to_string(), "1".to_string()),
         ];
         let newest = self.block_on(self.request(query)).map_err(Error::Other)?;
-        match newest
-            .first()
-            .and_then(|d| d.get(&field))
-            .and_then(Value::as_str)
-        {
-            Some(upper) => self.cursor.upper = Some(upper.to_string()),
+        let newest = newest.items.first();
+        match newest.and_then(|d| d.get(&field)).and_then(Value::as_str) {
+            Some(upper) => {
+                self.cursor.upper = Some(upper.to_string());
+                self.cursor.upper_id = newest.and_then(answer::id).map(str::to_string);
+                // Read to the newest record already (an incremental run with nothing new).
+                if self.cursor.after == self.cursor.upper
+                    && let Some(id) = &self.cursor.upper_id
+                    && self.cursor.seen.contains(id)
+                {
+                    self.cursor.complete = true;
+                }
+            }
             None => {
                 // Nothing to read.
                 self.cursor.complete = true;
@@ -421,7 +489,17 @@ impl Pager {
         Ok(())
     }
 
-    /// Reads the next page into the buffer, moves the cursor and publishes it.
+    fn next_position(&self) -> Position {
+        Position {
+            file: self.file.clone(),
+            line: None,
+            row: self.emitted + self.buffer.len() as u64 + 1,
+            seq: 0,
+        }
+    }
+
+    /// Reads the next page into the buffer (for messages: the messages of the page's
+    /// tickets), moves the cursor and publishes it.
     fn next_page(&mut self) -> Result<()> {
         if self.cursor.upper.is_none() {
             self.find_upper()?;
@@ -430,68 +508,233 @@ impl Pager {
                 return Ok(());
             }
         }
+        let sent_skip = self.cursor.skip;
         let page = match self.pending.take() {
             Some(handle) => self.block_on(handle),
             None => Ok(self.block_on(self.request(self.next_query()))),
         }
         .map_err(|e| Error::Other(format!("reading a page: {e}")))?
         .map_err(Error::Other)?;
-        let full = page.len() >= self.page_size;
+        let endpoint = self.endpoint();
+        let got = page.items.len();
+        if got > self.page_size {
+            return Err(Error::Other(
+                PagingError::LimitIgnored {
+                    endpoint,
+                    asked: self.page_size,
+                    got,
+                }
+                .to_string(),
+            ));
+        }
+        let surely_last = self
+            .run
+            .client
+            .page_sizes()
+            .surely_last(&endpoint, self.page_size, got);
+        if self.cursor.read == 0 && self.cursor.counted.is_none() {
+            self.cursor.counted = page.total.map(|t| t.saturating_sub(self.cursor.carried));
+        }
         let field = self.field().to_string();
         let start_after = self.cursor.after.clone();
         let mut seen: HashSet<String> = self.cursor.seen.iter().cloned().collect();
-        let mut only_at_start = true;
+        let mut previous: Option<String> = None;
+        let mut all_at_after = true;
         let mut fresh = 0usize;
-        for doc in page {
-            let id = doc.get("_id").and_then(Value::as_str).map(str::to_string);
+        for doc in page.items {
+            let id = answer::id(&doc).map(str::to_string);
             let value = doc.get(&field).and_then(Value::as_str).map(str::to_string);
-            let row = self.emitted + self.buffer.len() as u64 + 1;
-            let position = Position {
-                file: self.file.clone(),
-                line: None,
-                row,
-                seq: 0,
-            };
             let (Some(id), Some(value)) = (id, value) else {
+                self.cursor.read += 1;
+                let reason = format!(
+                    "a {} without an id (`id` or `_id`) or `{field}`",
+                    self.listed().singular()
+                );
+                let position = self.next_position();
                 self.buffer.push_back(SourceItem::Rejected(Rejected {
                     position,
-                    reason: format!("a {} without `_id` or `{field}`", self.entity.name()),
+                    reason,
                     record: doc,
                 }));
                 continue;
             };
-            if Some(&value) != start_after.as_ref() {
-                only_at_start = false;
-            }
+            self.check_order(
+                &endpoint,
+                &field,
+                &value,
+                start_after.as_ref(),
+                previous.as_ref(),
+            )?;
+            previous = Some(value.clone());
             if Some(&value) == self.cursor.after.as_ref() {
                 if !seen.insert(id.clone()) {
                     continue; // read on an earlier page
                 }
-                self.cursor.seen.push(id);
+                self.cursor.seen.push(id.clone());
             } else {
+                all_at_after = false;
                 self.cursor.after = Some(value);
                 self.cursor.seen = vec![id.clone()];
-                seen = HashSet::from([id]);
+                seen = HashSet::from([id.clone()]);
             }
             let Value::Object(record) = doc else {
                 continue;
             };
             fresh += 1;
-            self.buffer.push_back(SourceItem::Record(record, position));
+            self.cursor.read += 1;
+            match self.entity {
+                Entity::Messages => {
+                    self.read_messages(&id)?;
+                    self.publish_cursor();
+                }
+                _ => {
+                    let position = self.next_position();
+                    self.buffer
+                        .push_back(SourceItem::Record(with_id(record, &id), position));
+                }
+            }
         }
-        // A full page at one value cannot move `>=`: page through that value by skip.
-        self.cursor.skip = if full && only_at_start {
+        if fresh == 0 && sent_skip > 0 && got > 0 {
+            return Err(Error::Other(
+                PagingError::SkipIgnored {
+                    endpoint,
+                    skip: sent_skip,
+                }
+                .to_string(),
+            ));
+        }
+        // The newest record of the window read: nothing comes after it.
+        let window_read = self.cursor.after == self.cursor.upper
+            && self
+                .cursor
+                .upper_id
+                .as_ref()
+                .is_some_and(|id| self.cursor.seen.contains(id));
+        // A page all at one value cannot move `>=`: page through that value by skip.
+        let more = got > 0 && !surely_last && !window_read && (fresh > 0 || all_at_after);
+        self.cursor.skip = if more && all_at_after {
             self.cursor.seen.len()
         } else {
             0
         };
-        if !full {
+        if !more {
             self.cursor.complete = true;
+            self.check_count(&endpoint)?;
         } else {
             self.pending = Some(self.run.runtime.spawn(self.request(self.next_query())));
         }
         if fresh > 0 || self.cursor.complete {
             self.publish_cursor();
+        }
+        Ok(())
+    }
+
+    /// A record must be in the window, after the cursor and in order: otherwise Gleap did
+    /// not apply the range filter or the sort, and following its pages would read records
+    /// twice or never.
+    fn check_order(
+        &self,
+        endpoint: &str,
+        field: &str,
+        value: &str,
+        after: Option<&String>,
+        previous: Option<&String>,
+    ) -> Result<()> {
+        use std::cmp::Ordering::{Greater, Less};
+        let problem = if let Some(a) = after.or(self.cursor.from.as_ref())
+            && order_cmp(value, a) == Less
+        {
+            format!(
+                "{field} {value} before {a}, though it asked for {field}>={a}: it ignores the range filter"
+            )
+        } else if let Some(u) = &self.cursor.upper
+            && order_cmp(value, u) == Greater
+        {
+            format!(
+                "{field} {value} after {u}, though it asked for {field}<={u}: it ignores the range filter"
+            )
+        } else if let Some(p) = previous
+            && order_cmp(value, p) == Less
+        {
+            format!(
+                "{field} {value} after {p} on one page, though it asked for sort={field}: it ignores the sort"
+            )
+        } else {
+            return Ok(());
+        };
+        Err(Error::Other(format!(
+            "{endpoint} answered a record with {problem}, so its pages cannot be followed safely"
+        )))
+    }
+
+    /// Tickets: the window read must hold as many tickets as Gleap counts in it. When fewer
+    /// were read than counted at the start, Gleap is asked once more (tickets deleted since
+    /// are not missing).
+    fn check_count(&mut self, endpoint: &str) -> Result<()> {
+        let Some(counted) = self.cursor.counted else {
+            return Ok(());
+        };
+        if self.cursor.read >= counted {
+            return Ok(());
+        }
+        let mut query = vec![("limit".to_string(), "1".to_string())];
+        query.extend(self.window_query(self.cursor.from.as_ref()));
+        let now = self.block_on(self.request(query)).map_err(Error::Other)?;
+        let total = now
+            .total
+            .map_or(counted, |t| t.saturating_sub(self.cursor.carried));
+        if self.cursor.read < total {
+            return Err(Error::Other(
+                PagingError::Short {
+                    endpoint: endpoint.to_string(),
+                    read: self.cursor.read,
+                    total,
+                }
+                .to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The messages of a ticket, in conversation order, through `GET /messages?ticket=`:
+    /// those at or after the window's start go into the buffer.
+    fn read_messages(&mut self, ticket: &str) -> Result<()> {
+        let mut messages = Vec::new();
+        self.block_on(list_all(
+            &self.run.client,
+            &self.counters,
+            "/messages",
+            &[("ticket", ticket)],
+            self.page_size,
+            |page| messages.extend(page),
+        ))
+        .map_err(|e| Error::Other(format!("reading the messages of ticket {ticket}: {e}")))?;
+        let field = self.field().to_string();
+        for message in messages {
+            if let Some(other) = answer::field_ref(&message, "ticket")
+                && other != ticket
+            {
+                return Err(Error::Other(format!(
+                    "GET /messages?ticket={ticket} answered a message of ticket {other}: Gleap ignores the `ticket` filter, so messages cannot be read ticket by ticket"
+                )));
+            }
+            if let (Some(since), Some(value)) =
+                (&self.since, message.get(&field).and_then(Value::as_str))
+                && order_cmp(value, since) == std::cmp::Ordering::Less
+            {
+                continue;
+            }
+            let position = self.next_position();
+            match (answer::id(&message).map(str::to_string), message) {
+                (Some(id), Value::Object(record)) => self
+                    .buffer
+                    .push_back(SourceItem::Record(with_id(record, &id), position)),
+                (_, other) => self.buffer.push_back(SourceItem::Rejected(Rejected {
+                    position,
+                    reason: format!("a message of ticket {ticket} without an id (`id` or `_id`)"),
+                    record: other,
+                })),
+            }
         }
         Ok(())
     }

@@ -30,7 +30,7 @@ use crate::dead_letter::DeadLetter;
 use crate::error::{Error, Result};
 use crate::gleap::answer;
 use crate::gleap::client::{
-    Answer, CallError, GleapClient, MAX_PAGE_SIZE, RequestCounters, backoff,
+    Answer, CallError, GleapClient, MAX_PAGE_SIZE, RequestCounters, SEQ_HEADER, backoff,
 };
 use crate::gleap::model::field;
 use crate::gleap::paging::list_all;
@@ -42,9 +42,6 @@ use crate::state::{Commit, MapEntry, StateStore};
 /// memory): enough lanes side by side to keep the quota in use behind a long thread.
 const MAX_JOBS: usize = 4096;
 const COMMIT_EVERY: Duration = Duration::from_millis(250);
-/// Sent with each message create: the record's position in its stream's input. Gleap
-/// ignores it; the emulator counts messages created out of that order.
-pub const SEQ_HEADER: &str = "x-gleap-etl-seq";
 
 /// What became of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
