@@ -54,6 +54,30 @@ pub enum Command {
     /// Run a local emulator of Gleap's API v3 (sessions, tickets, messages) for rehearsals,
     /// tests and benchmarks; no Gleap account needed.
     Emulator(EmulatorArgs),
+    /// Check a Gleap project before a migration (at most 40 requests): answer shapes, paging,
+    /// filters, index lag, what a second create does; creates one probe session, ticket and
+    /// note, and deletes them. Exit 1 where a migration would go wrong.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// A pipeline whose `gleap:` block names the project (default: GLEAP_BASE_URL,
+    /// GLEAP_API_KEY, GLEAP_PROJECT_ID).
+    pub pipeline: Option<PathBuf>,
+    /// Check the embedded emulator instead (it holds 250 generated sessions, so that paging
+    /// can be seen); the switches below make it harder.
+    #[arg(long)]
+    pub emulator: bool,
+    #[command(flatten)]
+    pub quirks: QuirkArgs,
+    /// Save every raw answer here (the key, e-mail addresses, names and the project id
+    /// redacted), to attach to a bug report.
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
+    /// Print the findings as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -294,6 +318,7 @@ where
         Command::Run(args) => run(&args),
         Command::Emulator(args) => emulator(&args),
         Command::Export(args) => export(&args),
+        Command::Doctor(args) => doctor(&args),
         Command::Status {
             pipeline,
             state_dir,
@@ -759,6 +784,88 @@ fn emulator(args: &EmulatorArgs) -> i32 {
             }
         }
     })
+}
+
+fn doctor(args: &DoctorArgs) -> i32 {
+    let quirks = args.quirks.quirks();
+    if quirks != crate::emulator::Quirks::default() && !args.emulator {
+        eprintln!(
+            "error: --page-cap, --ignore-skip, --ignore-filter and --index-lag-ms go with --emulator"
+        );
+        return EXIT_FAILED;
+    }
+    let mut config = match &args.pipeline {
+        Some(path) => match load(path) {
+            Ok(p) => p.config.gleap.clone().unwrap_or_default(),
+            Err(code) => return code,
+        },
+        None => Default::default(),
+    };
+    let mut emulator = None;
+    if args.emulator {
+        let started = crate::emulator::BackgroundEmulator::start(crate::emulator::EmulatorConfig {
+            quirks,
+            generate_sessions: 250,
+            ..Default::default()
+        });
+        match started {
+            Ok(e) => {
+                config.base_url = Some(e.base_url.clone());
+                config.api_key = Some(e.api_key.clone());
+                config.project = Some(e.project.clone());
+                emulator = Some(e);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_FAILED;
+            }
+        }
+    }
+    let settings = match config.resolve(&|name| std::env::var(name).ok()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let options = crate::doctor::DoctorOptions {
+        record: args.record.clone(),
+        lookup_settle: settings.lookup_settle,
+    };
+    let client = match crate::gleap::client::GleapClient::new(settings) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let report = match runtime.block_on(crate::doctor::examine(&client, &options)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: doctor --record: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    drop(emulator);
+    let text = if args.json {
+        serde_json::to_string_pretty(&report).expect("JSON") + "\n"
+    } else {
+        report.table()
+    };
+    match print_out(&text) {
+        EXIT_OK if report.failed() => EXIT_DEAD_LETTERS,
+        code => code,
+    }
 }
 
 fn status(path: &Path, state_dir: Option<&Path>) -> i32 {

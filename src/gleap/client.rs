@@ -229,6 +229,7 @@ impl std::fmt::Display for CallError {
 pub struct Answer {
     pub status: u16,
     pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
 }
 
 /// Request counters, for the run and per stream.
@@ -411,8 +412,8 @@ impl GleapClient {
             let outcome = match request.send().await {
                 Ok(response) => {
                     let status = response.status().as_u16();
-                    let retry_after = response
-                        .headers()
+                    let headers = response.headers().clone();
+                    let retry_after = headers
                         .get(reqwest::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<f64>().ok())
@@ -426,7 +427,7 @@ impl GleapClient {
                                     Value::String(String::from_utf8_lossy(&bytes).into_owned())
                                 })
                             };
-                            Ok((status, body, retry_after))
+                            Ok((status, body, retry_after, headers))
                         }
                         Err(e) => Err((describe(&e), false)),
                     }
@@ -436,12 +437,16 @@ impl GleapClient {
             drop(permit);
             attempt += 1;
             let (message, nothing_sent) = match outcome {
-                Ok((status, body, _)) if (200..300).contains(&status) || status == 404 => {
+                Ok((status, body, _, headers)) if (200..300).contains(&status) || status == 404 => {
                     self.concurrency.succeeded(started.elapsed());
                     self.consecutive_429.store(0, Ordering::Relaxed);
-                    return Ok(Answer { status, body });
+                    return Ok(Answer {
+                        status,
+                        body,
+                        headers,
+                    });
                 }
-                Ok((429, _, retry_after)) => {
+                Ok((429, _, retry_after, _)) => {
                     for c in [&self.totals, counters] {
                         c.rate_limited.fetch_add(1, Ordering::Relaxed);
                     }
@@ -456,10 +461,10 @@ impl GleapClient {
                     }
                     continue;
                 }
-                Ok((status, body, _)) if status == 408 || status >= 500 => {
+                Ok((status, body, ..)) if status == 408 || status >= 500 => {
                     (format!("{status}: {}", message_of(&body)), false)
                 }
-                Ok((status, body, _)) => {
+                Ok((status, body, ..)) => {
                     return Err(CallError::Rejected {
                         status,
                         message: message_of(&body),

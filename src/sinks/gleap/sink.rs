@@ -604,7 +604,7 @@ async fn create(inner: &Inner, job: &Job) -> std::result::Result<(String, Done),
             )
             .await;
         match answer {
-            Ok(Answer { status, body }) if (200..300).contains(&status) => {
+            Ok(Answer { status, body, .. }) if (200..300).contains(&status) => {
                 return match answer::id(&body) {
                     Some(id) => Ok((id.to_string(), Done::Created)),
                     None => Err(Failure {
@@ -617,7 +617,7 @@ async fn create(inner: &Inner, job: &Job) -> std::result::Result<(String, Done),
                     }),
                 };
             }
-            Ok(Answer { status, body }) => {
+            Ok(Answer { status, body, .. }) => {
                 return Err(Failure {
                     reason: format!("create answered {status}: {body}"),
                     keep_intent: true,
