@@ -53,7 +53,7 @@ fn export(emulator: &Emulator, dir: &Dir, extra: &[&str]) -> Command {
     cmd
 }
 
-async fn run(cmd: Command) -> Run {
+pub(crate) async fn run(cmd: Command) -> Run {
     let mut cmd = cmd;
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     tokio::task::spawn_blocking(move || Run::from(cmd.output().unwrap()))
@@ -62,7 +62,7 @@ async fn run(cmd: Command) -> Run {
 }
 
 /// The `_id` of every row of the files the manifest names as current.
-fn dataset_ids(dir: &Path) -> Vec<String> {
+pub(crate) fn dataset_ids(dir: &Path) -> Vec<String> {
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(dir.join("_manifest.json")).unwrap()).unwrap();
     let mut ids = Vec::new();

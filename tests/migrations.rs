@@ -1,31 +1,85 @@
 //! The shipped Zendesk and Intercom pipelines on the shipped sample dumps, against the
 //! emulator: every contact, ticket and comment arrives once, on the right ticket, with the
-//! right author and note flag, and nothing notifies a customer. The expectations are read
-//! from the raw sample files here, independently of the sources under test.
+//! right author and note flag, in the right place in its thread, and nothing notifies a
+//! customer; also with 5% server errors, 2% resets and 1% lost answers, and killed three
+//! times and run again. The expectations are read from the raw sample files here,
+//! independently of the sources under test.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use gleap_etl::emulator::{Emulator, EmulatorConfig};
+use gleap_etl::emulator::{Emulator, EmulatorConfig, FaultConfig};
 use gleap_etl::state::StateStore;
 use serde_json::Value;
 
-use crate::util::{Dir, Run, repo};
+use crate::util::{Dir, Killer, Run, repo};
 
 const KEY: &str = "migration-key";
 const PROJECT: &str = "65a0000000000000000000ee";
 
-async fn migrate(pipeline: &str, dir_var: &str, samples: &str, state: &Path) -> (Emulator, Run) {
+/// How hard the emulator makes it.
+#[derive(Clone, Copy)]
+enum Trial {
+    Clean,
+    /// 5% server errors, 2% resets, 1% lost answers.
+    Faults,
+    /// The same, and killed with SIGKILL three times (after a seeded number of requests) and
+    /// run again each time before the run that finishes.
+    FaultsAndKills,
+}
+
+async fn migrate(
+    pipeline: &str,
+    dir_var: &str,
+    samples: &str,
+    state: &Path,
+    trial: Trial,
+) -> (Emulator, Run) {
+    let killer = Killer::new();
+    let faults = match trial {
+        Trial::Clean => FaultConfig::default(),
+        Trial::Faults | Trial::FaultsAndKills => FaultConfig {
+            error_rate: 0.05,
+            reset_rate: 0.02,
+            lost_rate: 0.01,
+            seed: 11,
+            ..Default::default()
+        },
+    };
     let emulator = Emulator::start(EmulatorConfig {
         api_key: Some(KEY.into()),
         project: Some(PROJECT.into()),
         quota: None,
+        faults,
+        on_request: Some(killer.hook()),
         ..Default::default()
     })
     .await
     .unwrap();
+    if let Trial::FaultsAndKills = trial {
+        let mut rng = fastrand::Rng::with_seed(3);
+        for _ in 0..3 {
+            let done = emulator.stats()["total_requests"].as_u64().unwrap();
+            let cmd = command(pipeline, dir_var, samples, state, &emulator);
+            killer.run_until_killed(cmd, done + rng.u64(3..40)).await;
+        }
+    }
+    let mut cmd = command(pipeline, dir_var, samples, state, &emulator);
+    let run = tokio::task::spawn_blocking(move || Run::from(cmd.output().unwrap()))
+        .await
+        .unwrap();
+    (emulator, run)
+}
+
+fn command(
+    pipeline: &str,
+    dir_var: &str,
+    samples: &str,
+    state: &Path,
+    emulator: &Emulator,
+) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gleap-etl"));
     cmd.args([
         "run",
@@ -41,10 +95,7 @@ async fn migrate(pipeline: &str, dir_var: &str, samples: &str, state: &Path) -> 
     .env("STATE_DIR", state)
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
-    let run = tokio::task::spawn_blocking(move || Run::from(cmd.output().unwrap()))
-        .await
-        .unwrap();
-    (emulator, run)
+    cmd
 }
 
 /// Every JSON document of a sample file (a whole-file document, or one per line; `.gz` too).
@@ -141,10 +192,65 @@ impl Migrated {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_zendesk_samples_arrive_entity_by_entity() {
+    zendesk_samples(Trial::Clean).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_zendesk_samples_arrive_in_thread_order_through_faults() {
+    zendesk_samples(Trial::Faults).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_zendesk_samples_arrive_in_thread_order_through_faults_and_three_kills() {
+    zendesk_samples(Trial::FaultsAndKills).await;
+}
+
+/// The messages of each ticket in the order Gleap holds them (the order an agent reads),
+/// as the source ids of `stream`.
+fn threads(m: &Migrated, stream: &str) -> HashMap<String, Vec<String>> {
+    let source_of: HashMap<&str, &str> = m.maps[stream]
+        .iter()
+        .map(|(source, gleap)| (gleap.as_str(), source.as_str()))
+        .collect();
+    let mut threads: HashMap<String, Vec<String>> = HashMap::new();
+    for message in m.dump["messages"].as_array().unwrap() {
+        let source = source_of[message["_id"].as_str().unwrap()];
+        threads
+            .entry(message["ticket"].as_str().unwrap().to_string())
+            .or_default()
+            .push(source.to_string());
+    }
+    threads
+}
+
+/// What every trial ends with, besides the counts: nothing created out of thread order (the
+/// emulator's count), no contact twice, no customer notified.
+fn assert_clean_stats(emulator: &Emulator) {
+    let stats = emulator.stats();
+    assert_eq!(stats["messages_out_of_order"], 0, "{stats}");
+    assert_eq!(
+        stats["sessions_sharing_a_user_id"]["user_ids"], 0,
+        "{stats}"
+    );
+    assert_eq!(
+        stats["customer_notifications"], 0,
+        "no request asked Gleap to notify a customer"
+    );
+}
+
+async fn zendesk_samples(trial: Trial) {
     let dir = Dir::new();
     let state = dir.join("state");
-    let (emulator, run) = migrate("zendesk_to_gleap.yaml", "ZENDESK_DIR", "zendesk", &state).await;
+    let (emulator, run) = migrate(
+        "zendesk_to_gleap.yaml",
+        "ZENDESK_DIR",
+        "zendesk",
+        &state,
+        trial,
+    )
+    .await;
     assert_eq!(run.code, 0, "{run:?}");
+    assert_clean_stats(&emulator);
     let samples = repo().join("samples/zendesk");
 
     // Users: end-users become sessions keyed by external_id, else the id.
@@ -327,6 +433,21 @@ async fn the_zendesk_samples_arrive_entity_by_entity() {
         notes > 0 && customer > 0 && with_attachments > 0,
         "{notes} notes, {customer} by customers, {with_attachments} with files"
     );
+    // Each thread reads in the order its comments were written.
+    let mut multi = 0;
+    for (ticket, thread) in threads(&m, "comments") {
+        let mut by_time = thread.clone();
+        by_time.sort_by_key(|id| {
+            let c = &comments[id].1;
+            (
+                c["created_at"].as_str().unwrap().to_string(),
+                id_text(&c["id"]),
+            )
+        });
+        assert_eq!(thread, by_time, "the thread of ticket {ticket}");
+        multi += usize::from(thread.len() > 1);
+    }
+    assert!(multi > 5, "{multi} threads of more than one message");
     let stats = emulator.stats();
     assert_eq!(
         stats["customer_notifications"], 0,
@@ -341,11 +462,32 @@ async fn the_zendesk_samples_arrive_entity_by_entity() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_intercom_samples_arrive_entity_by_entity() {
+    intercom_samples(Trial::Clean).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_intercom_samples_arrive_in_thread_order_through_faults() {
+    intercom_samples(Trial::Faults).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_intercom_samples_arrive_in_thread_order_through_faults_and_three_kills() {
+    intercom_samples(Trial::FaultsAndKills).await;
+}
+
+async fn intercom_samples(trial: Trial) {
     let dir = Dir::new();
     let state = dir.join("state");
-    let (emulator, run) =
-        migrate("intercom_to_gleap.yaml", "INTERCOM_DIR", "intercom", &state).await;
+    let (emulator, run) = migrate(
+        "intercom_to_gleap.yaml",
+        "INTERCOM_DIR",
+        "intercom",
+        &state,
+        trial,
+    )
+    .await;
     assert_eq!(run.code, 0, "{run:?}");
+    assert_clean_stats(&emulator);
     let samples = repo().join("samples/intercom");
 
     let mut contacts = HashMap::new();
@@ -388,8 +530,24 @@ async fn the_intercom_samples_arrive_entity_by_entity() {
     assert_eq!(m.count("tickets"), conversations.len());
     let mut expected_messages = 0;
     let (mut bots, mut notes, mut customer) = (0, 0, 0);
+    let threads = threads(&m, "parts");
     for conv in &conversations {
         let id = conv["id"].as_str().unwrap();
+        // The thread reads as the conversation: the opening message, then its parts.
+        let mut expected_thread = vec![conv["source"]["id"].as_str().unwrap().to_string()];
+        for p in conv["conversation_parts"]["conversation_parts"]
+            .as_array()
+            .unwrap()
+        {
+            if !p["body"].is_null() {
+                expected_thread.push(id_text(&p["id"]));
+            }
+        }
+        assert_eq!(
+            threads[m.gleap_id("conversations", id)],
+            expected_thread,
+            "the thread of conversation {id}"
+        );
         let ticket = m.doc("conversations", id);
         let contact = conv["contacts"]["contacts"][0]["id"].as_str().unwrap();
         assert_eq!(

@@ -4,6 +4,7 @@ mod util;
 
 mod emulator;
 mod export;
+mod fidelity;
 mod gleap_sink;
 mod migrations;
 mod pipelines;

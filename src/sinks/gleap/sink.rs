@@ -888,7 +888,9 @@ impl Sink for GleapSink {
         self.wait_idle(None);
         self.stop_committer();
         let inner = &self.inner;
-        if let Some(e) = inner.lock().fatal.take() {
+        // Taken first: the guard must be gone before `commit` locks again.
+        let fatal = inner.lock().fatal.take();
+        if let Some(e) = fatal {
             inner.commit()?;
             return Err(e);
         }
