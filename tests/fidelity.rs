@@ -180,6 +180,7 @@ async fn long_threads_keep_their_order_through_faults() {
     write_helpdesk(&dir.join("data"), 60, 120, 8);
     let r = run(csv_import(&emulator, &dir)).await;
     assert_eq!(r.code, 0, "{r:?}");
+    assert!(!r.stderr.contains("panicked"), "{r:?}");
     let dump = emulator.dump();
     assert_eq!(dump["sessions"].as_array().unwrap().len(), 60);
     assert_eq!(dump["tickets"].as_array().unwrap().len(), 120);

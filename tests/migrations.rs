@@ -250,6 +250,7 @@ async fn zendesk_samples(trial: Trial) {
     )
     .await;
     assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stderr.contains("panicked"), "{run:?}");
     assert_clean_stats(&emulator);
     let samples = repo().join("samples/zendesk");
 
@@ -487,6 +488,7 @@ async fn intercom_samples(trial: Trial) {
     )
     .await;
     assert_eq!(run.code, 0, "{run:?}");
+    assert!(!run.stderr.contains("panicked"), "{run:?}");
     assert_clean_stats(&emulator);
     let samples = repo().join("samples/intercom");
 

@@ -360,7 +360,7 @@ struct Pager {
 }
 
 async fn fetch(
-    run: Arc<GleapRun>,
+    client: Arc<crate::gleap::client::GleapClient>,
     counters: Arc<RequestCounters>,
     path: &'static str,
     query: Vec<(String, String)>,
@@ -369,8 +369,7 @@ async fn fetch(
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let answer = run
-        .client
+    let answer = client
         .call(reqwest::Method::GET, path, &query, None, false, &counters)
         .await
         .map_err(|e| format!("GET {path}: {e}"))?;
@@ -421,8 +420,9 @@ impl Pager {
         &self,
         query: Vec<(String, String)>,
     ) -> impl std::future::Future<Output = PageResult> + Send + 'static {
+        // The client, not the run: a task must not hold the runtime it runs on.
         fetch(
-            self.run.clone(),
+            self.run.client.clone(),
             self.counters.clone(),
             self.listed().path(),
             query,

@@ -238,6 +238,10 @@ impl GleapSinkConfig {
             .clone()
             .ok_or_else(|| Error::Other("a Gleap sink needs the run's Gleap client".into()))?;
         let stream = context.stream.clone();
+        // Lane tasks hold the sink's state; it must not hold the run (and so the runtime
+        // they run on), or the last task to finish would drop the runtime from inside it.
+        let mut context = context;
+        context.gleap = None;
         let store = run.store.clone();
         let checkpoint = store.checkpoint(&stream)?;
         let resume_after = match &checkpoint {
