@@ -768,3 +768,47 @@ async fn generated_sessions_page_by_keyset_and_touched_ones_come_after() {
     );
     emulator.shutdown().await.unwrap();
 }
+
+/// The literal form Gleap documents, `?createdAt>=...`, sent as it is written (a client
+/// that does not percent-encode `>`): answered, not refused before routing; on a kept-alive
+/// connection, after a request with a body, too.
+#[tokio::test]
+async fn literal_range_filters_in_a_raw_query_are_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (clock, config) = manual();
+    let (emulator, api) = start(config).await;
+    for i in 0..3 {
+        api.post("/sessions", json!({"userId": format!("u{i}")}))
+            .await;
+        clock.advance(Duration::from_secs(60));
+    }
+    let mut stream = tokio::net::TcpStream::connect(emulator.addr())
+        .await
+        .unwrap();
+    let body = r#"{"userId":"u<3>"}"#;
+    let auth = format!(
+        "Authorization: Bearer {}\r\nproject: {}\r\nHost: x\r\n",
+        api.key, api.project
+    );
+    let requests = format!(
+        "POST /v3/sessions HTTP/1.1\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}\
+         GET /v3/sessions?createdAt>=2024-01-01T00:01:00.000Z&createdAt<2024-01-01T00:02:30.000Z&sort=createdAt HTTP/1.1\r\n{auth}Connection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(requests.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 2, "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 200 OK").count(), 2, "{answer}");
+    let list: Value = serde_json::from_str(answer.rsplit("\r\n\r\n").next().unwrap()).unwrap();
+    let users: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["userId"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, ["u1", "u2"], "{answer}");
+    let (_, created) = api.get("/sessions/by-user-id/u%3C3%3E").await;
+    assert_eq!(created["userId"], "u<3>", "the body passed unchanged");
+    emulator.shutdown().await.unwrap();
+}
