@@ -707,15 +707,8 @@ fn emulator(args: &EmulatorArgs) -> i32 {
         quirks: args.quirks.quirks(),
         ..EmulatorConfig::default()
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_FAILED;
-        }
+    let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_multi_thread()) else {
+        return EXIT_FAILED;
     };
     runtime.block_on(async {
         let emulator = match Emulator::start(config).await {
@@ -839,15 +832,8 @@ fn doctor(args: &DoctorArgs) -> i32 {
             return EXIT_FAILED;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_FAILED;
-        }
+    let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_current_thread()) else {
+        return EXIT_FAILED;
     };
     let report = match runtime.block_on(crate::doctor::examine(&client, &options)) {
         Ok(r) => r,
@@ -866,6 +852,15 @@ fn doctor(args: &DoctorArgs) -> i32 {
         EXIT_OK if report.failed() => EXIT_DEAD_LETTERS,
         code => code,
     }
+}
+
+/// An async runtime for a command, or `None` after saying why there is none.
+fn runtime(builder: &mut tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    builder
+        .enable_all()
+        .build()
+        .inspect_err(|e| eprintln!("error: cannot start the async runtime: {e}"))
+        .ok()
 }
 
 fn status(path: &Path, state_dir: Option<&Path>) -> i32 {

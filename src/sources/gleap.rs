@@ -60,6 +60,8 @@ pub struct GleapSourceConfig {
     /// The field pages are ordered and windowed by: `updatedAt` or `createdAt`. Default:
     /// `updatedAt` when incremental (changes are what the next run wants), else `createdAt`
     /// (it never moves, so a record changed during the export is still read exactly once).
+    /// Messages are read ticket by ticket, the tickets paged by this field (by `updatedAt`
+    /// also when `since` is set: a new message moves its ticket's).
     #[serde(default)]
     pub order_by: Option<OrderField>,
     /// Keep the cursor in the state store: the next run reads only records whose order field
@@ -188,11 +190,15 @@ impl CursorLog {
 
 impl GleapSourceConfig {
     fn order(&self) -> OrderField {
-        self.order_by.unwrap_or(if self.incremental {
-            OrderField::UpdatedAt
-        } else {
-            OrderField::CreatedAt
-        })
+        // Messages with `since`: their tickets by updatedAt (a new message moves its ticket's),
+        // or the messages since then on tickets created before it would be missed.
+        let since_messages = self.entity == Entity::Messages && self.since.is_some();
+        self.order_by
+            .unwrap_or(if self.incremental || since_messages {
+                OrderField::UpdatedAt
+            } else {
+                OrderField::CreatedAt
+            })
     }
 
     /// Column types of the entity's documented fields, for a Parquet sink to declare: the

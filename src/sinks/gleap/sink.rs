@@ -104,11 +104,20 @@ struct State {
     /// Messages: per ticket lane (by hash), how many this run created since the last message
     /// that was there before it; `None` when nothing was there before the run.
     created_since_existing: Option<HashMap<u64, u64>>,
+    /// Why the stream must stop, until the engine hears it (`write`, `finish`).
     fatal: Option<Error>,
+    /// The stream is stopping on an error: lanes start nothing more.
+    failed: bool,
     stopping: bool,
 }
 
 impl State {
+    /// The stream must stop: the first error is what the engine hears.
+    fn fail(&mut self, e: Error) {
+        self.failed = true;
+        self.fatal.get_or_insert(e);
+    }
+
     /// A record of `lane` that was in Gleap before this run passed in lane order: the
     /// messages this run created before it in that ticket are out of order.
     fn existing_passed(&mut self, entity: Entity, lane: &str) {
@@ -305,6 +314,7 @@ impl GleapSinkConfig {
                 counts: Counts::default(),
                 created_since_existing,
                 fatal: None,
+                failed: false,
                 stopping: false,
             }),
             idle: Notify::new(),
@@ -352,8 +362,7 @@ impl Inner {
     }
 
     fn fail(&self, e: Error) {
-        let mut state = self.lock();
-        state.fatal.get_or_insert(e);
+        self.lock().fail(e);
     }
 }
 
@@ -420,7 +429,7 @@ fn finish_job(
         Err(failure) if failure.stop => {
             // Not done and not dead-lettered: the next run takes the record up again.
             done = false;
-            state.fatal.get_or_insert(Error::Other(format!(
+            state.fail(Error::Other(format!(
                 "stream `{}`: {}",
                 inner.stream, failure.reason
             )));
@@ -439,7 +448,7 @@ fn finish_job(
             );
             // The dead letter is written before the record counts as done.
             if let Err(e) = inner.context.dead_letters.reject(letter) {
-                state.fatal.get_or_insert(e);
+                state.fail(e);
             }
         }
     }
@@ -449,7 +458,7 @@ fn finish_job(
     state.jobs -= 1;
     let lane = job.lane.clone();
     drop(job);
-    if state.fatal.is_some() {
+    if state.failed {
         // Left for the next run: neither sent nor done.
         let left = state.lanes.remove(&lane).map_or(0, |q| q.len());
         state.jobs -= left;
