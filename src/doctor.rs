@@ -876,7 +876,7 @@ async fn checks(d: &mut Doctor<'_>, probe: &str, created: &mut Created) {
             status,
             "GET /sessions?skip=N leaves out the first N records",
             observed,
-            "pages exports by time and uses skip only when more than a page share one timestamp (then stops with an error if it is ignored); a prefetch that cannot page looks each contact up instead",
+            "pages exports by time, needing skip only where more than a page share one timestamp; a list longer than a page that can only be read by skip (a prefetch, a ticket's messages) stops with an error, and a prefetch that stops looks each contact up instead",
         );
     } else {
         d.note(

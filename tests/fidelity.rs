@@ -316,6 +316,35 @@ async fn ignored_skip_prefetch_falls_back_to_look_ups() {
     assert!(shared_values(&dump, "userId").is_empty());
 }
 
+/// Ignoring `skip` does not stop message look-ups after lost answers: a ticket's messages
+/// fit one page, and a short page answered again for the next `skip` is the whole list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignored_skip_look_ups_after_lost_answers_finish_exact() {
+    let quirks = Quirks {
+        ignore_skip: true,
+        ..Default::default()
+    };
+    let emulator = emulator(faults(0.0, 0.02, 0.05), quirks, 0).await;
+    let dir = Dir::new();
+    write_helpdesk(&dir.join("data"), 20, 60, 4);
+    let r = run(csv_import(&emulator, &dir)).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let dump = emulator.dump();
+    assert_eq!(dump["messages"].as_array().unwrap().len(), 240);
+    for (ticket, thread) in threads(&dump) {
+        assert_eq!(thread, [0, 1, 2, 3], "the thread of {ticket}");
+    }
+    let stats = emulator.stats();
+    assert!(
+        stats["faults"]["lost_responses"].as_u64().unwrap() > 3,
+        "{stats}"
+    );
+    assert!(
+        stats["requests"]["GET /messages"]["200"].as_u64().unwrap() > 0,
+        "look-ups happened: {stats}"
+    );
+}
+
 /// Ignoring `skip` costs an export nothing while its pages move by time; where it needs
 /// `skip` (more records at one instant than a page holds) it stops with an error and
 /// commits nothing.

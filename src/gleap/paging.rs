@@ -21,6 +21,11 @@ use serde_json::Value;
 use super::answer;
 use super::client::{GleapClient, RequestCounters};
 
+/// No list is taken to cap its pages below this many records: Gleap's own lists answer 20 by
+/// default (`GET /tickets`: "limit=20 (default up to 1000)"). A page this short that comes
+/// back the same for the next `skip` is the whole list, whether or not `skip` is applied.
+pub const SMALLEST_PAGE_CAP: usize = 20;
+
 /// The largest page each list endpoint has answered in this run.
 #[derive(Debug, Default)]
 pub struct PageSizes(Mutex<HashMap<String, usize>>);
@@ -155,6 +160,14 @@ impl PageGuard {
             .filter_map(|d| answer::id(d).map(str::to_string))
             .collect();
         if skip > 0 && !ids.is_empty() && self.previous.as_ref() == Some(&ids) {
+            // `skip` is not applied. A page shorter than any cap is the whole list; a longer
+            // one may have more behind it that cannot be reached.
+            if got < asked && got < SMALLEST_PAGE_CAP {
+                return Ok(Verdict {
+                    fresh: Vec::new(),
+                    more: false,
+                });
+            }
             return Err(PagingError::SkipIgnored {
                 endpoint: self.endpoint.clone(),
                 skip,
@@ -288,6 +301,14 @@ mod tests {
         let mut g = PageGuard::new("GET /sessions");
         g.check(&sizes, 10, 0, docs(0..10)).unwrap();
         let e = g.check(&sizes, 10, 10, docs(0..10)).unwrap_err();
+        // A short page repeated is the whole list; a page of a cap's size repeated is not.
+        let mut g = PageGuard::new("GET /messages");
+        assert!(g.check(&sizes, 1000, 0, docs(0..3)).unwrap().more);
+        let v = g.check(&sizes, 1000, 3, docs(0..3)).unwrap();
+        assert!(!v.more && v.fresh.is_empty());
+        let mut g = PageGuard::new("GET /tickets");
+        g.check(&sizes, 1000, 0, docs(0..100)).unwrap();
+        assert!(g.check(&sizes, 1000, 100, docs(0..100)).is_err());
         assert_eq!(
             e,
             PagingError::SkipIgnored {
