@@ -241,6 +241,27 @@ async fn an_older_comment_added_later_is_counted_not_hidden() {
 
 // ------------------------------------------------------------------------ --page-cap
 
+/// Imports `n` contacts that the project already holds (the emulator's generated sessions,
+/// by userId) with `prefetch: true`: none may be created again, each is updated once.
+/// Returns the run and the users stream's report.
+async fn import_known_contacts(quirks: Quirks, n: usize) -> (Run, Value) {
+    let emulator = emulator(FaultConfig::default(), quirks, n).await;
+    let dir = Dir::new();
+    write_known_users(&dir.join("data"), n);
+    let r = run(csv_import(&emulator, &dir)).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let d = detail(&dir, "users");
+    assert_eq!(
+        (d["created"].as_u64(), d["updated"].as_u64()),
+        (Some(0), Some(n as u64)),
+        "{d}"
+    );
+    let dump = emulator.dump();
+    assert_eq!(dump["sessions"].as_array().unwrap().len(), n);
+    assert!(shared_values(&dump, "userId").is_empty());
+    (r, d)
+}
+
 /// A project whose lists answer at most 100 records whatever `limit` asks: the prefetch
 /// reads all 500 existing contacts, so none is created twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,21 +270,9 @@ async fn capped_pages_prefetch_every_existing_contact() {
         page_cap: Some(100),
         ..Default::default()
     };
-    let emulator = emulator(FaultConfig::default(), quirks, 500).await;
-    let dir = Dir::new();
-    write_known_users(&dir.join("data"), 500);
-    let r = run(csv_import(&emulator, &dir)).await;
-    assert_eq!(r.code, 0, "{r:?}");
-    let d = detail(&dir, "users");
-    assert_eq!(
-        (d["created"].as_u64(), d["updated"].as_u64()),
-        (Some(0), Some(500)),
-        "{d}"
-    );
+    let (_, d) = import_known_contacts(quirks, 500).await;
     assert!(d["prefetch_requests"].as_u64().unwrap() >= 5, "{d}");
-    let dump = emulator.dump();
-    assert_eq!(dump["sessions"].as_array().unwrap().len(), 500);
-    assert!(shared_values(&dump, "userId").is_empty());
+    assert!(d.get("prefetch_skipped").is_none(), "{d}");
 }
 
 /// The same cap: an export reads all 3,000 sessions, each once.
@@ -292,28 +301,10 @@ async fn ignored_skip_prefetch_falls_back_to_look_ups() {
         ignore_skip: true,
         ..Default::default()
     };
-    let emulator = emulator(FaultConfig::default(), quirks, 1500).await;
-    let dir = Dir::new();
-    write_known_users(&dir.join("data"), 1500);
-    let r = run(csv_import(&emulator, &dir)).await;
-    assert_eq!(r.code, 0, "{r:?}");
-    let d = detail(&dir, "users");
-    assert_eq!(
-        (d["created"].as_u64(), d["updated"].as_u64()),
-        (Some(0), Some(1500)),
-        "{d}"
-    );
-    assert!(
-        d["prefetch_skipped"]
-            .as_str()
-            .unwrap()
-            .contains("ignores `skip`"),
-        "{d}"
-    );
+    let (r, d) = import_known_contacts(quirks, 1500).await;
+    let skipped = d["prefetch_skipped"].as_str().unwrap();
+    assert!(skipped.contains("ignores `skip`"), "{d}");
     assert!(r.stderr.contains("sessions not prefetched"), "{r:?}");
-    let dump = emulator.dump();
-    assert_eq!(dump["sessions"].as_array().unwrap().len(), 1500);
-    assert!(shared_values(&dump, "userId").is_empty());
 }
 
 /// Ignoring `skip` does not stop message look-ups after lost answers: a ticket's messages
