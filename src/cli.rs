@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Pipeline;
 use crate::engine::{self, EXIT_DEAD_LETTERS, EXIT_FAILED, EXIT_OK, RunOptions};
+use crate::{eprintln, println};
 
 /// Move helpdesk data in and out of Gleap with declarative YAML pipelines.
 #[derive(Debug, Parser)]
@@ -349,6 +350,7 @@ fn init_logging(verbose: u8) {
 
 /// Writes to stdout; a closed pipe (`| head`) ends quietly.
 fn print_out(text: &str) -> i32 {
+    let text = crate::redact::redact(text);
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())
@@ -658,7 +660,7 @@ fn run_pipeline(pipeline: &Pipeline, args: &RunFlags) -> i32 {
     }
     if let Some(path) = &args.report {
         let json = serde_json::to_string_pretty(&report).expect("reports are JSON");
-        if let Err(e) = std::fs::write(path, json + "\n") {
+        if let Err(e) = std::fs::write(path, crate::redact::redact(&json).into_owned() + "\n") {
             eprintln!("error: cannot write the report to {}: {e}", path.display());
             return EXIT_FAILED;
         }

@@ -40,11 +40,11 @@ impl DeadLetter {
     ) -> Self {
         DeadLetter {
             stream: stream.to_string(),
-            file: position.file.to_string(),
+            file: crate::redact::redact(&position.file).into_owned(),
             line: position.line,
             row: position.row,
             stage: stage.into(),
-            reason: reason.into(),
+            reason: crate::redact::redact(&reason.into()).into_owned(),
             record,
         }
     }

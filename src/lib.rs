@@ -10,6 +10,7 @@ pub mod error;
 pub mod gleap;
 pub mod jq;
 pub mod record;
+pub mod redact;
 pub mod sinks;
 pub mod sources;
 pub mod state;

@@ -87,10 +87,15 @@ impl fmt::Display for ConfigErrors {
                     self.file.display(),
                     e.location.line,
                     e.location.column,
-                    e.message
+                    crate::redact::redact(&e.message)
                 )?;
             } else {
-                write!(f, "{}: {}", self.file.display(), e.message)?;
+                write!(
+                    f,
+                    "{}: {}",
+                    self.file.display(),
+                    crate::redact::redact(&e.message)
+                )?;
             }
         }
         Ok(())

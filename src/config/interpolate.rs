@@ -47,6 +47,11 @@ pub fn interpolate_tree(root: &mut Node, env: &dyn Env) -> Vec<ConfigError> {
                     if expansion.text != scalar.text {
                         scalar.verbatim = false;
                     }
+                    for name in &expansion.variables {
+                        if let Some(value) = env.get(name) {
+                            crate::redact::remember(name, &value);
+                        }
+                    }
                     scalar.text = expansion.text;
                     node.interpolated = expansion.variables;
                 }

@@ -8,6 +8,7 @@
 pub mod de;
 pub mod error;
 pub mod interpolate;
+mod paths;
 pub mod spanned;
 pub mod yaml;
 
@@ -95,6 +96,28 @@ pub struct Pipeline {
     pub config: PipelineConfig,
 }
 
+/// A pipeline file that is not UTF-8, located at its first bad byte.
+fn not_utf8(file: &Path, e: &std::string::FromUtf8Error) -> ConfigErrors {
+    let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+    let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = good.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&good[line_start..]).chars().count() + 1;
+    let byte = e.as_bytes()[good.len()];
+    ConfigErrors::new(
+        file,
+        vec![ConfigError::new(
+            Location {
+                line: line as u32,
+                column: column as u32,
+            },
+            format!(
+                "not UTF-8 text (byte 0x{byte:02x}): a pipeline file must be UTF-8; \
+                 is this the right file?"
+            ),
+        )],
+    )
+}
+
 impl Pipeline {
     /// Reads and checks a pipeline file, interpolating from the process environment.
     pub fn load(file: &Path) -> Result<Pipeline, crate::Error> {
@@ -102,7 +125,8 @@ impl Pipeline {
     }
 
     pub fn load_with_env(file: &Path, env: &dyn Env) -> Result<Pipeline, crate::Error> {
-        let text = std::fs::read_to_string(file).map_err(|e| crate::Error::io(file, e))?;
+        let bytes = std::fs::read(file).map_err(|e| crate::Error::io(file, e))?;
+        let text = String::from_utf8(bytes).map_err(|e| not_utf8(file, &e))?;
         Ok(Self::parse(&text, file, env)?)
     }
 
@@ -328,6 +352,7 @@ fn check(config: &PipelineConfig, root: &Node) -> Vec<ConfigError> {
             }
         }
     }
+    errors.extend(paths::check_outputs(config, root));
     if let Some((stream, cycle)) = find_cycle(config) {
         errors.push(ConfigError::new(
             stream.name.location(),

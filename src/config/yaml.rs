@@ -239,6 +239,7 @@ pub fn parse(text: &str) -> Result<Node, ConfigError> {
         anchors: HashMap::new(),
         root: None,
         text,
+        expanded: Weight::default(),
     };
     let mut documents = 0;
     while let Some(event) = parser.next_event() {
@@ -265,6 +266,14 @@ pub fn parse(text: &str) -> Result<Node, ConfigError> {
             Event::Scalar(value, style, anchor, _tag) => {
                 let node = builder.scalar(value.into_owned(), style, &span);
                 builder.push_node(node, anchor)?;
+            }
+            Event::SequenceStart(..) | Event::MappingStart(..)
+                if builder.stack.len() >= MAX_DEPTH =>
+            {
+                return Err(ConfigError::new(
+                    location_of(&span),
+                    format!("lists and mappings nested more than {MAX_DEPTH} deep"),
+                ));
             }
             Event::SequenceStart(_, anchor, _) => builder.stack.push(Frame {
                 location: location_of(&span),
@@ -293,9 +302,23 @@ pub fn parse(text: &str) -> Result<Node, ConfigError> {
                 builder.push_node(node, frame.anchor)?;
             }
             Event::Alias(id) => {
-                let node = builder.anchors.get(&id).cloned().ok_or_else(|| {
+                let (node, weight) = builder.anchors.get(&id).cloned().ok_or_else(|| {
                     ConfigError::new(location_of(&span), "alias refers to an unknown anchor")
                 })?;
+                builder.expanded.nodes += weight.nodes;
+                builder.expanded.bytes += weight.bytes;
+                if builder.expanded.nodes > MAX_ALIAS_NODES
+                    || builder.expanded.bytes > MAX_ALIAS_BYTES
+                {
+                    return Err(ConfigError::new(
+                        location_of(&span),
+                        format!(
+                            "aliases expand to more than {MAX_ALIAS_NODES} nodes or {} KiB \
+                             (an alias bomb?): write the repeated part out or use fewer aliases",
+                            MAX_ALIAS_BYTES / 1024
+                        ),
+                    ));
+                }
                 builder.push_node(node, 0)?;
             }
             Event::UnresolvedAlias(name) => {
@@ -319,6 +342,48 @@ pub fn parse(text: &str) -> Result<Node, ConfigError> {
     }))
 }
 
+/// How deep lists and mappings may nest; a pipeline needs a handful of levels, and deeper
+/// trees would only risk the stack of the recursive steps after parsing.
+pub const MAX_DEPTH: usize = 100;
+/// How many nodes aliases may copy in all: a pipeline reuses a few blocks, an alias bomb
+/// (aliases of aliases) would copy billions.
+pub const MAX_ALIAS_NODES: usize = 10_000;
+/// How many bytes of scalar text aliases may copy in all.
+pub const MAX_ALIAS_BYTES: usize = 1 << 20;
+
+/// The size of a subtree: its nodes and the bytes of its scalars.
+#[derive(Debug, Clone, Copy, Default)]
+struct Weight {
+    nodes: usize,
+    bytes: usize,
+}
+
+impl Weight {
+    fn of(node: &Node) -> Weight {
+        let mut weight = Weight { nodes: 1, bytes: 0 };
+        match &node.kind {
+            NodeKind::Scalar(s) => weight.bytes = s.text.len(),
+            NodeKind::Seq(items) => {
+                for item in items {
+                    weight.add(Weight::of(item));
+                }
+            }
+            NodeKind::Map(entries) => {
+                for (k, v) in entries {
+                    weight.add(Weight::of(k));
+                    weight.add(Weight::of(v));
+                }
+            }
+        }
+        weight
+    }
+
+    fn add(&mut self, other: Weight) {
+        self.nodes += other.nodes;
+        self.bytes += other.bytes;
+    }
+}
+
 struct Frame {
     location: Location,
     anchor: usize,
@@ -333,9 +398,12 @@ enum FrameKind {
 
 struct TreeBuilder<'t> {
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes with their weight, copied by aliases.
+    anchors: HashMap<usize, (Node, Weight)>,
     root: Option<Node>,
     text: &'t str,
+    /// What aliases copied so far.
+    expanded: Weight,
 }
 
 impl TreeBuilder<'_> {
@@ -378,7 +446,8 @@ impl TreeBuilder<'_> {
 
     fn push_node(&mut self, node: Node, anchor: usize) -> Result<(), ConfigError> {
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            self.anchors
+                .insert(anchor, (node.clone(), Weight::of(&node)));
         }
         match self.stack.last_mut() {
             None => self.root = Some(node),
@@ -479,6 +548,44 @@ mod tests {
             root.get("other").unwrap().get("x").unwrap().as_str(),
             Some("1")
         );
+    }
+
+    /// The billion laughs in YAML: each level aliases the one before nine times.
+    fn alias_bomb() -> String {
+        let mut text = String::from(
+            "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+        );
+        let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i"];
+        for pair in names.windows(2) {
+            let (prev, next) = (pair[0], pair[1]);
+            let items = vec![format!("*{prev}"); 9].join(",");
+            text.push_str(&format!("{next}: &{next} [{items}]\n"));
+        }
+        text
+    }
+
+    #[test]
+    fn an_alias_bomb_stops_at_the_alias_that_crosses_the_limit() {
+        let text = alias_bomb();
+        assert!(text.len() < 512, "{} bytes", text.len());
+        let err = parse(&text).unwrap_err();
+        assert!(err.message.contains("alias bomb"), "{}", err.message);
+        assert!(err.location.line >= 4, "{err:?}");
+    }
+
+    #[test]
+    fn nesting_deeper_than_the_limit_is_located() {
+        for depth in [150, 5000] {
+            let text = "[".repeat(depth) + &"]".repeat(depth);
+            let err = parse(&text).unwrap_err();
+            assert!(
+                err.message.contains("nested more than") || err.message.contains("recursion"),
+                "{}",
+                err.message
+            );
+            assert_eq!(err.location.line, 1);
+        }
+        assert!(parse(&("[".repeat(50) + &"]".repeat(50))).is_ok());
     }
 
     #[test]

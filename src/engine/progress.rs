@@ -110,6 +110,9 @@ pub struct LogWriter;
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let active = ACTIVE.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let text = String::from_utf8_lossy(buf);
+        let buf = crate::redact::redact(&text);
+        let buf = buf.as_bytes();
         match active {
             Some(multi) => multi.suspend(|| std::io::stderr().write_all(buf))?,
             None => std::io::stderr().write_all(buf)?,

@@ -1,0 +1,198 @@
+//! Checks on the files a pipeline reads and writes that `validate` can make before any record
+//! is read: no stream writes a file any stream reads (the run would replace its own input),
+//! and a dataset's `partition_by` names a field its records can have.
+
+use std::path::{Component, Path, PathBuf};
+
+use super::error::{ConfigError, Location};
+use super::yaml::Node;
+use super::{PipelineConfig, StreamConfig};
+use crate::sinks::SinkConfig;
+use crate::sources::SourceConfig;
+use crate::sources::files::PathSpec;
+use crate::transforms::TransformConfig;
+
+/// Every problem with outputs: an output that is also an input, a partition field that is
+/// not among the fields the stream's records can have.
+pub fn check_outputs(config: &PipelineConfig, root: &Node) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let inputs: Vec<(&str, &str)> = config
+        .streams
+        .iter()
+        .flat_map(|s| {
+            input_patterns(s)
+                .into_iter()
+                .map(|p| (s.name.value.as_str(), p))
+        })
+        .collect();
+    for (i, stream) in config.streams.iter().enumerate() {
+        let Some(out) = stream.sink.path() else {
+            continue;
+        };
+        let at = sink_location(root, i, "path");
+        let folder = matches!(&stream.sink, SinkConfig::Parquet(p) if p.dataset.is_some());
+        for (reader, pattern) in &inputs {
+            if overlaps(out, pattern, folder) {
+                let whose = if *reader == stream.name.value {
+                    "its own input".to_string()
+                } else {
+                    format!("the input of stream `{reader}`")
+                };
+                errors.push(ConfigError::new(
+                    at,
+                    format!(
+                        "streams[{i}].sink: the output {out} is {whose} ({pattern}); \
+                         the run would replace what it reads: write somewhere else"
+                    ),
+                ));
+            }
+        }
+        errors.extend(check_partition_field(stream, i, root));
+    }
+    errors
+}
+
+/// The paths and globs a stream reads: its source and its lookup tables.
+fn input_patterns(stream: &StreamConfig) -> Vec<&str> {
+    let mut out = source_patterns(&stream.source);
+    for t in &stream.transforms {
+        if let TransformConfig::Lookup(l) = t {
+            out.extend(source_patterns(&l.table));
+        }
+    }
+    out
+}
+
+fn spec_patterns(spec: &PathSpec) -> Vec<&str> {
+    match spec {
+        PathSpec::One(p) => vec![p.as_str()],
+        PathSpec::Many(ps) => ps.iter().map(String::as_str).collect(),
+    }
+}
+
+fn source_patterns(source: &SourceConfig) -> Vec<&str> {
+    match source {
+        SourceConfig::Csv(c) => vec![c.path.as_str()],
+        SourceConfig::Parquet(c) => vec![c.path.as_str()],
+        SourceConfig::Jsonl(c) => vec![c.path.as_str()],
+        SourceConfig::Zendesk(c) => spec_patterns(&c.path),
+        SourceConfig::Intercom(c) => spec_patterns(&c.path),
+        SourceConfig::Gleap(_) => Vec::new(),
+    }
+}
+
+/// Whether writing `out` (a file, or a folder of files when `folder`) touches a file that
+/// `pattern` reads.
+fn overlaps(out: &str, pattern: &str, folder: bool) -> bool {
+    let out = resolve(Path::new(out));
+    if pattern.contains(['*', '?', '[']) {
+        let Ok(glob) = glob::Pattern::new(&resolve(Path::new(pattern)).to_string_lossy()) else {
+            return false;
+        };
+        // The output file itself, or (for a folder) a file written inside it.
+        return glob.matches_path(&out) || (folder && glob.matches_path(&out.join("x.parquet")));
+    }
+    let input = resolve(Path::new(pattern));
+    input == out || (folder && input.starts_with(&out))
+}
+
+/// An absolute path with `.` and `..` taken out and, where the folder exists, symbolic links
+/// resolved, so that `./a.csv`, `a.csv` and `/abs/a.csv` compare equal.
+fn resolve(path: &Path) -> PathBuf {
+    let absolute = std::env::current_dir()
+        .map(|cwd| cwd.join(path))
+        .unwrap_or_else(|_| path.to_path_buf());
+    let mut lexical = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                lexical.pop();
+            }
+            other => lexical.push(other),
+        }
+    }
+    match (lexical.parent(), lexical.file_name()) {
+        (Some(parent), Some(name)) => match parent.canonicalize() {
+            Ok(parent) => parent.join(name),
+            Err(_) => lexical,
+        },
+        _ => lexical,
+    }
+}
+
+/// A dataset's `partition_by` field, where the fields are known before the run: a `gleap`
+/// source's documented fields plus the sink's `schema:`, when no stage may add fields.
+fn check_partition_field(stream: &StreamConfig, i: usize, root: &Node) -> Option<ConfigError> {
+    let SinkConfig::Parquet(sink) = &stream.sink else {
+        return None;
+    };
+    let field = sink.dataset.as_ref()?.partition_by.as_ref()?.field.as_str();
+    let SourceConfig::Gleap(source) = &stream.source else {
+        return None;
+    };
+    let adds_fields = stream.transforms.iter().any(|t| {
+        !matches!(
+            t,
+            TransformConfig::Filter(_)
+                | TransformConfig::Drop(_)
+                | TransformConfig::Keep(_)
+                | TransformConfig::Dedupe(_)
+                | TransformConfig::Cast(_)
+        )
+    });
+    if adds_fields {
+        return None;
+    }
+    let mut known = source.column_types();
+    for (k, v) in &sink.schema {
+        known.insert(k.clone(), v.clone());
+    }
+    if known.contains_key(field) {
+        return None;
+    }
+    let hint = super::did_you_mean(field, known.keys().map(String::as_str))
+        .map(|s| format!(": did you mean `{s}`?"))
+        .unwrap_or_default();
+    Some(ConfigError::new(
+        sink_location(root, i, "parquet"),
+        format!(
+            "streams[{i}].sink.parquet.dataset.partition_by.field: `{field}` is not a field of \
+             Gleap {} records nor of the sink's schema{hint}",
+            source.entity.name()
+        ),
+    ))
+}
+
+/// Where a stream's sink (or a key inside its one kind) starts.
+fn sink_location(root: &Node, stream: usize, key: &str) -> Location {
+    let sink = root
+        .get("streams")
+        .and_then(Node::as_seq)
+        .and_then(|s| s.get(stream))
+        .and_then(|s| s.get("sink"));
+    let inner = sink.and_then(|s| match &s.kind {
+        super::yaml::NodeKind::Map(entries) => entries.first().map(|(_, v)| v),
+        _ => None,
+    });
+    inner
+        .and_then(|n| n.get(key))
+        .or(inner)
+        .or(sink)
+        .map_or(Location::UNKNOWN, |n| n.location)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outputs_overlap_inputs_however_they_are_written() {
+        assert!(overlaps("./data/users.csv", "data/users.csv", false));
+        assert!(overlaps("data/../data/users.csv", "data/*.csv", false));
+        assert!(!overlaps("out/users.csv", "data/*.csv", false));
+        assert!(overlaps("data", "data/part-*.parquet", true));
+        assert!(overlaps("data", "data/x.parquet", true));
+        assert!(!overlaps("data2", "data/x.parquet", true));
+    }
+}
