@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Pipeline;
 use crate::engine::{self, EXIT_DEAD_LETTERS, EXIT_FAILED, EXIT_OK, RunOptions};
-use crate::{eprintln, println};
+use crate::{eprint, eprintln, println};
 
 /// Move helpdesk data in and out of Gleap with declarative YAML pipelines.
 #[derive(Debug, Parser)]

@@ -50,6 +50,12 @@ macro_rules! eprintln {
     ($($arg:tt)*) => { ::std::eprintln!("{}", $crate::redact::redact(&::std::format!($($arg)*))) };
 }
 
+/// `eprint!` through [`redact`].
+#[macro_export]
+macro_rules! eprint {
+    ($($arg:tt)*) => { ::std::eprint!("{}", $crate::redact::redact(&::std::format!($($arg)*))) };
+}
+
 /// `println!` through [`redact`].
 #[macro_export]
 macro_rules! println {
