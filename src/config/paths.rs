@@ -32,11 +32,14 @@ pub fn check_outputs(config: &PipelineConfig, root: &Node) -> Vec<ConfigError> {
         let at = sink_location(root, i, "path");
         let folder = matches!(&stream.sink, SinkConfig::Parquet(p) if p.dataset.is_some());
         for (reader, pattern) in &inputs {
-            if overlaps(out, pattern, folder) {
+            // A stream that reads what another writes once it has finished is a pipeline.
+            let after = *reader != stream.name.value
+                && needs_transitively(config, reader, &stream.name.value);
+            if !after && overlaps(out, pattern, folder) {
                 let whose = if *reader == stream.name.value {
                     "its own input".to_string()
                 } else {
-                    format!("the input of stream `{reader}`")
+                    format!("the input of stream `{reader}`, which does not wait for it (`needs`)")
                 };
                 errors.push(ConfigError::new(
                     at,
@@ -50,6 +53,27 @@ pub fn check_outputs(config: &PipelineConfig, root: &Node) -> Vec<ConfigError> {
         errors.extend(check_partition_field(stream, i, root));
     }
     errors
+}
+
+/// Whether stream `reader` runs after `writer` through its `needs`, directly or not.
+fn needs_transitively(config: &PipelineConfig, reader: &str, writer: &str) -> bool {
+    let mut seen = vec![reader];
+    let mut todo = vec![reader];
+    while let Some(name) = todo.pop() {
+        let Some(stream) = config.streams.iter().find(|s| s.name.value == name) else {
+            continue;
+        };
+        for need in &stream.needs {
+            if need.value == writer {
+                return true;
+            }
+            if !seen.contains(&need.value.as_str()) {
+                seen.push(&need.value);
+                todo.push(&need.value);
+            }
+        }
+    }
+    false
 }
 
 /// The paths and globs a stream reads: its source and its lookup tables.
@@ -86,11 +110,16 @@ fn source_patterns(source: &SourceConfig) -> Vec<&str> {
 fn overlaps(out: &str, pattern: &str, folder: bool) -> bool {
     let out = resolve(Path::new(out));
     if pattern.contains(['*', '?', '[']) {
-        let Ok(glob) = glob::Pattern::new(&resolve(Path::new(pattern)).to_string_lossy()) else {
+        let resolved = resolve(Path::new(pattern));
+        let Ok(glob) = glob::Pattern::new(&resolved.to_string_lossy()) else {
             return false;
         };
-        // The output file itself, or (for a folder) a file written inside it.
-        return glob.matches_path(&out) || (folder && glob.matches_path(&out.join("x.parquet")));
+        // The folder the glob reads in: its components before the first wildcard.
+        let literal: PathBuf = resolved
+            .components()
+            .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+            .collect();
+        return glob.matches_path(&out) || (folder && literal.starts_with(&out));
     }
     let input = resolve(Path::new(pattern));
     input == out || (folder && input.starts_with(&out))
