@@ -30,7 +30,20 @@ fn tune_allocator() {
     }
 }
 
+/// A panic's message may hold a value from the environment: it goes through the same
+/// redaction as every other message.
+fn redact_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("<unnamed>");
+        let backtrace = std::backtrace::Backtrace::capture();
+        let text = format!("thread '{name}' {info}\n{backtrace}");
+        eprintln!("{}", gleap_etl::redact::redact(text.trim_end()));
+    }));
+}
+
 fn main() {
     tune_allocator();
+    redact_panics();
     std::process::exit(gleap_etl::cli::main_with_args(std::env::args_os()));
 }
