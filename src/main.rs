@@ -37,7 +37,14 @@ fn redact_panics() {
         let thread = std::thread::current();
         let name = thread.name().unwrap_or("<unnamed>");
         let backtrace = std::backtrace::Backtrace::capture();
-        let text = format!("thread '{name}' {info}\n{backtrace}");
+        let text = match backtrace.status() {
+            std::backtrace::BacktraceStatus::Captured => {
+                format!("thread '{name}' {info}\nstack backtrace:\n{backtrace}")
+            }
+            _ => format!(
+                "thread '{name}' {info}\nnote: run with `RUST_BACKTRACE=1` to display a backtrace"
+            ),
+        };
         eprintln!("{}", gleap_etl::redact::redact(text.trim_end()));
     }));
 }
