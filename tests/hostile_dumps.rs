@@ -161,3 +161,40 @@ fn intercom_bad_contact_rows_do_not_stop_conversations_or_parts() {
         ],
     );
 }
+
+/// The 1-based line on which the `n`th (0-based) line starting with `prefix` stands.
+fn line_of(text: &str, prefix: &str, n: usize) -> u64 {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with(prefix))
+        .nth(n)
+        .map(|(i, _)| i as u64 + 1)
+        .unwrap_or_else(|| panic!("no {n}th line starting with {prefix:?}"))
+}
+
+/// Defect 17: a dead letter of a JSON page names the line its element starts on, not 1.
+#[test]
+fn dead_letters_of_a_json_page_name_the_elements_line() {
+    let dir = Dir::new();
+    let users = "{\n  \"users\": [\n    {\n      \"id\": 1,\n      \"name\": \"Ada\"\n    },\n    {\n      \"id\": null,\n      \"name\": \"Ghost\"\n    },\n    {\"id\": 3, \"name\": \"Bob\"},\n    {\n      \"name\": \"No id either\"\n    }\n  ],\n  \"next_page\": null\n}\n";
+    dir.write("dump/users.json", users);
+    dir.write(
+        "pipeline.yaml",
+        "version: 1\nname: page-lines\nstate_dir: state\nstreams:\n  - name: users\n    source:\n      zendesk: { path: dump/users.json, entity: users }\n    sink:\n      jsonl: { path: out/users.jsonl }\n",
+    );
+    let run = dir.run(&["run", "pipeline.yaml", "--no-progress"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let letters = json_lines(&dir.read("state/dead-letter.jsonl"));
+    let lines: Vec<u64> = letters
+        .iter()
+        .map(|l| l["line"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [line_of(users, "    {", 1), line_of(users, "    {", 3)],
+        "{letters:?}"
+    );
+    assert_eq!(letters[0]["record"]["name"], "Ghost");
+    let written = json_lines(&dir.read("out/users.jsonl"));
+    assert_eq!(written.len(), 2);
+}

@@ -56,7 +56,8 @@ impl ZendeskSourceConfig {
                 let items = docs.flat_map(move |doc| {
                     let mut out = Vec::new();
                     match doc {
-                        Ok(Document { value, line }) => {
+                        Err(e) => out.push(Err(e)),
+                        Ok(Ok(Document { value, line })) => {
                             let mut found = Vec::new();
                             extract(entity, value, file_ticket, &mut found);
                             for item in found {
@@ -77,7 +78,7 @@ impl ZendeskSourceConfig {
                                 }));
                             }
                         }
-                        Err(bad) => {
+                        Ok(Err(bad)) => {
                             row += 1;
                             let position = Position {
                                 file: file.clone(),
@@ -117,8 +118,21 @@ fn ticket_id_from_file_name(path: &Path) -> Option<i64> {
     path.parent()?.file_name()?.to_str()?.parse().ok()
 }
 
-/// Finds the records of `entity` in one document.
+/// Finds the records of `entity` in one document; the items of a top-level array are
+/// documents.
 fn extract(entity: ZendeskEntity, value: Value, file_ticket: Option<i64>, out: &mut Vec<Found>) {
+    let value = match value {
+        Value::Array(items) => {
+            for item in items {
+                match item {
+                    Value::Object(_) => extract(entity, item, file_ticket, out),
+                    other => out.push(Err(("not a JSON object".into(), other))),
+                }
+            }
+            return;
+        }
+        other => other,
+    };
     let Value::Object(mut doc) = value else {
         out.push(Err(("not a JSON object".into(), value)));
         return;
