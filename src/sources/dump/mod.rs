@@ -237,12 +237,9 @@ mod tests {
             "the page's other members, wherever they stand, come with each element"
         );
         // The same page on one line too long to read whole to tell its form.
+        let pad = "x".repeat(FIRST_LINE_LIMIT as usize);
         let long = format!(
-            "{{\"users\": [{}{{\"id\": 2}}], \"next_page\": null}}",
-            format!(
-                "{{\"id\": 1, \"pad\": \"{}\"}}, ",
-                "x".repeat(FIRST_LINE_LIMIT as usize)
-            )
+            "{{\"users\": [{{\"id\": 1, \"pad\": \"{pad}\"}}, {{\"id\": 2}}], \"next_page\": null}}"
         );
         let got = read(&long);
         assert_eq!(got.len(), 2);

@@ -207,9 +207,8 @@ impl<'de> Visitor<'de> for ShapeVisitor {
         f.write_str("a JSON object or array")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Shape, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Shape::Array)
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> std::result::Result<Shape, A::Error> {
+        skip_elements(seq).map(|_| Shape::Array)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Shape, A::Error> {
@@ -224,6 +223,15 @@ impl<'de> Visitor<'de> for ShapeVisitor {
         }
         Ok(Shape::Object(head))
     }
+}
+
+/// Reads an array through, keeping nothing; its length.
+fn skip_elements<'de, A: SeqAccess<'de>>(mut seq: A) -> std::result::Result<u64, A::Error> {
+    let mut n = 0;
+    while seq.next_element::<IgnoredAny>()?.is_some() {
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// A member of a top-level object in the first pass: an array's length, or the value.
@@ -247,12 +255,8 @@ impl<'de> Visitor<'de> for MemberVisitor {
         f.write_str("a JSON value")
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Member, A::Error> {
-        let mut n = 0;
-        while seq.next_element::<IgnoredAny>()?.is_some() {
-            n += 1;
-        }
-        Ok(Member::Array(n))
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> std::result::Result<Member, A::Error> {
+        skip_elements(seq).map(Member::Array)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> std::result::Result<Member, A::Error> {
