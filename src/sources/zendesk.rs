@@ -547,6 +547,49 @@ mod tests {
     }
 
     #[test]
+    fn a_top_level_array_of_users_and_an_audits_page_element_by_element() {
+        let got = read(
+            "users",
+            &[(
+                "users.json",
+                "[\n  {\"id\": 1, \"name\": \"A\"},\n  7,\n  {\"id\": 2}\n]\n",
+            )],
+        );
+        let ids: Vec<String> = got
+            .iter()
+            .map(|r| match r {
+                Ok(u) => u["key"].as_str().unwrap().to_string(),
+                Err(e) => e.clone(),
+            })
+            .collect();
+        assert_eq!(ids, ["1", "users.json: not a JSON object", "2"]);
+
+        // Comments of audits placed by the line their audit starts on.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audits.json");
+        std::fs::write(
+            &path,
+            "{\"audits\": [\n {\"ticket_id\": 5, \"events\": [{\"type\": \"Comment\", \"id\": 1, \"body\": \"a\"}]},\n {\"ticket_id\": 6,\n  \"events\": [{\"type\": \"Comment\", \"id\": 2, \"body\": \"b\"}, {\"type\": \"Comment\", \"body\": \"no id\"}]}\n]}\n",
+        )
+        .unwrap();
+        let config: ZendeskSourceConfig =
+            serde_json::from_value(json!({"path": path.to_str().unwrap(), "entity": "comments"}))
+                .unwrap();
+        let places: Vec<String> = config
+            .open()
+            .unwrap()
+            .items
+            .map(|i| match i.unwrap() {
+                SourceItem::Record(r, p) => format!("{}@{}:{}", r["id"], p.line.unwrap(), p.row),
+                SourceItem::Rejected(r) => {
+                    format!("!@{}:{}", r.position.line.unwrap(), r.position.row)
+                }
+            })
+            .collect();
+        assert_eq!(places, ["1@2:1", "2@3:2", "!@3:3"]);
+    }
+
+    #[test]
     fn users_from_pages_and_full_export_lines_get_a_key() {
         let got = read(
             "users",
