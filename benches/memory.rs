@@ -51,16 +51,11 @@ fn main() {
         );
         results.push(peak);
     }
-    let (small, large) = (results[0], results[1]);
-    let growth = large as f64 / small as f64;
-    let peak_ok = large < TARGET_PEAK_BYTES;
-    let flat_ok = growth <= TARGET_GROWTH;
-    println!(
-        "target peak_rss(1M) < 200 MB: {}   target peak_rss(1M) <= 1.2 x peak_rss(100k): {} (x{growth:.2})",
-        if peak_ok { "met" } else { "MISSED" },
-        if flat_ok { "met" } else { "MISSED" },
+    common::check_peaks(
+        (results[0], results[1]),
+        TARGET_PEAK_BYTES,
+        TARGET_GROWTH,
+        "peak_rss(1M) < 200 MB",
+        "peak_rss(1M) <= 1.2 x peak_rss(100k)",
     );
-    if !(peak_ok && flat_ok) {
-        std::process::exit(1);
-    }
 }

@@ -8,6 +8,7 @@ mod fidelity;
 mod fuzz;
 mod gleap_sink;
 mod hostile;
+mod hostile_dumps;
 mod migrations;
 mod pipelines;
 mod validate;

@@ -70,3 +70,26 @@ streams:
         output = output.display(),
     )
 }
+
+/// Prints whether the larger run's peak is under `target_bytes` and within `max_growth` of
+/// the smaller run's, labelled `peak_label` and `flat_label`; exits 1 when either is missed.
+pub fn check_peaks(
+    (small, large): (u64, u64),
+    target_bytes: u64,
+    max_growth: f64,
+    peak_label: &str,
+    flat_label: &str,
+) {
+    let growth = large as f64 / small as f64;
+    let peak_ok = large < target_bytes;
+    let flat_ok = growth <= max_growth;
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    println!(
+        "target {peak_label}: {}   target {flat_label}: {} (x{growth:.2})",
+        verdict(peak_ok),
+        verdict(flat_ok),
+    );
+    if !(peak_ok && flat_ok) {
+        std::process::exit(1);
+    }
+}

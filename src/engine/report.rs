@@ -55,6 +55,8 @@ pub struct StreamReport {
     pub filtered: u64,
     /// Records the transform stages rejected.
     pub transform_rejected: u64,
+    /// Rows of lookup tables that could not be read, skipped (each a dead letter).
+    pub lookup_rows_skipped: u64,
     pub transforms: Vec<StageStats>,
     pub written: u64,
     pub sink_rejected: u64,
@@ -111,6 +113,13 @@ impl RunReport {
                     }
                     if s.dead_lettered > 0 {
                         notes.push(format!("{} dead-lettered", count(s.dead_lettered)));
+                    }
+                    if s.lookup_rows_skipped > 0 {
+                        notes.push(format!(
+                            "{} lookup-table row{} skipped",
+                            count(s.lookup_rows_skipped),
+                            if s.lookup_rows_skipped == 1 { "" } else { "s" }
+                        ));
                     }
                     if !notes.is_empty() {
                         line.push_str(&format!(" ({})", notes.join(", ")));

@@ -80,6 +80,16 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
 
     let result = (|| -> Result<()> {
         let mut chain = TransformChain::build(&config.transforms)?;
+        // A lookup table's unreadable rows: skipped, each a dead letter located in the table.
+        for (stage, row) in chain.take_skipped_rows() {
+            report.lookup_rows_skipped += 1;
+            stream.reject(
+                &row.position,
+                format!("{stage} table"),
+                format!("lookup table row skipped: {}", row.reason),
+                row.record,
+            )?;
+        }
         let mut output = match target {
             Target::Sink => {
                 let column_types = match &config.source {

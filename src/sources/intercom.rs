@@ -25,7 +25,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::dump::{self, BadLine, Document};
+use super::dump::{self, Document};
 use super::{OpenedSource, ProgressUnit, Rejected, SourceItem, SourceIter, files};
 use crate::error::{Error, Result};
 use crate::record::{
@@ -107,10 +107,11 @@ struct FileReader {
 }
 
 impl FileReader {
-    fn document(&mut self, doc: std::result::Result<Document, BadLine>) -> Vec<Result<SourceItem>> {
+    fn document(&mut self, doc: dump::Item) -> Vec<Result<SourceItem>> {
         let (value, line) = match doc {
-            Ok(Document { value, line }) => (value, line),
-            Err(bad) => {
+            Err(e) => return vec![Err(e)],
+            Ok(Ok(Document { value, line })) => (value, line),
+            Ok(Err(bad)) => {
                 return vec![Ok(
                     self.item(bad.line, Err((bad.reason, Value::String(bad.text))))
                 )];
@@ -134,9 +135,7 @@ impl FileReader {
                     && objects.iter().any(|o| matches!(o, Object::Conversation(_)))
                 {
                     match loose_part_counts(&self.path) {
-                        Ok(Some(counts)) => self.loose_parts = Some(counts),
-                        // A single document: it holds every loose part of the file.
-                        Ok(None) => self.loose_parts = Some(count_loose_parts(objects.iter())),
+                        Ok(counts) => self.loose_parts = Some(counts),
                         Err(e) => return vec![Err(e)],
                     }
                 }
@@ -313,9 +312,19 @@ fn wrap(kind: Kind, value: Value) -> Object {
     }
 }
 
-/// The loose parts of each conversation in a newline-delimited file, read ahead so that a
-/// conversation can say how many parts it has; `None` when the file is one document.
-fn loose_part_counts(path: &Path) -> Result<Option<HashMap<String, u64>>> {
+/// The loose parts of each conversation in a file, read ahead so that a conversation can say
+/// how many parts it has.
+fn loose_part_counts(path: &Path) -> Result<HashMap<String, u64>> {
+    if !dump::is_json_lines(path)? {
+        // One document, read element by element.
+        let mut counts: HashMap<String, u64> = HashMap::new();
+        for doc in dump::documents(path, Arc::new(AtomicU64::new(0)))? {
+            if let Ok(Document { value, .. }) = doc? {
+                add_loose_parts(value, &mut counts);
+            }
+        }
+        return Ok(counts);
+    }
     let mut input = files::open(path, Arc::new(AtomicU64::new(0)))?;
     let name = files::display_name(path);
     let mut counts: HashMap<String, u64> = HashMap::new();
@@ -328,7 +337,7 @@ fn loose_part_counts(path: &Path) -> Result<Option<HashMap<String, u64>>> {
             .read_until(b'\n', &mut buf)
             .map_err(|e| Error::input(format!("{name}:{}", line_no + 1), e))?;
         if n == 0 {
-            return Ok(Some(counts));
+            return Ok(counts);
         }
         line_no += 1;
         let text = buf
@@ -346,17 +355,19 @@ fn loose_part_counts(path: &Path) -> Result<Option<HashMap<String, u64>>> {
         } else {
             None
         };
-        if first && parsed.is_none() {
-            return Ok(None);
-        }
         first = false;
         if let Some(value) = parsed {
-            let mut objects = Vec::new();
-            route(value, &mut objects);
-            for (id, n) in count_loose_parts(objects.iter()) {
-                *counts.entry(id).or_default() += n;
-            }
+            add_loose_parts(value, &mut counts);
         }
+    }
+}
+
+/// Adds the loose parts of one document to `counts`.
+fn add_loose_parts(value: Value, counts: &mut HashMap<String, u64>) {
+    let mut objects = Vec::new();
+    route(value, &mut objects);
+    for (id, n) in count_loose_parts(objects.iter()) {
+        *counts.entry(id).or_default() += n;
     }
 }
 
@@ -969,8 +980,8 @@ mod tests {
         );
         assert_eq!(
             places(&got),
-            ["1:1", "1:2"],
-            "the admin and the conversation are skipped"
+            ["2:1", "3:2"],
+            "the admin and the conversation are skipped; each contact on its own line"
         );
         let r = records(&got);
         assert_eq!(r[0]["key"], "c-1", "an empty external_id is none");
@@ -1083,7 +1094,11 @@ mod tests {
   {"type": "ticket", "id": "9"}
 ], "total_count": 3}"#;
         let got = read_files("conversations", &[("conversations.json", list)]);
-        assert_eq!(places(&got), ["1:1", "!1:2", "1:3"]);
+        assert_eq!(
+            places(&got),
+            ["2:1", "!4:2", "5:3"],
+            "each conversation of the page on the line it starts on"
+        );
         assert_eq!(reasons(&got), ["a conversation without an id"]);
         let r = records(&got);
         assert_eq!(r[0]["id"], "471");
@@ -1106,7 +1121,7 @@ mod tests {
         assert_eq!(r[1]["admin_assignee_id"], Value::Null);
 
         let got = read_files("parts", &[("conversations.json", list)]);
-        assert_eq!(places(&got), ["1:1", "!1:2", "1:3"]);
+        assert_eq!(places(&got), ["2:1", "!4:2", "5:3"]);
         let parts = records(&got);
         assert_eq!(
             parts[0]["id"], "471-source",

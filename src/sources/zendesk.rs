@@ -56,7 +56,8 @@ impl ZendeskSourceConfig {
                 let items = docs.flat_map(move |doc| {
                     let mut out = Vec::new();
                     match doc {
-                        Ok(Document { value, line }) => {
+                        Err(e) => out.push(Err(e)),
+                        Ok(Ok(Document { value, line })) => {
                             let mut found = Vec::new();
                             extract(entity, value, file_ticket, &mut found);
                             for item in found {
@@ -77,7 +78,7 @@ impl ZendeskSourceConfig {
                                 }));
                             }
                         }
-                        Err(bad) => {
+                        Ok(Err(bad)) => {
                             row += 1;
                             let position = Position {
                                 file: file.clone(),
@@ -117,8 +118,21 @@ fn ticket_id_from_file_name(path: &Path) -> Option<i64> {
     path.parent()?.file_name()?.to_str()?.parse().ok()
 }
 
-/// Finds the records of `entity` in one document.
+/// Finds the records of `entity` in one document; the items of a top-level array are
+/// documents.
 fn extract(entity: ZendeskEntity, value: Value, file_ticket: Option<i64>, out: &mut Vec<Found>) {
+    let value = match value {
+        Value::Array(items) => {
+            for item in items {
+                match item {
+                    Value::Object(_) => extract(entity, item, file_ticket, out),
+                    other => out.push(Err(("not a JSON object".into(), other))),
+                }
+            }
+            return;
+        }
+        other => other,
+    };
     let Value::Object(mut doc) = value else {
         out.push(Err(("not a JSON object".into(), value)));
         return;
@@ -530,6 +544,49 @@ mod tests {
                 )),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_top_level_array_of_users_and_an_audits_page_element_by_element() {
+        let got = read(
+            "users",
+            &[(
+                "users.json",
+                "[\n  {\"id\": 1, \"name\": \"A\"},\n  7,\n  {\"id\": 2}\n]\n",
+            )],
+        );
+        let ids: Vec<String> = got
+            .iter()
+            .map(|r| match r {
+                Ok(u) => u["key"].as_str().unwrap().to_string(),
+                Err(e) => e.clone(),
+            })
+            .collect();
+        assert_eq!(ids, ["1", "users.json: not a JSON object", "2"]);
+
+        // Comments of audits placed by the line their audit starts on.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audits.json");
+        std::fs::write(
+            &path,
+            "{\"audits\": [\n {\"ticket_id\": 5, \"events\": [{\"type\": \"Comment\", \"id\": 1, \"body\": \"a\"}]},\n {\"ticket_id\": 6,\n  \"events\": [{\"type\": \"Comment\", \"id\": 2, \"body\": \"b\"}, {\"type\": \"Comment\", \"body\": \"no id\"}]}\n]}\n",
+        )
+        .unwrap();
+        let config: ZendeskSourceConfig =
+            serde_json::from_value(json!({"path": path.to_str().unwrap(), "entity": "comments"}))
+                .unwrap();
+        let places: Vec<String> = config
+            .open()
+            .unwrap()
+            .items
+            .map(|i| match i.unwrap() {
+                SourceItem::Record(r, p) => format!("{}@{}:{}", r["id"], p.line.unwrap(), p.row),
+                SourceItem::Rejected(r) => {
+                    format!("!@{}:{}", r.position.line.unwrap(), r.position.row)
+                }
+            })
+            .collect();
+        assert_eq!(places, ["1@2:1", "2@3:2", "!@3:3"]);
     }
 
     #[test]

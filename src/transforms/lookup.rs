@@ -1,5 +1,7 @@
 //! `lookup`: joins each record against a table read from a file (CSV, Parquet or JSON lines)
-//! by key, for id and value mappings. The table is read whole when the stream starts.
+//! by key, for id and value mappings. The table is read whole when the stream starts; a row
+//! the table's source cannot read (a dump's user without an id, a truncated line) is skipped
+//! and kept for the stream to dead-letter, so one bad row does not stop the stream.
 //!
 //! Keys match by text, so the number `42` in a record finds the row whose key column holds
 //! `"42"` or `42`.
@@ -13,7 +15,7 @@ use serde::Deserialize;
 use super::{Rejection, Transform};
 use crate::error::{Error, Result};
 use crate::record::{FieldPath, Record, Value};
-use crate::sources::{SourceConfig, SourceItem};
+use crate::sources::{Rejected, SourceConfig, SourceItem};
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -59,6 +61,7 @@ impl LookupConfig {
         let opened = self.table.open()?;
         let mut rows: HashMap<String, Record> = HashMap::new();
         let mut duplicates = 0u64;
+        let mut skipped_rows = Vec::new();
         for item in opened.items {
             match item? {
                 SourceItem::Record(mut row, position) => {
@@ -83,12 +86,8 @@ impl LookupConfig {
                         }
                     }
                 }
-                SourceItem::Rejected(r) => {
-                    return Err(Error::input(
-                        r.position.to_string(),
-                        format!("lookup table: {}", r.reason),
-                    ));
-                }
+                // The row is a dead letter when read as a stream; here it is skipped too.
+                SourceItem::Rejected(r) => skipped_rows.push(r),
             }
         }
         if duplicates > 0 {
@@ -128,6 +127,7 @@ impl LookupConfig {
             rows,
             fields,
             missing: self.missing,
+            skipped_rows,
         })
     }
 }
@@ -146,6 +146,8 @@ pub struct Lookup {
     rows: HashMap<String, Record>,
     fields: Vec<(FieldPath, String)>,
     missing: Missing,
+    /// Rows of the table its source could not read, not yet handed to the stream.
+    skipped_rows: Vec<Rejected>,
 }
 
 impl Transform for Lookup {
@@ -175,6 +177,10 @@ impl Transform for Lookup {
         }
         out.push(record);
         Ok(())
+    }
+
+    fn take_skipped_rows(&mut self) -> Vec<Rejected> {
+        std::mem::take(&mut self.skipped_rows)
     }
 }
 
@@ -232,6 +238,31 @@ mod tests {
         );
         let (out, _) = apply(&mut *s, vec![json!({"code": 9})]);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn unreadable_table_rows_are_skipped_and_handed_over_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join("plans.jsonl");
+        std::fs::write(
+            &table,
+            "{\"code\": 1, \"name\": \"Free\"}\n{\"code\": 2, \"na\n{\"code\": 3, \"name\": \"Team\"}\n",
+        )
+        .unwrap();
+        let config: super::LookupConfig = serde_json::from_value(
+            json!({"table": {"jsonl": {"path": table.to_str().unwrap()}}, "on": "code"}),
+        )
+        .unwrap();
+        let mut lookup = config.build().expect("a bad row does not fail the table");
+        let (out, _) = apply(&mut lookup, vec![json!({"code": 3}), json!({"code": 2})]);
+        assert_eq!(
+            out,
+            [json!({"code": 3, "name": "Team"}), json!({"code": 2})]
+        );
+        let skipped = super::Transform::take_skipped_rows(&mut lookup);
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].position.line, Some(2));
+        assert!(super::Transform::take_skipped_rows(&mut lookup).is_empty());
     }
 
     #[test]

@@ -180,6 +180,12 @@ pub trait Transform: Send {
     /// Processes one record: pushes what comes out to `out`, or gives the record back with
     /// the reason it was rejected.
     fn apply(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), Rejection>;
+
+    /// Rows of a table the stage loaded that could not be read and were skipped (lookup),
+    /// each given once.
+    fn take_skipped_rows(&mut self) -> Vec<crate::sources::Rejected> {
+        Vec::new()
+    }
 }
 
 /// A record a stage could not process.
@@ -214,6 +220,13 @@ pub struct StageStats {
     pub input: u64,
     pub output: u64,
     pub rejected: u64,
+    /// Rows of the stage's lookup table that could not be read and were skipped.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub table_rows_skipped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The stages of a stream, in order.
@@ -284,6 +297,18 @@ impl TransformChain {
             }
         }
         out.append(&mut self.current);
+    }
+
+    /// The lookup-table rows the stages skipped while loading, with the stage's label; each
+    /// is given once and counted in the stage's stats.
+    pub fn take_skipped_rows(&mut self) -> Vec<(String, crate::sources::Rejected)> {
+        let mut rows = Vec::new();
+        for (stage, stats) in &mut self.stages {
+            let skipped = stage.take_skipped_rows();
+            stats.table_rows_skipped += skipped.len() as u64;
+            rows.extend(skipped.into_iter().map(|r| (stats.stage.clone(), r)));
+        }
+        rows
     }
 
     pub fn stats(&self) -> Vec<StageStats> {
