@@ -522,17 +522,44 @@ async fn a_lagging_index_creates_no_contact_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tickets_and_messages_export_whole_in_the_live_shape() {
     let emulator = emulator(FaultConfig::default(), Quirks::default(), 0).await;
+    export_tickets_and_messages_then_two_new_messages(&emulator, || {}).await;
+}
+
+/// Every record of the import created in one millisecond, the window's end: the next
+/// incremental run starts there and reads none of those messages again (it did, now and
+/// then, when a ticket's last message shared its updatedAt with the window's end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_at_the_windows_boundary_are_exported_once() {
+    let clock = std::sync::Arc::new(gleap_etl::clock::ManualClock::at_2024());
+    let emulator = Emulator::start(EmulatorConfig {
+        api_key: Some(KEY.into()),
+        project: Some(PROJECT.into()),
+        quota: None,
+        clock: clock.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    export_tickets_and_messages_then_two_new_messages(&emulator, || {
+        clock.advance(std::time::Duration::from_secs(1))
+    })
+    .await;
+}
+
+/// Imports 59 tickets of 3 messages, exports them, then (after `later`) adds two messages
+/// to one ticket: the next incremental export reads exactly those two.
+async fn export_tickets_and_messages_then_two_new_messages(emulator: &Emulator, later: impl Fn()) {
     let dir = Dir::new();
     write_helpdesk(&dir.join("data"), 20, 59, 3);
-    let r = run(csv_import(&emulator, &dir)).await;
+    let r = run(csv_import(emulator, &dir)).await;
     assert_eq!(r.code, 0, "{r:?}");
 
-    let r = run(export(&emulator, &dir, "tickets", &[])).await;
+    let r = run(export(emulator, &dir, "tickets", &[])).await;
     assert_eq!(r.code, 0, "{r:?}");
     let tickets = dataset_ids(&dir.join("out/tickets"));
     assert_eq!(tickets.iter().collect::<HashSet<_>>().len(), 59);
 
-    let r = run(export(&emulator, &dir, "messages", &["--incremental"])).await;
+    let r = run(export(emulator, &dir, "messages", &["--incremental"])).await;
     assert_eq!(r.code, 0, "{r:?}");
     let out = dir.join("out/messages");
     let manifest: Value =
@@ -566,7 +593,8 @@ async fn tickets_and_messages_export_whole_in_the_live_shape() {
     }
 
     // Two new messages on one ticket: the next incremental run reads those two only.
-    let api = Api::new(&emulator);
+    later();
+    let api = Api::new(emulator);
     let ticket = per_ticket.keys().next().unwrap().clone();
     for text in ["later one", "later two"] {
         let (status, _) = api
@@ -577,7 +605,7 @@ async fn tickets_and_messages_export_whole_in_the_live_shape() {
             .await;
         assert_eq!(status, 200);
     }
-    let r = run(export(&emulator, &dir, "messages", &["--incremental"])).await;
+    let r = run(export(emulator, &dir, "messages", &["--incremental"])).await;
     assert_eq!(r.code, 0, "{r:?}");
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(out.join("_manifest.json")).unwrap()).unwrap();

@@ -123,6 +123,13 @@ pub struct Cursor {
     /// `carried`.
     #[serde(default)]
     pub counted: Option<u64>,
+    /// Messages read in this window whose value is at or after `upper`: the next window
+    /// starts at `upper` (inclusive) and must not read them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages_at_upper: Vec<String>,
+    /// `messages_at_upper` of the window before: read already, left out of this one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub messages_carried: Vec<String>,
 }
 
 /// How a run of the source starts, decided from the stored cursor.
@@ -287,6 +294,8 @@ impl GleapSourceConfig {
             read: 0,
             carried: 0,
             counted: None,
+            messages_at_upper: Vec::new(),
+            messages_carried: Vec::new(),
         };
         let (mode, cursor) = match stored {
             Some(c) if !c.complete => (StartMode::Resume, c),
@@ -305,6 +314,7 @@ impl GleapSourceConfig {
                         after,
                         carried: seen.len() as u64,
                         seen,
+                        messages_carried: c.messages_at_upper,
                         ..fresh
                     },
                 )
@@ -724,11 +734,22 @@ impl Pager {
                     "GET /messages?ticket={ticket} answered a message of ticket {other}: Gleap ignores the `ticket` filter, so messages cannot be read ticket by ticket"
                 )));
             }
-            if let (Some(since), Some(value)) =
-                (&self.since, message.get(&field).and_then(Value::as_str))
+            let value = message.get(&field).and_then(Value::as_str);
+            if let (Some(since), Some(value)) = (&self.since, value)
                 && order_cmp(value, since) == std::cmp::Ordering::Less
             {
                 continue;
+            }
+            let id = answer::id(&message);
+            if let Some(id) = id
+                && self.cursor.messages_carried.iter().any(|c| c == id)
+            {
+                continue;
+            }
+            if let (Some(upper), Some(value), Some(id)) = (&self.cursor.upper, value, id)
+                && order_cmp(value, upper) != std::cmp::Ordering::Less
+            {
+                self.cursor.messages_at_upper.push(id.to_string());
             }
             let position = self.next_position();
             match (answer::id(&message).map(str::to_string), message) {
