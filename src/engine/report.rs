@@ -38,7 +38,8 @@ pub struct RunReport {
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct StreamReport {
     pub name: String,
-    /// `ok`, `failed` or `skipped`.
+    /// `ok`; `dead_letters` (finished, some records in the dead-letter file); `rejected`
+    /// (finished, every record read went to the dead-letter file); `failed`; `skipped`.
     pub status: &'static str,
     pub source: String,
     pub files: Vec<String>,
@@ -163,14 +164,23 @@ impl RunReport {
             && let Some(file) = &self.dead_letter_file
         {
             out.push_str(&format!(
-                "  {} record{} in {}\n",
-                count(self.dead_lettered),
-                if self.dead_lettered == 1 { "" } else { "s" },
+                "  {} in {}\n",
+                records(self.dead_lettered),
                 file.display()
             ));
         }
         out
     }
+}
+
+/// `1 record`, `1,234 records`.
+pub fn records(n: u64) -> String {
+    plural(n, "record", "records")
+}
+
+/// `n` and the noun that goes with it: `1 record`, `2 records`.
+pub fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", count(n), if n == 1 { one } else { many })
 }
 
 /// `1234567` as `1,234,567`.

@@ -215,7 +215,7 @@ impl DatasetSink {
             .clone()
             .ok_or_else(|| invalid("a dataset needs the run's state store".into()))?;
         let dir = PathBuf::from(&config.path);
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        crate::dirs::create(&dir, "dataset folder")?;
         // The folder is the dataset's own: its files are renamed and removed as parts come
         // and go, so a folder holding something else is refused.
         let foreign = !dir.join(MANIFEST).exists()
@@ -397,7 +397,7 @@ impl DatasetSink {
         }
         let path = self.dir.join(&name);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
+            crate::dirs::create(parent, "dataset folder")?;
         }
         let temp = inprogress(&path);
         let file = File::create(&temp).map_err(io(&temp))?;
