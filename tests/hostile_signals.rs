@@ -455,33 +455,49 @@ fn dead_letters_counted_are_written(report: &serde_json::Value, state: &Path, ru
         .map(|s| s["dead_lettered"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(per_stream, counted, "{report:#}");
+    if let Ok(text) = std::fs::read_to_string(state.join("dead-letter.jsonl")) {
+        for letter in json_lines(&text) {
+            let reason = letter["reason"].as_str().unwrap_or("");
+            assert!(
+                !reason.contains("disk is full") && !reason.contains("No space left"),
+                "a full local disk is not the record's fault: {letter}"
+            );
+        }
+    }
 }
 
 /// Defect 9: a full state dir during a Gleap import is exit 2 naming the path, the dead
-/// letters the summary counts are in the file, and the next run ends.
+/// letters the summary counts are in the file (a local disk never dead-letters a record),
+/// and the next run ends. The disk fills at a different point for each size.
 #[test]
 fn a_full_state_dir_fails_the_import_and_the_next_run_ends() {
     let dir = Dir::new();
     let data = helpdesk(&dir, 150);
-    let Some(disk) = Tmpfs::mount(&dir.join("disk"), "size=1m") else {
-        return;
-    };
-    let state = disk.path.join("state");
-    let (run, report) = import(&dir, &data, &state);
-    assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains("No space left on device") || run.stderr.contains("disk is full"), "{run:?}");
-    assert!(run.stderr.contains(state.to_str().unwrap()), "{run:?}");
-    assert!(!run.stderr.contains("panicked"), "{run:?}");
-    dead_letters_counted_are_written(&report, &state, &run);
+    for (i, size) in ["700k", "1m", "1400k"].iter().enumerate() {
+        let Some(disk) = Tmpfs::mount(&dir.join(&format!("disk{i}")), &format!("size={size}"))
+        else {
+            return;
+        };
+        let state = disk.path.join("state");
+        let (run, report) = import(&dir, &data, &state);
+        assert_eq!(run.code, 2, "{size}: {run:?}");
+        assert!(
+            run.stderr.contains("No space left on device") || run.stderr.contains("disk is full"),
+            "{size}: {run:?}"
+        );
+        assert!(run.stderr.contains(state.to_str().unwrap()), "{run:?}");
+        assert!(!run.stderr.contains("panicked"), "{run:?}");
+        dead_letters_counted_are_written(&report, &state, &run);
 
-    // Still full: fails again, at once.
-    let (run, report) = import(&dir, &data, &state);
-    assert_eq!(run.code, 2, "{run:?}");
-    dead_letters_counted_are_written(&report, &state, &run);
+        // Still full: fails again, at once.
+        let (run, report) = import(&dir, &data, &state);
+        assert_eq!(run.code, 2, "{size}: {run:?}");
+        dead_letters_counted_are_written(&report, &state, &run);
 
-    // Room again: the run ends, and says truly what it did.
-    disk.remount("size=64m");
-    let (run, report) = import(&dir, &data, &state);
-    assert!(run.code == 0 || run.code == 1, "{run:?}");
-    dead_letters_counted_are_written(&report, &state, &run);
+        // Room again: the run ends, and says truly what it did.
+        disk.remount("size=64m");
+        let (run, report) = import(&dir, &data, &state);
+        assert!(run.code == 0 || run.code == 1, "{size}: {run:?}");
+        dead_letters_counted_are_written(&report, &state, &run);
+    }
 }
