@@ -1,8 +1,8 @@
 //! The dead-letter file: records that could not be read, transformed or written, one JSON
 //! object per line with where they came from and why. A record never just disappears.
 
-use std::fs::File;
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -22,16 +22,16 @@ pub fn create(dir: &Path, what: &str) -> Result<()> {
 /// that cannot be written.
 pub fn explain(dir: &Path, what: &str, e: std::io::Error) -> Error {
     // The nearest existing ancestor that is not a folder is what is in the way.
-    if let Some(file) = dir
-        .ancestors()
-        .find(|a| a.exists())
-        .filter(|a| !a.is_dir())
-    {
-        return Error::Other(format!(
-            "{what} {}: {} is a file, not a folder",
-            dir.display(),
-            file.display()
-        ));
+    if let Some(file) = dir.ancestors().find(|a| a.exists()).filter(|a| !a.is_dir()) {
+        return Error::Other(if file == dir {
+            format!("{what} {} is a file, not a folder", dir.display())
+        } else {
+            format!(
+                "{what} {}: {} is a file, not a folder",
+                dir.display(),
+                file.display()
+            )
+        });
     }
     match e.kind() {
         std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
@@ -132,7 +132,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("f");
         std::fs::write(&file, "x").unwrap();
-        let err = create(&file.join("sub"), "state dir").unwrap_err().to_string();
+        let err = create(&file.join("sub"), "state dir")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("is a file, not a folder"), "{err}");
         assert!(!err.contains("os error"), "{err}");
     }

@@ -40,7 +40,9 @@ pub enum Error {
     DependencyFailed { stream: String, needs: String },
 
     /// The run was interrupted.
-    #[error("interrupted: unfinished outputs were left as they were; what was confirmed is kept for the next run")]
+    #[error(
+        "interrupted: unfinished outputs were left as they were; what was confirmed is kept for the next run"
+    )]
     Interrupted,
 
     /// Anything else, with its context already in the message.

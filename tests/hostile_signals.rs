@@ -253,7 +253,8 @@ fn one_record_is_singular() {
     let run = dir.run(&["run", "p.yaml", "--no-progress", "--max-errors", "0"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
-        run.stderr.contains("stopped: 1 record went to the dead-letter file"),
+        run.stderr
+            .contains("stopped: 1 record went to the dead-letter file"),
         "{run:?}"
     );
     assert!(!run.stderr.contains("1 records"), "{run:?}");
@@ -302,7 +303,13 @@ fn a_report_into_a_missing_folder_is_written() {
         "version: 1\nname: p\nstate_dir: state\nstreams:\n\
          - name: a\n  source: { jsonl: { path: a.jsonl } }\n  sink: { jsonl: { path: out/a.jsonl } }\n",
     );
-    let run = dir.run(&["run", "p.yaml", "--no-progress", "--report", "reports/x/r.json"]);
+    let run = dir.run(&[
+        "run",
+        "p.yaml",
+        "--no-progress",
+        "--report",
+        "reports/x/r.json",
+    ]);
     assert_eq!(run.code, 0, "{run:?}");
     let report: serde_json::Value = serde_json::from_str(&dir.read("reports/x/r.json")).unwrap();
     assert_eq!(report["status"], "ok");
@@ -323,7 +330,10 @@ fn no_colours_on_a_stderr_that_is_not_a_terminal() {
         "--no-progress",
     ]);
     assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stderr.contains("DEBUG") || run.stderr.contains("INFO"), "{run:?}");
+    assert!(
+        run.stderr.contains("DEBUG") || run.stderr.contains("INFO"),
+        "{run:?}"
+    );
     assert!(!run.stderr.contains('\u{1b}'), "{run:?}");
 }
 
@@ -337,12 +347,22 @@ impl Tmpfs {
     fn mount(path: &Path, options: &str) -> Option<Tmpfs> {
         std::fs::create_dir_all(path).unwrap();
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", options, "tmpfs", path.to_str().unwrap()])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                options,
+                "tmpfs",
+                path.to_str().unwrap(),
+            ])
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
-            eprintln!("skipped: cannot mount a tmpfs here (needs root): {}", path.display());
+            eprintln!(
+                "skipped: cannot mount a tmpfs here (needs root): {}",
+                path.display()
+            );
             return None;
         }
         Some(Tmpfs {
@@ -352,7 +372,11 @@ impl Tmpfs {
 
     fn remount(&self, options: &str) {
         let ok = Command::new("mount")
-            .args(["-o", &format!("remount,{options}"), self.path.to_str().unwrap()])
+            .args([
+                "-o",
+                &format!("remount,{options}"),
+                self.path.to_str().unwrap(),
+            ])
             .status()
             .unwrap()
             .success();
@@ -381,14 +405,21 @@ fn a_read_only_state_dir_is_named() {
     );
     let run = dir.run(&["run", "p.yaml", "--no-progress"]);
     assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains("state dir ro is not writable"), "{run:?}");
-    assert!(!run.stderr.contains("unable to open database file"), "{run:?}");
+    assert!(
+        run.stderr.contains("state dir ro is not writable"),
+        "{run:?}"
+    );
+    assert!(
+        !run.stderr.contains("unable to open database file"),
+        "{run:?}"
+    );
 }
 
 /// Helpdesk CSVs of `n` contacts, `n` tickets and `3n` messages.
 fn helpdesk(dir: &Dir, n: usize) -> PathBuf {
     let mut users = String::from("user_id,email,name,plan,company\n");
-    let mut tickets = String::from("ticket_id,user_id,title,status,priority,type,tags,created_at\n");
+    let mut tickets =
+        String::from("ticket_id,user_id,title,status,priority,type,tags,created_at\n");
     let mut messages =
         String::from("message_id,ticket_id,user_id,author,body,internal,created_at\n");
     let pad = "x".repeat(200);

@@ -250,11 +250,10 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
                                 // A panic fails its stream (and keeps its previous output:
                                 // the unwinding drops the uncommitted one); it must not
                                 // leave the run waiting for a stream that will never end.
-                                let ran = std::panic::catch_unwind(
-                                    std::panic::AssertUnwindSafe(|| {
+                                let ran =
+                                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                                         run_stream(run, &mut Target::Sink)
-                                    }),
-                                );
+                                    }));
                                 let (report, result) = ran.unwrap_or_else(|panic| {
                                     let e = Error::Other(format!(
                                         "stream `{name}` panicked: {}",

@@ -113,6 +113,9 @@ impl RunReport {
                     if s.dead_lettered > 0 {
                         notes.push(format!("{} dead-lettered", count(s.dead_lettered)));
                     }
+                    if s.status == "rejected" {
+                        notes.push("every record rejected".into());
+                    }
                     if !notes.is_empty() {
                         line.push_str(&format!(" ({})", notes.join(", ")));
                     }
