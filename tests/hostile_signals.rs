@@ -25,12 +25,19 @@ fn two_streams(dir: &Dir, rows: usize) -> PathBuf {
     big_csv(dir, "b.csv", rows);
     dir.write("out/a.jsonl", "old a\n");
     dir.write("out/b.jsonl", "old b\n");
-    dir.write(
-        "two.yaml",
-        "version: 1\nname: two\nstate_dir: state\nstreams:\n\
-         - name: a\n  source: { csv: { path: a.csv } }\n  sink: { jsonl: { path: out/a.jsonl } }\n\
-         - name: b\n  source: { csv: { path: b.csv } }\n  sink: { jsonl: { path: out/b.jsonl } }\n",
-    )
+    pipeline(dir, "two.yaml", "state", &[("a", "csv"), ("b", "csv")])
+}
+
+/// A pipeline file: per (NAME, KIND) a stream NAME reading `NAME.KIND` (a KIND source) into
+/// `out/NAME.jsonl`.
+fn pipeline(dir: &Dir, file: &str, state_dir: &str, streams: &[(&str, &str)]) -> PathBuf {
+    let mut yaml = format!("version: 1\nname: p\nstate_dir: {state_dir}\nstreams:\n");
+    for (name, kind) in streams {
+        yaml.push_str(&format!(
+            "- name: {name}\n  source: {{ {kind}: {{ path: {name}.{kind} }} }}\n  sink: {{ jsonl: {{ path: out/{name}.jsonl }} }}\n"
+        ));
+    }
+    dir.write(file, yaml)
 }
 
 /// `gleap-etl ARGS` started in `dir`, its output kept in files (a pipe could fill up).
@@ -94,20 +101,22 @@ fn writing(dir: &Dir) -> bool {
         .all(|p| std::fs::metadata(dir.join(p)).is_ok_and(|m| m.len() > 0))
 }
 
+/// A two-stream run of 300,000 rows a stream, started and writing; its pipeline file.
+fn start_writing(dir: &Dir) -> (Child, String) {
+    let pipeline = two_streams(dir, 300_000).to_str().unwrap().to_string();
+    let mut child = spawn(dir, &["run", &pipeline, "--no-progress"], &[]);
+    assert!(
+        wait_until(&mut child, || writing(dir)),
+        "the run ended before it wrote"
+    );
+    (child, pipeline)
+}
+
 /// Stops a two-stream run with `sig` while both streams write; nothing may be committed.
 fn stop_two_streams_with(sig: &str) {
     for round in 0..3 {
         let dir = Dir::new();
-        let pipeline = two_streams(&dir, 300_000);
-        let mut child = spawn(
-            &dir,
-            &["run", pipeline.to_str().unwrap(), "--no-progress"],
-            &[],
-        );
-        assert!(
-            wait_until(&mut child, || writing(&dir)),
-            "round {round}: the run ended before it wrote"
-        );
+        let (child, _) = start_writing(&dir);
         signal(&child, sig);
         let run = finish(&dir, child);
         assert_eq!(run.code, 2, "round {round}: {run:?}");
@@ -117,6 +126,18 @@ fn stop_two_streams_with(sig: &str) {
         assert!(!dir.join("out/a.jsonl.inprogress").exists());
         assert!(!dir.join("out/b.jsonl.inprogress").exists());
     }
+}
+
+/// A pipeline `p.yaml` of one stream `a`: `a.jsonl` (holding `input`) -> `out/a.jsonl`.
+fn one_stream(dir: &Dir, state_dir: &str, input: &str) {
+    dir.write("a.jsonl", input);
+    pipeline(dir, "p.yaml", state_dir, &[("a", "jsonl")]);
+}
+
+/// The run refused at once (exit 2), saying why.
+fn assert_refused(run: &Run, why: &str) {
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains(why), "{run:?}");
 }
 
 /// Defect 1: Ctrl-C with two streams must not rename a truncated output as final.
@@ -162,23 +183,20 @@ fn a_second_run_refuses_while_the_state_dir_is_in_use() {
     // Held by this process, through the library.
     let lock = gleap_etl::dirs::StateDirLock::acquire(&dir.join("state")).unwrap();
     let run = dir.run(&["run", pipeline, "--no-progress"]);
-    assert_eq!(run.code, 2, "{run:?}");
-    let holder = format!("in use by gleap-etl (pid {})", std::process::id());
-    assert!(run.stderr.contains(&holder), "{run:?}");
+    assert_refused(
+        &run,
+        &format!("in use by gleap-etl (pid {})", std::process::id()),
+    );
     assert!(run.stderr.contains("wait for it or stop it"), "{run:?}");
     assert_eq!(dir.read("out/a.jsonl"), "old a\n");
     drop(lock);
 
     // Held by a running gleap-etl, then killed.
-    let mut first = spawn(&dir, &["run", pipeline, "--no-progress"], &[]);
-    assert!(wait_until(&mut first, || writing(&dir)));
+    let (mut first, _) = start_writing(&dir);
     let second = dir.run(&["run", pipeline, "--no-progress"]);
-    assert_eq!(second.code, 2, "{second:?}");
-    assert!(
-        second
-            .stderr
-            .contains(&format!("in use by gleap-etl (pid {})", first.id())),
-        "{second:?}"
+    assert_refused(
+        &second,
+        &format!("in use by gleap-etl (pid {})", first.id()),
     );
     first.kill().unwrap();
     first.wait().unwrap();
@@ -191,20 +209,11 @@ fn a_second_run_refuses_while_the_state_dir_is_in_use() {
 #[test]
 fn a_second_run_refuses_an_output_being_written() {
     let dir = Dir::new();
-    let pipeline = two_streams(&dir, 300_000);
-    let pipeline = pipeline.to_str().unwrap();
-    let mut first = spawn(&dir, &["run", pipeline, "--no-progress"], &[]);
-    assert!(wait_until(&mut first, || writing(&dir)));
-    let second = dir.run(&["run", pipeline, "--no-progress", "--state-dir", "other"]);
+    let (mut first, pipeline) = start_writing(&dir);
+    let second = dir.run(&["run", &pipeline, "--no-progress", "--state-dir", "other"]);
     first.kill().unwrap();
     first.wait().unwrap();
-    assert_eq!(second.code, 2, "{second:?}");
-    assert!(
-        second
-            .stderr
-            .contains("another gleap-etl run is writing this output"),
-        "{second:?}"
-    );
+    assert_refused(&second, "another gleap-etl run is writing this output");
 }
 
 /// Defect 16: per-stream dead-letter counts are the stream's own, and a stream whose every
@@ -214,12 +223,7 @@ fn each_stream_reports_its_own_dead_letters() {
     let dir = Dir::new();
     dir.write("a.jsonl", "{\"x\": 1}\n{\"x\": 2}\nnot json\n");
     dir.write("b.jsonl", "nope\nnot json either\n");
-    dir.write(
-        "p.yaml",
-        "version: 1\nname: p\nstate_dir: state\nstreams:\n\
-         - name: a\n  source: { jsonl: { path: a.jsonl } }\n  sink: { jsonl: { path: out/a.jsonl } }\n\
-         - name: b\n  source: { jsonl: { path: b.jsonl } }\n  sink: { jsonl: { path: out/b.jsonl } }\n",
-    );
+    pipeline(&dir, "p.yaml", "state", &[("a", "jsonl"), ("b", "jsonl")]);
     let run = dir.run(&["run", "p.yaml", "--no-progress", "--report", "r.json"]);
     assert_eq!(run.code, 1, "{run:?}");
     let report: serde_json::Value = serde_json::from_str(&dir.read("r.json")).unwrap();
@@ -244,12 +248,7 @@ fn each_stream_reports_its_own_dead_letters() {
 #[test]
 fn one_record_is_singular() {
     let dir = Dir::new();
-    dir.write("a.jsonl", "{\"x\": 1}\nnot json\n");
-    dir.write(
-        "p.yaml",
-        "version: 1\nname: p\nstate_dir: state\nstreams:\n\
-         - name: a\n  source: { jsonl: { path: a.jsonl } }\n  sink: { jsonl: { path: out/a.jsonl } }\n",
-    );
+    one_stream(&dir, "state", "{\"x\": 1}\nnot json\n");
     let run = dir.run(&["run", "p.yaml", "--no-progress", "--max-errors", "0"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
@@ -264,16 +263,10 @@ fn one_record_is_singular() {
 #[test]
 fn a_file_where_a_folder_should_be_is_named() {
     let dir = Dir::new();
-    dir.write("a.jsonl", "{\"x\": 1}\n");
     dir.write("statefile", "I am a file");
-    dir.write(
-        "p.yaml",
-        "version: 1\nname: p\nstate_dir: statefile\nstreams:\n\
-         - name: a\n  source: { jsonl: { path: a.jsonl } }\n  sink: { jsonl: { path: out/a.jsonl } }\n",
-    );
+    one_stream(&dir, "statefile", "{\"x\": 1}\n");
     let run = dir.run(&["run", "p.yaml", "--no-progress"]);
-    assert_eq!(run.code, 2, "{run:?}");
-    assert!(run.stderr.contains("is a file, not a folder"), "{run:?}");
+    assert_refused(&run, "state dir statefile is a file, not a folder");
     assert!(!run.stderr.contains("os error 17"), "{run:?}");
 
     dir.write("outfile", "I am a file too");
@@ -297,12 +290,7 @@ fn a_file_where_a_folder_should_be_is_named() {
 #[test]
 fn a_report_into_a_missing_folder_is_written() {
     let dir = Dir::new();
-    dir.write("a.jsonl", "{\"x\": 1}\n");
-    dir.write(
-        "p.yaml",
-        "version: 1\nname: p\nstate_dir: state\nstreams:\n\
-         - name: a\n  source: { jsonl: { path: a.jsonl } }\n  sink: { jsonl: { path: out/a.jsonl } }\n",
-    );
+    one_stream(&dir, "state", "{\"x\": 1}\n");
     let run = dir.run(&[
         "run",
         "p.yaml",
@@ -397,12 +385,7 @@ fn a_read_only_state_dir_is_named() {
     let Some(_ro) = Tmpfs::mount(&dir.join("ro"), "ro,size=1m") else {
         return;
     };
-    dir.write("a.jsonl", "{\"x\": 1}\n");
-    dir.write(
-        "p.yaml",
-        "version: 1\nname: p\nstate_dir: ro\nstreams:\n\
-         - name: a\n  source: { jsonl: { path: a.jsonl } }\n  sink: { jsonl: { path: out/a.jsonl } }\n",
-    );
+    one_stream(&dir, "ro", "{\"x\": 1}\n");
     let run = dir.run(&["run", "p.yaml", "--no-progress"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
