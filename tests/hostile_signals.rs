@@ -172,6 +172,25 @@ fn a_panicking_reader_fails_its_stream_and_keeps_the_old_output() {
     assert_eq!(json_lines(&dir.read("out/b.jsonl")).len(), 3000);
 }
 
+/// Defect 2 with real data: the parquet crate panics on this corrupt data page ("offset +
+/// len out of bounds", found by flipping bytes of a file we wrote). Exit 2, the old output
+/// stays, and no raw panic report on stderr.
+#[test]
+fn a_corrupt_parquet_page_that_panics_keeps_the_old_output() {
+    let dir = Dir::new();
+    let corrupt = repo().join("tests/hostile/parquet-corrupt-page-panics/corrupt.parquet");
+    std::fs::copy(corrupt, dir.join("a.parquet")).unwrap();
+    dir.write("out/a.jsonl", "old a\n");
+    pipeline(&dir, "p.yaml", "state", &[("a", "parquet")]);
+    let run = dir.run(&["run", "p.yaml", "--no-progress"]);
+    assert_refused(
+        &run,
+        "the reader thread panicked: offset + len out of bounds",
+    );
+    assert!(!run.stderr.contains("panicked at"), "{run:?}");
+    assert_eq!(dir.read("out/a.jsonl"), "old a\n");
+}
+
 /// Defect 3: a second run on a locked state dir refuses at once, naming the holder's pid; a
 /// holder killed with SIGKILL leaves no stale lock.
 #[test]

@@ -63,6 +63,7 @@ enum State {
 /// Runs every stream of the pipeline. Always returns a report; its `exit_code` says how it
 /// went.
 pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
+    stream::contain_thread_panics();
     let started = Instant::now();
     let started_at = crate::record::format_timestamp(&chrono::Utc::now());
     let state_dir = pipeline.state_dir(options.state_dir.as_deref());

@@ -463,6 +463,28 @@ fn test_hook_panic_reader(name: &str) -> Option<usize> {
     (stream == name).then(|| after.parse().ok()).flatten()
 }
 
+/// Threads whose panics fail their stream with an error that says so (the stream, the
+/// reader, the writer): the default hook's report on stderr is only logged (`-vv`).
+const CONTAINED_THREADS: [&str; 3] = ["stream-", "read-", "write-"];
+
+/// Installs (once) the panic hook that keeps contained panics off stderr.
+pub fn contain_thread_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let contained = std::thread::current()
+                .name()
+                .is_some_and(|n| CONTAINED_THREADS.iter().any(|p| n.starts_with(p)));
+            if contained {
+                tracing::debug!("{info}");
+            } else {
+                default(info);
+            }
+        }));
+    });
+}
+
 /// The message a panic was raised with.
 pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic

@@ -382,6 +382,10 @@ async fn commit_every(inner: Arc<Inner>) {
 /// Runs the jobs of a lane one after the other, in the order they came, until it is empty.
 /// Once the stream has failed, what waits in the lane is left for the next run.
 async fn run_lane(inner: Arc<Inner>, mut job: Job) {
+    let mut guard = LaneGuard {
+        inner: inner.clone(),
+        lane: Some(job.lane.clone()),
+    };
     loop {
         let outcome = process(&inner, &job).await;
         match finish_job(&inner, job, outcome) {
@@ -389,7 +393,34 @@ async fn run_lane(inner: Arc<Inner>, mut job: Job) {
             None => break,
         }
     }
+    guard.lane = None;
     inner.idle.notify_waiters();
+}
+
+/// A lane whose task panicked: its jobs no longer count and the stream fails, or the sink
+/// would wait for them for ever.
+struct LaneGuard {
+    inner: Arc<Inner>,
+    /// The lane, until its task ends normally.
+    lane: Option<String>,
+}
+
+impl Drop for LaneGuard {
+    fn drop(&mut self) {
+        let Some(lane) = self.lane.take() else {
+            return;
+        };
+        {
+            let mut state = self.inner.lock();
+            let waiting = state.lanes.remove(&lane).map_or(0, |q| q.len());
+            state.jobs = state.jobs.saturating_sub(1 + waiting);
+            state.fail(Error::Other(format!(
+                "stream `{}`: a request task panicked; the records it held are left for the next run",
+                self.inner.stream
+            )));
+        }
+        self.inner.idle.notify_waiters();
+    }
 }
 
 fn finish_job(
