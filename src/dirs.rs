@@ -96,14 +96,15 @@ impl StateDirLock {
     }
 }
 
-/// Locks a file this process is about to write, so that a second run writing the same output
-/// refuses at once instead of mixing its records in. The lock lasts as long as `file` is open.
+/// Locks a file (or a dataset folder) this process is about to write, so that a second run
+/// writing the same output refuses at once instead of mixing its records in. The lock lasts
+/// as long as `file` is open.
 pub fn lock_output(file: &File, path: &Path) -> Result<()> {
     match file.try_lock() {
         Ok(()) => Ok(()),
         Err(TryLockError::WouldBlock) => Err(Error::output(
             path,
-            "another gleap-etl run is writing this output (its temporary file is locked); wait for it or stop it",
+            "another gleap-etl run is writing this output; wait for it or stop it",
         )),
         Err(TryLockError::Error(e)) => Err(Error::io(path, e)),
     }

@@ -235,6 +235,35 @@ fn a_second_run_refuses_an_output_being_written() {
     assert_refused(&second, "another gleap-etl run is writing this output");
 }
 
+/// Defect 3: a dataset folder another run is writing (here: this process, through the
+/// library) is refused.
+#[test]
+fn an_export_refuses_a_dataset_folder_being_written() {
+    let dir = Dir::new();
+    std::fs::create_dir(dir.join("ds")).unwrap();
+    let held = std::fs::File::open(dir.join("ds")).unwrap();
+    gleap_etl::dirs::lock_output(&held, &dir.join("ds")).unwrap();
+    let run = dir.run(&[
+        "export",
+        "sessions",
+        "--out",
+        "ds",
+        "--emulator",
+        "--no-progress",
+    ]);
+    assert_refused(&run, "another gleap-etl run is writing this output");
+    drop(held);
+    let run = dir.run(&[
+        "export",
+        "sessions",
+        "--out",
+        "ds",
+        "--emulator",
+        "--no-progress",
+    ]);
+    assert_eq!(run.code, 0, "{run:?}");
+}
+
 /// Defect 16: per-stream dead-letter counts are the stream's own, and a stream whose every
 /// record was rejected does not say `ok`.
 #[test]

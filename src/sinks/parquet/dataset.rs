@@ -144,6 +144,9 @@ pub struct DatasetSink {
     written: u64,
     rejected: u64,
     parts_committed: u64,
+    /// The folder, locked while this sink writes it: a second run writing the same dataset
+    /// refuses.
+    _lock: File,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -216,6 +219,8 @@ impl DatasetSink {
             .ok_or_else(|| invalid("a dataset needs the run's state store".into()))?;
         let dir = PathBuf::from(&config.path);
         crate::dirs::create(&dir, "dataset folder")?;
+        let lock = File::open(&dir).map_err(io(&dir))?;
+        crate::dirs::lock_output(&lock, &dir)?;
         // The folder is the dataset's own: its files are renamed and removed as parts come
         // and go, so a folder holding something else is refused.
         let foreign = !dir.join(MANIFEST).exists()
@@ -321,6 +326,7 @@ impl DatasetSink {
             None => None,
         };
         let sink = DatasetSink {
+            _lock: lock,
             shaper: Shaper::new(config),
             declared: config.declared(&context),
             context,
