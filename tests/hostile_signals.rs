@@ -235,6 +235,16 @@ fn a_second_run_refuses_an_output_being_written() {
     assert_refused(&second, "another gleap-etl run is writing this output");
 }
 
+/// Sessions of a new embedded emulator (none) exported to `ds`.
+const EXPORT_TO_DS: [&str; 6] = [
+    "export",
+    "sessions",
+    "--out",
+    "ds",
+    "--emulator",
+    "--no-progress",
+];
+
 /// Defect 3: a dataset folder another run is writing (here: this process, through the
 /// library) is refused.
 #[test]
@@ -243,24 +253,10 @@ fn an_export_refuses_a_dataset_folder_being_written() {
     std::fs::create_dir(dir.join("ds")).unwrap();
     let held = std::fs::File::open(dir.join("ds")).unwrap();
     gleap_etl::dirs::lock_output(&held, &dir.join("ds")).unwrap();
-    let run = dir.run(&[
-        "export",
-        "sessions",
-        "--out",
-        "ds",
-        "--emulator",
-        "--no-progress",
-    ]);
+    let run = dir.run(&EXPORT_TO_DS);
     assert_refused(&run, "another gleap-etl run is writing this output");
     drop(held);
-    let run = dir.run(&[
-        "export",
-        "sessions",
-        "--out",
-        "ds",
-        "--emulator",
-        "--no-progress",
-    ]);
+    let run = dir.run(&EXPORT_TO_DS);
     assert_eq!(run.code, 0, "{run:?}");
 }
 
@@ -356,15 +352,7 @@ fn a_report_into_a_missing_folder_is_written() {
 fn no_colours_on_a_stderr_that_is_not_a_terminal() {
     let dir = Dir::new();
     // The embedded emulator's HTTP client logs at -vv.
-    let run = dir.run(&[
-        "-vv",
-        "export",
-        "sessions",
-        "--out",
-        "ds",
-        "--emulator",
-        "--no-progress",
-    ]);
+    let run = dir.run(&[&["-vv"][..], &EXPORT_TO_DS].concat());
     assert_eq!(run.code, 0, "{run:?}");
     assert!(
         run.stderr.contains("DEBUG") || run.stderr.contains("INFO"),
