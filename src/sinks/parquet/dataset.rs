@@ -146,7 +146,7 @@ pub struct DatasetSink {
     parts_committed: u64,
     /// The folder, locked while this sink writes it: a second run writing the same dataset
     /// refuses.
-    _lock: File,
+    _lock: Option<File>,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -326,7 +326,7 @@ impl DatasetSink {
             None => None,
         };
         let sink = DatasetSink {
-            _lock: lock,
+            _lock: Some(lock),
             shaper: Shaper::new(config),
             declared: config.declared(&context),
             context,
@@ -745,7 +745,9 @@ mod tests {
         let store = Arc::new(StateStore::open(&dir.path().join("state")).unwrap());
         let mut first = sink(dir.path(), &store, json!({"infer_rows": 4}));
         feed(&mut first, 0..25);
-        // Killed: the third part's file is left `.inprogress`, never committed.
+        // Killed: the third part's file is left `.inprogress`, never committed; the lock
+        // goes with the process.
+        drop(first._lock.take());
         std::mem::forget(first);
         let mut again = sink(dir.path(), &store, json!({"infer_rows": 4}));
         assert_eq!(again.resume_after(), Some(19));
@@ -755,6 +757,7 @@ mod tests {
         feed(&mut again, 20..25);
         // A part file of a generation whose removal was cut short.
         std::fs::write(dir.path().join("out/part-00099.parquet"), b"old").unwrap();
+        drop(again._lock.take());
         std::mem::forget(again);
         let mut again = sink(dir.path(), &store, json!({"infer_rows": 4}));
         assert!(!dir.path().join("out/part-00099.parquet").exists());
