@@ -342,10 +342,17 @@ fn init_logging(verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(stderr_in_colour())
         .with_target(false)
         .without_time()
         .with_writer(|| engine::progress::LogWriter)
         .try_init();
+}
+
+/// Colours on stderr only for a terminal, and never with `NO_COLOR` set (no-color.org).
+fn stderr_in_colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Writes to stdout; a closed pipe (`| head`) ends quietly.
@@ -545,15 +552,38 @@ fn yaml_string(s: &str) -> String {
 }
 
 fn run_pipeline(pipeline: &Pipeline, args: &RunFlags) -> i32 {
-    // The first Ctrl-C stops the streams cleanly (no half-written output); a second one
-    // ends the process at once.
+    // Checked before anything runs: a report that cannot be written must not fail a run
+    // that has done its work.
+    if let Some(dir) = args
+        .report
+        .as_deref()
+        .and_then(Path::parent)
+        .filter(|d| !d.as_os_str().is_empty())
+        && let Err(e) = crate::dirs::create(dir, "--report folder")
+    {
+        eprintln!("error: {e}");
+        return EXIT_FAILED;
+    }
+    // One run per state dir: a second one would send the same records again.
+    let state_dir = pipeline.state_dir(args.state_dir.as_deref());
+    let _lock = match crate::dirs::StateDirLock::acquire(&state_dir) {
+        Ok(lock) => lock,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    // The first Ctrl-C (or SIGTERM, SIGHUP) stops the streams cleanly: what is confirmed is
+    // kept, no half-written output replaces an old one; a second one ends the process at once.
     let interrupt = Arc::new(AtomicBool::new(false));
     let flag = interrupt.clone();
     if let Err(e) = ctrlc::set_handler(move || {
         if flag.swap(true, Ordering::SeqCst) {
             std::process::exit(130);
         }
-        eprintln!("\ninterrupted: stopping (Ctrl-C again to quit at once)");
+        eprintln!(
+            "\ninterrupted: stopping; what is confirmed is kept, unfinished outputs are left as they were (interrupt again to quit at once)"
+        );
     }) {
         tracing::debug!("no Ctrl-C handler: {e}");
     }
@@ -570,7 +600,6 @@ fn run_pipeline(pipeline: &Pipeline, args: &RunFlags) -> i32 {
                 }
             },
         };
-        let state_dir = pipeline.state_dir(args.state_dir.as_deref());
         let faults = match args
             .emulator_faults
             .as_deref()
@@ -903,9 +932,9 @@ fn status(path: &Path, state_dir: Option<&Path>) -> i32 {
                 };
                 match &stream.sink {
                     crate::sinks::SinkConfig::Gleap(_) => out.push_str(&format!(
-                        "  {name}: {checkpoint}; {} ids mapped; {} creates awaiting confirmation\n",
-                        engine::report::count(s.mapped),
-                        engine::report::count(s.intents)
+                        "  {name}: {checkpoint}; {} mapped; {} awaiting confirmation\n",
+                        engine::report::plural(s.mapped, "id", "ids"),
+                        engine::report::plural(s.intents, "create", "creates")
                     )),
                     _ => out.push_str(&format!("  {name}:\n")),
                 }
@@ -933,17 +962,19 @@ fn status(path: &Path, state_dir: Option<&Path>) -> i32 {
                     };
                     let (n, rows) = of(d.current_generation);
                     out.push_str(&format!(
-                        "    dataset {}: {n} current parts, {} rows",
+                        "    dataset {}: {} current, {}",
                         d.dir,
-                        engine::report::count(rows)
+                        engine::report::plural(n as u64, "part", "parts"),
+                        engine::report::plural(rows, "row", "rows")
                     ));
                     if d.building_generation.is_some()
                         && d.building_generation != d.current_generation
                     {
                         let (n, rows) = of(d.building_generation);
                         out.push_str(&format!(
-                            "; a replacement in progress: {n} parts, {} rows so far",
-                            engine::report::count(rows)
+                            "; a replacement in progress: {}, {} so far",
+                            engine::report::plural(n as u64, "part", "parts"),
+                            engine::report::plural(rows, "row", "rows")
                         ));
                     }
                     out.push('\n');

@@ -1,8 +1,9 @@
 //! The dead-letter file: records that could not be read, transformed or written, one JSON
 //! object per line with where they came from and why. A record never just disappears.
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -60,12 +61,16 @@ struct Inner {
     target: Mutex<Target>,
     path: PathBuf,
     count: AtomicU64,
+    /// Per stream: a run's streams share the file, each reports its own.
+    per_stream: Mutex<HashMap<String, u64>>,
     max_errors: Option<u64>,
 }
 
 enum Target {
-    /// Opened on the first rejected record.
-    File(Option<BufWriter<File>>),
+    /// Opened on the first rejected record. Each letter is written with one `write` and
+    /// counted only once it is written, so a full disk cannot leave counted letters behind
+    /// in a buffer that never reaches the file.
+    File(Option<File>),
     /// Kept for `plan` and tests.
     Memory(Vec<DeadLetter>),
 }
@@ -100,6 +105,7 @@ impl DeadLetters {
                 target: Mutex::new(target),
                 path: path.to_path_buf(),
                 count: AtomicU64::new(0),
+                per_stream: Mutex::new(HashMap::new()),
                 max_errors,
             }),
         }
@@ -117,7 +123,7 @@ impl DeadLetters {
             Target::File(writer) => {
                 if writer.is_none() {
                     if let Some(dir) = self.inner.path.parent() {
-                        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                        crate::dirs::create(dir, "state dir")?;
                     }
                     // Appending: a fresh run removed the old file in `to_file`.
                     let file = std::fs::OpenOptions::new()
@@ -125,15 +131,33 @@ impl DeadLetters {
                         .append(true)
                         .open(&self.inner.path)
                         .map_err(|e| Error::io(&self.inner.path, e))?;
-                    *writer = Some(BufWriter::new(file));
+                    *writer = Some(file);
                 }
                 let w = writer.as_mut().expect("opened above");
-                serde_json::to_writer(&mut *w, &letter)
-                    .map_err(std::io::Error::from)
-                    .and_then(|()| w.write_all(b"\n"))
+                let mut line = serde_json::to_vec(&letter).map_err(|e| {
+                    Error::Other(format!("a dead letter cannot be written as JSON: {e}"))
+                })?;
+                line.push(b'\n');
+                w.write_all(&line)
                     .map_err(|e| Error::io(&self.inner.path, e))?;
+                *self
+                    .inner
+                    .per_stream
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(letter.stream)
+                    .or_default() += 1;
             }
-            Target::Memory(letters) => letters.push(letter),
+            Target::Memory(letters) => {
+                *self
+                    .inner
+                    .per_stream
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(letter.stream.clone())
+                    .or_default() += 1;
+                letters.push(letter);
+            }
         }
         drop(target);
         let count = self.inner.count.fetch_add(1, Ordering::SeqCst) + 1;
@@ -155,6 +179,19 @@ impl DeadLetters {
         self.inner.count.load(Ordering::SeqCst)
     }
 
+    /// How many records of `stream` were rejected so far.
+    pub fn count_for(&self, stream: &str) -> u64 {
+        self.inner
+            .per_stream
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(stream)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Every letter is in the file once `reject` returns; this only checks that nothing
+    /// went wrong.
     pub fn flush(&self) -> Result<()> {
         let mut target = self.inner.target.lock().unwrap_or_else(|p| p.into_inner());
         if let Target::File(Some(w)) = &mut *target {

@@ -29,7 +29,8 @@ pub enum Error {
 
     /// More records went to the dead-letter file than `--max-errors` allows.
     #[error(
-        "stopped: {count} records went to the dead-letter file, more than --max-errors {max} allows (see {})",
+        "stopped: {} went to the dead-letter file, more than --max-errors {max} allows (see {})",
+        crate::engine::report::records(*count),
         file.display()
     )]
     TooManyErrors { count: u64, max: u64, file: PathBuf },
@@ -39,7 +40,9 @@ pub enum Error {
     DependencyFailed { stream: String, needs: String },
 
     /// The run was interrupted.
-    #[error("interrupted: outputs were left as they were")]
+    #[error(
+        "interrupted: unfinished outputs were left as they were; what was confirmed is kept for the next run"
+    )]
     Interrupted,
 
     /// Anything else, with its context already in the message.

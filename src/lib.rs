@@ -3,6 +3,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dead_letter;
+pub mod dirs;
 pub mod doctor;
 pub mod emulator;
 pub mod engine;

@@ -116,7 +116,7 @@ fn hash_text(hash: u128) -> String {
 impl StateStore {
     /// Opens (creating) `<dir>/state.sqlite`.
     pub fn open(dir: &Path) -> Result<StateStore> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        crate::dirs::create(dir, "state dir")?;
         let path = dir.join("state.sqlite");
         let conn = Connection::open(&path).map_err(|e| db_error(&path, e))?;
         conn.execute_batch(

@@ -314,7 +314,9 @@ fn an_interrupted_run_replaces_nothing() {
     assert_eq!(report.exit_code, 2);
     assert_eq!(
         report.error.as_deref(),
-        Some("interrupted: outputs were left as they were")
+        Some(
+            "interrupted: unfinished outputs were left as they were; what was confirmed is kept for the next run"
+        )
     );
     assert_eq!(dir.read("out.jsonl"), "previous\n");
     assert!(!dir.join("out.jsonl.inprogress").exists());

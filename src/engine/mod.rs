@@ -63,6 +63,7 @@ enum State {
 /// Runs every stream of the pipeline. Always returns a report; its `exit_code` says how it
 /// went.
 pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
+    stream::contain_thread_panics();
     let started = Instant::now();
     let started_at = crate::record::format_timestamp(&chrono::Utc::now());
     let state_dir = pipeline.state_dir(options.state_dir.as_deref());
@@ -91,7 +92,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
 
     #[allow(clippy::type_complexity)]
     let setup = (|| -> Result<(Option<Arc<GleapRun>>, Option<Arc<StateStore>>, DeadLetters)> {
-        std::fs::create_dir_all(&state_dir).map_err(|e| Error::io(&state_dir, e))?;
+        crate::dirs::create(&state_dir, "state dir")?;
         let gleap = gleap_run(pipeline, &state_dir, options)?;
         let has_dataset = pipeline.config.streams.iter().any(
             |s| matches!(&s.sink, crate::sinks::SinkConfig::Parquet(p) if p.dataset.is_some()),
@@ -246,7 +247,23 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
                         std::thread::Builder::new()
                             .name(name)
                             .spawn_scoped(scope, move || {
-                                let (report, result) = run_stream(run, &mut Target::Sink);
+                                let name = run.config.name.value.clone();
+                                // A panic fails its stream (and keeps its previous output:
+                                // the unwinding drops the uncommitted one); it must not
+                                // leave the run waiting for a stream that will never end.
+                                let ran =
+                                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                        run_stream(run, &mut Target::Sink)
+                                    }));
+                                let (report, result) = ran.unwrap_or_else(|panic| {
+                                    let e = Error::Other(format!(
+                                        "stream `{name}` panicked: {}",
+                                        stream::panic_message(&*panic)
+                                    ));
+                                    let mut r = StreamReport::skipped(&name, e.to_string());
+                                    r.status = "failed";
+                                    (r, Err(e))
+                                });
                                 let _ = done_tx.send((i, report, result));
                             });
                     if let Err(e) = spawned {
@@ -302,7 +319,10 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
     report.records_read = report.streams.iter().map(|s| s.read).sum();
     report.records_written = report.streams.iter().map(|s| s.written).sum();
     report.dead_lettered = dead_letters.count();
-    let all_ran = report.streams.iter().all(|s| s.status == "ok");
+    let all_ran = report
+        .streams
+        .iter()
+        .all(|s| !matches!(s.status, "failed" | "skipped"));
     (report.status, report.exit_code) = match (&first_error, all_ran, report.dead_lettered) {
         (None, true, 0) => ("ok", EXIT_OK),
         (None, true, _) => ("dead_letters", EXIT_DEAD_LETTERS),

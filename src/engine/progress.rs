@@ -87,8 +87,8 @@ impl StreamBar {
             bar.set_position(self.source.done.load(Ordering::Relaxed));
             let rate = records as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
             bar.set_message(format!(
-                "{} records, {}/s",
-                count(records),
+                "{}, {}/s",
+                super::report::records(records),
                 count(rate as u64)
             ));
         }

@@ -38,7 +38,8 @@ pub struct RunReport {
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct StreamReport {
     pub name: String,
-    /// `ok`, `failed` or `skipped`.
+    /// `ok`; `dead_letters` (finished, some records in the dead-letter file); `rejected`
+    /// (finished, every record read went to the dead-letter file); `failed`; `skipped`.
     pub status: &'static str,
     pub source: String,
     pub files: Vec<String>,
@@ -116,10 +117,12 @@ impl RunReport {
                     }
                     if s.lookup_rows_skipped > 0 {
                         notes.push(format!(
-                            "{} lookup-table row{} skipped",
-                            count(s.lookup_rows_skipped),
-                            if s.lookup_rows_skipped == 1 { "" } else { "s" }
+                            "{} skipped",
+                            plural(s.lookup_rows_skipped, "lookup-table row", "lookup-table rows")
                         ));
+                    }
+                    if s.status == "rejected" {
+                        notes.push("every record rejected".into());
                     }
                     if !notes.is_empty() {
                         line.push_str(&format!(" ({})", notes.join(", ")));
@@ -172,14 +175,23 @@ impl RunReport {
             && let Some(file) = &self.dead_letter_file
         {
             out.push_str(&format!(
-                "  {} record{} in {}\n",
-                count(self.dead_lettered),
-                if self.dead_lettered == 1 { "" } else { "s" },
+                "  {} in {}\n",
+                records(self.dead_lettered),
                 file.display()
             ));
         }
         out
     }
+}
+
+/// `1 record`, `1,234 records`.
+pub fn records(n: u64) -> String {
+    plural(n, "record", "records")
+}
+
+/// `n` and the noun that goes with it: `1 record`, `2 records`.
+pub fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", count(n), if n == 1 { one } else { many })
 }
 
 /// `1234567` as `1,234,567`.

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::progress::StreamBar;
-use super::report::{StreamReport, count};
+use super::report::{StreamReport, records};
 use crate::config::StreamConfig;
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::error::{Error, Result};
@@ -70,7 +70,7 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
             .collect(),
         ..Default::default()
     };
-    let dead_before = dead_letters.count();
+    let dead_before = dead_letters.count_for(&name);
     let stream = Stream {
         name: &name,
         dead_letters: &dead_letters,
@@ -120,7 +120,14 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
         match output {
             Output::Writer(writer) => {
                 let (sink, written) = writer.stop();
-                match (pumped.and(written), sink) {
+                // A stop asked for while the last records were written still leaves the
+                // output as it was: an interrupted stream never commits.
+                let interrupted = if cancel.load(Ordering::SeqCst) {
+                    Err(Error::Interrupted)
+                } else {
+                    Ok(())
+                };
+                match (written.and(pumped).and(interrupted), sink) {
                     (Ok(()), Some(sink)) => {
                         report.sink = sink.finish()?;
                         // An API source read to its end: the next run starts after it.
@@ -153,7 +160,7 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
     if let Target::Preview { records, .. } = target {
         report.written = records.len() as u64;
     }
-    report.dead_lettered = dead_letters.count().saturating_sub(dead_before);
+    report.dead_lettered = dead_letters.count_for(&name).saturating_sub(dead_before);
     report.elapsed_secs = started.elapsed().as_secs_f64();
     report.records_per_sec = report.read as f64 / report.elapsed_secs.max(1e-9);
     match &result {
@@ -162,7 +169,17 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
             report.error = Some(e.to_string());
             bar.finish(format!("failed: {e}"));
         }
-        Ok(()) => bar.finish(format!("{} records", count(report.read))),
+        Ok(()) => {
+            if report.dead_lettered > 0 {
+                // Every record read went to the dead-letter file: nothing of it arrived.
+                report.status = if report.written == 0 && report.dead_lettered >= report.read {
+                    "rejected"
+                } else {
+                    "dead_letters"
+                };
+            }
+            bar.finish(records(report.read));
+        }
     }
     (report, result)
 }
@@ -259,9 +276,12 @@ impl Writer {
         drop(self.batches.take());
         match self.thread.join() {
             Ok((sink, result)) => (Some(sink), result),
-            Err(_) => (
+            Err(panic) => (
                 None,
-                Err(Error::Other("the sink's writer thread panicked".into())),
+                Err(Error::Other(format!(
+                    "the sink's writer thread panicked: {}",
+                    panic_message(&*panic)
+                ))),
             ),
         }
     }
@@ -289,9 +309,10 @@ impl Stream<'_> {
         let reader = {
             let stop = stop_reader.clone();
             let cancel = self.cancel.clone();
+            let name = self.name.to_string();
             std::thread::Builder::new()
                 .name(format!("read-{}", self.name))
-                .spawn(move || read_batches(items, &tx, &stop, &cancel))
+                .spawn(move || read_batches(&name, items, &tx, &stop, &cancel))
                 .map_err(|e| Error::Other(format!("cannot start a reader thread: {e}")))?
         };
 
@@ -366,8 +387,20 @@ impl Stream<'_> {
         })();
         stop_reader.store(true, Ordering::Relaxed);
         drop(rx);
-        let _ = reader.join();
-        result
+        let end = reader.join().map_err(|panic| {
+            Error::Other(format!(
+                "stream `{}`: reading the input failed: the reader thread panicked: {}",
+                self.name,
+                panic_message(&*panic)
+            ))
+        })?;
+        result?;
+        // The reader stopped before the end of the input without an error: only a stop
+        // does that, and a stopped stream must not pass for a finished one.
+        match (end, &*output) {
+            (ReadEnd::Stopped, Output::Writer(_)) => Err(Error::Interrupted),
+            _ => Ok(()),
+        }
     }
 
     fn reject(
@@ -382,15 +415,29 @@ impl Stream<'_> {
     }
 }
 
+/// How the reader thread ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadEnd {
+    /// At the end of the input, or at a fatal error it sent on.
+    Finished,
+    /// Told to stop (or the stream thread went away) before the end.
+    Stopped,
+}
+
 /// The reader thread: batches of source items until the end, a fatal error, or a stop.
 fn read_batches(
+    name: &str,
     items: SourceIter,
     tx: &SyncSender<Vec<Result<SourceItem>>>,
     stop: &AtomicBool,
     cancel: &AtomicBool,
-) {
+) -> ReadEnd {
+    let panic_after = test_hook_panic_reader(name);
     let mut batch = Vec::with_capacity(BATCH);
-    for item in items {
+    for (n, item) in items.enumerate() {
+        if panic_after.is_some_and(|after| n >= after) {
+            panic!("test hook GLEAP_ETL_TEST_PANIC_READER: stream `{name}` after {n} records");
+        }
         let fatal = item.is_err();
         batch.push(item);
         if batch.len() == BATCH || fatal {
@@ -398,14 +445,61 @@ fn read_batches(
                 .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
                 .is_err()
             {
-                return;
+                return ReadEnd::Stopped;
             }
-            if fatal || stop.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed) {
-                return;
+            if fatal {
+                return ReadEnd::Finished;
+            }
+            if stop.load(Ordering::Relaxed) || cancel.load(Ordering::Relaxed) {
+                return ReadEnd::Stopped;
             }
         }
     }
-    if !batch.is_empty() {
-        let _ = tx.send(batch);
+    if !batch.is_empty() && tx.send(batch).is_err() {
+        return ReadEnd::Stopped;
     }
+    ReadEnd::Finished
+}
+
+/// Debug builds only: `GLEAP_ETL_TEST_PANIC_READER=STREAM:N` makes the reader thread of
+/// STREAM panic after N records, so that tests can show what a panicking source does (the
+/// parquet crate panics on some corrupt pages).
+fn test_hook_panic_reader(name: &str) -> Option<usize> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
+    let hook = std::env::var("GLEAP_ETL_TEST_PANIC_READER").ok()?;
+    let (stream, after) = hook.rsplit_once(':')?;
+    (stream == name).then(|| after.parse().ok()).flatten()
+}
+
+/// Threads whose panics fail their stream with an error that says so (the stream, the
+/// reader, the writer): the default hook's report on stderr is only logged (`-vv`).
+const CONTAINED_THREADS: [&str; 3] = ["stream-", "read-", "write-"];
+
+/// Installs (once) the panic hook that keeps contained panics off stderr.
+pub fn contain_thread_panics() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let contained = std::thread::current()
+                .name()
+                .is_some_and(|n| CONTAINED_THREADS.iter().any(|p| n.starts_with(p)));
+            if contained {
+                tracing::debug!("{info}");
+            } else {
+                default(info);
+            }
+        }));
+    });
+}
+
+/// The message a panic was raised with.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }

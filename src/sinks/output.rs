@@ -1,5 +1,6 @@
 //! Output files written under a temporary name (`<name>.inprogress`) and renamed into place
-//! once complete. Dropping an uncommitted output removes the temporary file.
+//! once complete. Dropping an uncommitted output removes the temporary file. The temporary
+//! file is locked while it is written: a second run writing the same output refuses.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -16,15 +17,31 @@ pub struct PendingOutput {
 }
 
 impl PendingOutput {
-    /// Creates `<path>.inprogress` (and the parent directories) and returns it open.
+    /// Creates `<path>.inprogress` (and the parent directories), locked, and returns it open.
     pub fn create(path: &Path) -> Result<(File, PendingOutput)> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            crate::dirs::create(dir, "output folder")?;
+        }
+        if path.is_dir() {
+            return Err(Error::output(path, "is a folder, not a file"));
         }
         let mut name = path.file_name().unwrap_or_default().to_os_string();
         name.push(".inprogress");
         let temp_path = path.with_file_name(name);
-        let file = File::create(&temp_path).map_err(|e| Error::io(&temp_path, e))?;
+        // Opened without truncating: another run may be writing it, and only the lock says.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&temp_path)
+            .map_err(|e| Error::io(&temp_path, e))?;
+        crate::dirs::lock_output(&file, path)?;
+        // The run that held it may have removed it before we locked: start on the file that
+        // is there now.
+        if !same_file(&file, &temp_path) {
+            return PendingOutput::create(path);
+        }
+        file.set_len(0).map_err(|e| Error::io(&temp_path, e))?;
         Ok((
             file,
             PendingOutput {
@@ -63,6 +80,15 @@ impl Drop for PendingOutput {
         if !self.done {
             let _ = std::fs::remove_file(&self.temp_path);
         }
+    }
+}
+
+/// Whether `file` is still the file at `path`.
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 

@@ -787,9 +787,9 @@ impl Iterator for Pager {
                 self.finished = true;
                 let (requests, limited, retries) = self.counters.snapshot();
                 tracing::info!(
-                    "GET /{}: {} records in {requests} requests ({limited} answered 429, {retries} retries)",
+                    "GET /{}: {} in {requests} requests ({limited} answered 429, {retries} retries)",
                     self.entity.name(),
-                    self.emitted
+                    crate::engine::report::records(self.emitted)
                 );
                 return None;
             }

@@ -14,7 +14,7 @@
 //! its place: the report counts these (`out_of_order`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -382,6 +382,10 @@ async fn commit_every(inner: Arc<Inner>) {
 /// Runs the jobs of a lane one after the other, in the order they came, until it is empty.
 /// Once the stream has failed, what waits in the lane is left for the next run.
 async fn run_lane(inner: Arc<Inner>, mut job: Job) {
+    let mut guard = LaneGuard {
+        inner: inner.clone(),
+        lane: Some(job.lane.clone()),
+    };
     loop {
         let outcome = process(&inner, &job).await;
         match finish_job(&inner, job, outcome) {
@@ -389,7 +393,34 @@ async fn run_lane(inner: Arc<Inner>, mut job: Job) {
             None => break,
         }
     }
+    guard.lane = None;
     inner.idle.notify_waiters();
+}
+
+/// A lane whose task panicked: its jobs no longer count and the stream fails, or the sink
+/// would wait for them for ever.
+struct LaneGuard {
+    inner: Arc<Inner>,
+    /// The lane, until its task ends normally.
+    lane: Option<String>,
+}
+
+impl Drop for LaneGuard {
+    fn drop(&mut self) {
+        let Some(lane) = self.lane.take() else {
+            return;
+        };
+        {
+            let mut state = self.inner.lock();
+            let waiting = state.lanes.remove(&lane).map_or(0, |q| q.len());
+            state.jobs = state.jobs.saturating_sub(1 + waiting);
+            state.fail(Error::Other(format!(
+                "stream `{}`: a request task panicked; the records it held are left for the next run",
+                self.inner.stream
+            )));
+        }
+        self.inner.idle.notify_waiters();
+    }
 }
 
 fn finish_job(
@@ -435,7 +466,6 @@ fn finish_job(
             )));
         }
         Err(failure) => {
-            state.counts.rejected += 1;
             if !failure.keep_intent && state.intents.remove(source_id) {
                 state.pending.cleared.push(source_id.clone());
             }
@@ -446,9 +476,18 @@ fn finish_job(
                 failure.reason,
                 Value::Object(job.record.clone()),
             );
-            // The dead letter is written before the record counts as done.
-            if let Err(e) = inner.context.dead_letters.reject(letter) {
-                state.fail(e);
+            // The dead letter is written before the record counts as done; one that could
+            // not be written (a full disk) leaves the record for the next run.
+            match inner.context.dead_letters.reject(letter) {
+                Ok(()) => state.counts.rejected += 1,
+                Err(e @ Error::TooManyErrors { .. }) => {
+                    state.counts.rejected += 1;
+                    state.fail(e);
+                }
+                Err(e) => {
+                    done = false;
+                    state.fail(e);
+                }
             }
         }
     }
@@ -576,6 +615,9 @@ async fn update(
 /// `POST`, with the intent recorded first; an unclear answer is looked up before retrying.
 async fn create(inner: &Inner, job: &Job) -> std::result::Result<(String, Done), Failure> {
     let p = &job.prepared;
+    // Set when the intent could not be saved (a full disk): the create did not go out and
+    // the record is not at fault, so it is left for the next run, not dead-lettered.
+    let intent_failed = &AtomicBool::new(false);
     // The intent is recorded right before the create goes out (not while it waits for the
     // rate limit), so a killed run looks up only what may really have been sent.
     let record_intent = || -> std::pin::Pin<
@@ -590,6 +632,7 @@ async fn create(inner: &Inner, job: &Job) -> std::result::Result<(String, Done),
                 .record(p.source_id.clone())
                 .await
                 .inspect_err(|message| {
+                    intent_failed.store(true, Ordering::SeqCst);
                     inner.lock().intents.remove(&p.source_id);
                     inner.fail(Error::Other(message.clone()));
                 })
@@ -645,6 +688,13 @@ async fn create(inner: &Inner, job: &Job) -> std::result::Result<(String, Done),
                 }
                 inner.counters.retries.fetch_add(1, Ordering::Relaxed);
                 tokio::time::sleep(backoff(attempt)).await;
+            }
+            Err(e) if intent_failed.load(Ordering::SeqCst) => {
+                return Err(Failure {
+                    reason: format!("create: {e}"),
+                    keep_intent: false,
+                    stop: true,
+                });
             }
             Err(e) => return Err(Failure::from_call("create", e)),
         }
@@ -832,8 +882,8 @@ impl Sink for GleapSink {
         let prepared = match inner.preparer.prepare(record) {
             Ok(p) => p,
             Err((reason, record)) => {
-                inner.lock().counts.rejected += 1;
                 inner.context.reject(&position, reason, record)?;
+                inner.lock().counts.rejected += 1;
                 inner.lock().tracker.done(seq);
                 return Ok(());
             }

@@ -144,6 +144,9 @@ pub struct DatasetSink {
     written: u64,
     rejected: u64,
     parts_committed: u64,
+    /// The folder, locked while this sink writes it: a second run writing the same dataset
+    /// refuses.
+    _lock: Option<File>,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -215,7 +218,9 @@ impl DatasetSink {
             .clone()
             .ok_or_else(|| invalid("a dataset needs the run's state store".into()))?;
         let dir = PathBuf::from(&config.path);
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        crate::dirs::create(&dir, "dataset folder")?;
+        let lock = File::open(&dir).map_err(io(&dir))?;
+        crate::dirs::lock_output(&lock, &dir)?;
         // The folder is the dataset's own: its files are renamed and removed as parts come
         // and go, so a folder holding something else is refused.
         let foreign = !dir.join(MANIFEST).exists()
@@ -321,6 +326,7 @@ impl DatasetSink {
             None => None,
         };
         let sink = DatasetSink {
+            _lock: Some(lock),
             shaper: Shaper::new(config),
             declared: config.declared(&context),
             context,
@@ -397,7 +403,7 @@ impl DatasetSink {
         }
         let path = self.dir.join(&name);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
+            crate::dirs::create(parent, "dataset folder")?;
         }
         let temp = inprogress(&path);
         let file = File::create(&temp).map_err(io(&temp))?;
@@ -739,7 +745,9 @@ mod tests {
         let store = Arc::new(StateStore::open(&dir.path().join("state")).unwrap());
         let mut first = sink(dir.path(), &store, json!({"infer_rows": 4}));
         feed(&mut first, 0..25);
-        // Killed: the third part's file is left `.inprogress`, never committed.
+        // Killed: the third part's file is left `.inprogress`, never committed; the lock
+        // goes with the process.
+        drop(first._lock.take());
         std::mem::forget(first);
         let mut again = sink(dir.path(), &store, json!({"infer_rows": 4}));
         assert_eq!(again.resume_after(), Some(19));
@@ -749,6 +757,7 @@ mod tests {
         feed(&mut again, 20..25);
         // A part file of a generation whose removal was cut short.
         std::fs::write(dir.path().join("out/part-00099.parquet"), b"old").unwrap();
+        drop(again._lock.take());
         std::mem::forget(again);
         let mut again = sink(dir.path(), &store, json!({"infer_rows": 4}));
         assert!(!dir.path().join("out/part-00099.parquet").exists());
