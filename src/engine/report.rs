@@ -118,7 +118,11 @@ impl RunReport {
                     if s.lookup_rows_skipped > 0 {
                         notes.push(format!(
                             "{} skipped",
-                            plural(s.lookup_rows_skipped, "lookup-table row", "lookup-table rows")
+                            plural(
+                                s.lookup_rows_skipped,
+                                "lookup-table row",
+                                "lookup-table rows"
+                            )
                         ));
                     }
                     if s.status == "rejected" {
