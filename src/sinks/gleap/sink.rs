@@ -65,9 +65,9 @@ impl Failure {
     fn from_call(what: &str, e: CallError) -> Failure {
         let keep_intent = !matches!(e, CallError::Rejected { .. });
         Failure {
+            stop: matches!(e, CallError::Fatal(_)),
             reason: format!("{what}: {e}"),
             keep_intent,
-            stop: false,
         }
     }
 }
@@ -362,7 +362,17 @@ impl Inner {
     }
 
     fn fail(&self, e: Error) {
+        self.counters.stopped.store(true, Ordering::Relaxed);
         self.lock().fail(e);
+    }
+
+    /// The stream stops on `e`: its requests not sent yet are not sent; when `e` stops the
+    /// whole run (too many dead letters), no stream's are.
+    fn stopped(&self, e: &Error) {
+        self.counters.stopped.store(true, Ordering::Relaxed);
+        if matches!(e, Error::TooManyErrors { .. }) {
+            self.client.halt(e.to_string());
+        }
     }
 }
 
@@ -399,6 +409,14 @@ fn finish_job(
 ) -> Option<Job> {
     let source_id = &job.prepared.source_id;
     let entity = inner.entity;
+    // Once the run stopped sending, a failure is that, not something wrong with the record.
+    let outcome = outcome.map_err(|mut failure| {
+        if let Some(reason) = inner.client.halted() {
+            failure.stop = true;
+            failure.reason = reason;
+        }
+        failure
+    });
     let mut state = inner.lock();
     let mut done = true;
     match outcome {
@@ -448,6 +466,7 @@ fn finish_job(
             );
             // The dead letter is written before the record counts as done.
             if let Err(e) = inner.context.dead_letters.reject(letter) {
+                inner.stopped(&e);
                 state.fail(e);
             }
         }
@@ -459,6 +478,7 @@ fn finish_job(
     let lane = job.lane.clone();
     drop(job);
     if state.failed {
+        inner.counters.stopped.store(true, Ordering::Relaxed);
         // Left for the next run: neither sent nor done.
         let left = state.lanes.remove(&lane).map_or(0, |q| q.len());
         state.jobs -= left;
@@ -833,7 +853,10 @@ impl Sink for GleapSink {
             Ok(p) => p,
             Err((reason, record)) => {
                 inner.lock().counts.rejected += 1;
-                inner.context.reject(&position, reason, record)?;
+                inner
+                    .context
+                    .reject(&position, reason, record)
+                    .inspect_err(|e| inner.stopped(e))?;
                 inner.lock().tracker.done(seq);
                 return Ok(());
             }
@@ -945,6 +968,8 @@ impl Sink for GleapSink {
     /// confirmed, so a re-run does not repeat them.
     fn abort(mut self: Box<Self>) {
         self.inner.slots.close();
+        // What waits for the rate limit is not sent; what is in flight finishes.
+        self.inner.counters.stopped.store(true, Ordering::Relaxed);
         self.wait_idle(Some(Duration::from_secs(10)));
         self.stop_committer();
         if let Err(e) = self.inner.commit() {

@@ -1,0 +1,161 @@
+//! Hostile conditions for the Gleap sink and source (issue 12): a refused key, an unreachable
+//! Gleap, `--max-errors`, records deleted in Gleap, a lost state store, prefetch against a
+//! large project, and incremental exports into a new folder.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use gleap_etl::emulator::{Emulator, EmulatorConfig};
+use serde_json::Value;
+
+use crate::util::{Dir, Run};
+
+const KEY: &str = "sk-live-HOSTILE-9d1e3b7c";
+const PROJECT: &str = "65a0000000000000000000dd";
+
+async fn emulator(generate_sessions: usize) -> Emulator {
+    Emulator::start(EmulatorConfig {
+        api_key: Some(KEY.into()),
+        project: Some(PROJECT.into()),
+        quota: None,
+        generate_sessions,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// `gleap-etl run pipeline.yaml` in `dir` against `base_url` with `key`.
+fn command(dir: &Path, base_url: &str, key: &str, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gleap-etl"));
+    cmd.args(["run", "pipeline.yaml", "--no-progress"])
+        .args(extra)
+        .current_dir(dir)
+        .env("GLEAP_BASE_URL", base_url)
+        .env("GLEAP_API_KEY", key)
+        .env("GLEAP_PROJECT_ID", PROJECT)
+        .env("STATE_DIR", dir.join("state"))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs a command to its end without blocking the emulator's runtime.
+async fn run(mut cmd: Command) -> Run {
+    tokio::task::spawn_blocking(move || Run::from(cmd.output().expect("gleap-etl runs")))
+        .await
+        .unwrap()
+}
+
+/// `users.csv` with `n` contacts `u0`..
+fn write_users(dir: &Dir, n: usize) {
+    let mut csv = String::from("userId,name\n");
+    for i in 0..n {
+        csv.push_str(&format!("u{i},User {i}\n"));
+    }
+    dir.write("users.csv", csv);
+}
+
+/// A pipeline of one sessions stream from `users.csv`; `sink` is the gleap sink's block.
+fn users_pipeline(dir: &Dir, gleap: &str, sink: &str) {
+    dir.write(
+        "pipeline.yaml",
+        format!(
+            "version: 1\nname: hostile\nstate_dir: ${{STATE_DIR}}\ngleap: {gleap}\nstreams:\n  - name: users\n    source: {{ csv: {{ path: users.csv }} }}\n    sink: {{ gleap: {sink} }}\n"
+        ),
+    );
+}
+
+fn requests(stats: &Value, route: &str) -> u64 {
+    stats["requests"][route]
+        .as_object()
+        .map_or(0, |codes| codes.values().filter_map(Value::as_u64).sum())
+}
+
+// Defect 13: a 401 dead-lettered every record (without prefetch, one request each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_key_stops_the_run_at_the_first_answer() {
+    let emulator = emulator(0).await;
+    let dir = Dir::new();
+    write_users(&dir, 300);
+    users_pipeline(&dir, "{}", "{ entity: sessions, prefetch: false }");
+    let wrong = "sk-live-WRONG-0000111122223333";
+    let run = run(command(dir.path(), &emulator.base_url(), wrong, &[])).await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(
+        run.stderr
+            .contains("Gleap refused the API key or the project (401"),
+        "{run:?}"
+    );
+    assert!(!run.stderr.contains(wrong) && !run.stdout.contains(wrong));
+    let stats = emulator.stats();
+    assert!(
+        stats["unauthorized"].as_u64().unwrap() <= 4,
+        "requests after the first 401: {}",
+        stats["unauthorized"]
+    );
+    assert!(
+        !dir.join("state/dead-letter.jsonl").exists(),
+        "a refused key is no record's fault"
+    );
+}
+
+// Defect 13: with Gleap not listening, each record waited out 8 attempts and was
+// dead-lettered. One attempt per request keeps this test free of backoff waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_gleap_stops_the_run_after_the_first_request() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let dir = Dir::new();
+    write_users(&dir, 300);
+    users_pipeline(
+        &dir,
+        "{ max_attempts: 1, concurrency: 1 }",
+        "{ entity: sessions, prefetch: false }",
+    );
+    let base_url = format!("http://127.0.0.1:{port}/v3");
+    let run = run(command(
+        dir.path(),
+        &base_url,
+        KEY,
+        &["--report", "report.json"],
+    ))
+    .await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("cannot reach Gleap at"), "{run:?}");
+    let report: Value = serde_json::from_str(&dir.read("report.json")).unwrap();
+    assert_eq!(report["dead_lettered"], 0, "{report}");
+    assert!(!dir.join("state/dead-letter.jsonl").exists());
+}
+
+// Defect 13: `--max-errors 0` sent 503 rejected creates before the run stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_errors_stops_sending_at_once() {
+    let emulator = emulator(0).await;
+    let dir = Dir::new();
+    // Every ticket names a session Gleap does not have: each create is a 400.
+    let mut csv = String::from("id,title,session\n");
+    for i in 0..500 {
+        csv.push_str(&format!("T{i},Ticket {i},65a00000000000000000ffff\n"));
+    }
+    dir.write("tickets.csv", csv);
+    dir.write(
+        "pipeline.yaml",
+        "version: 1\nname: hostile\nstate_dir: ${STATE_DIR}\nstreams:\n  - name: tickets\n    source: { csv: { path: tickets.csv } }\n    sink: { gleap: { entity: tickets } }\n",
+    );
+    let run = run(command(
+        dir.path(),
+        &emulator.base_url(),
+        KEY,
+        &["--max-errors", "0"],
+    ))
+    .await;
+    assert_eq!(run.code, 2, "{run:?}");
+    assert!(run.stderr.contains("--max-errors"), "{run:?}");
+    let sent = requests(&emulator.stats(), "POST /tickets");
+    // The requests in flight when the first answer came (the concurrency), and no more.
+    assert!(sent <= 8, "{sent} creates sent for --max-errors 0");
+}
