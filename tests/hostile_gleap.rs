@@ -159,3 +159,48 @@ async fn max_errors_stops_sending_at_once() {
     // The requests in flight when the first answer came (the concurrency), and no more.
     assert!(sent <= 8, "{sent} creates sent for --max-errors 0");
 }
+
+/// The `users` stream's detail in a `--report` file.
+fn users_detail(dir: &Dir) -> Value {
+    let report: Value = serde_json::from_str(&dir.read("report.json")).unwrap();
+    report["streams"][0]["sink"]["detail"].clone()
+}
+
+// Defect 18: against 300,000 sessions, 2 new contacts with `prefetch: true` cost 303
+// requests. With `prefetch: auto` (the default) they are looked up one by one; a large
+// import reads the sessions once that pays, and then costs no look-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_auto_looks_few_records_up_and_prefetches_for_many() {
+    let emulator = emulator(3000).await;
+    let dir = Dir::new();
+    dir.write("users.csv", "userId,name\nnew-1,New One\nnew-2,New Two\n");
+    users_pipeline(&dir, "{}", "{ entity: sessions }");
+    let report = ["--report", "report.json"];
+    let r = run(command(dir.path(), &emulator.base_url(), KEY, &report)).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let d = users_detail(&dir);
+    assert_eq!(d["created"], 2, "{d}");
+    assert!(d["requests"].as_u64().unwrap() <= 5, "{d}");
+    assert_eq!(d["prefetch_requests"], 0, "{d}");
+
+    // 400 contacts the project has, as it has them: all unchanged, and most never looked up.
+    let dump = emulator.dump();
+    let mut csv = String::from("userId,name\n");
+    for s in dump["sessions"].as_array().unwrap().iter().take(400) {
+        csv.push_str(&format!("{},{}\n", s["userId"].as_str().unwrap(), s["name"].as_str().unwrap()));
+    }
+    let other = Dir::new();
+    other.write("users.csv", csv);
+    users_pipeline(&other, "{ concurrency: 4 }", "{ entity: sessions, prefetch: auto }");
+    let r = run(command(other.path(), &emulator.base_url(), KEY, &report)).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let d = users_detail(&other);
+    assert_eq!((d["unchanged"].as_u64(), d["created"].as_u64()), (Some(400), Some(0)), "{d}");
+    let pages = d["prefetch_requests"].as_u64().unwrap();
+    assert!((4..=6).contains(&pages), "3,000 sessions: 3 full pages and the end: {d}");
+    assert!(
+        d["requests"].as_u64().unwrap() <= 40,
+        "a look-up for the first records only: {d}"
+    );
+    assert!(d.get("prefetch_skipped").is_none(), "{d}");
+}

@@ -44,15 +44,40 @@ pub struct GleapSinkConfig {
     /// sent; it keys the id map, and tickets carry it in `customData.importId`.
     #[serde(default)]
     pub id: Option<FieldPath>,
-    /// Sessions: read every existing session once (1000 per request) before writing, so each
-    /// record then costs at most one request. Default false.
+    /// Sessions: read every existing session (1000 per request) so that a record costs no
+    /// look-up: `true` before writing, `false` never (a new contact costs a look-up), or
+    /// `auto` (default): look records up one by one, and read the sessions, a page for each
+    /// look-up beyond the first few, only while that is paying off (a few new contacts in
+    /// a large project cost a few requests, a large import one request a record).
     #[serde(default)]
-    pub prefetch: bool,
+    pub prefetch: PrefetchSetting,
     /// Fields holding source ids of another stream's records, replaced by the Gleap ids that
     /// stream created: `{session: users}` on tickets, `{ticket: tickets, session: users}` on
     /// messages. The other stream runs first.
     #[serde(default)]
     pub refs: IndexMap<String, String>,
+}
+
+/// `prefetch: true`, `false` or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, JsonSchema)]
+#[serde(untagged)]
+pub enum PrefetchSetting {
+    Flag(bool),
+    #[default]
+    #[schemars(with = "String")]
+    Auto,
+}
+
+impl<'de> Deserialize<'de> for PrefetchSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Bool(b) => Ok(PrefetchSetting::Flag(b)),
+            Value::String(s) if s == "auto" => Ok(PrefetchSetting::Auto),
+            other => Err(serde::de::Error::custom(format!(
+                "expected true, false or `auto`, found {other}"
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
@@ -145,7 +170,7 @@ impl GleapSinkConfig {
             if self.key.is_some() {
                 problems.push(format!("`key` is for sessions; {entity} are keyed by `id`"));
             }
-            if self.prefetch {
+            if self.prefetch == PrefetchSetting::Flag(true) {
                 problems.push(format!("`prefetch` is for sessions, not {entity}"));
             }
         }

@@ -23,9 +23,12 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::lookup::{LookUp, Prefetched, prefetch, session_has, verify};
+use super::lookup::{Cached, LookUp, Prefetched, prefetch, session_has, verify};
 use super::tracker::SeqTracker;
-use super::{Entity, GleapRun, GleapSinkConfig, Prepared, Preparer, SessionKey, matches_remote};
+use super::{
+    Entity, GleapRun, GleapSinkConfig, PrefetchSetting, Prepared, Preparer, SessionKey,
+    matches_remote,
+};
 use crate::dead_letter::DeadLetter;
 use crate::error::{Error, Result};
 use crate::gleap::answer;
@@ -42,6 +45,12 @@ use crate::state::{Commit, MapEntry, StateStore};
 /// memory): enough lanes side by side to keep the quota in use behind a long thread.
 const MAX_JOBS: usize = 4096;
 const COMMIT_EVERY: Duration = Duration::from_millis(250);
+/// `prefetch: auto`: records looked up before the first page of sessions is read; each
+/// further record waits for a page to be read, then is looked up in the sessions if they are
+/// all read, else on its own. A few new contacts cost a look-up each and no page; a large
+/// import has read every page by the time it made this many look-ups plus one a page (about
+/// twice what the cheaper of the two would have cost, at most), and costs nothing more.
+const AUTO_LOOKUPS_BEFORE_PREFETCH: u64 = 4;
 
 /// What became of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,8 +171,19 @@ struct Inner {
     store: Arc<StateStore>,
     context: SinkContext,
     counters: RequestCounters,
-    /// Existing sessions by key, when prefetched.
-    prefetched: Option<Prefetched>,
+    /// Existing sessions by key, once prefetched.
+    prefetched: std::sync::OnceLock<Prefetched>,
+    /// `prefetch: auto`: a permit for each page the prefetch may read (one per record
+    /// beyond [`AUTO_LOOKUPS_BEFORE_PREFETCH`]); closed when the stream ends.
+    prefetch_pace: Option<Arc<Semaphore>>,
+    /// Records that needed a look-up.
+    lookups: std::sync::atomic::AtomicU64,
+    /// Pages the prefetch has read; `u64::MAX` once it ended (read or given up).
+    pages_read: tokio::sync::watch::Sender<u64>,
+    /// The prefetch's requests (also in the stream's).
+    prefetch_counters: RequestCounters,
+    /// Why sessions were not prefetched although the pipeline asked (Gleap's paging).
+    prefetch_skipped: Mutex<Option<String>>,
     state: Mutex<State>,
     idle: Notify,
     slots: Arc<Semaphore>,
@@ -235,9 +255,6 @@ pub struct GleapSink {
     runtime: Arc<tokio::runtime::Runtime>,
     resume_after: Option<u64>,
     committer: Option<tokio::task::JoinHandle<()>>,
-    prefetch_requests: u64,
-    /// Why sessions were not prefetched although the pipeline asked (Gleap's paging).
-    prefetch_skipped: Option<String>,
 }
 
 impl GleapSinkConfig {
@@ -266,28 +283,28 @@ impl GleapSinkConfig {
         let mapped_ids = map.values().map(|e| e.gleap_id.clone()).collect();
         let intents = store.intents(&stream)?;
         let counters = RequestCounters::default();
+        let prefetch_counters = RequestCounters::default();
         let mut prefetch_skipped = None;
-        let prefetched = if self.prefetch {
-            match run
-                .runtime
-                .block_on(prefetch(&run.client, self.key(), &counters))
-            {
-                Ok(p) => Some(p),
-                // Gleap's paging cannot be followed: each record is looked up instead.
-                Err(e) if e.is_paging() => {
-                    let reason = format!(
-                        "sessions not prefetched, each looked up instead (more requests): {e}"
-                    );
-                    tracing::warn!("stream `{stream}`: {reason}");
-                    prefetch_skipped = Some(reason);
-                    None
+        let prefetched = std::sync::OnceLock::new();
+        let sessions = self.entity == Entity::Sessions;
+        if sessions && self.prefetch == PrefetchSetting::Flag(true) {
+            match run.runtime.block_on(prefetch(
+                &run.client,
+                self.key(),
+                &prefetch_counters,
+                None,
+                || {},
+            )) {
+                Ok(p) => {
+                    let _ = prefetched.set(p);
                 }
+                // Gleap's paging cannot be followed: each record is looked up instead.
+                Err(e) if e.is_paging() => prefetch_skipped = Some(paging_fallback(&stream, &e)),
                 Err(e) => return Err(Error::Other(format!("prefetching sessions: {e}"))),
             }
-        } else {
-            None
-        };
-        let prefetch_requests = counters.requests.load(Ordering::Relaxed);
+        }
+        let prefetch_pace = (sessions && self.prefetch == PrefetchSetting::Auto)
+            .then(|| Arc::new(Semaphore::new(0)));
         let created_since_existing =
             (self.entity == Entity::Messages && !map.is_empty()).then(HashMap::new);
         let settings = run.client.settings();
@@ -303,6 +320,11 @@ impl GleapSinkConfig {
             context,
             counters,
             prefetched,
+            prefetch_pace: prefetch_pace.clone(),
+            lookups: Default::default(),
+            pages_read: tokio::sync::watch::Sender::new(0),
+            prefetch_counters,
+            prefetch_skipped: Mutex::new(prefetch_skipped),
             state: Mutex::new(State {
                 map,
                 mapped_ids,
@@ -322,13 +344,14 @@ impl GleapSinkConfig {
             stream,
         });
         let committer = run.runtime.spawn(commit_every(inner.clone()));
+        if let Some(pace) = prefetch_pace {
+            run.runtime.spawn(prefetch_when_it_pays(inner.clone(), pace));
+        }
         Ok(GleapSink {
             inner,
             runtime: run.runtime.clone(),
             resume_after,
             committer: Some(committer),
-            prefetch_requests,
-            prefetch_skipped,
         })
     }
 }
@@ -361,7 +384,36 @@ impl Inner {
         Ok(())
     }
 
+    /// The prefetched sessions for a record that needs a look-up, if they are all read. With
+    /// `prefetch: auto`, a record past the first few pays for a page of the prefetch and
+    /// waits until it is read.
+    async fn prefetched_for_lookup(&self) -> Option<&Prefetched> {
+        if let Some(p) = self.prefetched.get() {
+            return Some(p);
+        }
+        let pace = self.prefetch_pace.as_ref()?;
+        let n = self.lookups.fetch_add(1, Ordering::Relaxed) + 1;
+        if n > AUTO_LOOKUPS_BEFORE_PREFETCH {
+            pace.add_permits(1);
+            let page = n - AUTO_LOOKUPS_BEFORE_PREFETCH;
+            let _ = self
+                .pages_read
+                .subscribe()
+                .wait_for(|&read| read >= page)
+                .await;
+        }
+        self.prefetched.get()
+    }
+
+    /// The prefetch reads nothing more.
+    fn stop_prefetch(&self) {
+        if let Some(pace) = &self.prefetch_pace {
+            pace.close();
+        }
+    }
+
     fn fail(&self, e: Error) {
+        self.stop_prefetch();
         self.counters.stopped.store(true, Ordering::Relaxed);
         self.lock().fail(e);
     }
@@ -374,6 +426,46 @@ impl Inner {
             self.client.halt(e.to_string());
         }
     }
+}
+
+/// Why a prefetch was given up for look-ups (Gleap's paging cannot be followed), logged.
+fn paging_fallback(stream: &str, e: &crate::gleap::paging::PagingError) -> String {
+    let reason = format!("sessions not prefetched, each looked up instead (more requests): {e}");
+    tracing::warn!("stream `{stream}`: {reason}");
+    reason
+}
+
+/// `prefetch: auto`: reads the sessions a page at a time as look-ups pay for them
+/// ([`AUTO_LOOKUPS_BEFORE_PREFETCH`]); once every page is read, records are looked up in it.
+async fn prefetch_when_it_pays(inner: Arc<Inner>, pace: Arc<Semaphore>) {
+    let read = prefetch(
+        &inner.client,
+        inner.key,
+        &inner.prefetch_counters,
+        Some(&pace),
+        || inner.pages_read.send_modify(|n| *n += 1),
+    )
+    .await;
+    match read {
+        Ok(p) => {
+            tracing::debug!(
+                "stream `{}`: {} sessions prefetched after {} look-ups",
+                inner.stream,
+                p.len(),
+                inner.lookups.load(Ordering::Relaxed)
+            );
+            let _ = inner.prefetched.set(p);
+        }
+        Err(e) if e.is_paging() => {
+            *inner
+                .prefetch_skipped
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(paging_fallback(&inner.stream, &e));
+        }
+        // The stream ended first, or a request failed: records go on being looked up.
+        Err(_) => {}
+    }
+    inner.pages_read.send_replace(u64::MAX);
 }
 
 async fn commit_every(inner: Arc<Inner>) {
@@ -511,8 +603,23 @@ async fn process(inner: &Inner, job: &Job) -> std::result::Result<(String, Done)
         }
         // Deleted in Gleap since: create it again.
     }
-    let found = match (inner.entity, &inner.prefetched) {
-        (Entity::Sessions, Some(prefetched)) if !uncertain => prefetched.get(&p.source_id),
+    // Whether the prefetch says the session found already holds the body.
+    let mut prefetched_same = None;
+    let prefetched = match inner.entity {
+        Entity::Sessions if !uncertain => inner.prefetched_for_lookup().await,
+        _ => None,
+    };
+    let found = match (inner.entity, prefetched) {
+        (Entity::Sessions, Some(prefetched)) => {
+            match prefetched.get(&p.source_id, &p.body) {
+                Cached::Absent => LookUp::Absent,
+                Cached::Found(id, same) => {
+                    prefetched_same = Some(same);
+                    LookUp::Found(id, Value::Null)
+                }
+                Cached::Ambiguous(ids) => LookUp::Ambiguous(ids),
+            }
+        }
         (Entity::Sessions, _) => find(inner, p, uncertain).await?,
         _ if uncertain => find(inner, p, true).await?,
         _ => LookUp::Absent,
@@ -521,7 +628,7 @@ async fn process(inner: &Inner, job: &Job) -> std::result::Result<(String, Done)
         // A message is found only as we would create it (content, note, author).
         Some((gleap_id, _)) if inner.entity == Entity::Messages => Ok((gleap_id, Done::Adopted)),
         Some((gleap_id, remote)) => {
-            if matches_remote(&p.body, &remote) {
+            if prefetched_same.unwrap_or_else(|| matches_remote(&p.body, &remote)) {
                 return Ok((gleap_id, Done::Unchanged));
             }
             match update(inner, &gleap_id, p).await? {
@@ -922,6 +1029,7 @@ impl Sink for GleapSink {
 
     fn finish(mut self: Box<Self>) -> Result<SinkSummary> {
         self.wait_idle(None);
+        self.inner.stop_prefetch();
         self.stop_committer();
         let inner = &self.inner;
         // Taken first: the guard must be gone before `commit` locks again.
@@ -935,6 +1043,13 @@ impl Sink for GleapSink {
         let state = inner.lock();
         let c = &state.counts;
         let (requests, rate_limited, retries) = inner.counters.snapshot();
+        let (prefetch_requests, prefetch_rate_limited, prefetch_retries) =
+            inner.prefetch_counters.snapshot();
+        let (requests, rate_limited, retries) = (
+            requests + prefetch_requests,
+            rate_limited + prefetch_rate_limited,
+            retries + prefetch_retries,
+        );
         let records = c.created + c.updated + c.unchanged + c.rejected;
         let mut detail = json!({
             "entity": inner.entity.name(),
@@ -943,7 +1058,7 @@ impl Sink for GleapSink {
             "unchanged": c.unchanged,
             "dead_lettered": c.rejected,
             "requests": requests,
-            "prefetch_requests": self.prefetch_requests,
+            "prefetch_requests": prefetch_requests,
             "rate_limited": rate_limited,
             "retries": retries,
             "requests_per_record": if records == 0 { 0.0 } else { requests as f64 / records as f64 },
@@ -952,7 +1067,12 @@ impl Sink for GleapSink {
         if inner.entity == Entity::Messages {
             detail["out_of_order"] = json!(c.out_of_order);
         }
-        if let Some(reason) = &self.prefetch_skipped {
+        if let Some(reason) = inner
+            .prefetch_skipped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             detail["prefetch_skipped"] = json!(reason);
         }
         Ok(SinkSummary {
@@ -970,6 +1090,8 @@ impl Sink for GleapSink {
         self.inner.slots.close();
         // What waits for the rate limit is not sent; what is in flight finishes.
         self.inner.counters.stopped.store(true, Ordering::Relaxed);
+        self.inner.prefetch_counters.stopped.store(true, Ordering::Relaxed);
+        self.inner.stop_prefetch();
         self.wait_idle(Some(Duration::from_secs(10)));
         self.stop_committer();
         if let Err(e) = self.inner.commit() {
