@@ -48,7 +48,10 @@ fn main() {
             .expect("the emulator starts"),
     );
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(600), "the emulator never listened");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the emulator never listened"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     println!(
@@ -105,11 +108,19 @@ fn main() {
         match prefetch {
             "true" => verdicts.push(format!(
                 "target peak_rss(prefetch of {sessions} sessions) < 200 MB: {}",
-                if peak < TARGET_PEAK_BYTES { "met" } else { "MISSED" }
+                if peak < TARGET_PEAK_BYTES {
+                    "met"
+                } else {
+                    "MISSED"
+                }
             )),
             "auto" => verdicts.push(format!(
                 "target requests(2 new contacts, prefetch: auto) <= {TARGET_AUTO_REQUESTS}: {}",
-                if requests <= TARGET_AUTO_REQUESTS { "met" } else { "MISSED" }
+                if requests <= TARGET_AUTO_REQUESTS {
+                    "met"
+                } else {
+                    "MISSED"
+                }
             )),
             _ => {}
         }

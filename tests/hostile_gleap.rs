@@ -187,20 +187,184 @@ async fn prefetch_auto_looks_few_records_up_and_prefetches_for_many() {
     let dump = emulator.dump();
     let mut csv = String::from("userId,name\n");
     for s in dump["sessions"].as_array().unwrap().iter().take(400) {
-        csv.push_str(&format!("{},{}\n", s["userId"].as_str().unwrap(), s["name"].as_str().unwrap()));
+        csv.push_str(&format!(
+            "{},{}\n",
+            s["userId"].as_str().unwrap(),
+            s["name"].as_str().unwrap()
+        ));
     }
     let other = Dir::new();
     other.write("users.csv", csv);
-    users_pipeline(&other, "{ concurrency: 4 }", "{ entity: sessions, prefetch: auto }");
+    users_pipeline(
+        &other,
+        "{ concurrency: 4 }",
+        "{ entity: sessions, prefetch: auto }",
+    );
     let r = run(command(other.path(), &emulator.base_url(), KEY, &report)).await;
     assert_eq!(r.code, 0, "{r:?}");
     let d = users_detail(&other);
-    assert_eq!((d["unchanged"].as_u64(), d["created"].as_u64()), (Some(400), Some(0)), "{d}");
+    assert_eq!(
+        (d["unchanged"].as_u64(), d["created"].as_u64()),
+        (Some(400), Some(0)),
+        "{d}"
+    );
     let pages = d["prefetch_requests"].as_u64().unwrap();
-    assert!((4..=6).contains(&pages), "3,000 sessions: 3 full pages and the end: {d}");
+    assert!(
+        (4..=6).contains(&pages),
+        "3,000 sessions: 3 full pages and the end: {d}"
+    );
     assert!(
         d["requests"].as_u64().unwrap() <= 40,
         "a look-up for the first records only: {d}"
     );
     assert!(d.get("prefetch_skipped").is_none(), "{d}");
+}
+
+/// Users and their tickets: `users.csv` (userId,name) and `tickets.csv` (id,title,session).
+fn helpdesk_pipeline(dir: &Dir, state_dir: &str) {
+    dir.write(
+        "pipeline.yaml",
+        format!(
+            "version: 1\nname: hostile\nstate_dir: {state_dir}\nstreams:\n  - name: users\n    source: {{ csv: {{ path: users.csv }} }}\n    sink: {{ gleap: {{ entity: sessions }} }}\n  - name: tickets\n    source: {{ csv: {{ path: tickets.csv }} }}\n    sink: {{ gleap: {{ entity: tickets, refs: {{ session: users }} }} }}\n"
+        ),
+    );
+}
+
+/// `DELETE /v3/{what}/{id}` on the emulator.
+async fn delete_in_gleap(emulator: &Emulator, what: &str, id: &str) {
+    let status = reqwest::Client::new()
+        .delete(format!("{}/{what}/{id}", emulator.base_url()))
+        .bearer_auth(KEY)
+        .header("project", PROJECT)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "DELETE {what}/{id}: {status}");
+}
+
+fn session_id(dump: &Value, user_id: &str) -> String {
+    let sessions = dump["sessions"].as_array().unwrap();
+    let found: Vec<&Value> = sessions.iter().filter(|s| s["userId"] == user_id).collect();
+    assert_eq!(found.len(), 1, "one session for {user_id}: {found:?}");
+    found[0]["_id"].as_str().unwrap().to_string()
+}
+
+fn stream_detail(dir: &Dir, stream: &str) -> Value {
+    let report: Value = serde_json::from_str(&dir.read("report.json")).unwrap();
+    report["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == stream)
+        .unwrap_or_else(|| panic!("no stream {stream}: {report}"))["sink"]["detail"]
+        .clone()
+}
+
+// Defect 14: a session deleted in Gleap stayed mapped; its changed record is re-created (and
+// counted), and a child created for it makes the next run re-create it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_deleted_in_gleap_are_created_again() {
+    let emulator = emulator(0).await;
+    let dir = Dir::new();
+    dir.write("users.csv", "userId,name\nu0,Ann\nu1,Bob\nu2,Cy\n");
+    dir.write("tickets.csv", "id,title,session\nT0,First,u0\n");
+    helpdesk_pipeline(&dir, "${STATE_DIR}");
+    let report = ["--report", "report.json"];
+    let r = run(command(dir.path(), &emulator.base_url(), KEY, &report)).await;
+    assert_eq!(r.code, 0, "{r:?}");
+
+    // u1 is deleted in Gleap and changes in the input: updated, Gleap answers 404, created again.
+    delete_in_gleap(&emulator, "sessions", &session_id(&emulator.dump(), "u1")).await;
+    // u0 is deleted in Gleap and unchanged, but a new ticket of it comes.
+    delete_in_gleap(&emulator, "sessions", &session_id(&emulator.dump(), "u0")).await;
+    dir.write("users.csv", "userId,name\nu0,Ann\nu1,Bob B.\nu2,Cy\n");
+    dir.write(
+        "tickets.csv",
+        "id,title,session\nT0,First,u0\nT1,Second,u0\n",
+    );
+    let r = run(command(dir.path(), &emulator.base_url(), KEY, &report)).await;
+    assert_eq!(r.code, 1, "{r:?}");
+    let users = stream_detail(&dir, "users");
+    assert_eq!(users["recreated"], 1, "{users}");
+    let tickets = stream_detail(&dir, "tickets");
+    assert_eq!(tickets["parent_gone"], 1, "{tickets}");
+    let letters = dir.read("state/dead-letter.jsonl");
+    assert!(
+        letters.contains("is gone from Gleap") && letters.contains("the next run creates it again"),
+        "{letters}"
+    );
+
+    // The next run creates u0 again, then T1, and moves T0 to it.
+    let r = run(command(dir.path(), &emulator.base_url(), KEY, &report)).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let dump = emulator.dump();
+    assert_eq!(dump["sessions"].as_array().unwrap().len(), 3);
+    let u0 = session_id(&dump, "u0");
+    let tickets = dump["tickets"].as_array().unwrap();
+    assert_eq!(tickets.len(), 2, "{tickets:?}");
+    assert!(
+        tickets.iter().all(|t| t["session"] == u0.as_str()),
+        "{tickets:?}"
+    );
+}
+
+// Defect 14: a 0-byte state.sqlite, or a relative state_dir run from another folder, counted
+// as a fresh start and created every ticket again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_state_is_refused_before_anything_is_created_again() {
+    let emulator = emulator(0).await;
+    let dir = Dir::new();
+    dir.write("users.csv", "userId,name\nu0,Ann\nu1,Bob\n");
+    dir.write(
+        "tickets.csv",
+        "id,title,session\nT0,First,u0\nT1,Second,u1\n",
+    );
+    helpdesk_pipeline(&dir, "${STATE_DIR}");
+    let r = run(command(dir.path(), &emulator.base_url(), KEY, &[])).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let tickets = |e: &Emulator| e.dump()["tickets"].as_array().unwrap().len();
+    assert_eq!(tickets(&emulator), 2);
+
+    // The store emptied to 0 bytes.
+    let state = dir.join("state");
+    for entry in std::fs::read_dir(&state).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("state.sqlite") {
+            std::fs::write(&path, b"").unwrap();
+        }
+    }
+    let r = run(command(dir.path(), &emulator.base_url(), KEY, &[])).await;
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("Gleap already holds ticket"), "{r:?}");
+    assert!(
+        r.stderr.contains(&state.display().to_string()),
+        "names the state dir: {r:?}"
+    );
+    assert!(r.stderr.contains("--adopt-existing"), "{r:?}");
+    assert_eq!(tickets(&emulator), 2, "nothing created twice");
+
+    // Adopting what Gleap holds rebuilds the state, creating nothing.
+    let r = run(command(
+        dir.path(),
+        &emulator.base_url(),
+        KEY,
+        &["--adopt-existing"],
+    ))
+    .await;
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(tickets(&emulator), 2, "nothing created twice");
+    assert_eq!(emulator.dump()["sessions"].as_array().unwrap().len(), 2);
+
+    // A relative state_dir, run from another folder: a new, empty state there.
+    let other = Dir::new();
+    helpdesk_pipeline(&other, "state");
+    for file in ["users.csv", "tickets.csv"] {
+        other.write(file, dir.read(file));
+    }
+    let r = run(command(other.path(), &emulator.base_url(), KEY, &[])).await;
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("relative `state_dir`"), "{r:?}");
+    assert_eq!(tickets(&emulator), 2, "nothing created twice");
 }

@@ -187,8 +187,10 @@ impl Prefetched {
     /// Keeps what a look-up and a comparison need of a session document.
     fn add(&mut self, doc: &Value) {
         let key = self.key.unwrap_or_default();
-        let (Some(k), Some(id)) = (doc.get(key.field()).and_then(Value::as_str), answer::id(doc))
-        else {
+        let (Some(k), Some(id)) = (
+            doc.get(key.field()).and_then(Value::as_str),
+            answer::id(doc),
+        ) else {
             return;
         };
         let fields_at = self.field_hashes.len() as u32;
@@ -263,7 +265,11 @@ impl Prefetched {
 
 /// The 12 bytes of a 24-hex-digit ObjectId (lower case, so that it prints back the same).
 fn object_id_bytes(id: &str) -> Option<[u8; 12]> {
-    if id.len() != 24 || !id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if id.len() != 24
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
     let mut out = [0u8; 12];
@@ -367,7 +373,9 @@ mod tests {
             ("65a000000000000000000003", "b@X.io"),
         ];
         for (id, email) in docs {
-            p.add(&json!({"_id": id, "email": email, "name": "N", "customData": {"a": 1, "b": [2]}}));
+            p.add(
+                &json!({"_id": id, "email": email, "name": "N", "customData": {"a": 1, "b": [2]}}),
+            );
         }
         p.finish();
         let body = |v: Value| v.as_object().unwrap().clone();

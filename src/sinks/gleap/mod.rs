@@ -207,6 +207,9 @@ pub struct GleapRun {
     pub client: Arc<GleapClient>,
     pub store: Arc<StateStore>,
     pub runtime: Arc<tokio::runtime::Runtime>,
+    /// Look up every record the state store does not know, and adopt what Gleap holds
+    /// (`--adopt-existing`, after a lost state).
+    pub adopt_existing: bool,
 }
 
 /// A record ready to send.
@@ -215,6 +218,25 @@ pub struct Prepared {
     pub source_id: String,
     pub body: Map<String, Value>,
     pub hash: u128,
+    /// The records of other streams it references.
+    pub parents: Vec<ParentRef>,
+}
+
+/// A reference to another stream's record, mapped to its Gleap id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParentRef {
+    /// The reference field: `session` or `ticket`.
+    pub field: String,
+    pub stream: String,
+    pub source_id: String,
+    pub gleap_id: String,
+}
+
+impl ParentRef {
+    /// Where Gleap answers the referenced record: `/sessions/ID`, `/tickets/ID`.
+    pub fn path(&self) -> String {
+        format!("/{}s/{}", self.field, self.gleap_id)
+    }
 }
 
 /// Turns records into request bodies for one stream.
@@ -292,6 +314,7 @@ impl Preparer {
                 }
             }
         };
+        let mut refs = Vec::new();
         for (field, (parent, map)) in &self.parents {
             match record.get(field) {
                 None | Some(Value::Null) => {}
@@ -308,6 +331,12 @@ impl Preparer {
                         }
                         Some(entry) => {
                             record.insert(field.clone(), Value::String(entry.gleap_id.clone()));
+                            refs.push(ParentRef {
+                                field: field.clone(),
+                                stream: parent.clone(),
+                                source_id: parent_id,
+                                gleap_id: entry.gleap_id.clone(),
+                            });
                         }
                         None => reject!(
                             "`{field}` names {parent_id:?} of stream `{parent}`, which has no Gleap id: it was not created (see its dead letters) or is not in its input"
@@ -375,6 +404,7 @@ impl Preparer {
             source_id,
             body,
             hash,
+            parents: refs,
         })
     }
 }
@@ -446,6 +476,7 @@ impl GleapRun {
             client,
             store,
             runtime: Arc::new(runtime),
+            adopt_existing: false,
         })
     }
 }

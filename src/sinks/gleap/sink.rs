@@ -60,6 +60,8 @@ enum Done {
     Adopted,
     Updated,
     Unchanged,
+    /// Created again: Gleap answered 404 for the id the state store had.
+    Recreated,
 }
 
 /// Why a record could not be written; `keep_intent` when its create may have happened;
@@ -97,6 +99,10 @@ struct Counts {
     unchanged: u64,
     rejected: u64,
     out_of_order: u64,
+    recreated: u64,
+    /// Dead-lettered because a record they reference is gone from Gleap (its mapping is
+    /// forgotten: the next run re-creates both).
+    parent_gone: u64,
 }
 
 struct State {
@@ -190,6 +196,13 @@ struct Inner {
     max_attempts: u32,
     lookup_settle: Duration,
     intent_writer: IntentWriter,
+    /// `--adopt-existing`: every record the store does not know is looked up first.
+    adopt_existing: bool,
+    /// A tickets stream the state store knows nothing of: before its first create, whether
+    /// Gleap holds a ticket of an earlier run ([`check_lost_state`]).
+    lost_state_check: Option<tokio::sync::OnceCell<std::result::Result<(), String>>>,
+    /// Gleap ids of referenced records found gone from Gleap.
+    gone_parents: Mutex<HashSet<String>>,
 }
 
 /// Writes intents in groups: a create waits for the transaction that holds its intent, and
@@ -264,12 +277,14 @@ impl GleapSinkConfig {
             .clone()
             .ok_or_else(|| Error::Other("a Gleap sink needs the run's Gleap client".into()))?;
         let stream = context.stream.clone();
+        let adopt_existing = run.adopt_existing;
         // Lane tasks hold the sink's state; it must not hold the run (and so the runtime
         // they run on), or the last task to finish would drop the runtime from inside it.
         let mut context = context;
         context.gleap = None;
         let store = run.store.clone();
         let checkpoint = store.checkpoint(&stream)?;
+        let never_ran = checkpoint.is_none();
         let resume_after = match &checkpoint {
             Some(cp) if !cp.complete && cp.fingerprint == context.input_fingerprint => {
                 cp.done_through
@@ -280,6 +295,9 @@ impl GleapSinkConfig {
             }
         };
         let map = store.load_map(&stream)?;
+        let lost_state_check =
+            (self.entity == Entity::Tickets && never_ran && map.is_empty() && !adopt_existing)
+                .then(tokio::sync::OnceCell::new);
         let mapped_ids = map.values().map(|e| e.gleap_id.clone()).collect();
         let intents = store.intents(&stream)?;
         let counters = RequestCounters::default();
@@ -316,6 +334,9 @@ impl GleapSinkConfig {
             max_attempts: settings.max_attempts,
             lookup_settle: settings.lookup_settle,
             intent_writer: IntentWriter::start(store.clone(), stream.clone())?,
+            adopt_existing,
+            lost_state_check,
+            gone_parents: Mutex::new(HashSet::new()),
             store,
             context,
             counters,
@@ -345,7 +366,8 @@ impl GleapSinkConfig {
         });
         let committer = run.runtime.spawn(commit_every(inner.clone()));
         if let Some(pace) = prefetch_pace {
-            run.runtime.spawn(prefetch_when_it_pays(inner.clone(), pace));
+            run.runtime
+                .spawn(prefetch_when_it_pays(inner.clone(), pace));
         }
         Ok(GleapSink {
             inner,
@@ -534,6 +556,10 @@ fn finish_job(
                     state.counts.unchanged += 1;
                     state.existing_passed(entity, &job.lane);
                 }
+                Done::Recreated => {
+                    state.counts.recreated += 1;
+                    state.created(entity, &job.lane);
+                }
             }
         }
         Err(failure) if failure.stop => {
@@ -589,10 +615,10 @@ async fn process(inner: &Inner, job: &Job) -> std::result::Result<(String, Done)
     let p = &job.prepared;
     let (known, uncertain) = {
         let state = inner.lock();
-        (
-            state.map.get(&p.source_id).cloned(),
-            state.intents.contains(&p.source_id),
-        )
+        let known = state.map.get(&p.source_id).cloned();
+        let uncertain =
+            state.intents.contains(&p.source_id) || (inner.adopt_existing && known.is_none());
+        (known, uncertain)
     };
     if let Some(entry) = &known {
         if entry.hash == p.hash {
@@ -601,8 +627,24 @@ async fn process(inner: &Inner, job: &Job) -> std::result::Result<(String, Done)
         if let Some(done) = update(inner, &entry.gleap_id, p).await? {
             return Ok((entry.gleap_id.clone(), done));
         }
-        // Deleted in Gleap since: create it again.
+        // Deleted in Gleap since (404): the mapping is forgotten and it is created again.
+        inner.lock().mapped_ids.remove(&entry.gleap_id);
+        return match write_anew(inner, job, p, uncertain).await? {
+            (id, Done::Created) => Ok((id, Done::Recreated)),
+            other => Ok(other),
+        };
     }
+    write_anew(inner, job, p, uncertain).await
+}
+
+/// A record without a Gleap id: looked up where needed (and adopted if found), else
+/// created.
+async fn write_anew(
+    inner: &Inner,
+    job: &Job,
+    p: &Prepared,
+    uncertain: bool,
+) -> std::result::Result<(String, Done), Failure> {
     // Whether the prefetch says the session found already holds the body.
     let mut prefetched_same = None;
     let prefetched = match inner.entity {
@@ -610,16 +652,14 @@ async fn process(inner: &Inner, job: &Job) -> std::result::Result<(String, Done)
         _ => None,
     };
     let found = match (inner.entity, prefetched) {
-        (Entity::Sessions, Some(prefetched)) => {
-            match prefetched.get(&p.source_id, &p.body) {
-                Cached::Absent => LookUp::Absent,
-                Cached::Found(id, same) => {
-                    prefetched_same = Some(same);
-                    LookUp::Found(id, Value::Null)
-                }
-                Cached::Ambiguous(ids) => LookUp::Ambiguous(ids),
+        (Entity::Sessions, Some(prefetched)) => match prefetched.get(&p.source_id, &p.body) {
+            Cached::Absent => LookUp::Absent,
+            Cached::Found(id, same) => {
+                prefetched_same = Some(same);
+                LookUp::Found(id, Value::Null)
             }
-        }
+            Cached::Ambiguous(ids) => LookUp::Ambiguous(ids),
+        },
         (Entity::Sessions, _) => find(inner, p, uncertain).await?,
         _ if uncertain => find(inner, p, true).await?,
         _ => LookUp::Absent,
@@ -700,9 +740,114 @@ async fn update(
     }
 }
 
+/// Before a fresh tickets stream's first create: does Gleap hold this ticket already (an
+/// earlier run made it, and its state is lost or elsewhere)? One request.
+async fn check_lost_state(inner: &Inner, p: &Prepared) -> std::result::Result<(), String> {
+    let found = find_once(inner, p).await.map_err(|f| f.reason)?;
+    let ids = match found {
+        LookUp::Absent => return Ok(()),
+        LookUp::Found(id, _) => vec![id],
+        LookUp::Ambiguous(ids) => ids,
+        LookUp::Untrusted(reason) => return Err(reason),
+    };
+    let state = inner.store.path();
+    let state = std::path::absolute(state).unwrap_or_else(|_| state.to_path_buf());
+    let cwd = std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|_| "?".into());
+    Err(format!(
+        "Gleap already holds ticket {} with customData.importId {:?}, made by an earlier run of this pipeline, but the state store {} knows nothing of stream `{}`: it was lost (emptied or deleted), or this run uses another state dir (a relative `state_dir` is taken from the folder the run starts in, here {cwd}). Nothing was created. Point `state_dir` (or --state-dir) at the earlier run's state, or run with --adopt-existing to look each record up in Gleap and adopt what is there (a request more per record)",
+        ids.join(", "),
+        inner.preparer.import_id(&p.source_id),
+        state.display(),
+        inner.stream,
+    ))
+}
+
+/// After a create was refused: the records it references that are gone from Gleap (a
+/// `GET` of each answers 404), their mappings forgotten so the next run re-creates them.
+async fn forget_gone_parents(inner: &Inner, p: &Prepared) -> Vec<String> {
+    let mut gone = Vec::new();
+    for parent in &p.parents {
+        let known_gone = inner
+            .gone_parents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&parent.gleap_id);
+        if !known_gone {
+            let answer = inner
+                .client
+                .call(
+                    Method::GET,
+                    &parent.path(),
+                    &[],
+                    None,
+                    false,
+                    &inner.counters,
+                )
+                .await;
+            if !matches!(answer, Ok(Answer { status: 404, .. })) {
+                continue;
+            }
+            inner
+                .gone_parents
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(parent.gleap_id.clone());
+            if let Err(e) = inner.store.forget(&parent.stream, &parent.source_id) {
+                inner.fail(e);
+            }
+        }
+        gone.push(format!(
+            "its {} {} (record {:?} of stream `{}`) is gone from Gleap (deleted there); its mapping is forgotten, so the next run creates it again, and then this {}",
+            parent.field,
+            parent.gleap_id,
+            parent.source_id,
+            parent.stream,
+            inner.entity.singular()
+        ));
+    }
+    gone
+}
+
+/// A create refused (`status`, Gleap's `message`): why, naming a referenced record gone
+/// from Gleap if that is the cause.
+async fn refused(inner: &Inner, p: &Prepared, status: u16, message: String) -> Failure {
+    let gone = if p.parents.is_empty() {
+        Vec::new()
+    } else {
+        forget_gone_parents(inner, p).await
+    };
+    if !gone.is_empty() {
+        inner.lock().counts.parent_gone += 1;
+        return Failure {
+            reason: format!("create answered {status}: {}", gone.join("; ")),
+            keep_intent: false,
+            stop: false,
+        };
+    }
+    Failure {
+        reason: format!("create answered {status}: {message}"),
+        // A 404 to a create may come from a proxy after Gleap made it: looked up next time.
+        keep_intent: status == 404,
+        stop: false,
+    }
+}
+
 /// `POST`, with the intent recorded first; an unclear answer is looked up before retrying.
 async fn create(inner: &Inner, job: &Job) -> std::result::Result<(String, Done), Failure> {
     let p = &job.prepared;
+    if let Some(check) = &inner.lost_state_check {
+        check
+            .get_or_init(|| check_lost_state(inner, p))
+            .await
+            .clone()
+            .map_err(|reason| Failure {
+                reason,
+                keep_intent: false,
+                stop: true,
+            })?;
+    }
     // The intent is recorded right before the create goes out (not while it waits for the
     // rate limit), so a killed run looks up only what may really have been sent.
     let record_intent = || -> std::pin::Pin<
@@ -758,11 +903,10 @@ async fn create(inner: &Inner, job: &Job) -> std::result::Result<(String, Done),
                 };
             }
             Ok(Answer { status, body, .. }) => {
-                return Err(Failure {
-                    reason: format!("create answered {status}: {body}"),
-                    keep_intent: true,
-                    stop: false,
-                });
+                return Err(refused(inner, p, status, body.to_string()).await);
+            }
+            Err(CallError::Rejected { status, message }) => {
+                return Err(refused(inner, p, status, message).await);
             }
             Err(CallError::Ambiguous(message)) => {
                 last = message;
@@ -1050,12 +1194,13 @@ impl Sink for GleapSink {
             rate_limited + prefetch_rate_limited,
             retries + prefetch_retries,
         );
-        let records = c.created + c.updated + c.unchanged + c.rejected;
+        let records = c.created + c.updated + c.unchanged + c.recreated + c.rejected;
         let mut detail = json!({
             "entity": inner.entity.name(),
             "created": c.created,
             "updated": c.updated,
             "unchanged": c.unchanged,
+            "recreated": c.recreated,
             "dead_lettered": c.rejected,
             "requests": requests,
             "prefetch_requests": prefetch_requests,
@@ -1067,6 +1212,9 @@ impl Sink for GleapSink {
         if inner.entity == Entity::Messages {
             detail["out_of_order"] = json!(c.out_of_order);
         }
+        if c.parent_gone > 0 {
+            detail["parent_gone"] = json!(c.parent_gone);
+        }
         if let Some(reason) = inner
             .prefetch_skipped
             .lock()
@@ -1076,7 +1224,7 @@ impl Sink for GleapSink {
             detail["prefetch_skipped"] = json!(reason);
         }
         Ok(SinkSummary {
-            written: c.created + c.updated + c.unchanged,
+            written: c.created + c.updated + c.unchanged + c.recreated,
             rejected: c.rejected,
             path: None,
             bytes: None,
@@ -1090,7 +1238,10 @@ impl Sink for GleapSink {
         self.inner.slots.close();
         // What waits for the rate limit is not sent; what is in flight finishes.
         self.inner.counters.stopped.store(true, Ordering::Relaxed);
-        self.inner.prefetch_counters.stopped.store(true, Ordering::Relaxed);
+        self.inner
+            .prefetch_counters
+            .stopped
+            .store(true, Ordering::Relaxed);
         self.inner.stop_prefetch();
         self.wait_idle(Some(Duration::from_secs(10)));
         self.stop_committer();
