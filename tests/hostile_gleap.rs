@@ -368,3 +368,94 @@ async fn a_lost_state_is_refused_before_anything_is_created_again() {
     assert!(r.stderr.contains("relative `state_dir`"), "{r:?}");
     assert_eq!(tickets(&emulator), 2, "nothing created twice");
 }
+
+/// `gleap-etl export sessions --incremental --out OUT` with the state in `state`.
+fn export_into(emulator: &Emulator, dir: &Dir, out: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gleap-etl"));
+    cmd.args(["export", "sessions", "--incremental", "--no-progress"])
+        .arg("--out")
+        .arg(dir.join(out))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--report")
+        .arg(dir.join("report.json"))
+        .env("GLEAP_BASE_URL", emulator.base_url())
+        .env("GLEAP_API_KEY", KEY)
+        .env("GLEAP_PROJECT_ID", PROJECT)
+        .env("GLEAP_REQUESTS_PER_MINUTE", "6000000")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+/// Runs an incremental export into `out`; the ids its dataset holds and why it exported
+/// everything, if it did.
+async fn incremental(emulator: &Emulator, dir: &Dir, out: &str) -> (Vec<String>, Option<String>) {
+    let r = crate::export::run(export_into(emulator, dir, out)).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let report: Value = serde_json::from_str(&dir.read("report.json")).unwrap();
+    let why = report["streams"][0]["sink"]["detail"]["full_export"]
+        .as_str()
+        .map(str::to_string);
+    if let Some(why) = &why {
+        assert!(
+            r.stderr.contains(why.as_str()),
+            "the summary says why: {r:?}"
+        );
+    }
+    let mut ids = crate::export::dataset_ids(&dir.join(out));
+    ids.sort();
+    (ids, why)
+}
+
+// Defect 4: `export --incremental` into a new or emptied folder wrote 0 rows and exited 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_export_into_a_folder_without_the_earlier_export_exports_everything() {
+    let emulator = emulator(300).await;
+    let dir = Dir::new();
+    let (all, why) = incremental(&emulator, &dir, "a").await;
+    assert_eq!(all.len(), 300);
+    assert_eq!(why, None, "the first export is a full one anyway");
+    // Nothing changed: the same folder stays as it is, and nothing is read again.
+    let (ids, why) = incremental(&emulator, &dir, "a").await;
+    assert_eq!((ids.len(), why), (300, None));
+
+    // A new folder, the same state: everything, said so.
+    let (ids, why) = incremental(&emulator, &dir, "b").await;
+    assert_eq!(ids, all, "a new folder gets every session");
+    assert!(why.unwrap().contains("holds no export of this stream"));
+
+    // The folder emptied.
+    for entry in std::fs::read_dir(dir.join("b")).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let (ids, why) = incremental(&emulator, &dir, "b").await;
+    assert_eq!(ids, all, "an emptied folder gets every session");
+    assert!(why.unwrap().contains("no readable _manifest.json"));
+
+    // Folder `b` restored from a backup taken before the last run: an older cursor.
+    let copy = |from: &str, to: &str| {
+        std::fs::create_dir_all(dir.join(to)).unwrap();
+        for entry in std::fs::read_dir(dir.join(from)).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, dir.join(to).join(path.file_name().unwrap())).unwrap();
+        }
+    };
+    copy("b", "backup");
+    emulator.touch_sessions(5);
+    let (ids, why) = incremental(&emulator, &dir, "b").await;
+    assert_eq!(
+        (ids.len(), why),
+        (305, None),
+        "b is current: the 5 changed sessions are added"
+    );
+    std::fs::remove_dir_all(dir.join("b")).unwrap();
+    copy("backup", "b");
+    let (ids, why) = incremental(&emulator, &dir, "b").await;
+    assert_eq!(ids, all, "no session twice, none missing");
+    assert!(why.unwrap().contains("is not the one in the state store"));
+
+    // Folder `a`, left behind when the export moved to `b`.
+    let (ids, why) = incremental(&emulator, &dir, "a").await;
+    assert_eq!(ids, all);
+    assert!(why.unwrap().contains("holds no export of this stream"));
+}
