@@ -7,6 +7,8 @@
 //!
 //!     cargo bench --bench prefetch            # SESSIONS=300000 for a quicker run
 
+mod common;
+
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -80,22 +82,15 @@ fn main() {
         )
         .unwrap();
         let report_path = dir.path().join(format!("report-{prefetch}.json"));
-        let status = Command::new(env!("CARGO_BIN_EXE_gleap-etl"))
-            .args(["run", pipeline.to_str().unwrap(), "--quiet", "--report"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gleap-etl"));
+        cmd.args(["run", pipeline.to_str().unwrap(), "--quiet", "--report"])
             .arg(&report_path)
             .current_dir(dir.path())
             .env("GLEAP_BASE_URL", format!("http://127.0.0.1:{port}/v3"))
             .env("GLEAP_API_KEY", KEY)
             .env("GLEAP_PROJECT_ID", PROJECT)
-            .env("GLEAP_REQUESTS_PER_MINUTE", "100000000")
-            .status()
-            .expect("gleap-etl runs");
-        assert!(status.success(), "gleap-etl run failed: {status}");
-        let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
-        let peak = report["peak_memory_bytes"]
-            .as_u64()
-            .expect("peak memory is reported on Linux");
+            .env("GLEAP_REQUESTS_PER_MINUTE", "100000000");
+        let (report, peak) = common::run_for_report(cmd, &report_path);
         let d = &report["streams"][0]["sink"]["detail"];
         let requests = d["requests"].as_u64().unwrap();
         assert_eq!(d["created"], 2, "{d}");

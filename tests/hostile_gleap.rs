@@ -8,7 +8,8 @@ use std::process::{Command, Stdio};
 use gleap_etl::emulator::{Emulator, EmulatorConfig};
 use serde_json::Value;
 
-use crate::util::{Dir, Run};
+use crate::export::run;
+use crate::util::Dir;
 
 const KEY: &str = "sk-live-HOSTILE-9d1e3b7c";
 const PROJECT: &str = "65a0000000000000000000dd";
@@ -40,13 +41,6 @@ fn command(dir: &Path, base_url: &str, key: &str, extra: &[&str]) -> Command {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd
-}
-
-/// Runs a command to its end without blocking the emulator's runtime.
-async fn run(mut cmd: Command) -> Run {
-    tokio::task::spawn_blocking(move || Run::from(cmd.output().expect("gleap-etl runs")))
-        .await
-        .unwrap()
 }
 
 /// `users.csv` with `n` contacts `u0`..
@@ -391,7 +385,7 @@ fn export_into(emulator: &Emulator, dir: &Dir, out: &str) -> Command {
 /// Runs an incremental export into `out`; the ids its dataset holds and why it exported
 /// everything, if it did.
 async fn incremental(emulator: &Emulator, dir: &Dir, out: &str) -> (Vec<String>, Option<String>) {
-    let r = crate::export::run(export_into(emulator, dir, out)).await;
+    let r = run(export_into(emulator, dir, out)).await;
     assert_eq!(r.code, 0, "{r:?}");
     let report: Value = serde_json::from_str(&dir.read("report.json")).unwrap();
     let why = report["streams"][0]["sink"]["detail"]["full_export"]
