@@ -217,10 +217,14 @@ async fn prefetch_auto_looks_few_records_up_and_prefetches_for_many() {
 
 /// Users and their tickets: `users.csv` (userId,name) and `tickets.csv` (id,title,session).
 fn helpdesk_pipeline(dir: &Dir, state_dir: &str) {
+    helpdesk_pipeline_with(dir, state_dir, "auto");
+}
+
+fn helpdesk_pipeline_with(dir: &Dir, state_dir: &str, prefetch: &str) {
     dir.write(
         "pipeline.yaml",
         format!(
-            "version: 1\nname: hostile\nstate_dir: {state_dir}\nstreams:\n  - name: users\n    source: {{ csv: {{ path: users.csv }} }}\n    sink: {{ gleap: {{ entity: sessions }} }}\n  - name: tickets\n    source: {{ csv: {{ path: tickets.csv }} }}\n    sink: {{ gleap: {{ entity: tickets, refs: {{ session: users }} }} }}\n"
+            "version: 1\nname: hostile\nstate_dir: {state_dir}\nstreams:\n  - name: users\n    source: {{ csv: {{ path: users.csv }} }}\n    sink: {{ gleap: {{ entity: sessions, prefetch: {prefetch} }} }}\n  - name: tickets\n    source: {{ csv: {{ path: tickets.csv }} }}\n    sink: {{ gleap: {{ entity: tickets, refs: {{ session: users }} }} }}\n"
         ),
     );
 }
@@ -302,6 +306,19 @@ async fn records_deleted_in_gleap_are_created_again() {
         tickets.iter().all(|t| t["session"] == u0.as_str()),
         "{tickets:?}"
     );
+
+    // u2 is deleted in Gleap and unchanged: a prefetch that does not hold it creates it again.
+    delete_in_gleap(&emulator, "sessions", &session_id(&emulator.dump(), "u2")).await;
+    helpdesk_pipeline_with(&dir, "${STATE_DIR}", "true");
+    let r = run(command(dir.path(), &emulator.base_url(), KEY, &report)).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let users = stream_detail(&dir, "users");
+    assert_eq!(
+        (users["recreated"].as_u64(), users["unchanged"].as_u64()),
+        (Some(1), Some(2)),
+        "{users}"
+    );
+    session_id(&emulator.dump(), "u2");
 }
 
 // Defect 14: a 0-byte state.sqlite, or a relative state_dir run from another folder, counted

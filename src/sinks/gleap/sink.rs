@@ -119,6 +119,10 @@ struct State {
     /// Messages: per ticket lane (by hash), how many this run created since the last message
     /// that was there before it; `None` when nothing was there before the run.
     created_since_existing: Option<HashMap<u64, u64>>,
+    /// Sessions: source ids written in this run (the prefetch may not show them).
+    written_this_run: HashSet<String>,
+    /// Sessions whose mapped id the prefetch does not hold (deleted in Gleap): created again.
+    gone: HashSet<String>,
     /// Why the stream must stop, until the engine hears it (`write`, `finish`).
     fatal: Option<Error>,
     /// The stream is stopping on an error: lanes start nothing more.
@@ -356,6 +360,8 @@ impl GleapSinkConfig {
                 jobs: 0,
                 counts: Counts::default(),
                 created_since_existing,
+                written_this_run: HashSet::new(),
+                gone: HashSet::new(),
                 fatal: None,
                 failed: false,
                 stopping: false,
@@ -425,6 +431,17 @@ impl Inner {
                 .await;
         }
         self.prefetched.get()
+    }
+
+    /// Whether a session mapped by an earlier run is missing from the prefetched sessions
+    /// (deleted in Gleap); never for one this run wrote, which the prefetch may not show.
+    fn gone_from_prefetch(&self, state: &State, p: &Prepared) -> bool {
+        self.entity == Entity::Sessions
+            && !state.written_this_run.contains(&p.source_id)
+            && self
+                .prefetched
+                .get()
+                .is_some_and(|index| index.get(&p.source_id, &p.body) == Cached::Absent)
     }
 
     /// The prefetch reads nothing more.
@@ -543,6 +560,13 @@ fn finish_job(
             state.mapped_ids.insert(gleap_id);
             state.intents.remove(source_id);
             state.pending.confirmed.push((source_id.clone(), entry));
+            if entity == Entity::Sessions {
+                state.written_this_run.insert(source_id.clone());
+            }
+            let how = match how {
+                Done::Created if state.gone.remove(source_id) => Done::Recreated,
+                how => how,
+            };
             match how {
                 Done::Created | Done::Adopted => {
                     state.counts.created += 1;
@@ -1119,6 +1143,14 @@ impl Sink for GleapSink {
                 .map
                 .get(&prepared.source_id)
                 .is_some_and(|e| e.hash == prepared.hash);
+            if unchanged && inner.gone_from_prefetch(state, &prepared) {
+                // Deleted in Gleap: forgotten here, and created again.
+                if let Some(old) = state.map.remove(&prepared.source_id) {
+                    state.mapped_ids.remove(&old.gleap_id);
+                }
+                state.gone.insert(prepared.source_id.clone());
+                return false;
+            }
             if unchanged && !state.lanes.contains_key(&lane) {
                 state.counts.unchanged += 1;
                 state.existing_passed(inner.entity, &lane);
