@@ -11,10 +11,10 @@
 //! | 401, 403 (key or project refused)   | `Fatal`: the run stops    | `Fatal`: the run stops            |
 //! | other 4xx                           | `Rejected`, not retried   | `Rejected`, not retried           |
 //!
-//! A run stops (`Fatal`, and no request is sent after it) at the first 401 or 403, when its
-//! first request cannot reach Gleap within its retries, after [`UNREACHABLE_CALLS`] requests
-//! in a row gave up on the connection, or when [`GleapClient::halt`] is called (too many
-//! dead letters).
+//! A run stops (`Fatal`, and no request is sent after it) at the first 401 or 403, when
+//! Gleap has not answered a request's worth of attempts (`max_attempts`, across requests)
+//! before answering any, after [`UNREACHABLE_CALLS`] requests in a row gave up without an
+//! answer, or when [`GleapClient::halt`] is called (too many dead letters).
 //!
 //! Backoff is full-jitter exponential. A 429 pauses all senders of the run until its
 //! `Retry-After` (or an exponential pause when Gleap sends none).
@@ -281,10 +281,14 @@ pub struct GleapClient {
     pub totals: RequestCounters,
     /// Why the run stopped sending, once it did ([`GleapClient::halt`]).
     halted: Mutex<Option<String>>,
+    /// Set once the run halts: calls waiting their turn or a backoff stop waiting.
+    halt_signal: tokio::sync::watch::Sender<bool>,
     /// Whether Gleap has answered any request of this run.
     answered: std::sync::atomic::AtomicBool,
     /// Calls in a row that gave up without an answer.
     unreachable_calls: AtomicU64,
+    /// Attempts without an answer before Gleap answered any.
+    unanswered_attempts: AtomicU64,
     /// The largest page each list endpoint answered (safe paging, `super::paging`).
     page_sizes: super::paging::PageSizes,
 }
@@ -330,8 +334,10 @@ impl GleapClient {
             concurrency,
             totals: RequestCounters::default(),
             halted: Mutex::new(None),
+            halt_signal: tokio::sync::watch::Sender::new(false),
             answered: Default::default(),
             unreachable_calls: AtomicU64::new(0),
+            unanswered_attempts: AtomicU64::new(0),
             page_sizes: Default::default(),
             settings,
         })
@@ -359,6 +365,7 @@ impl GleapClient {
             let reason = reason.into();
             tracing::error!("{reason}");
             *halted = Some(reason);
+            self.halt_signal.send_replace(true);
         }
     }
 
@@ -368,6 +375,20 @@ impl GleapClient {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Waits for `wait`, or fails with `Fatal` as soon as the run halts.
+    async fn unless_halted<T>(
+        &self,
+        wait: impl std::future::Future<Output = T>,
+    ) -> std::result::Result<T, CallError> {
+        let mut halted = self.halt_signal.subscribe();
+        tokio::select! {
+            done = wait => Ok(done),
+            _ = halted.wait_for(|h| *h) => {
+                Err(CallError::Fatal(self.halted().unwrap_or_default()))
+            }
+        }
     }
 
     /// `Fatal` when the run or the stream (`counters`) stopped sending.
@@ -446,13 +467,15 @@ impl GleapClient {
         let mut rate_limited = 0u32;
         loop {
             self.may_send(counters)?;
-            let permit = {
-                let _turn = self.turn.acquire().await.expect("never closed");
-                self.wait_for_pause().await;
-                let permit = self.concurrency.acquire().await;
-                self.limiter.until_ready().await;
-                permit
-            };
+            let permit = self
+                .unless_halted(async {
+                    let _turn = self.turn.acquire().await.expect("never closed");
+                    self.wait_for_pause().await;
+                    let permit = self.concurrency.acquire().await;
+                    self.limiter.until_ready().await;
+                    permit
+                })
+                .await?;
             // Admitted: the run may have stopped while this call waited its turn.
             self.may_send(counters)?;
             if let Some(hook) = before_send {
@@ -558,6 +581,9 @@ impl GleapClient {
                     (message, nothing_sent)
                 }
             };
+            if !got_answer && let Some(reason) = self.never_answered(&message) {
+                return Err(CallError::Fatal(reason));
+            }
             if create && !nothing_sent {
                 return Err(CallError::Ambiguous(message));
             }
@@ -571,7 +597,8 @@ impl GleapClient {
             for c in [&self.totals, counters] {
                 c.retries.fetch_add(1, Ordering::Relaxed);
             }
-            tokio::time::sleep(backoff(attempt)).await;
+            self.unless_halted(tokio::time::sleep(backoff(attempt)))
+                .await?;
         }
     }
 }
@@ -582,21 +609,36 @@ impl GleapClient {
     /// row.
     fn unreachable(&self, gave_up: &str) -> Option<String> {
         let in_a_row = self.unreachable_calls.fetch_add(1, Ordering::Relaxed) + 1;
-        let never_answered = !self.answered.load(Ordering::Relaxed);
-        if !never_answered && in_a_row < UNREACHABLE_CALLS {
+        if in_a_row < UNREACHABLE_CALLS {
             return None;
         }
+        Some(self.halt_unreachable(&format!(
+            "{in_a_row} requests in a row got no answer ({gave_up})"
+        )))
+    }
+
+    /// An attempt got no answer (`message`): before Gleap answered anything this run, the
+    /// run stops (the reason) once a request's worth of attempts (`max_attempts`, counted
+    /// across requests) got none, however many requests wait their turn.
+    fn never_answered(&self, message: &str) -> Option<String> {
+        if self.answered.load(Ordering::Relaxed) {
+            return None;
+        }
+        let attempts = self.unanswered_attempts.fetch_add(1, Ordering::Relaxed) + 1;
+        (attempts >= u64::from(self.settings.max_attempts)).then(|| {
+            self.halt_unreachable(&format!(
+                "it has not answered a single request ({attempts} attempts, the last: {message})"
+            ))
+        })
+    }
+
+    fn halt_unreachable(&self, why: &str) -> String {
         let reason = format!(
-            "cannot reach Gleap at {}: {} ({gave_up}); the run stopped and sends nothing more",
-            self.settings.base_url,
-            if never_answered {
-                "it has not answered a single request".to_string()
-            } else {
-                format!("{in_a_row} requests in a row got no answer")
-            },
+            "cannot reach Gleap at {}: {why}; the run stopped and sends nothing more",
+            self.settings.base_url
         );
         self.halt(reason.clone());
-        Some(reason)
+        reason
     }
 }
 
@@ -864,6 +906,27 @@ mod tests {
         let next = get(&client, &counters).await.unwrap_err();
         assert!(matches!(next, CallError::Fatal(_)), "{next}");
         assert_eq!(counters.requests.load(Ordering::Relaxed), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn many_requests_at_once_to_a_gleap_never_reached_stop_after_one_requests_worth() {
+        let client = std::sync::Arc::new(client_for(format!(
+            "http://127.0.0.1:{}",
+            closed_port().await
+        )));
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let client = client.clone();
+            calls.spawn(async move { get(&client, &RequestCounters::default()).await });
+        }
+        while let Some(outcome) = calls.join_next().await {
+            assert!(matches!(outcome.unwrap(), Err(CallError::Fatal(_))));
+        }
+        assert_eq!(
+            client.totals.requests.load(Ordering::Relaxed),
+            4,
+            "max_attempts attempts in all, not 4 for each of the 50"
+        );
     }
 
     #[tokio::test(start_paused = true)]
