@@ -26,22 +26,15 @@ fn main() {
         let pipeline = dir.path().join(format!("p-{rows}.yaml"));
         std::fs::write(&pipeline, yaml).unwrap();
         let report_path = dir.path().join(format!("report-{rows}.json"));
-        let status = Command::new(env!("CARGO_BIN_EXE_gleap-etl"))
-            .args([
-                "run",
-                pipeline.to_str().unwrap(),
-                "--quiet",
-                "--report",
-                report_path.to_str().unwrap(),
-            ])
-            .status()
-            .expect("gleap-etl runs");
-        assert!(status.success(), "gleap-etl run failed: {status}");
-        let report: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&report_path).unwrap()).unwrap();
-        let peak = report["peak_memory_bytes"]
-            .as_u64()
-            .expect("peak memory is reported on Linux");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gleap-etl"));
+        cmd.args([
+            "run",
+            pipeline.to_str().unwrap(),
+            "--quiet",
+            "--report",
+            report_path.to_str().unwrap(),
+        ]);
+        let (report, peak) = common::run_for_report(cmd, &report_path);
         let secs = report["elapsed_secs"].as_f64().unwrap();
         let input_mb = std::fs::metadata(&input).unwrap().len() as f64 / 1e6;
         println!(

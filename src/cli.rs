@@ -215,6 +215,11 @@ pub struct RunFlags {
     /// Do not draw progress bars.
     #[arg(long)]
     pub no_progress: bool,
+    /// Gleap sinks look every record the state store does not know up in Gleap and adopt
+    /// what is there (a request more per record), instead of refusing to run when Gleap
+    /// holds records of an earlier run the state store does not know (a lost state).
+    #[arg(long)]
+    pub adopt_existing: bool,
     /// Print nothing but errors.
     #[arg(short, long)]
     pub quiet: bool,
@@ -655,6 +660,7 @@ fn run_pipeline(pipeline: &Pipeline, args: &RunFlags) -> i32 {
         progress: !args.no_progress && !args.quiet,
         interrupt: Some(interrupt),
         gleap_target,
+        adopt_existing: args.adopt_existing,
     };
     let mut report = engine::run(pipeline, &options);
     if !args.quiet {

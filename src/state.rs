@@ -208,6 +208,17 @@ impl StateStore {
     }
 
     /// Source ids whose create may have happened without its answer being recorded.
+    /// Forgets the Gleap id of a record (it is gone from Gleap): the next run creates it.
+    pub fn forget(&self, stream: &str, source_id: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM id_map WHERE stream = ?1 AND source_id = ?2",
+                params![stream, source_id],
+            )
+            .map(|_| ())
+        })
+    }
+
     pub fn intents(&self, stream: &str) -> Result<HashSet<String>> {
         self.with(|c| {
             let mut stmt = c.prepare("SELECT source_id FROM intents WHERE stream = ?1")?;

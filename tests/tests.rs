@@ -9,6 +9,7 @@ mod fuzz;
 mod gleap_sink;
 mod hostile;
 mod hostile_dumps;
+mod hostile_gleap;
 mod hostile_signals;
 mod migrations;
 mod pipelines;

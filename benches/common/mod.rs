@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::process::Command;
 
 /// Writes `rows` contact rows (10 columns) to `path`; the same rows every time.
 pub fn write_contacts_csv(path: &Path, rows: usize) {
@@ -92,4 +93,17 @@ pub fn check_peaks(
     if !(peak_ok && flat_ok) {
         std::process::exit(1);
     }
+}
+
+/// Runs `cmd`, a `gleap-etl` command writing its report to `report_path`, which must succeed;
+/// its report and the peak memory it reports (bytes).
+pub fn run_for_report(mut cmd: Command, report_path: &Path) -> (serde_json::Value, u64) {
+    let status = cmd.status().expect("gleap-etl runs");
+    assert!(status.success(), "gleap-etl failed: {status}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report_path).unwrap()).unwrap();
+    let peak = report["peak_memory_bytes"]
+        .as_u64()
+        .expect("peak memory is reported on Linux");
+    (report, peak)
 }

@@ -18,7 +18,7 @@ import statistics
 import subprocess
 import sys
 
-ORDER = ["import", "quota", "convert", "export", "resilience", "dumps"]
+ORDER = ["import", "quota", "convert", "export", "resilience", "dumps", "prefetch"]
 TITLES = {
     "import": "1. Import throughput, unthrottled",
     "quota": "2. Quota saturation and requests per record",
@@ -27,6 +27,8 @@ TITLES = {
     "resilience": "5. Resilience: faults, a SIGKILL and a re-run",
     # Measured by `cargo bench --bench dump_memory`, written by hand: kept as it is.
     "dumps": "6. A Zendesk dump with a 1 GB single-page audits file",
+    # Measured by `cargo bench --bench prefetch`, written by hand: kept as it is.
+    "prefetch": "7. Session prefetch against a large project (issue 12, defect 18)",
 }
 MB = 1024 * 1024
 

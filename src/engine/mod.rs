@@ -41,6 +41,8 @@ pub struct RunOptions {
     pub interrupt: Option<Arc<AtomicBool>>,
     /// Where Gleap sinks write instead of the pipeline's `gleap:` target (`--emulator`).
     pub gleap_target: Option<GleapTarget>,
+    /// Gleap sinks look up every record the state store does not know (`--adopt-existing`).
+    pub adopt_existing: bool,
 }
 
 /// A Gleap API to talk to.
@@ -376,7 +378,9 @@ fn gleap_run(
         config.project = None;
     }
     let settings = config.resolve(&env)?;
-    Ok(Some(Arc::new(GleapRun::start(state_dir, settings)?)))
+    let mut run = GleapRun::start(state_dir, settings)?;
+    run.adopt_existing = options.adopt_existing;
+    Ok(Some(Arc::new(run)))
 }
 
 /// What `plan` shows of one stream.

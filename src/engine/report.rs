@@ -158,6 +158,15 @@ impl RunReport {
                             line.push_str(&format!("; {why}"));
                         }
                     }
+                    if let Some(why) = s
+                        .sink
+                        .detail
+                        .as_ref()
+                        .and_then(|d| d.get("full_export"))
+                        .and_then(serde_json::Value::as_str)
+                    {
+                        line.push_str(&format!("; {why}"));
+                    }
                     if s.skipped > 0 {
                         line.push_str(&format!(" (resumed: {} already done)", count(s.skipped)));
                     }

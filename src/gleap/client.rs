@@ -8,7 +8,13 @@
 //! | 429                                 | every sender pauses, retry | every sender pauses, retry       |
 //! | 408, 5xx, dropped connection, timeout | retried with backoff    | `Ambiguous`: the caller looks it up before sending again |
 //! | connection refused (nothing sent)   | retried with backoff      | retried with backoff              |
+//! | 401, 403 (key or project refused)   | `Fatal`: the run stops    | `Fatal`: the run stops            |
 //! | other 4xx                           | `Rejected`, not retried   | `Rejected`, not retried           |
+//!
+//! A run stops (`Fatal`, and no request is sent after it) at the first 401 or 403, when
+//! Gleap has not answered a request's worth of attempts (`max_attempts`, across requests)
+//! before answering any, after [`UNREACHABLE_CALLS`] requests in a row gave up without an
+//! answer, or when [`GleapClient::halt`] is called (too many dead letters).
 //!
 //! Backoff is full-jitter exponential. A 429 pauses all senders of the run until its
 //! `Retry-After` (or an exponential pause when Gleap sends none).
@@ -40,6 +46,9 @@ const BACKOFF_BASE: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(20);
 /// 429s do not use up attempts, up to this many.
 const MAX_RATE_LIMITED: u32 = 100;
+/// Requests in a row that gave up without an answer (each after its retries) before the run
+/// stops: Gleap is not reachable, and every further record would wait out the same retries.
+pub const UNREACHABLE_CALLS: u64 = 3;
 
 /// The API key. It is never printed: `Debug` and `Display` show `<hidden>`.
 #[derive(Clone, PartialEq, Eq)]
@@ -210,6 +219,9 @@ pub enum CallError {
     Rejected { status: u16, message: String },
     /// Retries ran out.
     GaveUp(String),
+    /// The run cannot go on (the key or project refused, Gleap unreachable, or stopped):
+    /// nothing more is sent.
+    Fatal(String),
 }
 
 impl std::fmt::Display for CallError {
@@ -220,6 +232,7 @@ impl std::fmt::Display for CallError {
                 write!(f, "Gleap answered {status}: {message}")
             }
             CallError::GaveUp(m) => write!(f, "gave up: {m}"),
+            CallError::Fatal(m) => f.write_str(m),
         }
     }
 }
@@ -238,6 +251,9 @@ pub struct RequestCounters {
     pub requests: AtomicU64,
     pub rate_limited: AtomicU64,
     pub retries: AtomicU64,
+    /// Set when the stream stops: its calls that have not gone out yet are not sent
+    /// (`CallError::Fatal`).
+    pub stopped: std::sync::atomic::AtomicBool,
 }
 
 impl RequestCounters {
@@ -263,6 +279,16 @@ pub struct GleapClient {
     consecutive_429: AtomicU64,
     concurrency: ConcurrencyLimit,
     pub totals: RequestCounters,
+    /// Why the run stopped sending, once it did ([`GleapClient::halt`]).
+    halted: Mutex<Option<String>>,
+    /// Set once the run halts: calls waiting their turn or a backoff stop waiting.
+    halt_signal: tokio::sync::watch::Sender<bool>,
+    /// Whether Gleap has answered any request of this run.
+    answered: std::sync::atomic::AtomicBool,
+    /// Calls in a row that gave up without an answer.
+    unreachable_calls: AtomicU64,
+    /// Attempts without an answer before Gleap answered any.
+    unanswered_attempts: AtomicU64,
     /// The largest page each list endpoint answered (safe paging, `super::paging`).
     page_sizes: super::paging::PageSizes,
 }
@@ -307,6 +333,11 @@ impl GleapClient {
             consecutive_429: AtomicU64::new(0),
             concurrency,
             totals: RequestCounters::default(),
+            halted: Mutex::new(None),
+            halt_signal: tokio::sync::watch::Sender::new(false),
+            answered: Default::default(),
+            unreachable_calls: AtomicU64::new(0),
+            unanswered_attempts: AtomicU64::new(0),
             page_sizes: Default::default(),
             settings,
         })
@@ -324,6 +355,61 @@ impl GleapClient {
     /// The concurrency limit now (it moves when adaptive).
     pub fn concurrency(&self) -> usize {
         self.concurrency.limit()
+    }
+
+    /// Stops the run's requests: every call from now on, and every retry, fails with
+    /// `CallError::Fatal(reason)` without sending. The first reason stays.
+    pub fn halt(&self, reason: impl Into<String>) {
+        let mut halted = self.halted.lock().unwrap_or_else(|p| p.into_inner());
+        if halted.is_none() {
+            let reason = reason.into();
+            tracing::error!("{reason}");
+            *halted = Some(reason);
+            self.halt_signal.send_replace(true);
+        }
+    }
+
+    /// Why the run stopped sending, if it did.
+    pub fn halted(&self) -> Option<String> {
+        self.halted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits for `wait`, or fails with `Fatal` as soon as the run halts.
+    async fn unless_halted<T>(
+        &self,
+        wait: impl std::future::Future<Output = T>,
+    ) -> std::result::Result<T, CallError> {
+        let mut halted = self.halt_signal.subscribe();
+        tokio::select! {
+            done = wait => Ok(done),
+            _ = halted.wait_for(|h| *h) => {
+                Err(CallError::Fatal(self.halted().unwrap_or_default()))
+            }
+        }
+    }
+
+    /// `Fatal` when the run or the stream (`counters`) stopped sending.
+    fn may_send(&self, counters: &RequestCounters) -> std::result::Result<(), CallError> {
+        if let Some(reason) = self.halted() {
+            return Err(CallError::Fatal(reason));
+        }
+        if counters.stopped.load(Ordering::Relaxed) {
+            return Err(CallError::Fatal("the stream stopped".into()));
+        }
+        Ok(())
+    }
+
+    /// A message from Gleap with the key, should it echo it, hidden.
+    fn hide_key(&self, message: String) -> String {
+        let key = self.settings.api_key.expose();
+        if key.is_empty() {
+            message
+        } else {
+            message.replace(key, "<hidden>")
+        }
     }
 
     async fn wait_for_pause(&self) {
@@ -380,13 +466,18 @@ impl GleapClient {
         let mut attempt = 0u32;
         let mut rate_limited = 0u32;
         loop {
-            let permit = {
-                let _turn = self.turn.acquire().await.expect("never closed");
-                self.wait_for_pause().await;
-                let permit = self.concurrency.acquire().await;
-                self.limiter.until_ready().await;
-                permit
-            };
+            self.may_send(counters)?;
+            let permit = self
+                .unless_halted(async {
+                    let _turn = self.turn.acquire().await.expect("never closed");
+                    self.wait_for_pause().await;
+                    let permit = self.concurrency.acquire().await;
+                    self.limiter.until_ready().await;
+                    permit
+                })
+                .await?;
+            // Admitted: the run may have stopped while this call waited its turn.
+            self.may_send(counters)?;
             if let Some(hook) = before_send {
                 hook().await.map_err(CallError::GaveUp)?;
             }
@@ -436,6 +527,11 @@ impl GleapClient {
             };
             drop(permit);
             attempt += 1;
+            let got_answer = outcome.is_ok();
+            if got_answer {
+                self.answered.store(true, Ordering::Relaxed);
+                self.unreachable_calls.store(0, Ordering::Relaxed);
+            }
             let (message, nothing_sent) = match outcome {
                 Ok((status, body, _, headers)) if (200..300).contains(&status) || status == 404 => {
                     self.concurrency.succeeded(started.elapsed());
@@ -464,6 +560,14 @@ impl GleapClient {
                 Ok((status, body, ..)) if status == 408 || status >= 500 => {
                     (format!("{status}: {}", message_of(&body)), false)
                 }
+                Ok((status @ (401 | 403), body, ..)) => {
+                    let reason = format!(
+                        "Gleap refused the API key or the project ({status}: {}): check GLEAP_API_KEY and GLEAP_PROJECT_ID (or `gleap: {{api_key, project}}`); the run stopped and sends nothing more",
+                        self.hide_key(message_of(&body))
+                    );
+                    self.halt(reason.clone());
+                    return Err(CallError::Fatal(reason));
+                }
                 Ok((status, body, ..)) => {
                     return Err(CallError::Rejected {
                         status,
@@ -477,19 +581,64 @@ impl GleapClient {
                     (message, nothing_sent)
                 }
             };
+            if !got_answer && let Some(reason) = self.never_answered(&message) {
+                return Err(CallError::Fatal(reason));
+            }
             if create && !nothing_sent {
                 return Err(CallError::Ambiguous(message));
             }
             if attempt >= self.settings.max_attempts {
-                return Err(CallError::GaveUp(format!(
-                    "{attempt} attempts, the last: {message}"
-                )));
+                let gave_up = format!("{attempt} attempts, the last: {message}");
+                if !got_answer && let Some(reason) = self.unreachable(&gave_up) {
+                    return Err(CallError::Fatal(reason));
+                }
+                return Err(CallError::GaveUp(gave_up));
             }
             for c in [&self.totals, counters] {
                 c.retries.fetch_add(1, Ordering::Relaxed);
             }
-            tokio::time::sleep(backoff(attempt)).await;
+            self.unless_halted(tokio::time::sleep(backoff(attempt)))
+                .await?;
         }
+    }
+}
+
+impl GleapClient {
+    /// A call gave up without an answer (`gave_up` says how): the run stops (the reason)
+    /// when Gleap never answered this run, or after [`UNREACHABLE_CALLS`] such calls in a
+    /// row.
+    fn unreachable(&self, gave_up: &str) -> Option<String> {
+        let in_a_row = self.unreachable_calls.fetch_add(1, Ordering::Relaxed) + 1;
+        if in_a_row < UNREACHABLE_CALLS {
+            return None;
+        }
+        Some(self.halt_unreachable(&format!(
+            "{in_a_row} requests in a row got no answer ({gave_up})"
+        )))
+    }
+
+    /// An attempt got no answer (`message`): before Gleap answered anything this run, the
+    /// run stops (the reason) once a request's worth of attempts (`max_attempts`, counted
+    /// across requests) got none, however many requests wait their turn.
+    fn never_answered(&self, message: &str) -> Option<String> {
+        if self.answered.load(Ordering::Relaxed) {
+            return None;
+        }
+        let attempts = self.unanswered_attempts.fetch_add(1, Ordering::Relaxed) + 1;
+        (attempts >= u64::from(self.settings.max_attempts)).then(|| {
+            self.halt_unreachable(&format!(
+                "it has not answered a single request ({attempts} attempts, the last: {message})"
+            ))
+        })
+    }
+
+    fn halt_unreachable(&self, why: &str) -> String {
+        let reason = format!(
+            "cannot reach Gleap at {}: {why}; the run stopped and sends nothing more",
+            self.settings.base_url
+        );
+        self.halt(reason.clone());
+        reason
     }
 }
 
@@ -707,5 +856,135 @@ mod tests {
         assert_eq!(limit.limit(), raised / 2, "slow answers do not raise it");
         let _a = limit.acquire().await;
         assert_eq!(limit.state.lock().unwrap().in_flight, 1);
+    }
+
+    fn client_for(base_url: String) -> GleapClient {
+        GleapClient::new(ClientSettings {
+            base_url,
+            api_key: Secret::new("sk-never-printed"),
+            project: "p".into(),
+            requests_per_minute: 60_000.0,
+            concurrency: ConcurrencySetting::Fixed(1),
+            timeout: Duration::from_secs(3600),
+            max_attempts: 4,
+            lookup_settle: Duration::ZERO,
+        })
+        .unwrap()
+    }
+
+    /// A port nothing listens on: connections to it are refused.
+    async fn closed_port() -> u16 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    async fn get(client: &GleapClient, counters: &RequestCounters) -> Result<Answer, CallError> {
+        client
+            .call(
+                reqwest::Method::GET,
+                "/sessions",
+                &[],
+                None,
+                false,
+                counters,
+            )
+            .await
+    }
+
+    // The clock is paused: backoff waits pass at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_gleap_never_reached_stops_the_run_after_the_first_requests_retries() {
+        let client = client_for(format!("http://127.0.0.1:{}", closed_port().await));
+        let counters = RequestCounters::default();
+        let first = get(&client, &counters).await.unwrap_err();
+        assert!(
+            matches!(&first, CallError::Fatal(m) if m.contains("cannot reach Gleap") && m.contains("not answered a single request")),
+            "{first}"
+        );
+        assert_eq!(counters.requests.load(Ordering::Relaxed), 4, "its retries");
+        // Nothing more is sent.
+        let next = get(&client, &counters).await.unwrap_err();
+        assert!(matches!(next, CallError::Fatal(_)), "{next}");
+        assert_eq!(counters.requests.load(Ordering::Relaxed), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn many_requests_at_once_to_a_gleap_never_reached_stop_after_one_requests_worth() {
+        let client = std::sync::Arc::new(client_for(format!(
+            "http://127.0.0.1:{}",
+            closed_port().await
+        )));
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let client = client.clone();
+            calls.spawn(async move { get(&client, &RequestCounters::default()).await });
+        }
+        while let Some(outcome) = calls.join_next().await {
+            assert!(matches!(outcome.unwrap(), Err(CallError::Fatal(_))));
+        }
+        assert_eq!(
+            client.totals.requests.load(Ordering::Relaxed),
+            4,
+            "max_attempts attempts in all, not 4 for each of the 50"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_gleap_gone_away_stops_the_run_after_a_few_requests_in_a_row() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        // Answers one request, then stops listening.
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await.unwrap();
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n[]")
+                .await
+                .unwrap();
+        });
+        let client = client_for(base);
+        let counters = RequestCounters::default();
+        assert_eq!(get(&client, &counters).await.unwrap().status, 200);
+        server.await.unwrap();
+        for n in 1..UNREACHABLE_CALLS {
+            let e = get(&client, &counters).await.unwrap_err();
+            assert!(matches!(e, CallError::GaveUp(_)), "call {n}: {e}");
+        }
+        let e = get(&client, &counters).await.unwrap_err();
+        assert!(
+            matches!(&e, CallError::Fatal(m) if m.contains("3 requests in a row got no answer")),
+            "{e}"
+        );
+        let sent = counters.requests.load(Ordering::Relaxed);
+        assert_eq!(sent, 1 + 4 * UNREACHABLE_CALLS);
+        assert!(matches!(
+            get(&client, &counters).await,
+            Err(CallError::Fatal(_))
+        ));
+        assert_eq!(
+            counters.requests.load(Ordering::Relaxed),
+            sent,
+            "nothing more sent"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_halted_client_or_stopped_stream_sends_nothing() {
+        let client = client_for(format!("http://127.0.0.1:{}", closed_port().await));
+        let counters = RequestCounters::default();
+        counters.stopped.store(true, Ordering::Relaxed);
+        assert!(matches!(
+            get(&client, &counters).await,
+            Err(CallError::Fatal(_))
+        ));
+        let other = RequestCounters::default();
+        client.halt("stopped: too many dead letters");
+        assert_eq!(
+            get(&client, &other).await.unwrap_err(),
+            CallError::Fatal("stopped: too many dead letters".into())
+        );
+        assert_eq!(client.totals.requests.load(Ordering::Relaxed), 0);
     }
 }

@@ -105,7 +105,8 @@ impl std::fmt::Display for PagingError {
 #[derive(Debug)]
 pub struct PageGuard {
     endpoint: String,
-    seen: HashSet<String>,
+    /// Hashes of the ids read (16 bytes each, whatever the id: a million fit in ~40 MB).
+    seen: HashSet<u128>,
     previous: Option<Vec<String>>,
 }
 
@@ -177,7 +178,9 @@ impl PageGuard {
         let mut new_ids = 0usize;
         for doc in items {
             match answer::id(&doc) {
-                Some(id) if !self.seen.insert(id.to_string()) => continue,
+                Some(id) if !self.seen.insert(xxhash_rust::xxh3::xxh3_128(id.as_bytes())) => {
+                    continue;
+                }
                 Some(_) => new_ids += 1,
                 None => {}
             }
@@ -210,6 +213,20 @@ pub async fn list_all(
     path: &str,
     query: &[(&str, &str)],
     page_size: usize,
+    on_page: impl FnMut(Vec<Value>),
+) -> Result<u64, PagingError> {
+    list_paced(client, counters, path, query, page_size, None, on_page).await
+}
+
+/// [`list_all`], each page waiting first for a permit of `pace` (taken, not given back); a
+/// closed `pace` stops the listing with an error.
+pub async fn list_paced(
+    client: &GleapClient,
+    counters: &RequestCounters,
+    path: &str,
+    query: &[(&str, &str)],
+    page_size: usize,
+    pace: Option<&tokio::sync::Semaphore>,
     mut on_page: impl FnMut(Vec<Value>),
 ) -> Result<u64, PagingError> {
     let endpoint = format!("GET {path}");
@@ -223,6 +240,12 @@ pub async fn list_all(
         q.push(("limit", &limit_text));
         if skip > 0 {
             q.push(("skip", &skip_text));
+        }
+        if let Some(pace) = pace {
+            pace.acquire()
+                .await
+                .map_err(|_| PagingError::Request(format!("{endpoint}: stopped")))?
+                .forget();
         }
         let answer = client
             .call(Method::GET, path, &q, None, false, counters)

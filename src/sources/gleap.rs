@@ -150,6 +150,8 @@ pub struct CursorLog {
     /// (the sequence number of the page's last record, the cursor after the page).
     pages: Mutex<VecDeque<(u64, String)>>,
     last: Mutex<Option<String>>,
+    /// Why an incremental run reads everything after all ([`CursorLog::start_over`]).
+    started_over: Mutex<Option<String>>,
 }
 
 impl CursorLog {
@@ -158,7 +160,23 @@ impl CursorLog {
             mode,
             pages: Mutex::new(VecDeque::new()),
             last: Mutex::new(None),
+            started_over: Mutex::new(None),
         }
+    }
+
+    /// Before the first record is read: an incremental run ([`StartMode::Append`]) reads
+    /// everything instead (a fresh export), because the output it would add to does not hold
+    /// what the cursor says (`why`).
+    pub fn start_over(&self, why: String) {
+        *self.started_over.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+    }
+
+    /// Why the run reads everything though incremental, if it does.
+    pub fn started_over(&self) -> Option<String> {
+        self.started_over
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The cursor after the records up to `through_seq`; a later cursor for the same record
@@ -297,6 +315,7 @@ impl GleapSourceConfig {
             messages_at_upper: Vec::new(),
             messages_carried: Vec::new(),
         };
+        let fresh_start = fresh.clone();
         let (mode, cursor) = match stored {
             Some(c) if !c.complete => (StartMode::Resume, c),
             Some(c) if self.incremental => {
@@ -334,6 +353,7 @@ impl GleapSourceConfig {
             } else {
                 None
             },
+            fresh: (mode == StartMode::Append).then_some(fresh_start),
             cursor,
             log: log.clone(),
             pending: None,
@@ -364,6 +384,9 @@ struct Pager {
     counters: Arc<RequestCounters>,
     file: Arc<str>,
     cursor: Cursor,
+    /// An incremental run's cursor for a full export, until the first page: taken should
+    /// the sink find its output does not hold what the stored cursor says.
+    fresh: Option<Cursor>,
     /// Messages: only those whose order field is at or after this (the window's start).
     since: Option<String>,
     log: Arc<CursorLog>,
@@ -792,6 +815,12 @@ impl Iterator for Pager {
                     crate::engine::report::records(self.emitted)
                 );
                 return None;
+            }
+            if let Some(fresh) = self.fresh.take()
+                && self.log.started_over().is_some()
+            {
+                self.since = fresh.from.clone();
+                self.cursor = fresh;
             }
             if let Err(e) = self.next_page() {
                 self.finished = true;

@@ -44,15 +44,40 @@ pub struct GleapSinkConfig {
     /// sent; it keys the id map, and tickets carry it in `customData.importId`.
     #[serde(default)]
     pub id: Option<FieldPath>,
-    /// Sessions: read every existing session once (1000 per request) before writing, so each
-    /// record then costs at most one request. Default false.
+    /// Sessions: read every existing session (1000 per request) so that a record costs no
+    /// look-up: `true` before writing, `false` never (a new contact costs a look-up), or
+    /// `auto` (default): look records up one by one, and read the sessions, a page for each
+    /// look-up beyond the first few, only while that is paying off (a few new contacts in
+    /// a large project cost a few requests, a large import one request a record).
     #[serde(default)]
-    pub prefetch: bool,
+    pub prefetch: PrefetchSetting,
     /// Fields holding source ids of another stream's records, replaced by the Gleap ids that
     /// stream created: `{session: users}` on tickets, `{ticket: tickets, session: users}` on
     /// messages. The other stream runs first.
     #[serde(default)]
     pub refs: IndexMap<String, String>,
+}
+
+/// `prefetch: true`, `false` or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, JsonSchema)]
+#[serde(untagged)]
+pub enum PrefetchSetting {
+    Flag(bool),
+    #[default]
+    #[schemars(with = "String")]
+    Auto,
+}
+
+impl<'de> Deserialize<'de> for PrefetchSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::Bool(b) => Ok(PrefetchSetting::Flag(b)),
+            Value::String(s) if s == "auto" => Ok(PrefetchSetting::Auto),
+            other => Err(serde::de::Error::custom(format!(
+                "expected true, false or `auto`, found {other}"
+            ))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
@@ -145,7 +170,7 @@ impl GleapSinkConfig {
             if self.key.is_some() {
                 problems.push(format!("`key` is for sessions; {entity} are keyed by `id`"));
             }
-            if self.prefetch {
+            if self.prefetch == PrefetchSetting::Flag(true) {
                 problems.push(format!("`prefetch` is for sessions, not {entity}"));
             }
         }
@@ -182,6 +207,9 @@ pub struct GleapRun {
     pub client: Arc<GleapClient>,
     pub store: Arc<StateStore>,
     pub runtime: Arc<tokio::runtime::Runtime>,
+    /// Look up every record the state store does not know, and adopt what Gleap holds
+    /// (`--adopt-existing`, after a lost state).
+    pub adopt_existing: bool,
 }
 
 /// A record ready to send.
@@ -190,6 +218,25 @@ pub struct Prepared {
     pub source_id: String,
     pub body: Map<String, Value>,
     pub hash: u128,
+    /// The records of other streams it references.
+    pub parents: Vec<ParentRef>,
+}
+
+/// A reference to another stream's record, mapped to its Gleap id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParentRef {
+    /// The reference field: `session` or `ticket`.
+    pub field: String,
+    pub stream: String,
+    pub source_id: String,
+    pub gleap_id: String,
+}
+
+impl ParentRef {
+    /// Where Gleap answers the referenced record: `/sessions/ID`, `/tickets/ID`.
+    pub fn path(&self) -> String {
+        format!("/{}s/{}", self.field, self.gleap_id)
+    }
 }
 
 /// Turns records into request bodies for one stream.
@@ -267,6 +314,7 @@ impl Preparer {
                 }
             }
         };
+        let mut refs = Vec::new();
         for (field, (parent, map)) in &self.parents {
             match record.get(field) {
                 None | Some(Value::Null) => {}
@@ -283,6 +331,12 @@ impl Preparer {
                         }
                         Some(entry) => {
                             record.insert(field.clone(), Value::String(entry.gleap_id.clone()));
+                            refs.push(ParentRef {
+                                field: field.clone(),
+                                stream: parent.clone(),
+                                source_id: parent_id,
+                                gleap_id: entry.gleap_id.clone(),
+                            });
                         }
                         None => reject!(
                             "`{field}` names {parent_id:?} of stream `{parent}`, which has no Gleap id: it was not created (see its dead letters) or is not in its input"
@@ -350,6 +404,7 @@ impl Preparer {
             source_id,
             body,
             hash,
+            parents: refs,
         })
     }
 }
@@ -421,6 +476,7 @@ impl GleapRun {
             client,
             store,
             runtime: Arc::new(runtime),
+            adopt_existing: false,
         })
     }
 }

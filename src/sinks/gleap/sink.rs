@@ -23,9 +23,12 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
-use super::lookup::{LookUp, Prefetched, prefetch, session_has, verify};
+use super::lookup::{Cached, LookUp, Prefetched, prefetch, session_has, verify};
 use super::tracker::SeqTracker;
-use super::{Entity, GleapRun, GleapSinkConfig, Prepared, Preparer, SessionKey, matches_remote};
+use super::{
+    Entity, GleapRun, GleapSinkConfig, PrefetchSetting, Prepared, Preparer, SessionKey,
+    matches_remote,
+};
 use crate::dead_letter::DeadLetter;
 use crate::error::{Error, Result};
 use crate::gleap::answer;
@@ -42,6 +45,12 @@ use crate::state::{Commit, MapEntry, StateStore};
 /// memory): enough lanes side by side to keep the quota in use behind a long thread.
 const MAX_JOBS: usize = 4096;
 const COMMIT_EVERY: Duration = Duration::from_millis(250);
+/// `prefetch: auto`: records looked up before the first page of sessions is read; each
+/// further record waits for a page to be read, then is looked up in the sessions if they are
+/// all read, else on its own. A few new contacts cost a look-up each and no page; a large
+/// import has read every page by the time it made this many look-ups plus one a page (about
+/// twice what the cheaper of the two would have cost, at most), and costs nothing more.
+const AUTO_LOOKUPS_BEFORE_PREFETCH: u64 = 4;
 
 /// What became of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +60,8 @@ enum Done {
     Adopted,
     Updated,
     Unchanged,
+    /// Created again: Gleap answered 404 for the id the state store had.
+    Recreated,
 }
 
 /// Why a record could not be written; `keep_intent` when its create may have happened;
@@ -65,9 +76,9 @@ impl Failure {
     fn from_call(what: &str, e: CallError) -> Failure {
         let keep_intent = !matches!(e, CallError::Rejected { .. });
         Failure {
+            stop: matches!(e, CallError::Fatal(_)),
             reason: format!("{what}: {e}"),
             keep_intent,
-            stop: false,
         }
     }
 }
@@ -88,6 +99,10 @@ struct Counts {
     unchanged: u64,
     rejected: u64,
     out_of_order: u64,
+    recreated: u64,
+    /// Dead-lettered because a record they reference is gone from Gleap (its mapping is
+    /// forgotten: the next run re-creates both).
+    parent_gone: u64,
 }
 
 struct State {
@@ -104,6 +119,10 @@ struct State {
     /// Messages: per ticket lane (by hash), how many this run created since the last message
     /// that was there before it; `None` when nothing was there before the run.
     created_since_existing: Option<HashMap<u64, u64>>,
+    /// Sessions: source ids written in this run (the prefetch may not show them).
+    written_this_run: HashSet<String>,
+    /// Sessions whose mapped id the prefetch does not hold (deleted in Gleap): created again.
+    gone: HashSet<String>,
     /// Why the stream must stop, until the engine hears it (`write`, `finish`).
     fatal: Option<Error>,
     /// The stream is stopping on an error: lanes start nothing more.
@@ -162,14 +181,32 @@ struct Inner {
     store: Arc<StateStore>,
     context: SinkContext,
     counters: RequestCounters,
-    /// Existing sessions by key, when prefetched.
-    prefetched: Option<Prefetched>,
+    /// Existing sessions by key, once prefetched.
+    prefetched: std::sync::OnceLock<Prefetched>,
+    /// `prefetch: auto`: a permit for each page the prefetch may read (one per record
+    /// beyond [`AUTO_LOOKUPS_BEFORE_PREFETCH`]); closed when the stream ends.
+    prefetch_pace: Option<Arc<Semaphore>>,
+    /// Records that needed a look-up.
+    lookups: std::sync::atomic::AtomicU64,
+    /// Pages the prefetch has read; `u64::MAX` once it ended (read or given up).
+    pages_read: tokio::sync::watch::Sender<u64>,
+    /// The prefetch's requests (also in the stream's).
+    prefetch_counters: RequestCounters,
+    /// Why sessions were not prefetched although the pipeline asked (Gleap's paging).
+    prefetch_skipped: Mutex<Option<String>>,
     state: Mutex<State>,
     idle: Notify,
     slots: Arc<Semaphore>,
     max_attempts: u32,
     lookup_settle: Duration,
     intent_writer: IntentWriter,
+    /// `--adopt-existing`: every record the store does not know is looked up first.
+    adopt_existing: bool,
+    /// A tickets stream the state store knows nothing of: before its first create, whether
+    /// Gleap holds a ticket of an earlier run ([`check_lost_state`]).
+    lost_state_check: Option<tokio::sync::OnceCell<std::result::Result<(), String>>>,
+    /// Gleap ids of referenced records found gone from Gleap.
+    gone_parents: Mutex<HashSet<String>>,
 }
 
 /// Writes intents in groups: a create waits for the transaction that holds its intent, and
@@ -235,9 +272,6 @@ pub struct GleapSink {
     runtime: Arc<tokio::runtime::Runtime>,
     resume_after: Option<u64>,
     committer: Option<tokio::task::JoinHandle<()>>,
-    prefetch_requests: u64,
-    /// Why sessions were not prefetched although the pipeline asked (Gleap's paging).
-    prefetch_skipped: Option<String>,
 }
 
 impl GleapSinkConfig {
@@ -247,12 +281,14 @@ impl GleapSinkConfig {
             .clone()
             .ok_or_else(|| Error::Other("a Gleap sink needs the run's Gleap client".into()))?;
         let stream = context.stream.clone();
+        let adopt_existing = run.adopt_existing;
         // Lane tasks hold the sink's state; it must not hold the run (and so the runtime
         // they run on), or the last task to finish would drop the runtime from inside it.
         let mut context = context;
         context.gleap = None;
         let store = run.store.clone();
         let checkpoint = store.checkpoint(&stream)?;
+        let never_ran = checkpoint.is_none();
         let resume_after = match &checkpoint {
             Some(cp) if !cp.complete && cp.fingerprint == context.input_fingerprint => {
                 cp.done_through
@@ -263,31 +299,34 @@ impl GleapSinkConfig {
             }
         };
         let map = store.load_map(&stream)?;
+        let lost_state_check =
+            (self.entity == Entity::Tickets && never_ran && map.is_empty() && !adopt_existing)
+                .then(tokio::sync::OnceCell::new);
         let mapped_ids = map.values().map(|e| e.gleap_id.clone()).collect();
         let intents = store.intents(&stream)?;
         let counters = RequestCounters::default();
+        let prefetch_counters = RequestCounters::default();
         let mut prefetch_skipped = None;
-        let prefetched = if self.prefetch {
-            match run
-                .runtime
-                .block_on(prefetch(&run.client, self.key(), &counters))
-            {
-                Ok(p) => Some(p),
-                // Gleap's paging cannot be followed: each record is looked up instead.
-                Err(e) if e.is_paging() => {
-                    let reason = format!(
-                        "sessions not prefetched, each looked up instead (more requests): {e}"
-                    );
-                    tracing::warn!("stream `{stream}`: {reason}");
-                    prefetch_skipped = Some(reason);
-                    None
+        let prefetched = std::sync::OnceLock::new();
+        let sessions = self.entity == Entity::Sessions;
+        if sessions && self.prefetch == PrefetchSetting::Flag(true) {
+            match run.runtime.block_on(prefetch(
+                &run.client,
+                self.key(),
+                &prefetch_counters,
+                None,
+                || {},
+            )) {
+                Ok(p) => {
+                    let _ = prefetched.set(p);
                 }
+                // Gleap's paging cannot be followed: each record is looked up instead.
+                Err(e) if e.is_paging() => prefetch_skipped = Some(paging_fallback(&stream, &e)),
                 Err(e) => return Err(Error::Other(format!("prefetching sessions: {e}"))),
             }
-        } else {
-            None
-        };
-        let prefetch_requests = counters.requests.load(Ordering::Relaxed);
+        }
+        let prefetch_pace = (sessions && self.prefetch == PrefetchSetting::Auto)
+            .then(|| Arc::new(Semaphore::new(0)));
         let created_since_existing =
             (self.entity == Entity::Messages && !map.is_empty()).then(HashMap::new);
         let settings = run.client.settings();
@@ -299,10 +338,18 @@ impl GleapSinkConfig {
             max_attempts: settings.max_attempts,
             lookup_settle: settings.lookup_settle,
             intent_writer: IntentWriter::start(store.clone(), stream.clone())?,
+            adopt_existing,
+            lost_state_check,
+            gone_parents: Mutex::new(HashSet::new()),
             store,
             context,
             counters,
             prefetched,
+            prefetch_pace: prefetch_pace.clone(),
+            lookups: Default::default(),
+            pages_read: tokio::sync::watch::Sender::new(0),
+            prefetch_counters,
+            prefetch_skipped: Mutex::new(prefetch_skipped),
             state: Mutex::new(State {
                 map,
                 mapped_ids,
@@ -313,6 +360,8 @@ impl GleapSinkConfig {
                 jobs: 0,
                 counts: Counts::default(),
                 created_since_existing,
+                written_this_run: HashSet::new(),
+                gone: HashSet::new(),
                 fatal: None,
                 failed: false,
                 stopping: false,
@@ -322,13 +371,15 @@ impl GleapSinkConfig {
             stream,
         });
         let committer = run.runtime.spawn(commit_every(inner.clone()));
+        if let Some(pace) = prefetch_pace {
+            run.runtime
+                .spawn(prefetch_when_it_pays(inner.clone(), pace));
+        }
         Ok(GleapSink {
             inner,
             runtime: run.runtime.clone(),
             resume_after,
             committer: Some(committer),
-            prefetch_requests,
-            prefetch_skipped,
         })
     }
 }
@@ -361,9 +412,99 @@ impl Inner {
         Ok(())
     }
 
+    /// The prefetched sessions for a record that needs a look-up, if they are all read. With
+    /// `prefetch: auto`, a record past the first few pays for a page of the prefetch and
+    /// waits until it is read.
+    async fn prefetched_for_lookup(&self) -> Option<&Prefetched> {
+        if let Some(p) = self.prefetched.get() {
+            return Some(p);
+        }
+        let pace = self.prefetch_pace.as_ref()?;
+        let n = self.lookups.fetch_add(1, Ordering::Relaxed) + 1;
+        if n > AUTO_LOOKUPS_BEFORE_PREFETCH {
+            pace.add_permits(1);
+            let page = n - AUTO_LOOKUPS_BEFORE_PREFETCH;
+            let _ = self
+                .pages_read
+                .subscribe()
+                .wait_for(|&read| read >= page)
+                .await;
+        }
+        self.prefetched.get()
+    }
+
+    /// Whether a session mapped by an earlier run is missing from the prefetched sessions
+    /// (deleted in Gleap); never for one this run wrote, which the prefetch may not show.
+    fn gone_from_prefetch(&self, state: &State, p: &Prepared) -> bool {
+        self.entity == Entity::Sessions
+            && !state.written_this_run.contains(&p.source_id)
+            && self
+                .prefetched
+                .get()
+                .is_some_and(|index| index.get(&p.source_id, &p.body) == Cached::Absent)
+    }
+
+    /// The prefetch reads nothing more.
+    fn stop_prefetch(&self) {
+        if let Some(pace) = &self.prefetch_pace {
+            pace.close();
+        }
+    }
+
     fn fail(&self, e: Error) {
+        self.stop_prefetch();
+        self.counters.stopped.store(true, Ordering::Relaxed);
         self.lock().fail(e);
     }
+
+    /// The stream stops on `e`: its requests not sent yet are not sent; when `e` stops the
+    /// whole run (too many dead letters), no stream's are.
+    fn stopped(&self, e: &Error) {
+        self.counters.stopped.store(true, Ordering::Relaxed);
+        if matches!(e, Error::TooManyErrors { .. }) {
+            self.client.halt(e.to_string());
+        }
+    }
+}
+
+/// Why a prefetch was given up for look-ups (Gleap's paging cannot be followed), logged.
+fn paging_fallback(stream: &str, e: &crate::gleap::paging::PagingError) -> String {
+    let reason = format!("sessions not prefetched, each looked up instead (more requests): {e}");
+    tracing::warn!("stream `{stream}`: {reason}");
+    reason
+}
+
+/// `prefetch: auto`: reads the sessions a page at a time as look-ups pay for them
+/// ([`AUTO_LOOKUPS_BEFORE_PREFETCH`]); once every page is read, records are looked up in it.
+async fn prefetch_when_it_pays(inner: Arc<Inner>, pace: Arc<Semaphore>) {
+    let read = prefetch(
+        &inner.client,
+        inner.key,
+        &inner.prefetch_counters,
+        Some(&pace),
+        || inner.pages_read.send_modify(|n| *n += 1),
+    )
+    .await;
+    match read {
+        Ok(p) => {
+            tracing::debug!(
+                "stream `{}`: {} sessions prefetched after {} look-ups",
+                inner.stream,
+                p.len(),
+                inner.lookups.load(Ordering::Relaxed)
+            );
+            let _ = inner.prefetched.set(p);
+        }
+        Err(e) if e.is_paging() => {
+            *inner
+                .prefetch_skipped
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(paging_fallback(&inner.stream, &e));
+        }
+        // The stream ended first, or a request failed: records go on being looked up.
+        Err(_) => {}
+    }
+    inner.pages_read.send_replace(u64::MAX);
 }
 
 async fn commit_every(inner: Arc<Inner>) {
@@ -430,6 +571,14 @@ fn finish_job(
 ) -> Option<Job> {
     let source_id = &job.prepared.source_id;
     let entity = inner.entity;
+    // Once the run stopped sending, a failure is that, not something wrong with the record.
+    let outcome = outcome.map_err(|mut failure| {
+        if let Some(reason) = inner.client.halted() {
+            failure.stop = true;
+            failure.reason = reason;
+        }
+        failure
+    });
     let mut state = inner.lock();
     let mut done = true;
     match outcome {
@@ -442,6 +591,13 @@ fn finish_job(
             state.mapped_ids.insert(gleap_id);
             state.intents.remove(source_id);
             state.pending.confirmed.push((source_id.clone(), entry));
+            if entity == Entity::Sessions {
+                state.written_this_run.insert(source_id.clone());
+            }
+            let how = match how {
+                Done::Created if state.gone.remove(source_id) => Done::Recreated,
+                how => how,
+            };
             match how {
                 Done::Created | Done::Adopted => {
                     state.counts.created += 1;
@@ -454,6 +610,10 @@ fn finish_job(
                 Done::Unchanged => {
                     state.counts.unchanged += 1;
                     state.existing_passed(entity, &job.lane);
+                }
+                Done::Recreated => {
+                    state.counts.recreated += 1;
+                    state.created(entity, &job.lane);
                 }
             }
         }
@@ -482,10 +642,12 @@ fn finish_job(
                 Ok(()) => state.counts.rejected += 1,
                 Err(e @ Error::TooManyErrors { .. }) => {
                     state.counts.rejected += 1;
+                    inner.stopped(&e);
                     state.fail(e);
                 }
                 Err(e) => {
                     done = false;
+                    inner.stopped(&e);
                     state.fail(e);
                 }
             }
@@ -498,6 +660,7 @@ fn finish_job(
     let lane = job.lane.clone();
     drop(job);
     if state.failed {
+        inner.counters.stopped.store(true, Ordering::Relaxed);
         // Left for the next run: neither sent nor done.
         let left = state.lanes.remove(&lane).map_or(0, |q| q.len());
         state.jobs -= left;
@@ -516,10 +679,10 @@ async fn process(inner: &Inner, job: &Job) -> std::result::Result<(String, Done)
     let p = &job.prepared;
     let (known, uncertain) = {
         let state = inner.lock();
-        (
-            state.map.get(&p.source_id).cloned(),
-            state.intents.contains(&p.source_id),
-        )
+        let known = state.map.get(&p.source_id).cloned();
+        let uncertain =
+            state.intents.contains(&p.source_id) || (inner.adopt_existing && known.is_none());
+        (known, uncertain)
     };
     if let Some(entry) = &known {
         if entry.hash == p.hash {
@@ -528,10 +691,39 @@ async fn process(inner: &Inner, job: &Job) -> std::result::Result<(String, Done)
         if let Some(done) = update(inner, &entry.gleap_id, p).await? {
             return Ok((entry.gleap_id.clone(), done));
         }
-        // Deleted in Gleap since: create it again.
+        // Deleted in Gleap since (404): the mapping is forgotten and it is created again.
+        inner.lock().mapped_ids.remove(&entry.gleap_id);
+        return match write_anew(inner, job, p, uncertain).await? {
+            (id, Done::Created) => Ok((id, Done::Recreated)),
+            other => Ok(other),
+        };
     }
-    let found = match (inner.entity, &inner.prefetched) {
-        (Entity::Sessions, Some(prefetched)) if !uncertain => prefetched.get(&p.source_id),
+    write_anew(inner, job, p, uncertain).await
+}
+
+/// A record without a Gleap id: looked up where needed (and adopted if found), else
+/// created.
+async fn write_anew(
+    inner: &Inner,
+    job: &Job,
+    p: &Prepared,
+    uncertain: bool,
+) -> std::result::Result<(String, Done), Failure> {
+    // Whether the prefetch says the session found already holds the body.
+    let mut prefetched_same = None;
+    let prefetched = match inner.entity {
+        Entity::Sessions if !uncertain => inner.prefetched_for_lookup().await,
+        _ => None,
+    };
+    let found = match (inner.entity, prefetched) {
+        (Entity::Sessions, Some(prefetched)) => match prefetched.get(&p.source_id, &p.body) {
+            Cached::Absent => LookUp::Absent,
+            Cached::Found(id, same) => {
+                prefetched_same = Some(same);
+                LookUp::Found(id, Value::Null)
+            }
+            Cached::Ambiguous(ids) => LookUp::Ambiguous(ids),
+        },
         (Entity::Sessions, _) => find(inner, p, uncertain).await?,
         _ if uncertain => find(inner, p, true).await?,
         _ => LookUp::Absent,
@@ -540,7 +732,7 @@ async fn process(inner: &Inner, job: &Job) -> std::result::Result<(String, Done)
         // A message is found only as we would create it (content, note, author).
         Some((gleap_id, _)) if inner.entity == Entity::Messages => Ok((gleap_id, Done::Adopted)),
         Some((gleap_id, remote)) => {
-            if matches_remote(&p.body, &remote) {
+            if prefetched_same.unwrap_or_else(|| matches_remote(&p.body, &remote)) {
                 return Ok((gleap_id, Done::Unchanged));
             }
             match update(inner, &gleap_id, p).await? {
@@ -612,12 +804,124 @@ async fn update(
     }
 }
 
+/// Before a fresh tickets stream's first create: does Gleap hold this ticket already (an
+/// earlier run made it, and its state is lost or elsewhere)? One request.
+async fn check_lost_state(inner: &Inner, p: &Prepared) -> std::result::Result<(), String> {
+    let found = find_once(inner, p).await.map_err(|f| f.reason)?;
+    let ids = match found {
+        LookUp::Absent => return Ok(()),
+        LookUp::Found(id, _) => vec![id],
+        LookUp::Ambiguous(ids) => ids,
+        // Gleap ignores the filter: the check cannot tell, and the import goes on as before.
+        LookUp::Untrusted(reason) => {
+            tracing::warn!(
+                "stream `{}`: cannot check whether an earlier run created these tickets: {reason}",
+                inner.stream
+            );
+            return Ok(());
+        }
+    };
+    let state = inner.store.path();
+    let state = std::path::absolute(state).unwrap_or_else(|_| state.to_path_buf());
+    let cwd = std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|_| "?".into());
+    Err(format!(
+        "Gleap already holds ticket {} with customData.importId {:?}, made by an earlier run of this pipeline, but the state store {} knows nothing of stream `{}`: it was lost (emptied or deleted), or this run uses another state dir (a relative `state_dir` is taken from the folder the run starts in, here {cwd}). Nothing was created. Point `state_dir` (or --state-dir) at the earlier run's state, or run with --adopt-existing to look each record up in Gleap and adopt what is there (a request more per record)",
+        ids.join(", "),
+        inner.preparer.import_id(&p.source_id),
+        state.display(),
+        inner.stream,
+    ))
+}
+
+/// After a create was refused: the records it references that are gone from Gleap (a
+/// `GET` of each answers 404), their mappings forgotten so the next run re-creates them.
+async fn forget_gone_parents(inner: &Inner, p: &Prepared) -> Vec<String> {
+    let mut gone = Vec::new();
+    for parent in &p.parents {
+        let known_gone = inner
+            .gone_parents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&parent.gleap_id);
+        if !known_gone {
+            let answer = inner
+                .client
+                .call(
+                    Method::GET,
+                    &parent.path(),
+                    &[],
+                    None,
+                    false,
+                    &inner.counters,
+                )
+                .await;
+            if !matches!(answer, Ok(Answer { status: 404, .. })) {
+                continue;
+            }
+            inner
+                .gone_parents
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(parent.gleap_id.clone());
+            if let Err(e) = inner.store.forget(&parent.stream, &parent.source_id) {
+                inner.fail(e);
+            }
+        }
+        gone.push(format!(
+            "its {} {} (record {:?} of stream `{}`) is gone from Gleap (deleted there); its mapping is forgotten, so the next run creates it again, and then this {}",
+            parent.field,
+            parent.gleap_id,
+            parent.source_id,
+            parent.stream,
+            inner.entity.singular()
+        ));
+    }
+    gone
+}
+
+/// A create refused (`status`, Gleap's `message`): why, naming a referenced record gone
+/// from Gleap if that is the cause.
+async fn refused(inner: &Inner, p: &Prepared, status: u16, message: String) -> Failure {
+    let gone = if p.parents.is_empty() {
+        Vec::new()
+    } else {
+        forget_gone_parents(inner, p).await
+    };
+    if !gone.is_empty() {
+        inner.lock().counts.parent_gone += 1;
+        return Failure {
+            reason: format!("create answered {status}: {}", gone.join("; ")),
+            keep_intent: false,
+            stop: false,
+        };
+    }
+    Failure {
+        reason: format!("create answered {status}: {message}"),
+        // A 404 to a create may come from a proxy after Gleap made it: looked up next time.
+        keep_intent: status == 404,
+        stop: false,
+    }
+}
+
 /// `POST`, with the intent recorded first; an unclear answer is looked up before retrying.
 async fn create(inner: &Inner, job: &Job) -> std::result::Result<(String, Done), Failure> {
     let p = &job.prepared;
     // Set when the intent could not be saved (a full disk): the create did not go out and
     // the record is not at fault, so it is left for the next run, not dead-lettered.
     let intent_failed = &AtomicBool::new(false);
+    if let Some(check) = &inner.lost_state_check {
+        check
+            .get_or_init(|| check_lost_state(inner, p))
+            .await
+            .clone()
+            .map_err(|reason| Failure {
+                reason,
+                keep_intent: false,
+                stop: true,
+            })?;
+    }
     // The intent is recorded right before the create goes out (not while it waits for the
     // rate limit), so a killed run looks up only what may really have been sent.
     let record_intent = || -> std::pin::Pin<
@@ -674,11 +978,10 @@ async fn create(inner: &Inner, job: &Job) -> std::result::Result<(String, Done),
                 };
             }
             Ok(Answer { status, body, .. }) => {
-                return Err(Failure {
-                    reason: format!("create answered {status}: {body}"),
-                    keep_intent: true,
-                    stop: false,
-                });
+                return Err(refused(inner, p, status, body.to_string()).await);
+            }
+            Err(CallError::Rejected { status, message }) => {
+                return Err(refused(inner, p, status, message).await);
             }
             Err(CallError::Ambiguous(message)) => {
                 last = message;
@@ -882,7 +1185,10 @@ impl Sink for GleapSink {
         let prepared = match inner.preparer.prepare(record) {
             Ok(p) => p,
             Err((reason, record)) => {
-                inner.context.reject(&position, reason, record)?;
+                inner
+                    .context
+                    .reject(&position, reason, record)
+                    .inspect_err(|e| inner.stopped(e))?;
                 inner.lock().counts.rejected += 1;
                 inner.lock().tracker.done(seq);
                 return Ok(());
@@ -895,6 +1201,14 @@ impl Sink for GleapSink {
                 .map
                 .get(&prepared.source_id)
                 .is_some_and(|e| e.hash == prepared.hash);
+            if unchanged && inner.gone_from_prefetch(state, &prepared) {
+                // Deleted in Gleap: forgotten here, and created again.
+                if let Some(old) = state.map.remove(&prepared.source_id) {
+                    state.mapped_ids.remove(&old.gleap_id);
+                }
+                state.gone.insert(prepared.source_id.clone());
+                return false;
+            }
             if unchanged && !state.lanes.contains_key(&lane) {
                 state.counts.unchanged += 1;
                 state.existing_passed(inner.entity, &lane);
@@ -949,6 +1263,7 @@ impl Sink for GleapSink {
 
     fn finish(mut self: Box<Self>) -> Result<SinkSummary> {
         self.wait_idle(None);
+        self.inner.stop_prefetch();
         self.stop_committer();
         let inner = &self.inner;
         // Taken first: the guard must be gone before `commit` locks again.
@@ -962,15 +1277,23 @@ impl Sink for GleapSink {
         let state = inner.lock();
         let c = &state.counts;
         let (requests, rate_limited, retries) = inner.counters.snapshot();
-        let records = c.created + c.updated + c.unchanged + c.rejected;
+        let (prefetch_requests, prefetch_rate_limited, prefetch_retries) =
+            inner.prefetch_counters.snapshot();
+        let (requests, rate_limited, retries) = (
+            requests + prefetch_requests,
+            rate_limited + prefetch_rate_limited,
+            retries + prefetch_retries,
+        );
+        let records = c.created + c.updated + c.unchanged + c.recreated + c.rejected;
         let mut detail = json!({
             "entity": inner.entity.name(),
             "created": c.created,
             "updated": c.updated,
             "unchanged": c.unchanged,
+            "recreated": c.recreated,
             "dead_lettered": c.rejected,
             "requests": requests,
-            "prefetch_requests": self.prefetch_requests,
+            "prefetch_requests": prefetch_requests,
             "rate_limited": rate_limited,
             "retries": retries,
             "requests_per_record": if records == 0 { 0.0 } else { requests as f64 / records as f64 },
@@ -979,11 +1302,19 @@ impl Sink for GleapSink {
         if inner.entity == Entity::Messages {
             detail["out_of_order"] = json!(c.out_of_order);
         }
-        if let Some(reason) = &self.prefetch_skipped {
+        if c.parent_gone > 0 {
+            detail["parent_gone"] = json!(c.parent_gone);
+        }
+        if let Some(reason) = inner
+            .prefetch_skipped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
             detail["prefetch_skipped"] = json!(reason);
         }
         Ok(SinkSummary {
-            written: c.created + c.updated + c.unchanged,
+            written: c.created + c.updated + c.unchanged + c.recreated,
             rejected: c.rejected,
             path: None,
             bytes: None,
@@ -995,6 +1326,13 @@ impl Sink for GleapSink {
     /// confirmed, so a re-run does not repeat them.
     fn abort(mut self: Box<Self>) {
         self.inner.slots.close();
+        // What waits for the rate limit is not sent; what is in flight finishes.
+        self.inner.counters.stopped.store(true, Ordering::Relaxed);
+        self.inner
+            .prefetch_counters
+            .stopped
+            .store(true, Ordering::Relaxed);
+        self.inner.stop_prefetch();
         self.wait_idle(Some(Duration::from_secs(10)));
         self.stop_committer();
         if let Err(e) = self.inner.commit() {

@@ -147,6 +147,9 @@ pub struct DatasetSink {
     /// The folder, locked while this sink writes it: a second run writing the same dataset
     /// refuses.
     _lock: Option<File>,
+    /// Why this incremental run exports everything (its folder does not hold what the
+    /// cursor says).
+    started_over: Option<String>,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
@@ -244,7 +247,20 @@ impl DatasetSink {
         }
         let current = row.as_ref().and_then(|r| r.current_generation);
         let building = row.as_ref().and_then(|r| r.building_generation);
+        // An incremental run adds to the dataset only if it holds what the cursor says.
+        let started_over = match &context.cursor {
+            Some(log) if log.mode == StartMode::Append => {
+                let why = append_refused(&dir, row.as_ref(), store.source_cursor(&stream)?);
+                if let Some(why) = &why {
+                    tracing::warn!("stream `{stream}`: {why}");
+                    log.start_over(why.clone());
+                }
+                why
+            }
+            _ => None,
+        };
         let continued = match (&context.cursor, &row) {
+            (Some(_), _) if started_over.is_some() => None,
             (Some(log), Some(_)) => match log.mode {
                 StartMode::Resume => building,
                 StartMode::Append => building.or(current),
@@ -351,6 +367,7 @@ impl DatasetSink {
             written: 0,
             rejected: 0,
             parts_committed: 0,
+            started_over,
         };
         sink.write_manifest()?;
         Ok(sink)
@@ -542,6 +559,38 @@ impl DatasetSink {
     }
 }
 
+/// Why an incremental run cannot add to the dataset in `dir`, if it cannot: the stream's
+/// dataset is elsewhere (`row` names another folder, or none), the folder lost its manifest
+/// (emptied), or the manifest's cursor is not the state's `cursor` (the folder holds another
+/// run's export). Then the run exports everything.
+fn append_refused(dir: &Path, row: Option<&DatasetRow>, cursor: Option<String>) -> Option<String> {
+    let full = "so this incremental run exports everything";
+    let Some(row) = row else {
+        return Some(format!(
+            "{} holds no export of this stream (the cursor is of an earlier export elsewhere), {full}",
+            dir.display()
+        ));
+    };
+    let path = dir.join(MANIFEST);
+    let manifest: Option<Value> = std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let Some(manifest) = manifest else {
+        return Some(format!(
+            "{} has no readable {MANIFEST} (emptied or new), {full}",
+            row.dir
+        ));
+    };
+    let stored = cursor.and_then(|c| serde_json::from_str::<Value>(&c).ok());
+    let in_manifest = manifest.get("cursor").cloned().filter(|c| !c.is_null());
+    (stored != in_manifest).then(|| {
+        format!(
+            "the cursor in {} is not the one in the state store (the folder holds another export), {full}",
+            path.display()
+        )
+    })
+}
+
 /// The columns of a part file this sink wrote.
 fn read_schema(path: &Path) -> Result<Fields> {
     let file = File::open(path).map_err(io(path))?;
@@ -630,6 +679,7 @@ impl Sink for DatasetSink {
                 "rows": parts.iter().map(|p| p.rows).sum::<u64>(),
                 "removed_parts": old.len(),
                 "compression": self.compression,
+                "full_export": self.started_over,
             })),
         })
     }
