@@ -79,7 +79,7 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
     };
 
     let result = (|| -> Result<()> {
-        let mut chain = TransformChain::build(&config.transforms)?;
+        let mut chain = TransformChain::build_with(&config.transforms, config.jq_limits())?;
         let mut output = match target {
             Target::Sink => {
                 let column_types = match &config.source {

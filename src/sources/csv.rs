@@ -13,9 +13,11 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{OpenedSource, ProgressUnit, Rejected, SourceItem, SourceIter, files};
+use super::csv_scan::{Dialect, Scanner};
+use super::{OpenedSource, ProgressUnit, Rejected, SizeLimits, SourceItem, SourceIter, files};
+use crate::config::Spanned;
 use crate::error::{Error, Result};
-use crate::record::{FieldType, Position, Record, Value, cast};
+use crate::record::{FieldType, Position, Record, Value, cast, is_integer_literal};
 
 /// Reads delimited text files.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -59,6 +61,13 @@ pub struct CsvSourceConfig {
     /// Remove spaces around fields. Default `false`.
     #[serde(default)]
     pub trim: bool,
+    /// The largest field, in MiB: a row with a larger one is dead-lettered (and read no
+    /// further than the limit). Default 16.
+    #[serde(default)]
+    pub max_field_mib: Option<Spanned<u64>>,
+    /// The largest row, in MiB, as [`CsvSourceConfig::max_field_mib`]. Default 64.
+    #[serde(default)]
+    pub max_record_mib: Option<Spanned<u64>>,
 }
 
 fn yes() -> bool {
@@ -155,7 +164,7 @@ enum Inferred {
 
 /// One CSV file being read.
 struct CsvFileReader {
-    reader: ::csv::Reader<Box<dyn std::io::BufRead + Send>>,
+    reader: ::csv::Reader<Scanner<Box<dyn std::io::BufRead + Send>>>,
     file: Arc<str>,
     columns: Arc<[String]>,
     types: Vec<ColumnType>,
@@ -192,7 +201,17 @@ impl CsvFileReader {
         if let Some(c) = config.comment {
             builder.comment(Some(c.0));
         }
-        let mut reader = builder.from_reader(input);
+        let dialect = Dialect {
+            delimiter: config.delimiter.0,
+            quote: config.quote.0,
+            escape: config.escape.map(|e| e.0),
+            comment: config.comment.map(|c| c.0),
+        };
+        let limits = SizeLimits::from_mib(
+            config.max_field_mib.as_ref(),
+            config.max_record_mib.as_ref(),
+        );
+        let mut reader = builder.from_reader(Scanner::new(input, dialect, limits));
         let read_error = |e: ::csv::Error| Error::input(file.to_string(), e);
 
         let mut header = ::csv::ByteRecord::new();
@@ -200,6 +219,10 @@ impl CsvFileReader {
         if config.has_header {
             if !reader.read_byte_record(&mut header).map_err(read_error)? {
                 // An empty file: no header, no rows.
+            }
+            let line = header.position().map_or(1, |p| p.line());
+            if let Some(reason) = reader.get_mut().take_flag(line) {
+                return Err(Error::input(format!("{file}:{line}"), format!("the header row: {reason}")));
             }
             for (i, field) in header.iter().enumerate() {
                 let name = std::str::from_utf8(field).map_err(|e| {
@@ -343,7 +366,7 @@ impl Iterator for CsvFileReader {
         if self.done {
             return None;
         }
-        let (raw, line) = match self.next_raw() {
+        let (raw, parser_line) = match self.next_raw() {
             Ok(Some(r)) => r,
             Ok(None) => {
                 self.done = true;
@@ -355,12 +378,21 @@ impl Iterator for CsvFileReader {
             }
         };
         self.row += 1;
+        let scanner = self.reader.get_mut();
+        let flag = scanner.take_flag(parser_line);
         let position = Position {
             seq: 0,
             file: self.file.clone(),
-            line: Some(line),
+            line: Some(scanner.real_line(parser_line)),
             row: self.row,
         };
+        if let Some(reason) = flag {
+            return Some(Ok(SourceItem::Rejected(Rejected {
+                position,
+                record: Value::Array(raw.iter().map(preview).collect()),
+                reason,
+            })));
+        }
         Some(Ok(match self.convert(&raw, &position) {
             Ok(record) => SourceItem::Record(record, position),
             Err(rejected) => SourceItem::Rejected(*rejected),
@@ -368,10 +400,25 @@ impl Iterator for CsvFileReader {
     }
 }
 
+/// A field of a record the scanner flagged, for the dead-letter file: its first KiB (the
+/// rest may be megabytes, or the rest of the file).
+fn preview(field: &[u8]) -> Value {
+    const KEEP: usize = 1024;
+    let text = String::from_utf8_lossy(&field[..field.len().min(KEEP)]).into_owned();
+    Value::String(if field.len() > KEEP {
+        format!("{text}… ({} bytes in all)", field.len())
+    } else {
+        text
+    })
+}
+
 /// Empty names become `column_N`; repeated names get `_2`, `_3`... so no column overwrites
-/// another.
+/// another. Linear in the number of columns (a set of the names taken).
 fn unique_names(names: Vec<String>, file: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(names.len());
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // The next suffix to try for a name, so repeated names do not retry from `_2`.
+    let mut next_suffix: std::collections::HashMap<String, usize> = Default::default();
     for (i, name) in names.into_iter().enumerate() {
         let base = if name.is_empty() {
             format!("column_{}", i + 1)
@@ -379,11 +426,17 @@ fn unique_names(names: Vec<String>, file: &str) -> Vec<String> {
             name
         };
         let mut candidate = base.clone();
-        let mut n = 2;
-        while out.contains(&candidate) {
-            candidate = format!("{base}_{n}");
-            n += 1;
+        if seen.contains(&base) {
+            let n = next_suffix.entry(base.clone()).or_insert(2);
+            loop {
+                candidate = format!("{base}_{n}");
+                *n += 1;
+                if !seen.contains(&candidate) {
+                    break;
+                }
+            }
         }
+        seen.insert(candidate.clone());
         if candidate != base {
             tracing::warn!(
                 "{file}: column {} is also named `{base}`; reading it as `{candidate}`",
@@ -430,8 +483,22 @@ fn is_int(t: &str) -> bool {
         && t.parse::<i64>().is_ok()
 }
 
-/// An integer, or digits with a fraction and/or exponent, without leading zeros.
+/// An integer, or digits with a fraction and/or exponent, without leading zeros, that a
+/// float holds without rounding: an integer beyond 64 bits or more than 17 significant digits
+/// is not a float (such columns stay strings, so no digit is lost).
 fn is_float(t: &str) -> bool {
+    if is_integer_literal(t) && t.parse::<i64>().is_err() {
+        return false;
+    }
+    let mantissa = t.split(['e', 'E']).next().unwrap_or("");
+    let significant = mantissa
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .skip_while(|&b| b == b'0')
+        .count();
+    if significant > 17 {
+        return false;
+    }
     let d = t.strip_prefix('-').unwrap_or(t);
     let int_part = d.split(['.', 'e', 'E']).next().unwrap_or("");
     if int_part.is_empty()
