@@ -181,6 +181,71 @@ fn guarded_range() -> jaq_core::native::Fun<Guarded> {
     )
 }
 
+/// `fromjson` as jaq-json has it, but refusing text nested deeper than [`MAX_DEPTH`] first
+/// (jaq's parser recurses without a limit: 3000 `[` overflowed the stack).
+fn guarded_fromjson() -> jaq_core::native::Fun<Guarded> {
+    (
+        "fromjson",
+        Box::new([]),
+        Native::new(|cv| {
+            let fail = |e: String| -> jaq_core::ValXs<'_, Val> {
+                Box::new(std::iter::once(Err(jaq_core::Exn::from(
+                    jaq_core::Error::str(e),
+                ))))
+            };
+            let text = match cv.1.try_as_utf8_bytes_owned() {
+                Ok(t) => t,
+                Err(e) => return Box::new(std::iter::once(Err(jaq_core::Exn::from(e)))),
+            };
+            if json_nesting(&text) > MAX_DEPTH {
+                return fail(format!(
+                    "cannot parse JSON nested deeper than the depth limit ({MAX_DEPTH} levels)"
+                ));
+            }
+            let input = cv.1.clone();
+            Box::new(
+                jaq_json::bytes_valrs(text, move |s| {
+                    Box::new(jaq_json::read::parse_many(s).map(move |r| {
+                        r.map_err(|e| {
+                            jaq_core::Error::str(format_args!("cannot parse {input} as JSON: {e}"))
+                        })
+                    }))
+                })
+                .map(|r| r.map_err(jaq_core::Exn::from)),
+            )
+        }),
+    )
+}
+
+/// How deep the arrays and objects of JSON text nest (brackets outside strings), without
+/// parsing it.
+fn json_nesting(text: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in text {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// A compiled jq program.
 pub struct JqProgram {
     filter: Filter,
@@ -210,7 +275,8 @@ impl JqProgram {
             .filter(|(name, args, _)| !(*name == "range" && args.len() == 3))
             .chain([guarded_range()])
             .chain(jaq_std::funs())
-            .chain(jaq_json::funs());
+            .chain(jaq_json::funs().filter(|(name, _, _)| *name != "fromjson"))
+            .chain([guarded_fromjson()]);
         let arena = Arena::default();
         let loader = Loader::new(defs);
         let at = |part: &str| -> usize {
@@ -577,7 +643,12 @@ mod tests {
 
     #[test]
     fn endless_programs_stop_at_the_time_limit() {
-        for code in ["def f: f; f", "[range(1e12)]", "last(range(1e12))", "[repeat(1)]"] {
+        for code in [
+            "def f: f; f",
+            "[range(1e12)]",
+            "last(range(1e12))",
+            "[repeat(1)]",
+        ] {
             let p = limited(code, 20, 1000);
             let err = p.run(Val::Null).unwrap_err();
             assert!(err.contains("jq_timeout_ms (20 ms)"), "{code}: {err}");
@@ -601,9 +672,15 @@ mod tests {
         let p = limited("range(1e9)", 60_000, 3);
         let err = p.run(Val::Null).unwrap_err();
         assert!(err.contains("jq_max_outputs (3)"), "{err}");
-        assert_eq!(limited("range(3)", 60_000, 3).run(Val::Null).unwrap().len(), 3);
         assert_eq!(
-            limited("range(0; 10; 3)", 60_000, 9).run(Val::Null).unwrap().len(),
+            limited("range(3)", 60_000, 3).run(Val::Null).unwrap().len(),
+            3
+        );
+        assert_eq!(
+            limited("range(0; 10; 3)", 60_000, 9)
+                .run(Val::Null)
+                .unwrap()
+                .len(),
             4,
             "range with a step counts as jq's"
         );
@@ -612,16 +689,36 @@ mod tests {
     #[test]
     fn values_past_the_depth_limit_are_errors_not_stack_overflows() {
         for depth in [MAX_DEPTH + 1, 3000, 200_000] {
-            let p = JqProgram::compile(&format!(
-                "reduce range({depth}) as $i (null; [.])"
-            ))
-            .unwrap();
+            let p =
+                JqProgram::compile(&format!("reduce range({depth}) as $i (null; [.])")).unwrap();
             let out = p.run(Val::Null).unwrap();
             let err = from_val(out.into_iter().next().unwrap()).unwrap_err();
             assert!(err.contains("depth limit (128 levels)"), "{err}");
         }
-        let p = JqProgram::compile(&format!("reduce range({}) as $i (1; [.])", MAX_DEPTH - 1)).unwrap();
+        let p =
+            JqProgram::compile(&format!("reduce range({}) as $i (1; [.])", MAX_DEPTH - 1)).unwrap();
         assert!(from_val(p.run(Val::Null).unwrap().remove(0)).is_ok());
+    }
+
+    #[test]
+    fn fromjson_refuses_text_past_the_depth_limit() {
+        let p = JqProgram::compile(".x |= fromjson").unwrap();
+        for text in ["[".repeat(3000), "[".repeat(3000) + &"]".repeat(3000)] {
+            let input = record_to_val(&rec(json!({"x": text})));
+            let err = p.run(input).unwrap_err();
+            assert!(err.contains("depth limit (128 levels)"), "{err}");
+        }
+        let input = record_to_val(&rec(json!({"x": "{\"a\": [1, \"[[[[\"]}"})));
+        let out = p.run(input).unwrap();
+        assert_eq!(
+            from_val(out.into_iter().next().unwrap()).unwrap(),
+            json!({"x": {"a": [1, "[[[["]}})
+        );
+        assert!(
+            p.run(record_to_val(&rec(json!({"x": "[1"}))))
+                .unwrap_err()
+                .contains("cannot parse")
+        );
     }
 
     #[test]

@@ -85,10 +85,9 @@ impl StreamConfig {
     pub fn jq_limits(&self) -> crate::jq::JqLimits {
         let defaults = crate::jq::JqLimits::default();
         crate::jq::JqLimits {
-            timeout: self
-                .jq_timeout_ms
-                .as_ref()
-                .map_or(defaults.timeout, |ms| std::time::Duration::from_millis(ms.value)),
+            timeout: self.jq_timeout_ms.as_ref().map_or(defaults.timeout, |ms| {
+                std::time::Duration::from_millis(ms.value)
+            }),
             max_outputs: self
                 .jq_max_outputs
                 .as_ref()

@@ -112,6 +112,11 @@ impl RunReport {
                     if s.dead_lettered > 0 {
                         notes.push(format!("{} dead-lettered", count(s.dead_lettered)));
                     }
+                    for stage in &s.transforms {
+                        for (what, n) in &stage.dropped {
+                            notes.push(format!("{} {what} left out", count(*n)));
+                        }
+                    }
                     if !notes.is_empty() {
                         line.push_str(&format!(" ({})", notes.join(", ")));
                     }

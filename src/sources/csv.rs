@@ -222,7 +222,10 @@ impl CsvFileReader {
             }
             let line = header.position().map_or(1, |p| p.line());
             if let Some(reason) = reader.get_mut().take_flag(line) {
-                return Err(Error::input(format!("{file}:{line}"), format!("the header row: {reason}")));
+                return Err(Error::input(
+                    format!("{file}:{line}"),
+                    format!("the header row: {reason}"),
+                ));
             }
             for (i, field) in header.iter().enumerate() {
                 let name = std::str::from_utf8(field).map_err(|e| {

@@ -338,7 +338,10 @@ impl<R: Read> Read for Scanner<R> {
                 self.at_end();
                 continue;
             }
-            let (chunk, mut out) = (std::mem::take(&mut self.chunk), std::mem::take(&mut self.pending));
+            let (chunk, mut out) = (
+                std::mem::take(&mut self.chunk),
+                std::mem::take(&mut self.pending),
+            );
             self.scan(&chunk[..n], &mut out);
             self.chunk = chunk;
             self.pending = out;
@@ -399,7 +402,11 @@ mod tests {
             "a,b\n1,\"0123456\"\n2,ok\n3,\"aaaaaa\",bbbbbbbb,\n4,end\n"
         );
         assert!(s.take_flag(2).unwrap().contains("max_field_mib"));
-        assert_eq!(s.real_line(3), 4, "line 3 for the parser is line 4 of the file");
+        assert_eq!(
+            s.real_line(3),
+            4,
+            "line 3 for the parser is line 4 of the file"
+        );
         assert!(s.take_flag(4).unwrap().contains("max_record_mib"));
         assert_eq!(s.real_line(5), 6);
     }

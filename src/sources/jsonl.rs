@@ -36,7 +36,8 @@ impl JsonlSourceConfig {
     pub fn open(&self) -> Result<OpenedSource> {
         let files = files::expand(&self.path)?;
         let total = files::total_size(&files);
-        let limits = SizeLimits::from_mib(self.max_field_mib.as_ref(), self.max_record_mib.as_ref());
+        let limits =
+            SizeLimits::from_mib(self.max_field_mib.as_ref(), self.max_record_mib.as_ref());
         Ok(OpenedSource::from_files(
             files,
             ProgressUnit::Bytes,
@@ -115,7 +116,9 @@ fn quote_big_integers(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
         if b == b'-' || b.is_ascii_digit() {
             let end = line[i..]
                 .iter()
-                .position(|c| !(c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E')))
+                .position(|c| {
+                    !(c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E'))
+                })
                 .map_or(line.len(), |n| i + n);
             let token = &line[i..end];
             let text = std::str::from_utf8(token).unwrap_or("");
@@ -196,7 +199,8 @@ fn read_file(path: &Path, counter: Arc<AtomicU64>, limits: SizeLimits) -> Result
                 );
             }
             return match serde_json::from_slice::<Value>(&quote_big_integers(text)) {
-                Ok(Value::Object(record)) => match oversized_field(&record, limits.max_field_bytes) {
+                Ok(Value::Object(record)) => match oversized_field(&record, limits.max_field_bytes)
+                {
                     Some(field) => reject(
                         format!(
                             "field `{field}` is larger than max_field_mib ({} MiB)",
@@ -279,17 +283,29 @@ mod tests {
                    "c": "12345678901234567890123 \"9999999999999999999999\"",
                    "d": 18446744073709551615u64, "e": i64::MIN})
         );
-        assert!(matches!(quote_big_integers(b"{\"a\":1}"), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(
+            quote_big_integers(b"{\"a\":1}"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]
     fn long_lines_are_cut_and_skipped_to_their_end() {
         let mut input: &[u8] = b"0123456789\nab\n";
         let mut buf = Vec::new();
-        assert_eq!(read_line_limited(&mut input, &mut buf, 4).unwrap(), (11, true));
+        assert_eq!(
+            read_line_limited(&mut input, &mut buf, 4).unwrap(),
+            (11, true)
+        );
         assert_eq!(buf, b"0123");
-        assert_eq!(read_line_limited(&mut input, &mut buf, 4).unwrap(), (3, false));
+        assert_eq!(
+            read_line_limited(&mut input, &mut buf, 4).unwrap(),
+            (3, false)
+        );
         assert_eq!(buf, b"ab\n");
-        assert_eq!(read_line_limited(&mut input, &mut buf, 4).unwrap(), (0, false));
+        assert_eq!(
+            read_line_limited(&mut input, &mut buf, 4).unwrap(),
+            (0, false)
+        );
     }
 }

@@ -117,13 +117,18 @@ impl SizeLimits {
             if let Some(v) = v.filter(|v| v.value == 0 || v.value > 1 << 20) {
                 errors.push(ConfigError::new(
                     v.location(),
-                    format!("{path}.{name}: {} is not a size limit: between 1 and 1048576 (MiB)", v.value),
+                    format!(
+                        "{path}.{name}: {} is not a size limit: between 1 and 1048576 (MiB)",
+                        v.value
+                    ),
                 ));
             }
         }
         let limits = SizeLimits::from_mib(field, record);
         if errors.is_empty() && limits.max_field_bytes > limits.max_record_bytes {
-            let at = field.or(record).map_or(crate::config::Location::UNKNOWN, |v| v.location());
+            let at = field
+                .or(record)
+                .map_or(crate::config::Location::UNKNOWN, |v| v.location());
             errors.push(ConfigError::new(
                 at,
                 format!(

@@ -3,6 +3,7 @@
 
 pub mod dedupe;
 pub mod fields;
+mod html_depth;
 pub mod jq_stages;
 pub mod lookup;
 pub mod tiptap;
@@ -186,6 +187,12 @@ pub trait Transform: Send {
     /// Processes one record: pushes what comes out to `out`, or gives the record back with
     /// the reason it was rejected.
     fn apply(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), Rejection>;
+
+    /// What the stage left out of the records it passed on so far, by what it was (for the
+    /// run report): `html_to_tiptap`'s unsafe or unfetchable images.
+    fn dropped(&self) -> std::collections::BTreeMap<String, u64> {
+        Default::default()
+    }
 }
 
 /// A record a stage could not process.
@@ -220,6 +227,9 @@ pub struct StageStats {
     pub input: u64,
     pub output: u64,
     pub rejected: u64,
+    /// What the stage left out of records it passed on, by what it was.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub dropped: std::collections::BTreeMap<String, u64>,
 }
 
 /// The stages of a stream, in order.
@@ -298,7 +308,13 @@ impl TransformChain {
     }
 
     pub fn stats(&self) -> Vec<StageStats> {
-        self.stages.iter().map(|(_, s)| s.clone()).collect()
+        self.stages
+            .iter()
+            .map(|(stage, stats)| StageStats {
+                dropped: stage.dropped(),
+                ..stats.clone()
+            })
+            .collect()
     }
 }
 
