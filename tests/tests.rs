@@ -6,6 +6,7 @@ mod emulator;
 mod export;
 mod fidelity;
 mod gleap_sink;
+mod hostile_inputs;
 mod migrations;
 mod pipelines;
 mod validate;

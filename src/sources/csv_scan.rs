@@ -212,12 +212,12 @@ impl<R: Read> Scanner<R> {
         }
         if self.field_bytes > self.limits.max_field_bytes {
             Some(format!(
-                "a field is larger than max_field_mib ({} MiB); the record is skipped",
+                "a field is larger than max_field_mib ({} MiB)",
                 self.limits.max_field_bytes >> 20
             ))
         } else if self.record_bytes > self.limits.max_record_bytes {
             Some(format!(
-                "the record is larger than max_record_mib ({} MiB); it is skipped",
+                "the record is larger than max_record_mib ({} MiB)",
                 self.limits.max_record_bytes >> 20
             ))
         } else {

@@ -192,7 +192,7 @@ fn read_file(path: &Path, counter: Arc<AtomicU64>, limits: SizeLimits) -> Result
                 let keep = &text[..text.len().min(1024)];
                 return reject(
                     format!(
-                        "the line is longer than max_record_mib ({} MiB); it is skipped",
+                        "the line is longer than max_record_mib ({} MiB)",
                         limits.max_record_bytes >> 20
                     ),
                     Value::String(format!("{}…", String::from_utf8_lossy(keep))),

@@ -90,17 +90,17 @@ impl SizeLimits {
     /// `max_record_mib` default.
     pub const DEFAULT_RECORD_MIB: u64 = 64;
 
-    /// The limits from the options as written (in MiB), with the defaults.
+    /// The limits from the options as written (in MiB), with the defaults (the field
+    /// limit's default is no more than the record limit).
     pub fn from_mib(
         field: Option<&crate::config::Spanned<u64>>,
         record: Option<&crate::config::Spanned<u64>>,
     ) -> SizeLimits {
-        let mib = |v: Option<&crate::config::Spanned<u64>>, default: u64| {
-            v.map_or(default, |v| v.value).saturating_mul(1 << 20)
-        };
+        let record = record.map_or(Self::DEFAULT_RECORD_MIB, |v| v.value);
+        let field = field.map_or(Self::DEFAULT_FIELD_MIB.min(record), |v| v.value);
         SizeLimits {
-            max_field_bytes: mib(field, Self::DEFAULT_FIELD_MIB),
-            max_record_bytes: mib(record, Self::DEFAULT_RECORD_MIB),
+            max_field_bytes: field.saturating_mul(1 << 20),
+            max_record_bytes: record.saturating_mul(1 << 20),
         }
     }
 
