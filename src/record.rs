@@ -27,6 +27,32 @@ pub fn is_integer_literal(text: &str) -> bool {
     !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// Follows JSON text byte by byte to tell what is inside strings (escapes included), for
+/// scans that must not parse it.
+#[derive(Debug, Default)]
+pub struct JsonStrings {
+    in_string: bool,
+    escaped: bool,
+}
+
+impl JsonStrings {
+    /// Whether `b`, the next byte, belongs to a string (its quotes included).
+    pub fn string_byte(&mut self, b: u8) -> bool {
+        if self.in_string {
+            if self.escaped {
+                self.escaped = false;
+            } else if b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.in_string = false;
+            }
+            return true;
+        }
+        self.in_string = b == b'"';
+        self.in_string
+    }
+}
+
 /// Whether an integer literal fits a JSON number without rounding (an `i64` or a `u64`).
 pub fn fits_64_bits(text: &str) -> bool {
     text.parse::<i64>().is_ok() || text.parse::<u64>().is_ok()

@@ -315,26 +315,15 @@ fn jq_stages_stop_at_their_time_output_and_recursion_limits() {
             .map(|d| d["reason"].as_str().unwrap().to_string())
             .unwrap_or_else(|| panic!("no dead letter for {id}: {dead:?}"))
     };
-    assert!(
-        reason_of(1).contains("jq_timeout_ms (50 ms)"),
-        "{}",
-        reason_of(1)
-    );
-    assert!(
-        reason_of(2).contains("jq_max_outputs (100)"),
-        "{}",
-        reason_of(2)
-    );
-    assert!(
-        reason_of(3).contains("jq_timeout_ms (50 ms)"),
-        "{}",
-        reason_of(3)
-    );
-    assert!(
-        reason_of(4).contains("jq recursion too deep"),
-        "{}",
-        reason_of(4)
-    );
+    for (id, expected) in [
+        (1, "jq_timeout_ms (50 ms)"),
+        (2, "jq_max_outputs (100)"),
+        (3, "jq_timeout_ms (50 ms)"),
+        (4, "jq recursion too deep"),
+    ] {
+        let reason = reason_of(id);
+        assert!(reason.contains(expected), "{id}: {reason}");
+    }
 }
 
 #[test]

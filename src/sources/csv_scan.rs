@@ -71,6 +71,17 @@ pub struct Scanner<R> {
 
 const BOM: &[u8] = b"\xef\xbb\xbf";
 
+/// The state after a byte outside quotes (after a field's first byte).
+fn unquoted(b: u8, d: Dialect) -> State {
+    if b == d.delimiter {
+        State::StartField
+    } else if b == b'\n' || b == b'\r' {
+        State::StartRecord
+    } else {
+        State::InField
+    }
+}
+
 impl<R: Read> Scanner<R> {
     pub fn new(inner: R, dialect: Dialect, limits: SizeLimits) -> Scanner<R> {
         Scanner {
@@ -139,23 +150,11 @@ impl<R: Read> Scanner<R> {
                 } else if b == d.quote {
                     self.quote_line = self.real_line;
                     State::InQuoted
-                } else if b == d.delimiter {
-                    State::StartField
-                } else if newline {
-                    State::StartRecord
                 } else {
-                    State::InField
+                    unquoted(b, d)
                 }
             }
-            State::InField => {
-                if b == d.delimiter {
-                    State::StartField
-                } else if newline {
-                    State::StartRecord
-                } else {
-                    State::InField
-                }
-            }
+            State::InField => unquoted(b, d),
             State::InQuoted => {
                 if d.escape == Some(b) {
                     State::Escaped
@@ -170,17 +169,8 @@ impl<R: Read> Scanner<R> {
                 }
             }
             State::Escaped => State::InQuoted,
-            State::QuoteInQuoted => {
-                if b == d.quote {
-                    State::InQuoted
-                } else if b == d.delimiter {
-                    State::StartField
-                } else if newline {
-                    State::StartRecord
-                } else {
-                    State::InField
-                }
-            }
+            State::QuoteInQuoted if b == d.quote => State::InQuoted,
+            State::QuoteInQuoted => unquoted(b, d),
             State::Comment => {
                 if b == b'\n' {
                     State::StartRecord

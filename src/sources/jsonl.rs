@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::{OpenedSource, ProgressUnit, Rejected, SizeLimits, SourceItem, SourceIter, files};
 use crate::config::Spanned;
 use crate::error::{Error, Result};
-use crate::record::{Position, Value, fits_64_bits, is_integer_literal, kind_of};
+use crate::record::{JsonStrings, Position, Value, fits_64_bits, is_integer_literal, kind_of};
 
 /// Reads newline-delimited JSON.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -91,24 +91,11 @@ fn quote_big_integers(line: &[u8]) -> std::borrow::Cow<'_, [u8]> {
         return std::borrow::Cow::Borrowed(line);
     }
     let mut out = Vec::with_capacity(line.len() + 8);
-    let (mut in_string, mut escaped) = (false, false);
+    let mut strings = JsonStrings::default();
     let mut i = 0;
     while i < line.len() {
         let b = line[i];
-        if in_string {
-            out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            i += 1;
-            continue;
-        }
-        if b == b'"' {
-            in_string = true;
+        if strings.string_byte(b) {
             out.push(b);
             i += 1;
             continue;
