@@ -32,11 +32,22 @@ pub struct Dialect {
     pub comment: Option<u8>,
 }
 
-/// A record the scanner cut or found unreadable, by the line the parser sees it start on.
+/// A record the scanner cut or found unreadable, by its number in the stream (0-based,
+/// the header counted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flagged {
-    pub parser_line: u64,
+    pub record: u64,
     pub reason: String,
+    /// For a quote never closed: where the line after the quote's starts (a byte offset in
+    /// the scanned stream, and its line), to read the rest of the file from again.
+    pub resume: Option<Resume>,
+}
+
+/// Where to read a file again from after a quote that was never closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    pub offset: u64,
+    pub line: u64,
 }
 
 /// Wraps the input of the CSV parser.
@@ -45,13 +56,19 @@ pub struct Scanner<R> {
     dialect: Dialect,
     limits: SizeLimits,
     state: State,
-    /// The file's line at the scan position, and the line the parser counts there.
+    /// The file's line at the scan position.
     real_line: u64,
-    parser_line: u64,
-    /// Where the current record starts, as the parser counts lines.
-    record_parser_line: u64,
-    /// The real line the open quote is on.
+    /// The number of the current record (0-based; `u64::MAX` before the first).
+    record: u64,
+    /// The lines records start on, from the first the parser has not taken yet: the
+    /// parser yields exactly one record for each record start seen here (blank lines and
+    /// comments are no records for either), and counts lines wrong after `\r\n`.
+    starts: VecDeque<u64>,
+    /// The real line the open quote is on, and the offset just past the end of that line.
     quote_line: u64,
+    quote_line_end: Option<u64>,
+    /// Bytes of the stream scanned so far.
+    offset: u64,
     record_bytes: u64,
     field_bytes: u64,
     /// Skipping the rest of a record that was cut.
@@ -64,9 +81,6 @@ pub struct Scanner<R> {
     bom_left: usize,
     at_eof: bool,
     flagged: VecDeque<Flagged>,
-    /// From a parser line on, how many lines the file has more (lines skipped with cuts).
-    shifts: VecDeque<(u64, u64)>,
-    shift: u64,
 }
 
 const BOM: &[u8] = b"\xef\xbb\xbf";
@@ -84,54 +98,59 @@ fn unquoted(b: u8, d: Dialect) -> State {
 
 impl<R: Read> Scanner<R> {
     pub fn new(inner: R, dialect: Dialect, limits: SizeLimits) -> Scanner<R> {
+        Scanner::from_line(inner, dialect, limits, 1)
+    }
+
+    /// A scanner for a stream that starts on line `first_line` of its file (after a quote
+    /// never closed): no byte-order mark, lines counted from there.
+    pub fn from_line(
+        inner: R,
+        dialect: Dialect,
+        limits: SizeLimits,
+        first_line: u64,
+    ) -> Scanner<R> {
         Scanner {
             inner,
             dialect,
             limits,
             state: State::StartRecord,
-            real_line: 1,
-            parser_line: 1,
-            record_parser_line: 1,
+            real_line: first_line,
+            record: u64::MAX,
+            starts: VecDeque::new(),
             quote_line: 0,
+            quote_line_end: None,
+            offset: 0,
             record_bytes: 0,
             field_bytes: 0,
             skipping: false,
             pending: Vec::new(),
             pending_at: 0,
             chunk: vec![0; 64 * 1024],
-            bom_left: BOM.len(),
+            bom_left: if first_line == 1 { BOM.len() } else { 0 },
             at_eof: false,
             flagged: VecDeque::new(),
-            shifts: VecDeque::new(),
-            shift: 0,
         }
     }
 
-    /// The reason the record the parser saw start on `parser_line` cannot be used, if the
-    /// scanner flagged it; flags of earlier lines are forgotten.
-    pub fn take_flag(&mut self, parser_line: u64) -> Option<String> {
+    /// The line the next record the parser yields starts on, and why it cannot be used if
+    /// the scanner flagged it. Called once for each record the parser yields, in order.
+    pub fn take_record(&mut self) -> (Option<u64>, Option<Flagged>) {
+        let line = self.starts.pop_front();
+        let record = self.record.wrapping_sub(self.starts.len() as u64);
+        (line, self.take_flag(record))
+    }
+
+    fn take_flag(&mut self, record: u64) -> Option<Flagged> {
         while let Some(f) = self.flagged.front() {
-            if f.parser_line < parser_line {
+            if f.record < record {
                 self.flagged.pop_front();
-            } else if f.parser_line == parser_line {
-                return self.flagged.pop_front().map(|f| f.reason);
+            } else if f.record == record {
+                return self.flagged.pop_front();
             } else {
                 break;
             }
         }
         None
-    }
-
-    /// The file's line for a line the parser counts (they differ after a cut record).
-    pub fn real_line(&mut self, parser_line: u64) -> u64 {
-        while let Some(&(from, shift)) = self.shifts.front() {
-            if from > parser_line {
-                break;
-            }
-            self.shift = shift;
-            self.shifts.pop_front();
-        }
-        parser_line + self.shift
     }
 
     /// Follows one byte of the file.
@@ -140,8 +159,9 @@ impl<R: Read> Scanner<R> {
         let newline = b == b'\n' || b == b'\r';
         self.state = match self.state {
             State::StartRecord | State::StartField => {
-                if self.state == State::StartRecord && !newline {
-                    self.record_parser_line = self.parser_line;
+                if self.state == State::StartRecord && !newline && Some(b) != d.comment {
+                    self.record = self.record.wrapping_add(1);
+                    self.starts.push_back(self.real_line);
                     self.record_bytes = 0;
                     self.field_bytes = 0;
                 }
@@ -149,6 +169,7 @@ impl<R: Read> Scanner<R> {
                     State::Comment
                 } else if b == d.quote {
                     self.quote_line = self.real_line;
+                    self.quote_line_end = None;
                     State::InQuoted
                 } else {
                     unquoted(b, d)
@@ -179,8 +200,14 @@ impl<R: Read> Scanner<R> {
                 }
             }
         };
+        self.offset += 1;
         if b == b'\n' {
             self.real_line += 1;
+            if matches!(self.state, State::InQuoted | State::Escaped)
+                && self.quote_line_end.is_none()
+            {
+                self.quote_line_end = Some(self.offset);
+            }
         }
         match self.state {
             State::StartRecord | State::Comment => {}
@@ -225,13 +252,6 @@ impl<R: Read> Scanner<R> {
         }
     }
 
-    fn emit(&mut self, out: &mut Vec<u8>, b: u8) {
-        if b == b'\n' {
-            self.parser_line += 1;
-        }
-        out.push(b);
-    }
-
     /// Scans `input`, appending what the parser should see to `out`.
     fn scan(&mut self, input: &[u8], out: &mut Vec<u8>) {
         for &b in input {
@@ -239,6 +259,7 @@ impl<R: Read> Scanner<R> {
                 let at = BOM.len() - self.bom_left;
                 if b == BOM[at] {
                     self.bom_left -= 1;
+                    self.offset += 1;
                     out.push(b);
                     continue;
                 }
@@ -249,33 +270,25 @@ impl<R: Read> Scanner<R> {
             if self.skipping {
                 if self.state == State::StartRecord && before != State::StartRecord {
                     self.skipping = false;
-                    self.shifts
-                        .push_back((self.parser_line, self.real_line - self.parser_line));
                 }
                 continue;
             }
             if let Some(reason) = self.over_limit() {
                 // The parser has the record up to here: close it, skip the rest.
                 self.flagged.push_back(Flagged {
-                    parser_line: self.record_parser_line,
+                    record: self.record,
                     reason,
+                    resume: None,
                 });
                 // Close from the state before this byte: the parser has not seen it.
                 let now = self.state;
                 self.state = before;
-                for c in self.closing() {
-                    self.emit(out, c);
-                }
+                out.extend(self.closing());
                 self.state = now;
-                self.skipping = true;
-                if self.state == State::StartRecord {
-                    self.skipping = false;
-                    self.shifts
-                        .push_back((self.parser_line, self.real_line - self.parser_line));
-                }
+                self.skipping = self.state != State::StartRecord;
                 continue;
             }
-            self.emit(out, b);
+            out.push(b);
         }
     }
 
@@ -285,18 +298,23 @@ impl<R: Read> Scanner<R> {
         }
         self.at_eof = true;
         if matches!(self.state, State::InQuoted | State::Escaped) {
-            let lines = self.real_line - self.quote_line + 1;
-            let reason = format!(
-                "quote opened on line {} never closed: the rest of the file ({lines} line{}) is read as this one record and cannot be trusted",
-                self.quote_line,
-                if lines == 1 { "" } else { "s" }
-            );
+            let resume = self.quote_line_end.map(|offset| Resume {
+                offset,
+                line: self.quote_line + 1,
+            });
+            let reason = match resume {
+                Some(r) => format!(
+                    "quote opened on line {} never closed; the record ends with that line and reading goes on from line {}",
+                    self.quote_line, r.line
+                ),
+                None => format!("quote opened on line {} never closed", self.quote_line),
+            };
             // Replaces a cut's reason for the same record: the quote is the cause.
-            self.flagged
-                .retain(|f| f.parser_line != self.record_parser_line);
+            self.flagged.retain(|f| f.record != self.record);
             self.flagged.push_back(Flagged {
-                parser_line: self.record_parser_line,
+                record: self.record,
                 reason,
+                resume,
             });
             if self.skipping {
                 // The parser's copy of the record was closed already.
@@ -359,24 +377,48 @@ mod tests {
         (out, s)
     }
 
+    /// Each record's start line and flag reason, as the parser takes them.
+    fn records(s: &mut Scanner<&[u8]>, n: usize) -> Vec<(Option<u64>, Option<String>)> {
+        (0..n)
+            .map(|_| {
+                let (line, flag) = s.take_record();
+                (line, flag.map(|f| f.reason))
+            })
+            .collect()
+    }
+
     #[test]
-    fn passes_good_csv_through_unchanged() {
-        let text = b"\xef\xbb\xbfa,b\n\"x \"\"y\"\"\",\"1\n2\"\r\n3,4\n";
+    fn passes_good_csv_through_unchanged_and_tells_where_records_start() {
+        let text = b"\xef\xbb\xbfa,b\r\n\"x \"\"y\"\"\",\"1\n2\"\r\n\r\n,\n3,4";
         let (out, mut s) = scan(text, SizeLimits::default());
         assert_eq!(out, text);
-        assert_eq!(s.take_flag(1), None);
-        assert!(s.flagged.is_empty());
+        assert_eq!(
+            records(&mut s, 5),
+            [
+                (Some(1), None),
+                (Some(2), None),
+                (Some(5), None),
+                (Some(6), None),
+                (None, None)
+            ]
+        );
     }
 
     #[test]
     fn flags_a_quote_left_open_at_the_end() {
         let (out, mut s) = scan(b"a,b\n1,\"x\n2,y\n3,z\n", SizeLimits::default());
         assert!(out.ends_with(b"\"\n"), "the parser's record is closed");
-        let reason = s.take_flag(2).expect("flagged");
+        assert_eq!(s.take_record(), (Some(1), None));
+        let (line, flag) = s.take_record();
+        let flag = flag.expect("flagged");
+        assert_eq!(line, Some(2));
         assert!(
-            reason.starts_with("quote opened on line 2 never closed"),
-            "{reason}"
+            flag.reason
+                .starts_with("quote opened on line 2 never closed"),
+            "{}",
+            flag.reason
         );
+        assert_eq!(flag.resume, Some(Resume { offset: 9, line: 3 }));
     }
 
     #[test]
@@ -391,13 +433,13 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "a,b\n1,\"0123456\"\n2,ok\n3,\"aaaaaa\",bbbbbbbb,\n4,end\n"
         );
-        assert!(s.take_flag(2).unwrap().contains("max_field_mib"));
-        assert_eq!(
-            s.real_line(3),
-            4,
-            "line 3 for the parser is line 4 of the file"
-        );
-        assert!(s.take_flag(4).unwrap().contains("max_record_mib"));
-        assert_eq!(s.real_line(5), 6);
+        let got = records(&mut s, 5);
+        assert_eq!(got[0], (Some(1), None));
+        assert_eq!(got[1].0, Some(2));
+        assert!(got[1].1.as_ref().unwrap().contains("max_field_mib"));
+        assert_eq!(got[2], (Some(4), None));
+        assert_eq!(got[3].0, Some(5));
+        assert!(got[3].1.as_ref().unwrap().contains("max_record_mib"));
+        assert_eq!(got[4], (Some(6), None));
     }
 }
