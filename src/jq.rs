@@ -70,12 +70,19 @@ mod guard {
         deadline: Instant,
         timeout: Duration,
         stack_base: usize,
-        steps: u32,
+        /// Checks of the clock so far (it is read every few checks of the stack).
+        checks: u32,
     }
 
     thread_local! {
         static GUARD: Cell<Option<Guard>> = const { Cell::new(None) };
+        /// Steps left before the next check (most steps only count down).
+        static COUNTDOWN: Cell<u32> = const { Cell::new(0) };
     }
+
+    /// Steps between two checks: recursion deepens by no more than this many frames
+    /// unchecked, well within the stack a thread has beyond the budget.
+    const STEPS_PER_CHECK: u32 = 16;
 
     /// Why an evaluation was stopped.
     struct Stop(String);
@@ -87,17 +94,23 @@ mod guard {
 
     /// Called at every evaluation step: stops the evaluation past its time or stack budget.
     pub(super) fn check() {
+        let left = COUNTDOWN.with(Cell::get);
+        if left > 0 {
+            COUNTDOWN.with(|c| c.set(left - 1));
+            return;
+        }
         let Some(mut guard) = GUARD.with(Cell::get) else {
             return;
         };
+        COUNTDOWN.with(|c| c.set(STEPS_PER_CHECK));
         if guard.stack_base.abs_diff(stack_address()) > JqLimits::STACK_BYTES {
             stop(format!(
                 "jq recursion too deep: the evaluation used more than the {} MiB of stack a record may use",
                 JqLimits::STACK_BYTES >> 20
             ));
         }
-        guard.steps = guard.steps.wrapping_add(1);
-        if guard.steps.is_multiple_of(256) && Instant::now() > guard.deadline {
+        guard.checks = guard.checks.wrapping_add(1);
+        if guard.checks.is_multiple_of(16) && Instant::now() > guard.deadline {
             stop(format!(
                 "jq program ran longer than jq_timeout_ms ({} ms) on this record",
                 guard.timeout.as_millis()
@@ -130,11 +143,13 @@ mod guard {
                 deadline: Instant::now() + timeout,
                 timeout,
                 stack_base: stack_address(),
-                steps: 0,
+                checks: 0,
             }))
         });
+        COUNTDOWN.with(|c| c.set(0));
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
         GUARD.with(|g| g.set(None));
+        COUNTDOWN.with(|c| c.set(0));
         match result {
             Ok(v) => Ok(v),
             Err(payload) => match payload.downcast::<Stop>() {
@@ -654,9 +669,18 @@ mod tests {
 
     #[test]
     fn deep_recursion_stops_before_the_stack_ends() {
-        let p = limited("def f: 1 + f; f", 60_000, 10);
-        let err = p.run(Val::Null).unwrap_err();
-        assert!(err.starts_with("jq recursion too deep"), "{err}");
+        for code in [
+            "def f: 1 + f; f",
+            "def f: [f]; f",
+            "def f: {a: f}; f",
+            "def f: f as $x | $x; f",
+            "def f(g): 1 + f(g + 1); f(0)",
+            "def f: if . > 1e9 then . else (. + 1 | f) + 0 end; 0 | f",
+        ] {
+            let p = limited(code, 60_000, 10);
+            let err = p.run(Val::Null).unwrap_err();
+            assert!(err.starts_with("jq recursion too deep"), "{code}: {err}");
+        }
     }
 
     #[test]
