@@ -6,8 +6,10 @@
 
 use std::borrow::Cow;
 
-/// Tags past this depth (as the scan counts it) are removed.
-pub const MAX_TAG_DEPTH: usize = 512;
+/// Tags past this depth (as the scan counts it) are removed. Above the conversion's own
+/// limit (200 elements), so documents come out the same; each tag the parser reads can cost
+/// a walk of this many open elements.
+pub const MAX_TAG_DEPTH: usize = 256;
 
 /// Elements without content: they never nest.
 const VOID: &[&str] = &[
