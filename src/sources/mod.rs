@@ -10,6 +10,7 @@ pub mod gleap;
 pub mod intercom;
 pub mod jsonl;
 pub mod parquet;
+mod parquet_depth;
 pub mod zendesk;
 
 use std::path::{Path, PathBuf};
