@@ -253,8 +253,46 @@ impl<R: Read> Scanner<R> {
     }
 
     /// Scans `input`, appending what the parser should see to `out`.
+    /// How many bytes from the start of `rest` leave the state as it is (inside a field or
+    /// a quoted part, no line end), within the limits: they can be passed on at once.
+    fn plain_run(&self, rest: &[u8]) -> usize {
+        let d = self.dialect;
+        let run = match self.state {
+            State::InField => rest
+                .iter()
+                .position(|&b| b == d.delimiter || b == b'\n' || b == b'\r'),
+            State::InQuoted => rest
+                .iter()
+                .position(|&b| b == d.quote || b == b'\n' || Some(b) == d.escape),
+            _ => return 0,
+        }
+        .unwrap_or(rest.len());
+        let room = (self.limits.max_field_bytes.saturating_sub(self.field_bytes)).min(
+            self.limits
+                .max_record_bytes
+                .saturating_sub(self.record_bytes),
+        );
+        run.min(usize::try_from(room).unwrap_or(usize::MAX))
+    }
+
     fn scan(&mut self, input: &[u8], out: &mut Vec<u8>) {
-        for &b in input {
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            if self.bom_left == 0 && !self.skipping {
+                // The common case: a run of ordinary bytes, handled at once.
+                let run = self.plain_run(&input[i..]);
+                if run > 0 {
+                    out.extend_from_slice(&input[i..i + run]);
+                    let n = run as u64;
+                    self.offset += n;
+                    self.field_bytes += n;
+                    self.record_bytes += n;
+                    i += run;
+                    continue;
+                }
+            }
+            i += 1;
             if self.bom_left > 0 {
                 let at = BOM.len() - self.bom_left;
                 if b == BOM[at] {
