@@ -67,7 +67,8 @@ mod guard {
 
     #[derive(Clone, Copy)]
     struct Guard {
-        deadline: Instant,
+        /// `None`: a timeout too long to reach.
+        deadline: Option<Instant>,
         timeout: Duration,
         stack_base: usize,
         /// Checks of the clock so far (it is read every few checks of the stack).
@@ -110,7 +111,7 @@ mod guard {
             ));
         }
         guard.checks = guard.checks.wrapping_add(1);
-        if guard.checks.is_multiple_of(16) && Instant::now() > guard.deadline {
+        if guard.checks.is_multiple_of(16) && guard.deadline.is_some_and(|d| Instant::now() > d) {
             stop(format!(
                 "jq program ran longer than jq_timeout_ms ({} ms) on this record",
                 guard.timeout.as_millis()
@@ -122,7 +123,7 @@ mod guard {
     /// Stops the evaluation when past the time budget (between outputs).
     pub(super) fn check_time() {
         if let Some(guard) = GUARD.with(Cell::get)
-            && Instant::now() > guard.deadline
+            && guard.deadline.is_some_and(|d| Instant::now() > d)
         {
             stop(format!(
                 "jq program ran longer than jq_timeout_ms ({} ms) on this record",
@@ -140,7 +141,7 @@ mod guard {
     pub(super) fn run<T>(timeout: Duration, f: impl FnOnce() -> T) -> Result<T, String> {
         GUARD.with(|g| {
             g.set(Some(Guard {
-                deadline: Instant::now() + timeout,
+                deadline: Instant::now().checked_add(timeout),
                 timeout,
                 stack_base: stack_address(),
                 checks: 0,
@@ -664,6 +665,9 @@ mod tests {
         }
         // The guard is gone afterwards: a quick program runs as usual.
         let p = limited("[range(5)] | length", 20, 1000);
+        assert_eq!(p.run(Val::Null).unwrap().len(), 1);
+        // A timeout too long to add to the clock is no timeout (and no overflow).
+        let p = limited("[range(5)] | length", u64::MAX, 1000);
         assert_eq!(p.run(Val::Null).unwrap().len(), 1);
     }
 
