@@ -15,6 +15,49 @@ pub use serde_json::{Map, Value};
 /// A record: a JSON object with keys in insertion order.
 pub type Record = Map<String, Value>;
 
+/// How deep values in records may nest (serde_json's own parse limit). Every place that
+/// builds nested values from data (JSON parsing, jq outputs, HTML) stays within it, so the
+/// code that walks records recursively (jq, sinks, hashing) cannot overflow the stack.
+pub const MAX_DEPTH: usize = 128;
+
+/// Whether `text` is an integer literal (`-?[0-9]+`); with [`fits_64_bits`], tells the
+/// integers that would lose digits as floats.
+pub fn is_integer_literal(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Follows JSON text byte by byte to tell what is inside strings (escapes included), for
+/// scans that must not parse it.
+#[derive(Debug, Default)]
+pub struct JsonStrings {
+    in_string: bool,
+    escaped: bool,
+}
+
+impl JsonStrings {
+    /// Whether `b`, the next byte, belongs to a string (its quotes included).
+    pub fn string_byte(&mut self, b: u8) -> bool {
+        if self.in_string {
+            if self.escaped {
+                self.escaped = false;
+            } else if b == b'\\' {
+                self.escaped = true;
+            } else if b == b'"' {
+                self.in_string = false;
+            }
+            return true;
+        }
+        self.in_string = b == b'"';
+        self.in_string
+    }
+}
+
+/// Whether an integer literal fits a JSON number without rounding (an `i64` or a `u64`).
+pub fn fits_64_bits(text: &str) -> bool {
+    text.parse::<i64>().is_ok() || text.parse::<u64>().is_ok()
+}
+
 /// Where a record came from, for the dead-letter file and error messages.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Position {

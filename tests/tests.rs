@@ -10,6 +10,7 @@ mod gleap_sink;
 mod hostile;
 mod hostile_dumps;
 mod hostile_gleap;
+mod hostile_inputs;
 mod hostile_signals;
 mod migrations;
 mod pipelines;

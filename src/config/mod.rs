@@ -71,9 +71,31 @@ pub struct StreamConfig {
     pub transforms: Vec<TransformConfig>,
     /// Where records go.
     pub sink: SinkConfig,
+    /// How long each jq stage (`filter`, `set`, `jq`) may run on one record, in
+    /// milliseconds; a record that takes longer is dead-lettered. Default 10000.
+    #[serde(default)]
+    pub jq_timeout_ms: Option<Spanned<u64>>,
+    /// How many outputs a `jq` stage may give for one record; more dead-letters the record.
+    /// Default 100000.
+    #[serde(default)]
+    pub jq_max_outputs: Option<Spanned<u64>>,
 }
 
 impl StreamConfig {
+    /// The per-record limits of the stream's jq stages, with the defaults.
+    pub fn jq_limits(&self) -> crate::jq::JqLimits {
+        let defaults = crate::jq::JqLimits::default();
+        crate::jq::JqLimits {
+            timeout: self.jq_timeout_ms.as_ref().map_or(defaults.timeout, |ms| {
+                std::time::Duration::from_millis(ms.value)
+            }),
+            max_outputs: self
+                .jq_max_outputs
+                .as_ref()
+                .map_or(defaults.max_outputs, |n| n.value as usize),
+        }
+    }
+
     /// The streams this one waits for: its `needs` and the streams its Gleap sink's `refs`
     /// name (their ids must exist first).
     pub fn dependencies(&self) -> Vec<&str> {
@@ -226,7 +248,15 @@ fn check_piecewise(root: &Node, side: &RefCell<Vec<ConfigError>>) -> Vec<ConfigE
 }
 
 const PIPELINE_KEYS: &[&str] = &["version", "name", "state_dir", "gleap", "streams"];
-const STREAM_KEYS: &[&str] = &["name", "needs", "source", "transforms", "sink"];
+const STREAM_KEYS: &[&str] = &[
+    "name",
+    "needs",
+    "source",
+    "transforms",
+    "sink",
+    "jq_timeout_ms",
+    "jq_max_outputs",
+];
 
 /// The value of `key` in a mapping, or of a misspelling of it that is closer to `key` than
 /// to any other of `keys`.
@@ -380,6 +410,31 @@ fn check_stream(stream: &StreamConfig, path: &str) -> Vec<ConfigError> {
     }
     for (j, t) in stream.transforms.iter().enumerate() {
         errors.extend(t.check(&format!("{path}.transforms[{j}]")));
+    }
+    for (name, value) in [
+        ("jq_timeout_ms", &stream.jq_timeout_ms),
+        ("jq_max_outputs", &stream.jq_max_outputs),
+    ] {
+        if let Some(v) = value.as_ref().filter(|v| v.value == 0) {
+            errors.push(ConfigError::new(
+                v.location(),
+                format!("{path}.{name}: must be at least 1"),
+            ));
+        }
+    }
+    let source_path = format!("{path}.source.{}", stream.source.kind());
+    match &stream.source {
+        SourceConfig::Csv(c) => errors.extend(crate::sources::SizeLimits::check(
+            c.max_field_mib.as_ref(),
+            c.max_record_mib.as_ref(),
+            &source_path,
+        )),
+        SourceConfig::Jsonl(c) => errors.extend(crate::sources::SizeLimits::check(
+            c.max_field_mib.as_ref(),
+            c.max_record_mib.as_ref(),
+            &source_path,
+        )),
+        _ => {}
     }
     errors
 }

@@ -128,6 +128,11 @@ impl RunReport {
                     if s.status == "rejected" {
                         notes.push("every record rejected".into());
                     }
+                    for stage in &s.transforms {
+                        for (what, n) in &stage.dropped {
+                            notes.push(format!("{what} left out: {}", count(*n)));
+                        }
+                    }
                     if !notes.is_empty() {
                         line.push_str(&format!(" ({})", notes.join(", ")));
                     }

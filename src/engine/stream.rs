@@ -79,7 +79,7 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
     };
 
     let result = (|| -> Result<()> {
-        let mut chain = TransformChain::build(&config.transforms)?;
+        let mut chain = TransformChain::build_with(&config.transforms, config.jq_limits())?;
         // A lookup table's unreadable rows: skipped, each a dead letter located in the table.
         for (stage, row) in chain.take_skipped_rows() {
             report.lookup_rows_skipped += 1;

@@ -5,6 +5,7 @@
 //! declared type goes to the dead-letter file with its line number; the run goes on.
 
 use std::collections::VecDeque;
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -13,9 +14,11 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use super::{OpenedSource, ProgressUnit, Rejected, SourceItem, SourceIter, files};
+use super::csv_scan::{Dialect, Flagged, Resume, Scanner};
+use super::{OpenedSource, ProgressUnit, Rejected, SizeLimits, SourceItem, SourceIter, files};
+use crate::config::Spanned;
 use crate::error::{Error, Result};
-use crate::record::{FieldType, Position, Record, Value, cast};
+use crate::record::{FieldType, Position, Record, Value, cast, is_integer_literal};
 
 /// Reads delimited text files.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -59,6 +62,13 @@ pub struct CsvSourceConfig {
     /// Remove spaces around fields. Default `false`.
     #[serde(default)]
     pub trim: bool,
+    /// The largest field, in MiB: a row with a larger one is dead-lettered (and read no
+    /// further than the limit). Default 16.
+    #[serde(default)]
+    pub max_field_mib: Option<Spanned<u64>>,
+    /// The largest row, in MiB, as [`CsvSourceConfig::max_field_mib`]. Default 64.
+    #[serde(default)]
+    pub max_record_mib: Option<Spanned<u64>>,
 }
 
 fn yes() -> bool {
@@ -153,18 +163,91 @@ enum Inferred {
     Bool,
 }
 
+type Parser = ::csv::Reader<Scanner<Box<dyn std::io::BufRead + Send>>>;
+
+/// The CSV parser for `config`, reading through `scanner`.
+fn parser(config: &CsvSourceConfig, scanner: Scanner<Box<dyn std::io::BufRead + Send>>) -> Parser {
+    let mut builder = ::csv::ReaderBuilder::new();
+    builder
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(config.delimiter.0)
+        .quote(config.quote.0)
+        .trim(if config.trim {
+            ::csv::Trim::All
+        } else {
+            ::csv::Trim::None
+        });
+    if let Some(e) = config.escape {
+        builder.escape(Some(e.0)).double_quote(false);
+    }
+    if let Some(c) = config.comment {
+        builder.comment(Some(c.0));
+    }
+    builder.from_reader(scanner)
+}
+
 /// One CSV file being read.
 struct CsvFileReader {
-    reader: ::csv::Reader<Box<dyn std::io::BufRead + Send>>,
+    reader: Parser,
+    /// To read the file again after a quote never closed.
+    config: CsvSourceConfig,
+    path: std::path::PathBuf,
+    dialect: Dialect,
+    limits: SizeLimits,
     file: Arc<str>,
     columns: Arc<[String]>,
     types: Vec<ColumnType>,
-    /// Rows read ahead for type inference, with their line numbers.
-    buffered: VecDeque<(::csv::ByteRecord, u64)>,
+    /// Rows read ahead for type inference.
+    buffered: VecDeque<RawRow>,
     null_values: Vec<Vec<u8>>,
     row: u64,
-    record: ::csv::ByteRecord,
     done: bool,
+}
+
+/// A row as the parser gave it, with the line it starts on and what the scanner found
+/// wrong with it.
+struct RawRow {
+    raw: ::csv::ByteRecord,
+    line: u64,
+    flag: Option<Flagged>,
+}
+
+/// The record with its last field cut at its first line end (a quote never closed
+/// swallowed the rest of the file into it).
+fn up_to_first_line_end(raw: &::csv::ByteRecord) -> ::csv::ByteRecord {
+    let last = raw.len().saturating_sub(1);
+    raw.iter()
+        .enumerate()
+        .map(|(i, field)| {
+            if i < last {
+                return field;
+            }
+            let end = field
+                .iter()
+                .position(|&b| b == b'\n')
+                .unwrap_or(field.len());
+            field[..end].strip_suffix(b"\r").unwrap_or(&field[..end])
+        })
+        .collect()
+}
+
+/// The column names of a header row.
+fn header_names(header: &::csv::ByteRecord, file: &str) -> Result<Vec<String>> {
+    header
+        .iter()
+        .enumerate()
+        .map(|(i, field)| {
+            std::str::from_utf8(field)
+                .map(|name| name.trim().to_string())
+                .map_err(|e| {
+                    Error::input(
+                        format!("{file}:1"),
+                        format!("column {} of the header is not valid UTF-8: {e}", i + 1),
+                    )
+                })
+        })
+        .collect()
 }
 
 impl CsvFileReader {
@@ -175,52 +258,26 @@ impl CsvFileReader {
     ) -> Result<CsvFileReader> {
         let input = files::open(path, counter)?;
         let file = files::display_name(path);
-        let mut builder = ::csv::ReaderBuilder::new();
-        builder
-            .has_headers(false)
-            .flexible(true)
-            .delimiter(config.delimiter.0)
-            .quote(config.quote.0)
-            .trim(if config.trim {
-                ::csv::Trim::All
-            } else {
-                ::csv::Trim::None
-            });
-        if let Some(e) = config.escape {
-            builder.escape(Some(e.0)).double_quote(false);
-        }
-        if let Some(c) = config.comment {
-            builder.comment(Some(c.0));
-        }
-        let mut reader = builder.from_reader(input);
-        let read_error = |e: ::csv::Error| Error::input(file.to_string(), e);
-
-        let mut header = ::csv::ByteRecord::new();
-        let mut names: Vec<String> = Vec::new();
-        if config.has_header {
-            if !reader.read_byte_record(&mut header).map_err(read_error)? {
-                // An empty file: no header, no rows.
-            }
-            for (i, field) in header.iter().enumerate() {
-                let name = std::str::from_utf8(field).map_err(|e| {
-                    Error::input(
-                        format!("{file}:1"),
-                        format!("column {} of the header is not valid UTF-8: {e}", i + 1),
-                    )
-                })?;
-                names.push(name.trim().to_string());
-            }
-        }
-        if let Some(columns) = &config.columns {
-            names = columns.clone();
-        }
-        let names = unique_names(names, &file);
-
+        let dialect = Dialect {
+            delimiter: config.delimiter.0,
+            quote: config.quote.0,
+            escape: config.escape.map(|e| e.0),
+            comment: config.comment.map(|c| c.0),
+        };
+        let limits = SizeLimits::from_mib(
+            config.max_field_mib.as_ref(),
+            config.max_record_mib.as_ref(),
+        );
+        let reader = parser(config, Scanner::new(input, dialect, limits));
         let mut this = CsvFileReader {
             reader,
+            config: config.clone(),
+            path: path.to_path_buf(),
+            dialect,
+            limits,
             file: file.clone(),
             types: Vec::new(),
-            columns: names.into(),
+            columns: Vec::new().into(),
             buffered: VecDeque::new(),
             null_values: config
                 .null_values
@@ -228,9 +285,26 @@ impl CsvFileReader {
                 .map(|s| s.as_bytes().to_vec())
                 .collect(),
             row: 0,
-            record: ::csv::ByteRecord::new(),
             done: false,
         };
+
+        let mut names: Vec<String> = Vec::new();
+        if config.has_header {
+            // An empty file has no header and no rows.
+            if let Some(header) = this.read()? {
+                if let Some(flag) = header.flag {
+                    return Err(Error::input(
+                        format!("{file}:{}", header.line),
+                        format!("the header row: {}", flag.reason),
+                    ));
+                }
+                names = header_names(&header.raw, &file)?;
+            }
+        }
+        if let Some(columns) = &config.columns {
+            names = columns.clone();
+        }
+        this.columns = unique_names(names, &file).into();
         for name in config.types.keys() {
             if !this.columns.contains(name) {
                 return Err(Error::Other(format!(
@@ -240,15 +314,11 @@ impl CsvFileReader {
             }
         }
         // Read ahead for inference.
-        let mut samples: Vec<(::csv::ByteRecord, u64)> = Vec::new();
+        let mut samples: Vec<RawRow> = Vec::new();
         if config.infer_types {
             while samples.len() < config.infer_rows {
-                let mut rec = ::csv::ByteRecord::new();
-                if !this.reader.read_byte_record(&mut rec).map_err(read_error)? {
-                    break;
-                }
-                let line = rec.position().map_or(0, |p| p.line());
-                samples.push((rec, line));
+                let Some(row) = this.read()? else { break };
+                samples.push(row);
             }
         }
         this.types = this
@@ -260,8 +330,8 @@ impl CsvFileReader {
                 None if config.infer_types => ColumnType::Inferred(infer_column(
                     samples
                         .iter()
-                        .filter(|(r, _)| r.len() == this.columns.len())
-                        .map(|(r, _)| &r[i]),
+                        .filter(|r| r.flag.is_none() && r.raw.len() == this.columns.len())
+                        .map(|r| &r.raw[i]),
                     &this.null_values,
                 )),
                 None => ColumnType::Inferred(Inferred::String),
@@ -271,17 +341,41 @@ impl CsvFileReader {
         Ok(this)
     }
 
-    fn next_raw(&mut self) -> Result<Option<(::csv::ByteRecord, u64)>> {
-        if let Some(r) = self.buffered.pop_front() {
-            return Ok(Some(r));
-        }
-        match self.reader.read_byte_record(&mut self.record) {
+    /// Reads the file again from `resume` on (after a quote never closed), with a parser
+    /// that starts afresh there.
+    fn read_again_from(&mut self, resume: Resume) -> Result<()> {
+        // Progress counted the file once already.
+        let mut input = files::open(&self.path, Arc::new(AtomicU64::new(0)))?;
+        std::io::copy(&mut (&mut input).take(resume.offset), &mut std::io::sink())
+            .map_err(|e| Error::io(&self.path, e))?;
+        let scanner = Scanner::from_line(input, self.dialect, self.limits, resume.line);
+        self.reader = parser(&self.config, scanner);
+        Ok(())
+    }
+
+    /// The next record from the parser, with its line and what the scanner found wrong.
+    fn read(&mut self) -> Result<Option<RawRow>> {
+        let mut raw = ::csv::ByteRecord::new();
+        match self.reader.read_byte_record(&mut raw) {
             Ok(true) => {
-                let line = self.record.position().map_or(0, |p| p.line());
-                Ok(Some((std::mem::take(&mut self.record), line)))
+                let (line, flag) = self.reader.get_mut().take_record();
+                let line = line.unwrap_or_else(|| raw.position().map_or(0, |p| p.line()));
+                if let Some(resume) = flag.as_ref().and_then(|f| f.resume) {
+                    // The record ends with the quote's line: the rest is read again as rows.
+                    raw = up_to_first_line_end(&raw);
+                    self.read_again_from(resume)?;
+                }
+                Ok(Some(RawRow { raw, line, flag }))
             }
             Ok(false) => Ok(None),
             Err(e) => Err(Error::input(self.file.to_string(), e)),
+        }
+    }
+
+    fn next_raw(&mut self) -> Result<Option<RawRow>> {
+        match self.buffered.pop_front() {
+            Some(r) => Ok(Some(r)),
+            None => self.read(),
         }
     }
 
@@ -343,7 +437,7 @@ impl Iterator for CsvFileReader {
         if self.done {
             return None;
         }
-        let (raw, line) = match self.next_raw() {
+        let RawRow { raw, line, flag } = match self.next_raw() {
             Ok(Some(r)) => r,
             Ok(None) => {
                 self.done = true;
@@ -361,6 +455,13 @@ impl Iterator for CsvFileReader {
             line: Some(line),
             row: self.row,
         };
+        if let Some(flag) = flag {
+            return Some(Ok(SourceItem::Rejected(Rejected {
+                position,
+                record: Value::Array(raw.iter().map(preview).collect()),
+                reason: flag.reason,
+            })));
+        }
         Some(Ok(match self.convert(&raw, &position) {
             Ok(record) => SourceItem::Record(record, position),
             Err(rejected) => SourceItem::Rejected(*rejected),
@@ -368,10 +469,25 @@ impl Iterator for CsvFileReader {
     }
 }
 
+/// A field of a record the scanner flagged, for the dead-letter file: its first KiB (the
+/// rest may be megabytes, or the rest of the file).
+fn preview(field: &[u8]) -> Value {
+    const KEEP: usize = 1024;
+    let text = String::from_utf8_lossy(&field[..field.len().min(KEEP)]).into_owned();
+    Value::String(if field.len() > KEEP {
+        format!("{text}… ({} bytes in all)", field.len())
+    } else {
+        text
+    })
+}
+
 /// Empty names become `column_N`; repeated names get `_2`, `_3`... so no column overwrites
-/// another.
+/// another. Linear in the number of columns (a set of the names taken).
 fn unique_names(names: Vec<String>, file: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(names.len());
+    let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // The next suffix to try for a name, so repeated names do not retry from `_2`.
+    let mut next_suffix: std::collections::HashMap<String, usize> = Default::default();
     for (i, name) in names.into_iter().enumerate() {
         let base = if name.is_empty() {
             format!("column_{}", i + 1)
@@ -379,11 +495,17 @@ fn unique_names(names: Vec<String>, file: &str) -> Vec<String> {
             name
         };
         let mut candidate = base.clone();
-        let mut n = 2;
-        while out.contains(&candidate) {
-            candidate = format!("{base}_{n}");
-            n += 1;
+        if seen.contains(&base) {
+            let n = next_suffix.entry(base.clone()).or_insert(2);
+            loop {
+                candidate = format!("{base}_{n}");
+                *n += 1;
+                if !seen.contains(&candidate) {
+                    break;
+                }
+            }
         }
+        seen.insert(candidate.clone());
         if candidate != base {
             tracing::warn!(
                 "{file}: column {} is also named `{base}`; reading it as `{candidate}`",
@@ -430,8 +552,22 @@ fn is_int(t: &str) -> bool {
         && t.parse::<i64>().is_ok()
 }
 
-/// An integer, or digits with a fraction and/or exponent, without leading zeros.
+/// An integer, or digits with a fraction and/or exponent, without leading zeros, that a
+/// float holds without rounding: an integer beyond 64 bits or more than 17 significant digits
+/// is not a float (such columns stay strings, so no digit is lost).
 fn is_float(t: &str) -> bool {
+    if is_integer_literal(t) && t.parse::<i64>().is_err() {
+        return false;
+    }
+    let mantissa = t.split(['e', 'E']).next().unwrap_or("");
+    let significant = mantissa
+        .bytes()
+        .filter(u8::is_ascii_digit)
+        .skip_while(|&b| b == b'0')
+        .count();
+    if significant > 17 {
+        return false;
+    }
     let d = t.strip_prefix('-').unwrap_or(t);
     let int_part = d.split(['.', 'e', 'E']).next().unwrap_or("");
     if int_part.is_empty()
@@ -628,6 +764,62 @@ mod tests {
                 ("p1.csv".into(), 1),
                 ("p2.csv".into(), 1),
                 ("p2.csv".into(), 2)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_quote_never_closed_is_rejected_and_reading_goes_on_in_gzip_files_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = b"\xef\xbb\xbfid,n\n1,\"a\r\n2,3\r\n4,\"\"\n";
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, text).unwrap();
+        for p in [
+            write(dir.path(), "q.csv", text),
+            write(dir.path(), "q.csv.gz", &gz.finish().unwrap()),
+        ] {
+            let got: Vec<String> = read_all(&config(&p))
+                .iter()
+                .map(|i| match i {
+                    SourceItem::Record(r, p) => {
+                        format!("ok {} {}", p.line.unwrap(), Value::Object(r.clone()))
+                    }
+                    SourceItem::Rejected(r) => {
+                        format!("bad {} {} {}", r.position.line.unwrap(), r.record, r.reason)
+                    }
+                })
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    "bad 2 [\"1\",\"a\"] quote opened on line 2 never closed; the record ends with that line and reading goes on from line 3",
+                    "ok 3 {\"id\":2,\"n\":3}",
+                    "ok 4 {\"id\":4,\"n\":null}",
+                ],
+                "{}",
+                p.display()
+            );
+        }
+    }
+
+    #[test]
+    fn big_integers_and_long_decimals_are_not_inferred_as_floats() {
+        assert!(!is_float("12345678901234567890123") && !is_float("18446744073709551617"));
+        assert!(!is_float("0.123456789012345678901") && is_float("0.12345678901234567"));
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "b.csv", b"a,b\n1,99999999999999999999\n2,3\n");
+        let values: Vec<Value> = read_all(&config(&p))
+            .into_iter()
+            .map(|i| match i {
+                SourceItem::Record(r, _) => Value::Object(r),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            values,
+            [
+                json!({"a": 1, "b": "99999999999999999999"}),
+                json!({"a": 2, "b": "3"})
             ]
         );
     }

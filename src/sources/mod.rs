@@ -3,12 +3,14 @@
 //! cannot read to the dead-letter file instead of failing the run.
 
 pub mod csv;
+mod csv_scan;
 pub mod dump;
 pub mod files;
 pub mod gleap;
 pub mod intercom;
 pub mod jsonl;
 pub mod parquet;
+mod parquet_depth;
 pub mod zendesk;
 
 use std::path::{Path, PathBuf};
@@ -71,6 +73,79 @@ impl SourceConfig {
             SourceConfig::Zendesk(c) => c.open(),
             SourceConfig::Intercom(c) => c.open(),
         }
+    }
+}
+
+/// How large a field and a record of a text source may be (`max_field_mib`,
+/// `max_record_mib`); a larger one is skipped (read no further than the limit) and
+/// dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeLimits {
+    pub max_field_bytes: u64,
+    pub max_record_bytes: u64,
+}
+
+impl SizeLimits {
+    /// `max_field_mib` default.
+    pub const DEFAULT_FIELD_MIB: u64 = 16;
+    /// `max_record_mib` default.
+    pub const DEFAULT_RECORD_MIB: u64 = 64;
+
+    /// The limits from the options as written (in MiB), with the defaults (the field
+    /// limit's default is no more than the record limit).
+    pub fn from_mib(
+        field: Option<&crate::config::Spanned<u64>>,
+        record: Option<&crate::config::Spanned<u64>>,
+    ) -> SizeLimits {
+        let record = record.map_or(Self::DEFAULT_RECORD_MIB, |v| v.value);
+        let field = field.map_or(Self::DEFAULT_FIELD_MIB.min(record), |v| v.value);
+        SizeLimits {
+            max_field_bytes: field.saturating_mul(1 << 20),
+            max_record_bytes: record.saturating_mul(1 << 20),
+        }
+    }
+
+    /// Problems with the options as written: each at least 1, the field limit not above
+    /// the record limit. `path` is the source's config path.
+    pub fn check(
+        field: Option<&crate::config::Spanned<u64>>,
+        record: Option<&crate::config::Spanned<u64>>,
+        path: &str,
+    ) -> Vec<crate::config::ConfigError> {
+        use crate::config::ConfigError;
+        let mut errors = Vec::new();
+        for (name, v) in [("max_field_mib", field), ("max_record_mib", record)] {
+            if let Some(v) = v.filter(|v| v.value == 0 || v.value > 1 << 20) {
+                errors.push(ConfigError::new(
+                    v.location(),
+                    format!(
+                        "{path}.{name}: {} is not a size limit: between 1 and 1048576 (MiB)",
+                        v.value
+                    ),
+                ));
+            }
+        }
+        let limits = SizeLimits::from_mib(field, record);
+        if errors.is_empty() && limits.max_field_bytes > limits.max_record_bytes {
+            let at = field
+                .or(record)
+                .map_or(crate::config::Location::UNKNOWN, |v| v.location());
+            errors.push(ConfigError::new(
+                at,
+                format!(
+                    "{path}.max_field_mib: a field ({} MiB) cannot be larger than a record (max_record_mib: {} MiB)",
+                    limits.max_field_bytes >> 20,
+                    limits.max_record_bytes >> 20
+                ),
+            ));
+        }
+        errors
+    }
+}
+
+impl Default for SizeLimits {
+    fn default() -> SizeLimits {
+        SizeLimits::from_mib(None, None)
     }
 }
 

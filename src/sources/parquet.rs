@@ -76,7 +76,10 @@ impl ParquetSourceConfig {
         let files = files::expand(&self.path)?;
         let mut total: u64 = 0;
         for path in &files {
-            let file = File::open(path).map_err(|e| Error::io(path, e))?;
+            let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+            // The parquet crate would overflow the stack on a deeply nested schema.
+            super::parquet_depth::check(&mut file)
+                .map_err(|e| Error::input(files::display_name(path).to_string(), e))?;
             let metadata = ParquetMetaDataReader::new()
                 .parse_and_finish(&file)
                 .map_err(|e| Error::input(files::display_name(path).to_string(), e))?;

@@ -3,6 +3,7 @@
 
 pub mod dedupe;
 pub mod fields;
+mod html_depth;
 pub mod jq_stages;
 pub mod lookup;
 pub mod tiptap;
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{ConfigError, Spanned};
 use crate::error::Result;
-use crate::jq::JqProgram;
+use crate::jq::{JqLimits, JqProgram};
 use crate::record::{FieldPath, FieldType, Record, Value};
 
 /// One transform stage. Exactly one kind per list item.
@@ -81,17 +82,23 @@ impl TransformConfig {
         }
     }
 
-    /// Builds the running stage (compiles jq, loads lookup tables).
+    /// Builds the running stage (compiles jq, loads lookup tables) with the default limits.
     pub fn build(&self) -> Result<Box<dyn Transform>> {
+        self.build_with(JqLimits::default())
+    }
+
+    /// Builds the running stage; jq stages get `limits` per record.
+    pub fn build_with(&self, limits: JqLimits) -> Result<Box<dyn Transform>> {
+        let compile = |e: &JqExpr| e.compile().map(|p| p.with_limits(limits));
         Ok(match self {
-            TransformConfig::Filter(e) => Box::new(jq_stages::Filter::new(e.compile()?)),
+            TransformConfig::Filter(e) => Box::new(jq_stages::Filter::new(compile(e)?)),
             TransformConfig::Set(fields) => Box::new(jq_stages::Set::new(
                 fields
                     .iter()
-                    .map(|(f, e)| Ok((f.clone(), e.compile()?)))
+                    .map(|(f, e)| Ok((f.clone(), compile(e)?)))
                     .collect::<Result<_>>()?,
             )),
-            TransformConfig::Jq(e) => Box::new(jq_stages::JqStage::new(e.compile()?)),
+            TransformConfig::Jq(e) => Box::new(jq_stages::JqStage::new(compile(e)?)),
             TransformConfig::Rename(pairs) => Box::new(fields::Rename::new(pairs)),
             TransformConfig::Cast(types) => Box::new(fields::Cast::new(types)),
             TransformConfig::Default(values) => Box::new(fields::Defaults::new(values)),
@@ -186,6 +193,12 @@ pub trait Transform: Send {
     fn take_skipped_rows(&mut self) -> Vec<crate::sources::Rejected> {
         Vec::new()
     }
+
+    /// What the stage left out of the records it passed on so far, by what it was (for the
+    /// run report): `html_to_tiptap`'s unsafe or unfetchable images.
+    fn dropped(&self) -> std::collections::BTreeMap<String, u64> {
+        Default::default()
+    }
 }
 
 /// A record a stage could not process.
@@ -223,6 +236,9 @@ pub struct StageStats {
     /// Rows of the stage's lookup table that could not be read and were skipped.
     #[serde(skip_serializing_if = "is_zero")]
     pub table_rows_skipped: u64,
+    /// What the stage left out of records it passed on, by what it was.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub dropped: std::collections::BTreeMap<String, u64>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -238,11 +254,16 @@ pub struct TransformChain {
 
 impl TransformChain {
     pub fn build(configs: &[TransformConfig]) -> Result<TransformChain> {
+        Self::build_with(configs, JqLimits::default())
+    }
+
+    /// The chain, its jq stages with `limits` per record.
+    pub fn build_with(configs: &[TransformConfig], limits: JqLimits) -> Result<TransformChain> {
         let mut stages = Vec::with_capacity(configs.len());
         for (i, config) in configs.iter().enumerate() {
             let label = format!("transforms[{i}] ({})", config.kind());
             let stage = config
-                .build()
+                .build_with(limits)
                 .map_err(|e| crate::Error::Other(format!("{label}: {e}")))?;
             stages.push((
                 stage,
@@ -312,7 +333,13 @@ impl TransformChain {
     }
 
     pub fn stats(&self) -> Vec<StageStats> {
-        self.stages.iter().map(|(_, s)| s.clone()).collect()
+        self.stages
+            .iter()
+            .map(|(stage, stats)| StageStats {
+                dropped: stage.dropped(),
+                ..stats.clone()
+            })
+            .collect()
     }
 }
 

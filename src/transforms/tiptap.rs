@@ -8,6 +8,7 @@
 //! browser would, so malformed bodies convert rather than fail.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use percent_encoding::percent_decode_str;
 use schemars::JsonSchema;
@@ -16,6 +17,7 @@ use scraper::{ElementRef, Html};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::html_depth::{MAX_TAG_DEPTH, cap_nesting};
 use super::{Rejection, Transform};
 use crate::record::{FieldPath, Record, kind_of};
 
@@ -35,6 +37,8 @@ pub struct HtmlToTiptapConfig {
 
 /// The running stage.
 pub struct HtmlToTiptap {
+    /// Images left out, by the scheme of their `src`, for the run report.
+    dropped_images: BTreeMap<String, u64>,
     from: Vec<FieldPath>,
     /// `None` only when `from` is empty, and then nothing is ever converted.
     to: Option<FieldPath>,
@@ -44,6 +48,7 @@ pub struct HtmlToTiptap {
 impl HtmlToTiptap {
     pub fn new(config: &HtmlToTiptapConfig) -> HtmlToTiptap {
         HtmlToTiptap {
+            dropped_images: BTreeMap::new(),
             from: config.from.clone(),
             to: config.to.clone().or_else(|| config.from.first().cloned()),
             attachments: config
@@ -67,7 +72,11 @@ impl Transform for HtmlToTiptap {
             return Ok(());
         };
         let (doc, images) = if looks_like_html(source) {
-            html_to_doc(source)
+            let converted = convert_html(source);
+            for scheme in converted.dropped_images {
+                *self.dropped_images.entry(scheme).or_default() += 1;
+            }
+            (converted.doc, converted.images)
         } else {
             (text_to_doc(source), Vec::new())
         };
@@ -97,6 +106,13 @@ impl Transform for HtmlToTiptap {
         }
         out.push(record);
         Ok(())
+    }
+
+    fn dropped(&self) -> BTreeMap<String, u64> {
+        self.dropped_images
+            .iter()
+            .map(|(scheme, n)| (format!("image with a {scheme}: src"), *n))
+            .collect()
     }
 }
 
@@ -133,7 +149,23 @@ pub fn text_to_doc(text: &str) -> Value {
 /// An HTML body (a fragment or a whole document) as a document, and the inline images found
 /// in it as Gleap attachments (`{name, url, type}`), in document order.
 pub fn html_to_doc(html: &str) -> (Value, Vec<Value>) {
-    let parsed = Html::parse_fragment(html);
+    let converted = convert_html(html);
+    (converted.doc, converted.images)
+}
+
+/// What [`convert_html`] makes of an HTML body.
+pub struct ConvertedHtml {
+    pub doc: Value,
+    /// Inline images as Gleap attachments, in document order.
+    pub images: Vec<Value>,
+    /// The schemes (`javascript`, `data`, `cid`...) of images left out, one per image: only
+    /// `http(s)` and relative sources become attachments.
+    pub dropped_images: Vec<String>,
+}
+
+/// An HTML body as a document, its images and the images left out.
+pub fn convert_html(html: &str) -> ConvertedHtml {
+    let parsed = parse(html);
     let mut converter = Converter::default();
     let mut out = Blocks::new(None);
     for child in parsed.tree.root().children() {
@@ -143,7 +175,16 @@ pub fn html_to_doc(html: &str) -> (Value, Vec<Value>) {
             out.text(text, &Marks::default());
         }
     }
-    (doc_json(out.finish()), converter.attachments)
+    ConvertedHtml {
+        doc: doc_json(out.finish()),
+        images: converter.attachments,
+        dropped_images: converter.dropped_images,
+    }
+}
+
+/// Parses HTML with its nesting capped first (html5ever is quadratic in the nesting).
+fn parse(html: &str) -> Html {
+    Html::parse_fragment(&cap_nesting(html, MAX_TAG_DEPTH))
 }
 
 /// The text of an HTML fragment: line breaks where blocks start and end and at `br`/`hr`,
@@ -153,7 +194,7 @@ pub fn html_text(html: &str) -> String {
         Node(N),
         Newline,
     }
-    let parsed = Html::parse_fragment(html);
+    let parsed = parse(html);
     let mut out = String::with_capacity(html.len());
     let mut stack: Vec<_> = parsed
         .tree
@@ -419,6 +460,8 @@ impl Blocks {
 #[derive(Default)]
 struct Converter {
     attachments: Vec<Value>,
+    /// The schemes of the images left out.
+    dropped_images: Vec<String>,
     /// How many lists and blockquotes enclose the current node.
     block_depth: usize,
 }
@@ -667,13 +710,15 @@ impl Converter {
         }
     }
 
-    /// An `img` as an attachment; images without a source, or with a `data:` or `cid:` one
-    /// (nothing Gleap could fetch), are skipped.
+    /// An `img` as an attachment. Only `http(s)` and relative sources are kept: others
+    /// (`javascript:`, `data:`, `cid:`, `file:`...) are nothing Gleap could fetch, or worse,
+    /// and are left out and counted. Images without a source are skipped.
     fn image(&mut self, img: &Element) {
         let Some(src) = img.attr("src").map(str::trim).filter(|s| !s.is_empty()) else {
             return;
         };
-        if has_scheme(src, "data") || has_scheme(src, "cid") {
+        if let Some(scheme) = url_scheme(src).filter(|s| s != "http" && s != "https") {
+            self.dropped_images.push(scheme);
             return;
         }
         let file = file_name(src);
@@ -794,12 +839,19 @@ fn language_of(element: &Element) -> Option<String> {
     })
 }
 
-fn has_scheme(url: &str, scheme: &str) -> bool {
-    let bytes = url.as_bytes();
-    bytes
-        .get(..scheme.len())
-        .is_some_and(|b| b.eq_ignore_ascii_case(scheme.as_bytes()))
-        && bytes.get(scheme.len()) == Some(&b':')
+/// The scheme of a URL, lower case, read as a browser does (ignoring whitespace and control
+/// characters, which browsers strip: `java\tscript:`); `None` for a relative URL.
+fn url_scheme(url: &str) -> Option<String> {
+    let cleaned: String = url
+        .chars()
+        .filter(|c| !c.is_whitespace() && !c.is_control())
+        .take_while(|c| !matches!(c, '/' | '?' | '#'))
+        .collect();
+    let (scheme, _) = cleaned.split_once(':')?;
+    let mut chars = scheme.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then(|| scheme.to_ascii_lowercase())
 }
 
 /// The last segment of the URL's path, percent-decoded; `None` when empty.
@@ -1147,6 +1199,60 @@ mod tests {
                 p(vec![t("before")]),
                 p(vec![t("inside red")]),
                 p(vec![t("after")])
+            ])
+        );
+    }
+
+    #[test]
+    fn deeply_nested_html_converts_quickly_keeping_its_text() {
+        let n = 100_000;
+        let html = "<div>".repeat(n)
+            + "deep<img src=\"https://x/a.png\">"
+            + &"</div>".repeat(n)
+            + "<p>after</p>";
+        let converted = convert_html(&html);
+        assert_eq!(
+            converted.doc["content"],
+            json!([p(vec![t("deep")]), p(vec![t("after")])])
+        );
+        assert_eq!(converted.images.len(), 1);
+    }
+
+    #[test]
+    fn only_http_and_relative_images_are_kept_the_rest_counted() {
+        let converted = convert_html(
+            r#"<p><img src="javascript:alert(1)"><img src=" JaVa&#9;Script:alert(2)">
+            <img src="data:image/png;base64,AAAA"><img src="cid:part1@mail"><img src="file:///etc/passwd">
+            <img src="vbscript:x"><img src="HTTPS://ok/a.png"><img src="//cdn/b.png"><img src="c.png"></p>"#,
+        );
+        let urls: Vec<&str> = converted
+            .images
+            .iter()
+            .map(|i| i["url"].as_str().unwrap())
+            .collect();
+        assert_eq!(urls, ["HTTPS://ok/a.png", "//cdn/b.png", "c.png"]);
+        assert_eq!(
+            converted.dropped_images,
+            [
+                "javascript",
+                "javascript",
+                "data",
+                "cid",
+                "file",
+                "vbscript"
+            ]
+        );
+        let mut s = stage(json!({"html_to_tiptap": {"from": ["body"]}}));
+        let (out, _) = apply(
+            &mut *s,
+            vec![json!({"body": "<p>x<img src=\"javascript:alert(1)\"><img src=\"data:,x\"></p>"})],
+        );
+        assert!(out[0].get("attachments").is_none(), "{out:?}");
+        assert_eq!(
+            s.dropped(),
+            BTreeMap::from([
+                ("image with a data: src".to_string(), 1),
+                ("image with a javascript: src".to_string(), 1)
             ])
         );
     }
