@@ -28,7 +28,7 @@ pub fn remember(name: &str, value: &str) {
         return;
     }
     secrets.push((value.to_string(), format!("${{{name}}}")));
-    secrets.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
 }
 
 /// `text` with every remembered value replaced by its `${NAME}` reference.
