@@ -111,16 +111,32 @@ impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let active = ACTIVE.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let text = String::from_utf8_lossy(buf);
-        let buf = crate::redact::redact(&text);
-        let buf = buf.as_bytes();
+        let redacted = crate::redact::redact(&text);
+        let out = redacted.as_bytes();
         match active {
-            Some(multi) => multi.suspend(|| std::io::stderr().write_all(buf))?,
-            None => std::io::stderr().write_all(buf)?,
+            Some(multi) => multi.suspend(|| std::io::stderr().write_all(out))?,
+            None => std::io::stderr().write_all(out)?,
         }
+        // All of `buf` was taken, whatever length its redacted text has: a shorter count would
+        // make the caller write the rest of `buf` again.
         Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stderr().flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_writer_takes_the_whole_buffer_when_redaction_shortens_it() {
+        let secret = "/tmp/a-rather-long-dump-folder-for-the-log-writer-test";
+        crate::redact::remember("LOG_WRITER_TEST_DIR", secret);
+        let line = format!("WARN lookup table {secret}/users.json: 1 rows repeat a key\n");
+        // write_all would write the tail again if `write` answered fewer bytes than given.
+        assert_eq!(LogWriter.write(line.as_bytes()).unwrap(), line.len());
     }
 }
