@@ -59,10 +59,17 @@ fn read(files: &[PathBuf], done: &Arc<AtomicU64>, kind: ArticlesKind) -> Result<
                         }
                         _ => {}
                     }
-                    let kind_of = o.get("type").and_then(Value::as_str).unwrap_or("");
-                    let wanted = match kind {
-                        ArticlesKind::Collections => matches!(kind_of, "collection" | "section"),
-                        ArticlesKind::Articles => kind_of == "article",
+                    // Collections are answered without a `type` (2.x); sections and
+                    // articles with one.
+                    let kind_of = o.get("type").and_then(Value::as_str);
+                    let has = |k: &str| o.contains_key(k);
+                    let wanted = match (kind, kind_of) {
+                        (ArticlesKind::Collections, Some(t)) => {
+                            matches!(t, "collection" | "section")
+                        }
+                        (ArticlesKind::Collections, None) => has("id") && has("name"),
+                        (ArticlesKind::Articles, Some(t)) => t == "article",
+                        (ArticlesKind::Articles, None) => has("id") && has("title") && has("body"),
                     };
                     if wanted {
                         found.push((Value::Object(o), position.clone()));

@@ -1070,6 +1070,7 @@ impl Sink for HelpCentreSink {
         self.store.complete_stream(&self.stream)?;
         let (requests, rate_limited, retries) = self.counters.snapshot();
         let c = &self.counts;
+        let written = c.created + c.updated + c.unchanged;
         let mut detail = json!({
             "entity": self.config.entity.name(),
             "created": c.created,
@@ -1079,6 +1080,8 @@ impl Sink for HelpCentreSink {
             "requests": requests,
             "rate_limited": rate_limited,
             "retries": retries,
+            "requests_per_record": if written + c.rejected == 0 { 0.0 } else { requests as f64 / (written + c.rejected) as f64 },
+            "concurrency": self.client.concurrency(),
         });
         if self.config.entity == Entity::Articles {
             detail["links_rewritten"] = json!(c.links_rewritten);
@@ -1091,7 +1094,7 @@ impl Sink for HelpCentreSink {
             }
         }
         Ok(SinkSummary {
-            written: c.created + c.updated + c.unchanged,
+            written,
             rejected: c.rejected,
             path: None,
             bytes: None,
