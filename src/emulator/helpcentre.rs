@@ -176,8 +176,8 @@ fn check_localized(body: &Doc) -> Result<(), String> {
 
 /// The body of a request, checked: unknown fields dropped (and counted), wrong types and
 /// unlocalized fields a 400.
-fn checked(app: &App, entity: &str, fields: &[Field], bytes: &Bytes) -> Result<Doc, Response> {
-    let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
+fn checked(app: &App, entity: &str, fields: &[Field], bytes: &Bytes) -> Result<Doc, Box<Response>> {
+    let bad = |m: String| Box::new(error(StatusCode::BAD_REQUEST, m));
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| bad(format!("Invalid JSON body: {e}")))?;
     let Value::Object(object) = value else {
@@ -230,7 +230,7 @@ pub fn routes() -> Router<Arc<App>> {
 async fn create_collection(State(app): State<Arc<App>>, bytes: Bytes) -> Response {
     let mut doc = match checked(&app, "helpcenter_collections", COLLECTION_FIELDS, &bytes) {
         Ok(d) => d,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let now = format_timestamp(&app.clock.now());
     let mut shared = app.lock();
@@ -301,7 +301,7 @@ async fn update_collection(
 ) -> Response {
     let doc = match checked(&app, "helpcenter_collections", COLLECTION_FIELDS, &bytes) {
         Ok(d) => d,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let now = format_timestamp(&app.clock.now());
     let mut shared = app.lock();
@@ -343,7 +343,7 @@ async fn create_article(
 ) -> Response {
     let mut doc = match checked(&app, "helpcenter_articles", ARTICLE_FIELDS, &bytes) {
         Ok(d) => d,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let now = format_timestamp(&app.clock.now());
     let mut shared = app.lock();
@@ -389,12 +389,12 @@ fn article_in<'h>(
     help: &'h mut HelpCentre,
     collection: &str,
     id: &str,
-) -> Result<&'h mut Doc, Response> {
+) -> Result<&'h mut Doc, Box<Response>> {
     match help.articles.get_mut(id) {
         Some(a) if a.get("helpcenterCollection").and_then(Value::as_str) == Some(collection) => {
             Ok(a)
         }
-        _ => Err(not_found("Article")),
+        _ => Err(Box::new(not_found("Article"))),
     }
 }
 
@@ -405,7 +405,7 @@ async fn get_article(
     let mut shared = app.lock();
     match article_in(&mut shared.store.help, &collection, &id) {
         Ok(a) => ok(a),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -416,7 +416,7 @@ async fn update_article(
 ) -> Response {
     let mut doc = match checked(&app, "helpcenter_articles", ARTICLE_FIELDS, &bytes) {
         Ok(d) => d,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let now = format_timestamp(&app.clock.now());
     let mut shared = app.lock();
@@ -434,7 +434,7 @@ async fn update_article(
     doc.remove("docId");
     let stored = match article_in(help, &collection, &id) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     for (k, v) in doc {
         stored.insert(k, v);
@@ -467,7 +467,7 @@ async fn move_article(
     }
     let stored = match article_in(help, &collection, &id) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     stored.insert("helpcenterCollection".into(), json!(target));
     let out = stored.clone();

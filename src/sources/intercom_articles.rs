@@ -52,12 +52,9 @@ fn read(files: &[PathBuf], done: &Arc<AtomicU64>, kind: ArticlesKind) -> Result<
                         docs.push(o.remove("data").expect("checked"));
                         continue;
                     }
-                    match o.get("data") {
-                        Some(Value::Array(_)) => {
-                            docs.push(o.remove("data").expect("checked"));
-                            continue;
-                        }
-                        _ => {}
+                    if let Some(Value::Array(_)) = o.get("data") {
+                        docs.push(o.remove("data").expect("checked"));
+                        continue;
                     }
                     // Collections are answered without a `type` (2.x); sections and
                     // articles with one.

@@ -66,9 +66,8 @@ pub fn read_all(
     let mut rejected = Vec::new();
     for path in files {
         let file = files::display_name(path);
-        let mut row = 0u64;
-        for doc in dump::documents(path, done.clone())? {
-            row += 1;
+        for (n, doc) in dump::documents(path, done.clone())?.enumerate() {
+            let row = n as u64 + 1;
             let position = |line| Position {
                 file: file.clone(),
                 line: Some(line),

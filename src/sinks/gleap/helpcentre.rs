@@ -711,7 +711,7 @@ impl HelpCentreSink {
             }
         }
         self.store
-            .add_intents(&self.stream, &[external.clone()])
+            .add_intents(&self.stream, std::slice::from_ref(&external))
             .map_err(Failure::Fatal)?;
         let mut last = String::new();
         for attempt in 0..self.max_attempts {
