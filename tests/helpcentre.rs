@@ -543,3 +543,87 @@ async fn help_centre_with_faults_still_arrives_each_object_once() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emulated_help_centre_checks_shapes_nesting_and_auth_like_gleap() {
+    let emulator = emulator(false).await;
+    let api = crate::util::Api::new(&emulator);
+    // A title that is not localized is refused: the shape the sink relies on is enforced.
+    let (status, body) = api
+        .post("/helpcenter/collections", json!({"title": "Plain"}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, top) = api
+        .post(
+            "/helpcenter/collections",
+            json!({"title": {"en": "Top"}, "externalId": "x:1", "unknownField": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{top}");
+    let top_id = top["id"].as_str().unwrap();
+    assert_eq!(top["_id"], top["id"]);
+    let (status, _) = api
+        .post(
+            "/helpcenter/collections",
+            json!({"title": {"en": "Orphan"}, "parent": "6a1000000000000000000999"}),
+        )
+        .await;
+    assert_eq!(status, 400, "a parent that does not exist");
+    let (_, sub) = api
+        .post(
+            "/helpcenter/collections",
+            json!({"title": {"en": "Sub"}, "parent": top_id}),
+        )
+        .await;
+    // GET /helpcenter/collections: top level with counts; /all: subcollections too.
+    let (_, listed) = api.get("/helpcenter/collections").await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["subCollectionsCount"], 1);
+    let (_, all) = api.get("/helpcenter/collections/all").await;
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    let sub_id = sub["id"].as_str().unwrap();
+    let doc = json!({"type": "doc", "content": [{"type": "paragraph"}]});
+    let (status, article) = api
+        .post(
+            &format!("/helpcenter/collections/{sub_id}/articles"),
+            json!({"title": {"en": "A"}, "content": {"en": doc}, "isDraft": false}),
+        )
+        .await;
+    assert_eq!(status, 200, "{article}");
+    assert_eq!(article["docId"], 1);
+    assert_eq!(article["helpcenterCollection"], sub_id);
+    let (status, _) = api
+        .post(
+            &format!("/helpcenter/collections/{sub_id}/articles"),
+            json!({"title": {"en": "B"}, "content": {"en": "not a doc"}}),
+        )
+        .await;
+    assert_eq!(status, 400, "content must be TipTap documents");
+    let article_id = article["id"].as_str().unwrap();
+    let (status, moved) = api
+        .put(
+            &format!("/helpcenter/collections/{sub_id}/articles/{article_id}/move"),
+            json!({"newCollectionId": top_id}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(moved["helpcenterCollection"], top_id);
+    let stats = emulator.stats();
+    assert_eq!(
+        stats["help_centre"],
+        json!({"collections": 2, "articles": 1})
+    );
+    assert_eq!(
+        stats["dropped_fields"]["helpcenter_collections"]["unknownField"],
+        1
+    );
+    // The gate: no key, no answer.
+    let (status, _) = api
+        .send(
+            api.client
+                .get(format!("{}/helpcenter/collections", api.base))
+                .header("project", PROJECT),
+        )
+        .await;
+    assert_eq!(status, 401);
+}

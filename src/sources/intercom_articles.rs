@@ -209,3 +209,54 @@ fn id_text(v: &Value) -> Option<String> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(kind: ArticlesKind, text: &str) -> Vec<Record> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.json");
+        std::fs::write(&p, text).unwrap();
+        open(vec![p], kind)
+            .items
+            .filter_map(|i| match i.unwrap() {
+                SourceItem::Record(r, _) => Some(r),
+                SourceItem::Rejected(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn collections_and_sections_both_become_collections_nested_by_parent() {
+        let r = records(
+            ArticlesKind::Collections,
+            r#"[{"type": "list", "data": [{"id": "1", "name": "Top", "parent_id": null,
+                  "translated_content": {"fr": {"name": "Haut"}}}]},
+                {"type": "section", "id": "2", "name": "Sec", "parent_id": 1},
+                {"type": "article", "id": "9", "title": "not a collection", "body": ""}]"#,
+        );
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert_eq!(r[0]["title"], json!({"en": "Top", "fr": "Haut"}));
+        assert!(r[0].get("parent").is_none());
+        assert_eq!(r[1]["parent"], "1");
+        assert_eq!(r[1]["kind"], "section");
+    }
+
+    #[test]
+    fn articles_carry_every_locale_their_collection_and_draft_state() {
+        let r = records(
+            ArticlesKind::Articles,
+            r#"{"type": "list", "data": [{"type": "article", "id": 5, "title": "T", "body": "<p>b</p>",
+                 "state": "draft", "parent_id": 7, "default_locale": "de", "created_at": 1672531200,
+                 "translated_content": {"type": "article_translated_content",
+                   "en": {"type": "article_content", "title": "E", "body": "<p>e</p>"}}}]}"#,
+        );
+        assert_eq!(r[0]["id"], "5");
+        assert_eq!(r[0]["title"], json!({"de": "T", "en": "E"}));
+        assert_eq!(r[0]["body"], json!({"de": "<p>b</p>", "en": "<p>e</p>"}));
+        assert_eq!(r[0]["collection"], "7");
+        assert_eq!(r[0]["draft"], true);
+        assert_eq!(r[0]["created_at"], "2023-01-01T00:00:00.000Z");
+    }
+}

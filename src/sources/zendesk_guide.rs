@@ -200,7 +200,7 @@ fn read(files: &[PathBuf], done: &Arc<AtomicU64>, kind: GuideKind) -> Result<Vec
             items.push(SourceItem::Rejected(Rejected {
                 position,
                 record: Value::Object(o),
-                reason: format!("a {one_key} without an `id`"),
+                reason: format!("an element of `{page_key}` without an `id`"),
             }));
             continue;
         };
@@ -318,5 +318,89 @@ fn id_text(v: &Value) -> Option<String> {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(kind: GuideKind, files: &[(&str, &str)]) -> (Vec<Record>, Vec<String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let paths: Vec<PathBuf> = files
+            .iter()
+            .map(|(name, text)| {
+                let p = dir.path().join(name);
+                std::fs::write(&p, text).unwrap();
+                p
+            })
+            .collect();
+        let mut ok = Vec::new();
+        let mut bad = Vec::new();
+        for item in open(paths, kind).items {
+            match item.unwrap() {
+                SourceItem::Record(r, _) => ok.push(r),
+                SourceItem::Rejected(r) => {
+                    bad.push(format!("{}:{}", r.reason, r.position.line.unwrap()))
+                }
+            }
+        }
+        (ok, bad)
+    }
+
+    #[test]
+    fn articles_take_their_translations_from_later_files_and_other_locale_pages() {
+        let (ok, bad) = records(
+            GuideKind::Articles,
+            &[
+                (
+                    "a.json",
+                    r#"{"articles": [{"id": 1, "title": "Hi", "body": "<p>x</p>", "locale": "en-us",
+                        "source_locale": "en-us", "section_id": 5, "draft": true, "label_names": ["a"]},
+                       7,
+                       {"title": "no id"}]}"#,
+                ),
+                (
+                    "a-de.json",
+                    r#"{"articles": [{"id": 1, "title": "Hallo", "body": "<p>y</p>", "locale": "de", "section_id": 5}]}"#,
+                ),
+                (
+                    "t.json",
+                    r#"{"translations": [{"source_id": 1, "source_type": "Article", "locale": "fr", "title": "Salut", "body": "<p>z</p>"},
+                                         {"source_id": 1, "source_type": "Section", "locale": "it", "title": "no"}]}"#,
+                ),
+            ],
+        );
+        assert_eq!(ok.len(), 1, "{ok:?}");
+        let a = &ok[0];
+        assert_eq!(a["title"], json!({"en-us": "Hi", "fr": "Salut"}));
+        assert_eq!(a["body"]["fr"], "<p>z</p>");
+        assert_eq!(a["collection"], 5);
+        assert_eq!(a["draft"], true);
+        assert_eq!(a["locale"], "en-us");
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(
+            bad[0].starts_with("an element of `articles` is not a JSON object"),
+            "{bad:?}"
+        );
+        assert!(
+            bad[1].starts_with("an element of `articles` without an `id`"),
+            "{bad:?}"
+        );
+    }
+
+    #[test]
+    fn sections_nest_under_their_parent_section_else_their_category() {
+        let (ok, _) = records(
+            GuideKind::Sections,
+            &[(
+                "s.json",
+                r#"{"sections": [{"id": 2, "name": "A", "category_id": 1, "parent_section_id": null},
+                                 {"id": 3, "name": "B", "category_id": 1, "parent_section_id": 2}]}"#,
+            )],
+        );
+        assert_eq!(ok[0]["parent"], 1);
+        assert_eq!(ok[1]["parent"], 2);
+        assert_eq!(ok[1]["title"], json!({"en": "B"}));
     }
 }

@@ -608,18 +608,11 @@ impl HelpCentreSink {
         path: &str,
         body: &Map<String, Value>,
         create: bool,
-    ) -> std::result::Result<Answer, CallError> {
-        let body = match self.outgoing(body).await {
-            Ok(b) => b,
-            Err(Failure::Record(r)) => {
-                return Err(CallError::Rejected {
-                    status: 0,
-                    message: r,
-                });
-            }
-            Err(Failure::Fatal(e)) => return Err(CallError::Fatal(e.to_string())),
-        };
-        self.client
+    ) -> std::result::Result<std::result::Result<Answer, CallError>, Failure> {
+        // What `outgoing` refuses is the record's fault (or the run's), not Gleap's answer.
+        let body = self.outgoing(body).await?;
+        Ok(self
+            .client
             .call(
                 method,
                 path,
@@ -628,7 +621,7 @@ impl HelpCentreSink {
                 create,
                 &self.counters,
             )
-            .await
+            .await)
     }
 
     async fn list(&self, endpoint: &str) -> std::result::Result<Vec<Value>, Failure> {
@@ -641,7 +634,7 @@ impl HelpCentreSink {
                 CallError::Fatal(m) => Failure::Fatal(Error::Other(m)),
                 // Without the list, "absent" cannot be known: the stream stops rather than
                 // create a duplicate.
-                e => Failure::Fatal(Error::Other(format!("stream: {what}: {e}"))),
+                e => Failure::Fatal(Error::Other(format!("{what}: {e}"))),
             })?;
         listed(&what, answer)
     }
@@ -655,7 +648,7 @@ impl HelpCentreSink {
     ) -> std::result::Result<Option<Value>, Failure> {
         match self
             .send(Method::PUT, &format!("{endpoint}/{id}"), body, false)
-            .await
+            .await?
         {
             Ok(Answer { status: 404, .. }) => Ok(None),
             Ok(a) => Ok(Some(a.body)),
@@ -715,7 +708,7 @@ impl HelpCentreSink {
             .map_err(Failure::Fatal)?;
         let mut last = String::new();
         for attempt in 0..self.max_attempts {
-            match self.send(Method::POST, endpoint, body, true).await {
+            match self.send(Method::POST, endpoint, body, true).await? {
                 Ok(Answer {
                     status, body: doc, ..
                 }) if (200..300).contains(&status) => {
