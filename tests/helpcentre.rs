@@ -19,6 +19,13 @@ const KEY: &str = "helpcentre-key";
 const PROJECT: &str = "65a0000000000000000000hc";
 
 async fn emulator(faults: bool) -> Emulator {
+    emulator_with(faults, None).await
+}
+
+async fn emulator_with(
+    faults: bool,
+    on_request: Option<gleap_etl::emulator::api::RequestHook>,
+) -> Emulator {
     let faults = if faults {
         FaultConfig {
             error_rate: 0.05,
@@ -34,13 +41,20 @@ async fn emulator(faults: bool) -> Emulator {
         api_key: Some(KEY.into()),
         project: Some(PROJECT.into()),
         faults,
+        on_request,
         ..Default::default()
     })
     .await
     .unwrap()
 }
 
-async fn run(pipeline: &str, dir_var: &str, dump: &Path, state: &Path, emulator: &Emulator) -> Run {
+fn command(
+    pipeline: &str,
+    dir_var: &str,
+    dump: &Path,
+    state: &Path,
+    emulator: &Emulator,
+) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gleap-etl"));
     cmd.args([
         "run",
@@ -58,6 +72,11 @@ async fn run(pipeline: &str, dir_var: &str, dump: &Path, state: &Path, emulator:
     .env("STATE_DIR", state)
     .stdout(Stdio::piped())
     .stderr(Stdio::piped());
+    cmd
+}
+
+async fn run(pipeline: &str, dir_var: &str, dump: &Path, state: &Path, emulator: &Emulator) -> Run {
+    let mut cmd = command(pipeline, dir_var, dump, state, emulator);
     tokio::task::spawn_blocking(move || Run::from(cmd.output().unwrap()))
         .await
         .unwrap()
@@ -626,4 +645,45 @@ async fn the_emulated_help_centre_checks_shapes_nesting_and_auth_like_gleap() {
         )
         .await;
     assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_centre_killed_mid_run_and_run_again_arrives_each_object_once() {
+    let dir = Dir::new();
+    let killer = crate::util::Killer::new();
+    let emulator = emulator_with(false, Some(killer.hook())).await;
+    let state = dir.join("state");
+    let dump = repo().join("samples/zendesk");
+    // Killed right after the second category's create (before its answer came back), then
+    // between an articles list and a create, then right after the second article's create.
+    for at in [3, 8, 2] {
+        let done = emulator.stats()["total_requests"].as_u64().unwrap();
+        let cmd = command(
+            "zendesk_guide_to_gleap.yaml",
+            "ZENDESK_DIR",
+            &dump,
+            &state,
+            &emulator,
+        );
+        killer.run_until_killed(cmd, done + at).await;
+    }
+    let last = run(
+        "zendesk_guide_to_gleap.yaml",
+        "ZENDESK_DIR",
+        &dump,
+        &state,
+        &emulator,
+    )
+    .await;
+    assert_eq!(last.code, 0, "{last:?}");
+    check_zendesk(&HelpCentre::of(&emulator));
+    let stats = emulator.stats();
+    let creates: u64 = stats["requests"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(route, _)| route.starts_with("POST /helpcenter/"))
+        .map(|(_, by_status)| by_status["200"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(creates, 5 + 3, "no create sent twice: {stats}");
 }

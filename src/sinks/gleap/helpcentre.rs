@@ -407,6 +407,16 @@ impl HelpCentreSink {
         }
     }
 
+    /// A record dead-lettered: a create it may have sent is no longer in flight (the next
+    /// run looks it up by `externalId` anyway).
+    fn clear_intent(&self, source_id: &str) -> Result<()> {
+        let commit = Commit {
+            cleared: vec![source_id.to_string()],
+            ..Commit::default()
+        };
+        self.store.commit(&self.stream, &commit)
+    }
+
     fn confirm(&self, source_id: &str, gleap_id: String, hash: u128) -> Result<()> {
         let commit = Commit {
             confirmed: vec![(source_id.to_string(), MapEntry { gleap_id, hash })],
@@ -471,6 +481,7 @@ impl HelpCentreSink {
                 let hash = hash_of(&body);
                 let known = map.get(&item.source_id).cloned();
                 let outcome = self.runtime.clone().block_on(self.upsert(
+                    &item.source_id,
                     "/helpcenter/collections",
                     // Every collection, subcollections included (`/helpcenter/collections`
                     // answers the top-level ones).
@@ -490,6 +501,7 @@ impl HelpCentreSink {
                     Err(Failure::Fatal(e)) => return Err(e),
                     Err(Failure::Record(reason)) => {
                         failed.insert(item.source_id.clone());
+                        self.clear_intent(&item.source_id)?;
                         self.reject(&item.position, reason, item.record)?;
                     }
                 }
@@ -663,6 +675,7 @@ impl HelpCentreSink {
     #[allow(clippy::too_many_arguments)]
     async fn upsert(
         &self,
+        source_id: &str,
         endpoint: &str,
         list_endpoint: &str,
         known: Option<(String, u128)>,
@@ -704,7 +717,7 @@ impl HelpCentreSink {
             }
         }
         self.store
-            .add_intents(&self.stream, std::slice::from_ref(&external))
+            .add_intents(&self.stream, &[source_id.to_string()])
             .map_err(Failure::Fatal)?;
         let mut last = String::new();
         for attempt in 0..self.max_attempts {
@@ -813,6 +826,7 @@ impl HelpCentreSink {
             }
             let cache = remote.entry(collection.clone()).or_default();
             let outcome = self.runtime.clone().block_on(self.upsert(
+                &item.source_id,
                 &endpoint,
                 &endpoint,
                 known.as_ref().map(|(r, h)| (r.id.clone(), *h)),
@@ -839,6 +853,7 @@ impl HelpCentreSink {
                 }
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Record(reason)) => {
+                    self.clear_intent(&item.source_id)?;
                     self.reject(&item.position, reason, item.record)?;
                 }
             }
