@@ -201,6 +201,14 @@ impl GleapSinkConfig {
                 problems.push(format!("`article_hosts` is for articles, not {entity}"));
             }
         }
+        if let Some(url) = &self.article_url
+            && !url.contains("{docId}")
+            && !url.contains("{id}")
+        {
+            problems.push(format!(
+                "`article_url` {url:?} names no article: put `{{docId}}` (the number in Gleap's article URLs) or `{{id}}` in it"
+            ));
+        }
         if self.entity == Entity::Articles && !self.refs.contains_key("collection") {
             problems.push("articles need `refs: {collection: <collections stream>}`: the stream whose collections hold them".into());
         }
@@ -710,6 +718,22 @@ mod tests {
             .prepare(rec(json!({"id": "m3", "ticket": "t1", "attachments": [{"name": "a", "url": "u", "size": 3}]})))
             .unwrap_err();
         assert!(reason.contains("attachments[0].size"), "{reason}");
+    }
+
+    #[test]
+    fn help_centre_settings_are_checked() {
+        assert!(
+            config(json!({"entity": "articles", "refs": {"collection": "c"},
+                          "article_url": "https://h/{locale}/articles/{docId}-{slug}"}))
+            .problems()
+            .is_empty()
+        );
+        let p = config(json!({"entity": "articles", "article_url": "https://h/x"})).problems();
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("names no article"), "{p:?}");
+        assert!(p[1].contains("refs: {collection"), "{p:?}");
+        let p = config(json!({"entity": "tickets", "article_hosts": ["x"]})).problems();
+        assert_eq!(p, ["`article_hosts` is for articles, not tickets"]);
     }
 
     #[test]
