@@ -687,3 +687,78 @@ async fn help_centre_killed_mid_run_and_run_again_arrives_each_object_once() {
         .sum();
     assert_eq!(creates, 5 + 3, "no create sent twice: {stats}");
 }
+
+#[test]
+fn help_centre_records_that_cannot_be_placed_are_dead_letters_with_their_reason() {
+    let dir = Dir::new();
+    dir.write(
+        "collections.jsonl",
+        [
+            r#"{"id": "a", "title": "A"}"#,
+            r#"{"id": "b", "title": "B", "parent": "c"}"#,
+            r#"{"id": "c", "title": "C", "parent": "b"}"#,
+            r#"{"id": "d", "title": "D", "parent": "nowhere"}"#,
+            r#"{"id": "e", "title": "E", "parent": "d"}"#,
+            r#"{"id": "f", "title": {"en": "F", "de-DE": "F!"}, "parent": "a", "colour": "red"}"#,
+        ]
+        .join("\n"),
+    );
+    dir.write(
+        "articles.jsonl",
+        [
+            r#"{"id": 1, "title": "One", "content": "Plain text body", "collection": "a"}"#,
+            r#"{"id": 2, "title": "Two", "content": "x", "collection": "zzz"}"#,
+            r#"{"id": 3, "content": "no title", "collection": "a"}"#,
+            r#"{"id": 1, "title": "One again", "collection": "a"}"#,
+        ]
+        .join("\n"),
+    );
+    dir.write(
+        "p.yaml",
+        r#"version: 1
+name: hc
+streams:
+  - name: collections
+    source: { jsonl: { path: collections.jsonl } }
+    sink: { gleap: { entity: collections } }
+  - name: articles
+    source: { jsonl: { path: articles.jsonl } }
+    sink: { gleap: { entity: articles, refs: { collection: collections } } }
+"#,
+    );
+    let run = dir.run(&["run", "p.yaml", "--emulator", "--no-progress"]);
+    assert_eq!(run.code, 1, "{run:?}");
+    let letters = crate::util::json_lines(&dir.read(".gleap-etl/hc/dead-letter.jsonl"));
+    let reason = |stream: &str, id: Value| -> String {
+        letters
+            .iter()
+            .find(|l| l["stream"] == stream && l["record"]["id"] == id)
+            .unwrap_or_else(|| panic!("no dead letter for {stream} {id}: {letters:?}"))["reason"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(reason("collections", json!("b")).contains("circle"));
+    assert!(reason("collections", json!("c")).contains("circle"));
+    assert!(reason("collections", json!("d")).contains("\"nowhere\", which is no collection"));
+    assert!(
+        reason("collections", json!("e")).contains("parent collection \"d\" could not be written")
+    );
+    assert!(reason("collections", json!("f")).contains("`colour`"));
+    assert!(reason("articles", json!(2)).contains("\"zzz\""));
+    assert!(reason("articles", json!(3)).contains("needs a `title`"));
+    assert!(letters.iter().any(|l| l["record"]["title"] == "One again"
+        && l["reason"].as_str().unwrap().contains("came first")));
+    assert_eq!(letters.len(), 8, "{letters:?}");
+    let data: Value = serde_json::from_str(&dir.read(".gleap-etl/hc/emulator.json")).unwrap();
+    let help = &data["helpcenter"];
+    assert_eq!(help["collections"].as_array().unwrap().len(), 1, "only `a`");
+    let article = &help["articles"][0];
+    assert_eq!(article["title"], json!({"en": "One"}));
+    assert_eq!(
+        article["content"]["en"]["content"][0]["content"][0]["text"],
+        "Plain text body"
+    );
+    assert_eq!(article["plainContent"], json!({"en": "Plain text body"}));
+    assert_eq!(article["isDraft"], false);
+}

@@ -449,6 +449,15 @@ impl HelpCentreSink {
                         self.reject(&item.position, reason, item.record)?;
                         continue;
                     }
+                    Some(p) if in_stream.contains(p) && other.contains_key(p) => {
+                        failed.insert(item.source_id.clone());
+                        let reason = format!(
+                            "`parent` {p:?} is a collection of this stream and of stream `{}`: give one of them other ids",
+                            self.config.refs.get("parent").cloned().unwrap_or_default()
+                        );
+                        self.reject(&item.position, reason, item.record)?;
+                        continue;
+                    }
                     Some(p) if in_stream.contains(p) => match map.get(p) {
                         Some(e) if self.done_this_run(p) => Some(e.gleap_id.clone()),
                         _ => {
