@@ -15,8 +15,8 @@
 //! - sections: the same, and `category_id`, `parent_section_id`, and `parent` (the parent
 //!   section, else the category);
 //! - articles: `id`, `title` (`{locale: text}`), `body` (`{locale: html}`), `collection`
-//!   (the `section_id`), `draft`, `label_names`, `locale`, `html_url`, `author_id`,
-//!   `created_at`, `updated_at` (RFC 3339).
+//!   (the `section_id`), `draft`, `label_names`, `user_segment_id` (restricted to a segment
+//!   when set), `locale`, `html_url`, `author_id`, `created_at`, `updated_at` (RFC 3339).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -288,6 +288,7 @@ fn record(
             keep(&mut r, "label_names", "label_names");
             keep(&mut r, "author_id", "author_id");
             keep(&mut r, "promoted", "promoted");
+            keep(&mut r, "user_segment_id", "user_segment_id");
             keep(&mut r, "created_at", "created_at");
             keep(&mut r, "updated_at", "updated_at");
         }
