@@ -684,6 +684,13 @@ fn run_pipeline(pipeline: &Pipeline, args: &RunFlags) -> i32 {
                         stats["messages_out_of_order"],
                         stats["sessions_sharing_a_user_id"]["user_ids"],
                     );
+                    let help = &stats["help_centre"];
+                    if help["collections"].as_u64().unwrap_or(0) > 0 {
+                        eprintln!(
+                            "emulator help centre: {} collections, {} articles",
+                            help["collections"], help["articles"]
+                        );
+                    }
                 }
                 report.emulator = Some(stats);
             }

@@ -7,6 +7,7 @@ mod export;
 mod fidelity;
 mod fuzz;
 mod gleap_sink;
+mod helpcentre;
 mod hostile;
 mod hostile_dumps;
 mod hostile_gleap;

@@ -56,7 +56,7 @@ pub struct Shared {
 }
 
 impl App {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -70,6 +70,7 @@ impl App {
             .collect();
         let (shared_count, examples) = shared.store.shared_user_ids();
         stats["entities"] = Value::Object(entities);
+        stats["help_centre"] = shared.store.help.counts();
         stats["sessions_sharing_a_user_id"] =
             json!({"user_ids": shared_count, "examples": examples});
         let (late, tickets, examples) = shared.store.messages_out_of_order();
@@ -117,6 +118,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/messages/{id}",
             axum::routing::put(update_message).delete(delete_message),
         )
+        .merge(super::helpcentre::routes())
         .route_layer(middleware::from_fn_with_state(app.clone(), gate));
     Router::new()
         .nest("/v3", api)
@@ -131,13 +133,13 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
-                "Not found: the emulator serves /v3/sessions, /v3/tickets and /v3/messages",
+                "Not found: the emulator serves /v3/sessions, /v3/tickets, /v3/messages and /v3/helpcenter/collections",
             )
         })
         .with_state(app)
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, axum::Json(json!({ "message": message.into() }))).into_response()
 }
 
@@ -278,7 +280,7 @@ fn answer(result: Result<Value, StoreError>) -> Response {
     }
 }
 
-fn written(app: &App) {
+pub(super) fn written(app: &App) {
     app.dirty.store(true, Ordering::Relaxed);
 }
 

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod api;
+pub mod helpcentre;
 pub mod index;
 pub mod limits;
 pub mod query;

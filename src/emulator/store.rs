@@ -85,6 +85,8 @@ pub struct Store {
     index_lag_ms: i64,
     /// Sessions created within the last `index_lag_ms`, oldest first, with when.
     recent_sessions: VecDeque<(i64, String)>,
+    /// Help-centre collections and articles.
+    pub help: super::helpcentre::HelpCentre,
 }
 
 impl Store {
@@ -553,6 +555,7 @@ impl Store {
             "messages": self.messages.values().collect::<Vec<_>>(),
             "nextBugId": self.next_bug_id,
             "importSeq": self.import_seq,
+            "helpcenter": self.help.dump(),
         })
     }
 
@@ -589,6 +592,7 @@ impl Store {
                 }
             }
         }
+        self.help.load(data.get("helpcenter"));
         self.next_bug_id = data
             .get("nextBugId")
             .and_then(Value::as_u64)

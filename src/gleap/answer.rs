@@ -47,7 +47,18 @@ pub struct ListPage {
 }
 
 /// The wrappers a list may come in.
-const LIST_KEYS: [&str; 4] = ["items", "tickets", "sessions", "messages"];
+/// (`collections`, `articles`, `data`, `results`: how clients of the live help-centre
+/// endpoints read them, NicolePrince1/nicole-workspace create_help_center.py.)
+const LIST_KEYS: [&str; 8] = [
+    "items",
+    "tickets",
+    "sessions",
+    "messages",
+    "collections",
+    "articles",
+    "data",
+    "results",
+];
 
 /// Reads a list answer: a bare array, or an object with one of [`LIST_KEYS`] holding it.
 pub fn list(body: Value) -> Result<ListPage, String> {

@@ -57,7 +57,7 @@ impl SinkConfig {
             SinkConfig::Parquet(c) => c.build_sink(context)?,
             SinkConfig::Csv(c) => Box::new(c.build(context)?),
             SinkConfig::Jsonl(c) => Box::new(c.build(context)?),
-            SinkConfig::Gleap(c) => Box::new(c.build(context)?),
+            SinkConfig::Gleap(c) => c.build_sink(context)?,
         })
     }
 }

@@ -233,6 +233,7 @@ impl GleapSourceConfig {
             Entity::Sessions => crate::gleap::fields::SESSION_FIELDS,
             Entity::Tickets => crate::gleap::fields::CREATE_TICKET_FIELDS,
             Entity::Messages => crate::gleap::fields::CREATE_MESSAGE_FIELDS,
+            Entity::Collections | Entity::Articles => &[],
         };
         let mut out = IndexMap::new();
         for (name, ty) in [
@@ -274,6 +275,12 @@ impl GleapSourceConfig {
                 "the gleap source reads from Gleap during a run; it cannot be a lookup table or be planned".into(),
             )
         })?;
+        if self.entity.is_help_centre() {
+            return Err(Error::Other(format!(
+                "source.gleap.entity: the gleap source reads sessions, tickets or messages, not {}",
+                self.entity.name()
+            )));
+        }
         if !(1..=MAX_PAGE_SIZE).contains(&self.page_size) {
             return Err(Error::Other(format!(
                 "source.gleap.page_size: {} is not between 1 and 1000",

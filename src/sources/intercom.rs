@@ -52,11 +52,30 @@ pub enum IntercomEntity {
     Conversations,
     /// One record per message or event of a conversation, the opening message first.
     Parts,
+    /// Help-centre collections and sections, one record each ([`super::intercom_articles`]).
+    Collections,
+    /// Help-centre articles, one record each, with their translations.
+    Articles,
 }
 
 impl IntercomSourceConfig {
     pub fn open(&self) -> Result<OpenedSource> {
         let files = self.path.expand()?;
+        match self.entity {
+            IntercomEntity::Collections => {
+                return Ok(super::intercom_articles::open(
+                    files,
+                    super::intercom_articles::ArticlesKind::Collections,
+                ));
+            }
+            IntercomEntity::Articles => {
+                return Ok(super::intercom_articles::open(
+                    files,
+                    super::intercom_articles::ArticlesKind::Articles,
+                ));
+            }
+            _ => {}
+        }
         let total = files::total_size(&files);
         let entity = self.entity;
         Ok(OpenedSource::from_files(
@@ -166,6 +185,8 @@ impl FileReader {
                     }
                 }
             }
+            // Read by `intercom_articles`.
+            IntercomEntity::Collections | IntercomEntity::Articles => {}
         }
         found.into_iter().map(|f| Ok(self.item(line, f))).collect()
     }

@@ -8,10 +8,12 @@ pub mod dump;
 pub mod files;
 pub mod gleap;
 pub mod intercom;
+pub mod intercom_articles;
 pub mod jsonl;
 pub mod parquet;
 mod parquet_depth;
 pub mod zendesk;
+pub mod zendesk_guide;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -27,7 +27,8 @@ use crate::record::{Position, Record, epoch_to_timestamp, format_timestamp, pars
 pub struct ZendeskSourceConfig {
     /// A file or a glob (`dump/tickets*.json*`), or a list of them; `.gz` accepted.
     pub path: files::PathSpec,
-    /// What to read: `users`, `tickets` or `comments`.
+    /// What to read: `users`, `tickets` or `comments`; Guide (the help centre):
+    /// `categories`, `sections` or `articles` ([`super::zendesk_guide`]).
     pub entity: ZendeskEntity,
 }
 
@@ -37,11 +38,23 @@ pub enum ZendeskEntity {
     Users,
     Tickets,
     Comments,
+    Categories,
+    Sections,
+    Articles,
 }
 
 impl ZendeskSourceConfig {
     pub fn open(&self) -> Result<OpenedSource> {
         let files = self.path.expand()?;
+        let guide = match self.entity {
+            ZendeskEntity::Categories => Some(super::zendesk_guide::GuideKind::Categories),
+            ZendeskEntity::Sections => Some(super::zendesk_guide::GuideKind::Sections),
+            ZendeskEntity::Articles => Some(super::zendesk_guide::GuideKind::Articles),
+            _ => None,
+        };
+        if let Some(kind) = guide {
+            return Ok(super::zendesk_guide::open(files, kind));
+        }
         let total = files::total_size(&files);
         let entity = self.entity;
         Ok(OpenedSource::from_files(
@@ -230,6 +243,8 @@ fn extract(entity: ZendeskEntity, value: Value, file_ticket: Option<i64>, out: &
                 }
             }
         }
+        // Read by `zendesk_guide`.
+        ZendeskEntity::Categories | ZendeskEntity::Sections | ZendeskEntity::Articles => {}
     }
 }
 

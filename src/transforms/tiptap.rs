@@ -2,7 +2,11 @@
 //! while helpdesks export bodies as HTML (Zendesk's `html_body`) or plain text. This stage
 //! converts either into a document of the nodes and marks Gleap's editor knows (TipTap's
 //! StarterKit, Link and Underline), and moves inline images to the message's attachments:
-//! the documents it makes hold no image nodes.
+//! the documents it makes hold no image nodes. With `images: inline` (help-centre articles,
+//! which have no attachments), images stay in place as TipTap `image` nodes
+//! (`{type: image, attrs: {src, alt, title}}`, a block, as TipTap's Image extension makes
+//! them). A `from` field holding a localized object (`{"en": "<p>..", "de": ".."}`) becomes
+//! an object of documents under the same keys.
 //!
 //! HTML is parsed with html5ever (through `scraper`), which takes any input the way a
 //! browser would, so malformed bodies convert rather than fail.
@@ -33,6 +37,19 @@ pub struct HtmlToTiptapConfig {
     /// Where inline images go, as `{name, url, type}` added to a list. Default `attachments`.
     #[serde(default)]
     pub attachments: Option<FieldPath>,
+    /// `attachments` (default): images move to the `attachments` list; `inline`: they stay
+    /// in the document as TipTap `image` nodes (help-centre articles).
+    #[serde(default)]
+    pub images: ImageMode,
+}
+
+/// Where `html_to_tiptap` puts the images of an HTML body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageMode {
+    #[default]
+    Attachments,
+    Inline,
 }
 
 /// The running stage.
@@ -43,6 +60,7 @@ pub struct HtmlToTiptap {
     /// `None` only when `from` is empty, and then nothing is ever converted.
     to: Option<FieldPath>,
     attachments: FieldPath,
+    images: ImageMode,
 }
 
 impl HtmlToTiptap {
@@ -55,30 +73,66 @@ impl HtmlToTiptap {
                 .attachments
                 .clone()
                 .unwrap_or_else(|| FieldPath::parse("attachments").expect("a valid path")),
+            images: config.images,
         }
     }
-}
 
-impl Transform for HtmlToTiptap {
-    fn apply(&mut self, mut record: Record, out: &mut Vec<Record>) -> Result<(), Rejection> {
-        let source = self.from.iter().find_map(|field| {
-            field
-                .get(&record)
-                .and_then(Value::as_str)
-                .filter(|s| !s.trim().is_empty())
-        });
-        let (Some(source), Some(to)) = (source, &self.to) else {
-            out.push(record);
-            return Ok(());
-        };
-        let (doc, images) = if looks_like_html(source) {
-            let converted = convert_html(source);
+    /// One body as a document and its images as attachments (none when they are inline).
+    fn convert(&mut self, source: &str) -> (Value, Vec<Value>) {
+        if looks_like_html(source) {
+            let converted = convert_html_with(source, self.images);
             for scheme in converted.dropped_images {
                 *self.dropped_images.entry(scheme).or_default() += 1;
             }
             (converted.doc, converted.images)
         } else {
             (text_to_doc(source), Vec::new())
+        }
+    }
+
+    /// A localized object of bodies (`{"en": "<p>..", "de": ".."}`): each non-empty string
+    /// converted under its key; `None` when `value` is not such an object.
+    fn convert_localized(&mut self, value: &Value) -> Option<(Value, Vec<Value>)> {
+        let Value::Object(map) = value else {
+            return None;
+        };
+        if map.is_empty() || !map.values().all(|v| v.is_string() || v.is_null()) {
+            return None;
+        }
+        let mut docs = Map::new();
+        let mut images = Vec::new();
+        for (locale, body) in map {
+            if let Some(body) = body.as_str().filter(|s| !s.trim().is_empty()) {
+                let (doc, more) = self.convert(body);
+                docs.insert(locale.clone(), doc);
+                images.extend(more);
+            }
+        }
+        (!docs.is_empty()).then_some((Value::Object(docs), images))
+    }
+}
+
+impl Transform for HtmlToTiptap {
+    fn apply(&mut self, mut record: Record, out: &mut Vec<Record>) -> Result<(), Rejection> {
+        let mut converted = None;
+        for field in self.from.clone() {
+            let Some(value) = field.get(&record) else {
+                continue;
+            };
+            if let Some(source) = value.as_str().filter(|s| !s.trim().is_empty()) {
+                let source = source.to_string();
+                converted = Some(self.convert(&source));
+                break;
+            }
+            let value = value.clone();
+            if let Some(localized) = self.convert_localized(&value) {
+                converted = Some(localized);
+                break;
+            }
+        }
+        let (Some((doc, images)), Some(to)) = (converted, self.to.clone()) else {
+            out.push(record);
+            return Ok(());
         };
         if !images.is_empty() {
             match self.attachments.get(&record) {
@@ -165,8 +219,16 @@ pub struct ConvertedHtml {
 
 /// An HTML body as a document, its images and the images left out.
 pub fn convert_html(html: &str) -> ConvertedHtml {
+    convert_html_with(html, ImageMode::Attachments)
+}
+
+/// [`convert_html`], with images as attachments or as `image` nodes in the document.
+pub fn convert_html_with(html: &str, images: ImageMode) -> ConvertedHtml {
     let parsed = parse(html);
-    let mut converter = Converter::default();
+    let mut converter = Converter {
+        inline_images: images == ImageMode::Inline,
+        ..Converter::default()
+    };
     let mut out = Blocks::new(None);
     for child in parsed.tree.root().children() {
         if let Some(element) = ElementRef::wrap(child) {
@@ -348,6 +410,12 @@ enum Block {
         start: Option<i64>,
         items: Vec<Vec<Block>>,
     },
+    /// `images: inline`: TipTap's Image node (a block).
+    Image {
+        src: String,
+        alt: Option<String>,
+        title: Option<String>,
+    },
 }
 
 /// Blocks being collected, with the inline content not yet closed into a paragraph (or
@@ -464,6 +532,8 @@ struct Converter {
     dropped_images: Vec<String>,
     /// How many lists and blockquotes enclose the current node.
     block_depth: usize,
+    /// Images become `image` nodes where they are instead of attachments.
+    inline_images: bool,
 }
 
 impl Converter {
@@ -490,7 +560,7 @@ impl Converter {
         let marks = marks.as_ref();
         match name {
             "br" => out.hard_break(),
-            "img" => self.image(element.value()),
+            "img" => self.image(element.value(), out),
             "hr" => out.push(Block::Rule),
             "pre" => self.pre(element, out),
             "h1" | "h2" | "h3" | "h4" | "h5" | "h6" => {
@@ -655,7 +725,7 @@ impl Converter {
             match element.name() {
                 name if DROPPED.contains(&name) => {}
                 "br" => text.push('\n'),
-                "img" => self.image(element),
+                "img" => self.image(element, out),
                 _ => stack.extend(node.children().rev()),
             }
         }
@@ -698,7 +768,7 @@ impl Converter {
             match element.name() {
                 name if DROPPED.contains(&name) => {}
                 "br" => out.hard_break(),
-                "img" => self.image(element),
+                "img" => self.image(element, out),
                 name => {
                     if BLOCKS.contains(&name) {
                         out.text(" ", marks);
@@ -713,12 +783,26 @@ impl Converter {
     /// An `img` as an attachment. Only `http(s)` and relative sources are kept: others
     /// (`javascript:`, `data:`, `cid:`, `file:`...) are nothing Gleap could fetch, or worse,
     /// and are left out and counted. Images without a source are skipped.
-    fn image(&mut self, img: &Element) {
+    fn image(&mut self, img: &Element, out: &mut Blocks) {
         let Some(src) = img.attr("src").map(str::trim).filter(|s| !s.is_empty()) else {
             return;
         };
         if let Some(scheme) = url_scheme(src).filter(|s| s != "http" && s != "https") {
             self.dropped_images.push(scheme);
+            return;
+        }
+        if self.inline_images {
+            let text = |name: &str| {
+                img.attr(name)
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+            };
+            out.push(Block::Image {
+                src: src.to_string(),
+                alt: text("alt"),
+                title: text("title"),
+            });
             return;
         }
         let file = file_name(src);
@@ -927,6 +1011,11 @@ fn block_json(block: Block) -> Value {
             vec![json!({"type": "text", "text": text})],
         ),
         Block::Rule => node("horizontalRule", None, Vec::new()),
+        Block::Image { src, alt, title } => node(
+            "image",
+            Some(json!({"src": src, "alt": alt, "title": title})),
+            Vec::new(),
+        ),
         Block::Quote(blocks) => node(
             "blockquote",
             None,
@@ -1255,6 +1344,36 @@ mod tests {
                 ("image with a javascript: src".to_string(), 1)
             ])
         );
+    }
+
+    #[test]
+    fn inline_images_stay_as_image_nodes_and_localized_bodies_convert_per_locale() {
+        let mut s = stage(
+            json!({"html_to_tiptap": {"from": ["body"], "to": "content", "images": "inline"}}),
+        );
+        let (out, _) = apply(
+            &mut *s,
+            vec![json!({"body": {
+                "en": "<p>See <img src=\"https://x/a.png\" alt=\"Shot\" title=\"T\"> here</p>",
+                "de": "<p>Hallo</p>"}})],
+        );
+        assert!(out[0].get("attachments").is_none(), "{out:?}");
+        assert_eq!(
+            out[0]["content"]["en"]["content"],
+            json!([
+                {"type": "paragraph", "content": [{"type": "text", "text": "See"}]},
+                {"type": "image", "attrs": {"src": "https://x/a.png", "alt": "Shot", "title": "T"}},
+                {"type": "paragraph", "content": [{"type": "text", "text": "here"}]}
+            ])
+        );
+        assert_eq!(
+            out[0]["content"]["de"]["content"][0]["content"][0]["text"],
+            "Hallo"
+        );
+        // Attachments mode is unchanged: no image node.
+        let (doc, images) = html_to_doc("<p><img src=\"https://x/a.png\"></p>");
+        assert!(!doc.to_string().contains("\"image\""));
+        assert_eq!(images.len(), 1);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! ticket. A record costs no request when its hash is unchanged, one when it is new (with
 //! `prefetch`) or changed, and a look-up more only when an earlier attempt left it uncertain.
 
+pub mod helpcentre;
 mod lookup;
 mod sink;
 mod tracker;
@@ -56,6 +57,17 @@ pub struct GleapSinkConfig {
     /// messages. The other stream runs first.
     #[serde(default)]
     pub refs: IndexMap<String, String>,
+    /// Articles: the URL of an article in the new help centre, for rewriting links between
+    /// articles: `{locale}`, `{docId}` (the number Gleap gives it), `{id}`, `{collection}`
+    /// and `{slug}` (of its title) are filled in, e.g.
+    /// `https://help.example.com/{locale}/articles/{docId}-{slug}`. Without it, links to
+    /// the old help centre's articles are kept (and counted).
+    #[serde(default)]
+    pub article_url: Option<String>,
+    /// Articles: the hosts of the old help centre (`acme.zendesk.com`, `intercom.help`);
+    /// only links to them (and relative ones) are rewritten. Default: any host.
+    #[serde(default)]
+    pub article_hosts: Vec<String>,
 }
 
 /// `prefetch: true`, `false` or `auto`.
@@ -86,6 +98,10 @@ pub enum Entity {
     Sessions,
     Tickets,
     Messages,
+    /// Help-centre collections ([`helpcentre`]).
+    Collections,
+    /// Help-centre articles ([`helpcentre`]).
+    Articles,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
@@ -112,7 +128,14 @@ impl Entity {
             Entity::Sessions => "sessions",
             Entity::Tickets => "tickets",
             Entity::Messages => "messages",
+            Entity::Collections => "collections",
+            Entity::Articles => "articles",
         }
+    }
+
+    /// Help-centre content, written by [`helpcentre::HelpCentreSink`].
+    pub fn is_help_centre(self) -> bool {
+        matches!(self, Entity::Collections | Entity::Articles)
     }
 
     pub fn singular(self) -> &'static str {
@@ -120,6 +143,8 @@ impl Entity {
             Entity::Sessions => "session",
             Entity::Tickets => "ticket",
             Entity::Messages => "message",
+            Entity::Collections => "collection",
+            Entity::Articles => "article",
         }
     }
 
@@ -128,6 +153,8 @@ impl Entity {
             Entity::Sessions => "/sessions",
             Entity::Tickets => "/tickets",
             Entity::Messages => "/messages",
+            Entity::Collections => "/helpcenter/collections",
+            Entity::Articles => "/helpcenter/collections/{id}/articles",
         }
     }
 
@@ -136,6 +163,7 @@ impl Entity {
             Entity::Sessions => SESSION_FIELDS,
             Entity::Tickets => CREATE_TICKET_FIELDS,
             Entity::Messages => CREATE_MESSAGE_FIELDS,
+            Entity::Collections | Entity::Articles => &[],
         }
     }
 
@@ -144,6 +172,7 @@ impl Entity {
             Entity::Sessions => SESSION_FIELDS,
             Entity::Tickets => UPDATE_TICKET_FIELDS,
             Entity::Messages => CREATE_MESSAGE_FIELDS,
+            Entity::Collections | Entity::Articles => &[],
         }
     }
 
@@ -153,6 +182,8 @@ impl Entity {
             Entity::Sessions => &[],
             Entity::Tickets => &["session"],
             Entity::Messages => &["ticket", "session"],
+            Entity::Collections => &["parent"],
+            Entity::Articles => &["collection"],
         }
     }
 }
@@ -162,6 +193,25 @@ impl GleapSinkConfig {
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         let entity = self.entity.name();
+        if !self.entity.is_help_centre() {
+            if self.article_url.is_some() {
+                problems.push(format!("`article_url` is for articles, not {entity}"));
+            }
+            if !self.article_hosts.is_empty() {
+                problems.push(format!("`article_hosts` is for articles, not {entity}"));
+            }
+        }
+        if let Some(url) = &self.article_url
+            && !url.contains("{docId}")
+            && !url.contains("{id}")
+        {
+            problems.push(format!(
+                "`article_url` {url:?} names no article: put `{{docId}}` (the number in Gleap's article URLs) or `{{id}}` in it"
+            ));
+        }
+        if self.entity == Entity::Articles && !self.refs.contains_key("collection") {
+            problems.push("articles need `refs: {collection: <collections stream>}`: the stream whose collections hold them".into());
+        }
         if self.entity == Entity::Sessions {
             if self.id.is_some() {
                 problems.push("`id` is for tickets and messages; sessions are keyed by `key` (userId or email)".into());
@@ -192,6 +242,17 @@ impl GleapSinkConfig {
 
     pub fn key(&self) -> SessionKey {
         self.key.unwrap_or_default()
+    }
+
+    /// The running sink: help-centre content, or sessions, tickets and messages.
+    pub fn build_sink(
+        &self,
+        context: crate::sinks::SinkContext,
+    ) -> Result<Box<dyn crate::sinks::Sink>> {
+        if self.entity.is_help_centre() {
+            return Ok(Box::new(helpcentre::HelpCentreSink::new(self, context)?));
+        }
+        Ok(Box::new(self.build(context)?))
     }
 
     fn id_field(&self) -> FieldPath {
@@ -289,6 +350,9 @@ impl Preparer {
             ($($arg:tt)*) => { return Err((format!($($arg)*), record)) };
         }
         let entity = self.config.entity;
+        if entity.is_help_centre() {
+            return self.prepare_help_centre(record);
+        }
         let source_id = match entity {
             Entity::Sessions => {
                 let key = self.config.key().field();
@@ -393,7 +457,7 @@ impl Preparer {
                 // An import must never notify the customer.
                 body.insert("sendToChannel".into(), Value::Bool(false));
             }
-            Entity::Sessions => {}
+            Entity::Sessions | Entity::Collections | Entity::Articles => {}
         }
         let hash = xxhash_rust::xxh3::xxh3_128(&serde_json::to_vec(&body).expect("JSON"));
         // Set after hashing: constant, so they change no hash that earlier runs stored.
@@ -405,6 +469,44 @@ impl Preparer {
             body,
             hash,
             parents: refs,
+        })
+    }
+}
+
+impl Preparer {
+    /// `plan` of a help-centre stream: the body with the references as `<stream id>`.
+    fn prepare_help_centre(
+        &self,
+        record: Record,
+    ) -> std::result::Result<Prepared, (String, Record)> {
+        let position = crate::record::Position {
+            file: std::sync::Arc::from(""),
+            line: None,
+            row: 0,
+            seq: 0,
+        };
+        let item = helpcentre::prepare(&self.config, &self.stream, record, position)?;
+        let mut body = item.body;
+        let field = if self.config.entity == Entity::Collections {
+            "parent"
+        } else {
+            "collection"
+        };
+        if let Some(parent) = item.parent {
+            let stream = self
+                .config
+                .refs
+                .get(field)
+                .cloned()
+                .unwrap_or_else(|| self.stream.clone());
+            body.insert(field.into(), Value::String(format!("<{stream} {parent}>")));
+        }
+        let hash = xxhash_rust::xxh3::xxh3_128(&serde_json::to_vec(&body).expect("JSON"));
+        Ok(Prepared {
+            source_id: item.source_id,
+            body,
+            hash,
+            parents: Vec::new(),
         })
     }
 }
@@ -427,6 +529,7 @@ pub fn silent_fields(entity: Entity) -> &'static [(&'static str, bool)] {
         Entity::Sessions => &[],
         Entity::Tickets => &[("isSilent", true), ("preventAutoReply", true)],
         Entity::Messages => &[("sessionNotificationsUnread", false)],
+        Entity::Collections | Entity::Articles => &[],
     }
 }
 
@@ -615,6 +718,22 @@ mod tests {
             .prepare(rec(json!({"id": "m3", "ticket": "t1", "attachments": [{"name": "a", "url": "u", "size": 3}]})))
             .unwrap_err();
         assert!(reason.contains("attachments[0].size"), "{reason}");
+    }
+
+    #[test]
+    fn help_centre_settings_are_checked() {
+        assert!(
+            config(json!({"entity": "articles", "refs": {"collection": "c"},
+                          "article_url": "https://h/{locale}/articles/{docId}-{slug}"}))
+            .problems()
+            .is_empty()
+        );
+        let p = config(json!({"entity": "articles", "article_url": "https://h/x"})).problems();
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("names no article"), "{p:?}");
+        assert!(p[1].contains("refs: {collection"), "{p:?}");
+        let p = config(json!({"entity": "tickets", "article_hosts": ["x"]})).problems();
+        assert_eq!(p, ["`article_hosts` is for articles, not tickets"]);
     }
 
     #[test]

@@ -1051,6 +1051,8 @@ async fn find_once(inner: &Inner, p: &Prepared) -> std::result::Result<LookUp, F
     };
     let what = format!("looking the {} up", inner.entity.singular());
     match inner.entity {
+        // Written by `helpcentre`, never by this sink.
+        Entity::Collections | Entity::Articles => Ok(LookUp::Absent),
         Entity::Sessions => {
             let key = inner.key;
             let value = p.source_id.as_str();
