@@ -7,6 +7,7 @@ pub mod dirs;
 pub mod doctor;
 pub mod emulator;
 pub mod engine;
+pub mod files;
 pub mod error;
 pub mod gleap;
 pub mod jq;
