@@ -684,6 +684,14 @@ fn run_pipeline(pipeline: &Pipeline, args: &RunFlags) -> i32 {
                         stats["messages_out_of_order"],
                         stats["sessions_sharing_a_user_id"]["user_ids"],
                     );
+                    if stats["uploads"]["uploads"].as_u64().unwrap_or(0) > 0 {
+                        eprintln!(
+                            "emulator received {} uploads: {} distinct contents, {} duplicates",
+                            stats["uploads"]["uploads"],
+                            stats["uploads"]["distinct_contents"],
+                            stats["uploads"]["duplicate_uploads"],
+                        );
+                    }
                 }
                 report.emulator = Some(stats);
             }

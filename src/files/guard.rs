@@ -136,7 +136,8 @@ impl reqwest::dns::Resolve for GuardedResolver {
                     .unwrap_or("no address");
                 return Err(Box::new(Refused(format!(
                     "{host} resolves to {why}, which downloads may not reach (`files: {{allow_private_hosts: true}}` allows it)"
-                ))) as Box<dyn std::error::Error + Send + Sync>);
+                )))
+                    as Box<dyn std::error::Error + Send + Sync>);
             }
             let addrs: reqwest::dns::Addrs = Box::new(allowed.into_iter());
             Ok(addrs)
@@ -214,8 +215,16 @@ mod tests {
     #[test]
     fn reasons_name_the_kind_of_address() {
         assert!(refused(ip("169.254.169.254")).unwrap().contains("metadata"));
-        assert!(refused(ip("fd00:ec2::254")).unwrap().contains("unique-local"));
-        assert!(refused(ip("::ffff:192.168.0.1")).unwrap().contains("private"));
+        assert!(
+            refused(ip("fd00:ec2::254"))
+                .unwrap()
+                .contains("unique-local")
+        );
+        assert!(
+            refused(ip("::ffff:192.168.0.1"))
+                .unwrap()
+                .contains("private")
+        );
     }
 
     #[tokio::test]

@@ -86,6 +86,15 @@ pub struct AuthConfig {
     pub password: Option<String>,
 }
 
+impl AuthConfig {
+    /// A rule whose host or secret is empty (`${ZENDESK_TOKEN:-}` unset) is ignored, so a
+    /// pipeline can offer credentials without requiring them.
+    fn in_use(&self) -> bool {
+        let filled = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+        !self.host.trim().is_empty() && (filled(&self.bearer) || filled(&self.password))
+    }
+}
+
 impl FilesConfig {
     /// Problems in these settings, every one.
     pub fn problems(&self) -> Vec<String> {
@@ -98,8 +107,8 @@ impl FilesConfig {
         if self.per_host_concurrency == Some(0) {
             problems.push("files: per_host_concurrency must be 1 or more".into());
         }
-        for (i, a) in self.auth.iter().enumerate() {
-            if a.host.trim().is_empty() || a.host.contains('/') {
+        for (i, a) in self.auth.iter().enumerate().filter(|(_, a)| a.in_use()) {
+            if a.host.contains('/') {
                 problems.push(format!(
                     "files: auth[{i}].host must be a host name such as acme.zendesk.com"
                 ));
@@ -122,6 +131,7 @@ impl FilesConfig {
         let auth = self
             .auth
             .iter()
+            .filter(|a| a.in_use())
             .map(|a| {
                 let credential = match (&a.bearer, &a.user, &a.password) {
                     (Some(token), _, _) => Credential::Bearer(token.clone()),
@@ -164,8 +174,8 @@ pub struct FileStats {
     /// File references met (one file in two messages counts twice).
     pub references: u64,
     /// References rewritten to a Gleap URL.
-    pub rehosted: u64,
-    /// References kept with their original link.
+    pub rewritten: u64,
+    /// References kept with their original URL.
     pub failed: u64,
     /// Source URLs downloaded (or read from the files folder) in this run, and their bytes.
     pub downloaded: u64,
@@ -299,13 +309,18 @@ impl Rehoster {
                     if let Some(slot) = value.pointer_mut(&r.pointer) {
                         *slot = Value::String(gleap_url);
                         outcome.rewritten += 1;
-                        stats.rehosted += 1;
+                        stats.rewritten += 1;
                     }
                 }
                 Err(reason) => {
                     stats.failed += 1;
                     *stats.failure_reasons.entry(reason.clone()).or_default() += 1;
-                    if stats.failure_examples.len() < FAILURE_EXAMPLES {
+                    if stats.failure_examples.len() < FAILURE_EXAMPLES
+                        && !stats
+                            .failure_examples
+                            .iter()
+                            .any(|e| e["url"] == r.url.as_str())
+                    {
                         stats
                             .failure_examples
                             .push(json!({"url": r.url, "reason": reason}));
@@ -355,12 +370,7 @@ impl Inner {
     async fn resolve_uncached(&self, r: &FileRef) -> std::result::Result<String, String> {
         let known = self.store.file_source(&r.url).map_err(|e| e.to_string())?;
         let (sha, mime) = match known {
-            Some(src)
-                if src
-                    .sha256
-                    .as_deref()
-                    .is_some_and(|sha| self.vault.has(sha)) =>
-            {
+            Some(src) if src.sha256.as_deref().is_some_and(|sha| self.vault.has(sha)) => {
                 self.lock_stats().from_vault += 1;
                 (src.sha256.unwrap_or_default(), src.mime)
             }
@@ -553,7 +563,11 @@ fn file_name(url: &str) -> String {
         .rsplit('/')
         .next()
         .filter(|s| !s.is_empty() && !s.contains(':'))
-        .map(|s| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
         .unwrap_or_else(|| "file".to_string())
 }
 
@@ -630,11 +644,17 @@ mod tests {
         let c: FilesConfig = serde_json::from_value(json!({
             "max_file_mib": 0,
             "per_host_concurrency": 0,
-            "auth": [{"host": "a.example", "bearer": "t", "user": "u"}, {"host": "https://b/"}]
+            "auth": [{"host": "a.example", "bearer": "t", "user": "u"}, {"host": "https://b/", "bearer": "t"},
+                     {"host": "", "bearer": "t"}, {"host": "c.example", "user": "u", "password": ""}]
         }))
         .unwrap();
         let p = c.problems();
-        assert_eq!(p.len(), 5, "{p:?}");
+        assert_eq!(p.len(), 4, "{p:?}");
+        assert_eq!(
+            c.auth.iter().filter(|a| a.in_use()).count(),
+            2,
+            "empty ones ignored"
+        );
         let ok: FilesConfig = serde_json::from_value(json!({
             "auth": [{"host": "a.example", "user": "u", "password": "p"}]
         }))

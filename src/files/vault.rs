@@ -131,7 +131,9 @@ mod tests {
         let mut b = vault.begin().unwrap();
         b.write(b"hello world").unwrap();
         assert_eq!(b.commit(&vault).unwrap().0, sha);
-        let left: Vec<_> = std::fs::read_dir(vault.dir().join("tmp")).unwrap().collect();
+        let left: Vec<_> = std::fs::read_dir(vault.dir().join("tmp"))
+            .unwrap()
+            .collect();
         assert!(left.is_empty(), "no temporary file is left");
         let c = vault.begin().unwrap();
         c.discard();

@@ -151,8 +151,10 @@ pub fn file_url(body: &Value) -> Option<String> {
     let candidates = [
         body.get("fileUrl"),
         body.get("url"),
-        body.get("file").and_then(|f| f.get("fileUrl").or_else(|| f.get("url"))),
-        body.get("data").and_then(|d| d.get("fileUrl").or_else(|| d.get("url"))),
+        body.get("file")
+            .and_then(|f| f.get("fileUrl").or_else(|| f.get("url"))),
+        body.get("data")
+            .and_then(|d| d.get("fileUrl").or_else(|| d.get("url"))),
         Some(body),
     ];
     candidates

@@ -759,13 +759,10 @@ pub struct FilePart {
 impl FilePart {
     /// The multipart form, built anew for each attempt.
     fn form(&self) -> reqwest::multipart::Form {
-        let part = reqwest::multipart::Part::bytes(self.bytes.clone())
-            .file_name(self.name.clone());
-        let part = part
-            .mime_str(&self.mime)
-            .unwrap_or_else(|_| {
-                reqwest::multipart::Part::bytes(self.bytes.clone()).file_name(self.name.clone())
-            });
+        let part = reqwest::multipart::Part::bytes(self.bytes.clone()).file_name(self.name.clone());
+        let part = part.mime_str(&self.mime).unwrap_or_else(|_| {
+            reqwest::multipart::Part::bytes(self.bytes.clone()).file_name(self.name.clone())
+        });
         reqwest::multipart::Form::new().part("file", part)
     }
 }
@@ -996,6 +993,7 @@ mod tests {
             timeout: Duration::from_secs(3600),
             max_attempts: 4,
             lookup_settle: Duration::ZERO,
+            upload_token: None,
         })
         .unwrap()
     }

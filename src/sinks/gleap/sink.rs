@@ -585,7 +585,7 @@ fn files_kept_as_links(inner: &Inner, job: &Job, failed: Vec<(String, String)>) 
             &job.position,
             "sink (files)",
             format!(
-                "the {} was sent with the file's original link {url}: it could not be re-hosted: {reason}",
+                "the {} was sent with the file's original URL {url}: it could not be re-hosted: {reason}",
                 inner.entity.singular()
             ),
             Value::Object(job.record.clone()),
