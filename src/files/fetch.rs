@@ -92,7 +92,7 @@ impl Fetcher {
                     .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
         });
         if !has_scheme {
-            return self.from_dir(url, vault);
+            return self.read_shipped(url, vault);
         }
         let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL ({e})"))?;
         check_scheme(&parsed)?;
@@ -264,7 +264,7 @@ impl Fetcher {
     }
 
     /// A file the dump ships: a relative path inside `files: {dir}`.
-    fn from_dir(&self, rel: &str, vault: &Vault) -> Result<Had, String> {
+    fn read_shipped(&self, rel: &str, vault: &Vault) -> Result<Had, String> {
         let Some(dir) = &self.settings.dir else {
             return Err(
                 "a relative path, and no folder to read it from (`files: {dir: ...}`)".into(),

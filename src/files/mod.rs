@@ -196,6 +196,8 @@ pub struct FileStats {
 }
 
 const FAILURE_EXAMPLES: usize = 20;
+/// Uploads read into memory at once: with the 25 MiB cap, 200 MiB at most.
+const UPLOADS_IN_MEMORY: usize = 8;
 
 type Shared<T> = Arc<OnceCell<std::result::Result<T, String>>>;
 
@@ -218,6 +220,8 @@ struct Inner {
     by_sha: Mutex<HashMap<String, Shared<String>>>,
     /// Set when Gleap refused the upload's authorisation: no more uploads are tried.
     uploads_refused: Mutex<Option<String>>,
+    /// Uploads whose bytes are in memory at once (each up to `max_file_mib`).
+    upload_slots: tokio::sync::Semaphore,
     stats: Mutex<FileStats>,
 }
 
@@ -259,6 +263,7 @@ impl Rehoster {
                 by_url: Mutex::new(HashMap::new()),
                 by_sha: Mutex::new(HashMap::new()),
                 uploads_refused: Mutex::new(None),
+                upload_slots: tokio::sync::Semaphore::new(UPLOADS_IN_MEMORY),
                 stats: Mutex::new(FileStats::default()),
             }),
         })
@@ -443,6 +448,11 @@ impl Inner {
             Some(FileUpload { attempts, .. }) => attempts > 0,
             None => false,
         };
+        let _slot = self
+            .upload_slots
+            .acquire()
+            .await
+            .map_err(|e| e.to_string())?;
         let bytes = self
             .vault
             .read(sha)
