@@ -905,3 +905,189 @@ async fn files_a_dump_ships_are_read_from_its_folder_and_never_outside_it() {
             .contains("files: {dir")
     );
 }
+
+// The emulator's /uploads and the client's upload, with its authorisation.
+
+fn client_for(
+    emulator: &Emulator,
+    upload_token: Option<&str>,
+) -> gleap_etl::gleap::client::GleapClient {
+    let env = |name: &str| match name {
+        "GLEAP_BASE_URL" => Some(emulator.base_url()),
+        "GLEAP_API_KEY" => Some(KEY.to_string()),
+        "GLEAP_PROJECT_ID" => Some(PROJECT.to_string()),
+        "GLEAP_UPLOAD_TOKEN" => upload_token.map(str::to_string),
+        _ => None,
+    };
+    let mut settings = gleap_etl::gleap::client::GleapConfig::default()
+        .resolve(&env)
+        .unwrap();
+    settings.max_attempts = 3;
+    gleap_etl::gleap::client::GleapClient::new(settings).unwrap()
+}
+
+#[tokio::test]
+async fn the_emulator_takes_uploads_behind_its_gate_and_serves_them_back() {
+    let emulator = Emulator::start(EmulatorConfig {
+        api_key: Some(KEY.into()),
+        project: Some(PROJECT.into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let client = client_for(&emulator, None);
+    assert_eq!(
+        client.upload_url(),
+        format!("http://{}/uploads", emulator.addr()),
+        "beside /v3, not under it"
+    );
+    let counters = gleap_etl::gleap::client::RequestCounters::default();
+    let file = gleap_etl::gleap::client::FilePart {
+        bytes: b"PNG bytes".to_vec(),
+        name: "shot.png".into(),
+        mime: "image/png".into(),
+    };
+    let url = client.upload(&file, &counters).await.unwrap();
+    let again = client.upload(&file, &counters).await.unwrap();
+    assert_ne!(url, again, "each upload is a new file");
+    let served = reqwest::get(&url).await.unwrap();
+    assert_eq!(served.headers()["content-type"], "image/png");
+    assert_eq!(served.bytes().await.unwrap().as_ref(), b"PNG bytes");
+    let stats = emulator.stats();
+    assert_eq!(stats["uploads"]["uploads"], 2);
+    assert_eq!(stats["uploads"]["distinct_contents"], 1);
+    assert_eq!(stats["uploads"]["duplicate_uploads"], 1);
+    assert_eq!(stats["requests"]["POST /uploads"]["200"], 2);
+    assert_eq!(emulator.uploads()[0]["name"], "shot.png");
+
+    // Another token: refused, but not fatal to the run (the files keep their links).
+    let wrong = client_for(&emulator, Some("user-token-refused"));
+    let err = wrong.upload(&file, &counters).await.unwrap_err();
+    match err {
+        gleap_etl::gleap::client::CallError::Rejected { status, message } => {
+            assert_eq!(status, 401);
+            assert!(message.contains("upload_token"), "{message}");
+            assert!(!message.contains("user-token-refused"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(wrong.halted(), None, "the run goes on");
+    assert_eq!(emulator.stats()["uploads"]["uploads"], 2);
+    // No multipart `file`: a 400, a rejection.
+    let (status, _) = {
+        let r = reqwest::Client::new()
+            .post(format!("http://{}/uploads", emulator.addr()))
+            .bearer_auth(KEY)
+            .header("project", PROJECT)
+            .multipart(reqwest::multipart::Form::new().text("other", "x"))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn uploads_are_retried_through_server_errors() {
+    let emulator = Emulator::start(EmulatorConfig {
+        api_key: Some(KEY.into()),
+        project: Some(PROJECT.into()),
+        faults: FaultConfig {
+            error_rate: 1.0,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let client = client_for(&emulator, None);
+    let counters = gleap_etl::gleap::client::RequestCounters::default();
+    let file = gleap_etl::gleap::client::FilePart {
+        bytes: b"x".to_vec(),
+        name: "x.txt".into(),
+        mime: "text/plain".into(),
+    };
+    // A 5xx to an upload may have stored it: ambiguous, for the caller to send again.
+    let err = client.upload(&file, &counters).await.unwrap_err();
+    assert!(
+        matches!(err, gleap_etl::gleap::client::CallError::Ambiguous(_)),
+        "{err:?}"
+    );
+    assert_eq!(emulator.stats()["faults"]["errors"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_keeps_the_links_and_is_not_tried_again_in_the_run() {
+    let (_, base, _stop) = start_file_host(0.0).await;
+    let emulator = Emulator::start(EmulatorConfig {
+        api_key: Some(KEY.into()),
+        project: Some(PROJECT.into()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(gleap_etl::state::StateStore::open(dir.path()).unwrap());
+    let files: gleap_etl::files::FilesConfig =
+        serde_json::from_value(serde_json::json!({"allow_private_hosts": true})).unwrap();
+    let refused = gleap_etl::files::Rehoster::new(
+        &files,
+        store.clone(),
+        Arc::new(client_for(&emulator, Some("not-a-user-token"))),
+    )
+    .unwrap();
+    let a = format!("{base}/zd/a.png");
+    let b = format!("{base}/zd/b.png");
+    let mut record = serde_json::json!({
+        "comment": {"type": "doc", "content": [{"type": "image", "attrs": {"src": a}}]},
+        "attachments": [{"name": "b.png", "url": b, "type": "image/png"}]
+    });
+    let original = record.clone();
+    let outcome = refused.rehost(&mut record).await;
+    assert_eq!(outcome.found, 2);
+    assert_eq!(outcome.rewritten, 0);
+    assert_eq!(record, original, "the links are kept");
+    assert!(
+        outcome
+            .failed
+            .iter()
+            .all(|(_, why)| why.contains("upload refused (401)"))
+    );
+    // The two went out side by side; once refused, no further upload is sent.
+    let sent = refused.upload_requests().0;
+    assert!(sent <= 2, "{sent}");
+    let mut third = serde_json::json!({"attachments": [{"url": format!("{base}/zd/c.png")}]});
+    let outcome = refused.rehost(&mut third).await;
+    assert!(outcome.failed[0].1.contains("upload refused (401)"));
+    assert_eq!(
+        refused.upload_requests().0,
+        sent,
+        "not tried again in the run"
+    );
+    // Both files are in the vault all the same; with the API key they upload from there.
+    let rehoster =
+        gleap_etl::files::Rehoster::new(&files, store, Arc::new(client_for(&emulator, None)))
+            .unwrap();
+    let outcome = rehoster.rehost(&mut record).await;
+    assert_eq!((outcome.rewritten, outcome.failed.len()), (2, 0));
+    let stats = rehoster.stats();
+    assert_eq!(
+        (stats.downloaded, stats.from_vault, stats.uploaded),
+        (0, 2, 2),
+        "{stats:?}"
+    );
+    let prefix = format!("http://{}/uploads/files/", emulator.addr());
+    assert!(
+        record["attachments"][0]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&prefix)
+    );
+    assert!(
+        record["comment"]["content"][0]["attrs"]["src"]
+            .as_str()
+            .unwrap()
+            .starts_with(&prefix)
+    );
+}
