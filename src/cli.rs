@@ -691,6 +691,14 @@ fn run_pipeline(pipeline: &Pipeline, args: &RunFlags) -> i32 {
                             help["collections"], help["articles"]
                         );
                     }
+                    if stats["uploads"]["uploads"].as_u64().unwrap_or(0) > 0 {
+                        eprintln!(
+                            "emulator received {} uploads: {} distinct contents, {} duplicates",
+                            stats["uploads"]["uploads"],
+                            stats["uploads"]["distinct_contents"],
+                            stats["uploads"]["duplicate_uploads"],
+                        );
+                    }
                 }
                 report.emulator = Some(stats);
             }

@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod emulator;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod gleap;
 pub mod jq;
 pub mod record;

@@ -146,7 +146,13 @@ impl StateStore {
                  PRIMARY KEY (stream, part));
              CREATE TABLE IF NOT EXISTS runs (
                  id INTEGER PRIMARY KEY AUTOINCREMENT, pipeline TEXT NOT NULL, started_at TEXT NOT NULL,
-                 finished_at TEXT, status TEXT NOT NULL, report TEXT);",
+                 finished_at TEXT, status TEXT NOT NULL, report TEXT);
+             CREATE TABLE IF NOT EXISTS file_sources (
+                 url TEXT PRIMARY KEY, sha256 TEXT, size INTEGER, mime TEXT, failure TEXT,
+                 attempts INTEGER NOT NULL DEFAULT 0, updated_at TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS file_uploads (
+                 target TEXT NOT NULL, sha256 TEXT NOT NULL, file_url TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+                 updated_at TEXT NOT NULL, PRIMARY KEY (target, sha256));",
         )
         .map_err(|e| db_error(&path, e))?;
         let version: Option<String> = conn
@@ -545,6 +551,123 @@ impl StateStore {
             mapped,
             intents,
             checkpoint: self.checkpoint(stream)?,
+        })
+    }
+}
+
+/// A file source as the state store knows it ([`crate::files`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileSource {
+    /// Its content's address in the vault, once it was had.
+    pub sha256: Option<String>,
+    pub size: Option<u64>,
+    pub mime: Option<String>,
+    /// Why it could not be had, the last time it was tried.
+    pub failure: Option<String>,
+    pub attempts: u64,
+}
+
+/// An upload of a vault file to a Gleap project (`target`: the upload URL and project).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileUpload {
+    /// Gleap's URL for it, once an upload was answered.
+    pub file_url: Option<String>,
+    /// Uploads sent; more than zero without a URL: an answer was lost.
+    pub attempts: u64,
+}
+
+/// The files' tables: where each source URL's content is in the vault, and where each
+/// content is in Gleap. Each write is its own transaction, committed before the next step.
+impl StateStore {
+    pub fn file_source(&self, url: &str) -> Result<Option<FileSource>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT sha256, size, mime, failure, attempts FROM file_sources WHERE url = ?1",
+                [url],
+                |r| {
+                    Ok(FileSource {
+                        sha256: r.get(0)?,
+                        size: r.get::<_, Option<i64>>(1)?.map(|n| n as u64),
+                        mime: r.get(2)?,
+                        failure: r.get(3)?,
+                        attempts: r.get::<_, i64>(4)? as u64,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// The content of `url` is in the vault under `sha256`.
+    pub fn set_file_had(&self, url: &str, sha256: &str, size: u64, mime: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO file_sources (url, sha256, size, mime, failure, attempts, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, NULL, 1, strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+                 ON CONFLICT (url) DO UPDATE SET sha256 = excluded.sha256, size = excluded.size,
+                 mime = excluded.mime, failure = NULL, attempts = attempts + 1,
+                 updated_at = excluded.updated_at",
+                params![url, sha256, size as i64, mime],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// `url` could not be had, and why.
+    pub fn set_file_failed(&self, url: &str, reason: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO file_sources (url, failure, attempts, updated_at)
+                 VALUES (?1, ?2, 1, strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+                 ON CONFLICT (url) DO UPDATE SET failure = excluded.failure,
+                 attempts = attempts + 1, updated_at = excluded.updated_at",
+                params![url, reason],
+            )
+            .map(|_| ())
+        })
+    }
+
+    pub fn file_upload(&self, target: &str, sha256: &str) -> Result<Option<FileUpload>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT file_url, attempts FROM file_uploads WHERE target = ?1 AND sha256 = ?2",
+                params![target, sha256],
+                |r| {
+                    Ok(FileUpload {
+                        file_url: r.get(0)?,
+                        attempts: r.get::<_, i64>(1)? as u64,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    /// An upload of `sha256` is about to be sent (committed first, like an intent).
+    pub fn file_upload_sending(&self, target: &str, sha256: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO file_uploads (target, sha256, attempts, updated_at)
+                 VALUES (?1, ?2, 1, strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+                 ON CONFLICT (target, sha256) DO UPDATE SET attempts = attempts + 1,
+                 updated_at = excluded.updated_at",
+                params![target, sha256],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Gleap answered `file_url` for `sha256`.
+    pub fn set_file_uploaded(&self, target: &str, sha256: &str, file_url: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO file_uploads (target, sha256, file_url, attempts, updated_at)
+                 VALUES (?1, ?2, ?3, 1, strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+                 ON CONFLICT (target, sha256) DO UPDATE SET file_url = excluded.file_url,
+                 updated_at = excluded.updated_at",
+                params![target, sha256, file_url],
+            )
+            .map(|_| ())
         })
     }
 }

@@ -5,6 +5,7 @@ mod util;
 mod emulator;
 mod export;
 mod fidelity;
+mod files;
 mod fuzz;
 mod gleap_sink;
 mod helpcentre;

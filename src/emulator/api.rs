@@ -53,6 +53,8 @@ pub struct Shared {
     pub quota: QuotaWindow,
     pub faults: Faults,
     pub stats: Stats,
+    /// Files uploaded to `/uploads`.
+    pub uploads: super::uploads::Uploads,
 }
 
 impl App {
@@ -77,7 +79,13 @@ impl App {
         stats["messages_out_of_order"] = json!(late);
         stats["tickets_out_of_order"] = json!({"tickets": tickets, "examples": examples});
         stats["quirks"] = json!(self.quirks.describe());
+        stats["uploads"] = shared.uploads.stats();
         stats
+    }
+
+    /// The files uploaded, without their bytes.
+    pub fn uploads(&self) -> Value {
+        self.lock().uploads.list()
     }
 
     pub fn dump(&self) -> Value {
@@ -120,8 +128,15 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .merge(super::helpcentre::routes())
         .route_layer(middleware::from_fn_with_state(app.clone(), gate));
+    // Gleap's upload endpoint is beside the API, not under /v3; the same gate.
+    let uploads = Router::new()
+        .route("/uploads", post(super::uploads::upload))
+        .route_layer(middleware::from_fn_with_state(app.clone(), gate))
+        .layer(axum::extract::DefaultBodyLimit::max(256 << 20))
+        .route("/uploads/files/{id}/{name}", get(super::uploads::download));
     Router::new()
         .nest("/v3", api)
+        .merge(uploads)
         .route(
             "/__emulator/stats",
             get(|State(app): State<Arc<App>>| async move { axum::Json(app.stats()) }),
@@ -133,7 +148,7 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
-                "Not found: the emulator serves /v3/sessions, /v3/tickets, /v3/messages and /v3/helpcenter/collections",
+                "Not found: the emulator serves /v3/sessions, /v3/tickets, /v3/messages, /v3/helpcenter/collections and /uploads",
             )
         })
         .with_state(app)

@@ -20,6 +20,7 @@ pub mod query;
 pub mod quirks;
 pub mod server;
 pub mod store;
+pub mod uploads;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -139,6 +140,7 @@ impl Emulator {
                 quota: QuotaWindow::new(config.quota),
                 faults: Faults::new(config.faults),
                 stats: Stats::default(),
+                uploads: Default::default(),
             }),
             dirty: AtomicBool::new(false),
             on_request: config.on_request.clone(),
@@ -190,6 +192,16 @@ impl Emulator {
     /// What `/__emulator/stats` answers.
     pub fn stats(&self) -> Value {
         self.app.stats()
+    }
+
+    /// The files uploaded (`POST /uploads`): `{id, name, type, size, xxh3}` each.
+    pub fn uploads(&self) -> Value {
+        self.app.uploads()
+    }
+
+    /// The app behind the API (tests watch it from a request hook).
+    pub fn app(&self) -> Arc<App> {
+        self.app.clone()
     }
 
     /// What `/__emulator/dump` answers.

@@ -156,6 +156,28 @@ impl RunReport {
                                 count(n("out_of_order"))
                             ));
                         }
+                        if let Some(files) = d.get("files") {
+                            let f = |k: &str| {
+                                files
+                                    .get(k)
+                                    .and_then(serde_json::Value::as_u64)
+                                    .unwrap_or(0)
+                            };
+                            line.push_str(&format!(
+                                "; files: {} of {} re-hosted ({} downloaded, {} from the vault, {} uploaded)",
+                                count(f("rewritten")),
+                                count(f("references")),
+                                count(f("downloaded")),
+                                count(f("from_vault")),
+                                count(f("uploaded")),
+                            ));
+                            if f("failed") > 0 {
+                                line.push_str(&format!(
+                                    ", {} kept their original URL (why: dead-letter file, --report)",
+                                    count(f("failed"))
+                                ));
+                            }
+                        }
                         if let Some(why) = d
                             .get("prefetch_skipped")
                             .and_then(serde_json::Value::as_str)

@@ -156,6 +156,27 @@ pub fn same_content(a: &Value, b: &Value) -> bool {
     a == b || content_text(a) == content_text(b)
 }
 
+/// The URL an upload answered: `fileUrl` (Gleap's importers read it), else `url`,
+/// `file.url`/`file.fileUrl`, `data.fileUrl`, or a bare string; only http(s) URLs.
+pub fn file_url(body: &Value) -> Option<String> {
+    let candidates = [
+        body.get("fileUrl"),
+        body.get("url"),
+        body.get("file")
+            .and_then(|f| f.get("fileUrl").or_else(|| f.get("url"))),
+        body.get("data")
+            .and_then(|d| d.get("fileUrl").or_else(|| d.get("url"))),
+        Some(body),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::trim)
+        .find(|u| u.starts_with("https://") || u.starts_with("http://"))
+        .map(str::to_string)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,5 +274,21 @@ mod tests {
         assert!(same_content(&json!(" Hello world Bye now "), &doc));
         assert!(!same_content(&doc, &json!("Hello world")));
         assert!(!same_content(&json!("a"), &json!("b")));
+    }
+
+    #[test]
+    fn upload_answers_are_read_tolerantly() {
+        let u = "https://cdn.gleap.io/a.png";
+        for body in [
+            json!({"fileUrl": u}),
+            json!({"url": u}),
+            json!({"file": {"url": u}}),
+            json!({"data": {"fileUrl": u}}),
+            json!(u),
+        ] {
+            assert_eq!(file_url(&body).as_deref(), Some(u), "{body}");
+        }
+        assert_eq!(file_url(&json!({"fileUrl": "javascript:x"})), None);
+        assert_eq!(file_url(&json!({})), None);
     }
 }

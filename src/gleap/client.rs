@@ -109,6 +109,11 @@ pub struct GleapConfig {
     /// index that shows new records late (`gleap-etl doctor` measures it). Default 4.
     #[serde(default)]
     pub lookup_settle_secs: Option<f64>,
+    /// The bearer token for file uploads (`POST /uploads`, `attachments: rehost`), when the
+    /// project's API key is not accepted there: Gleap's own importers send a user's token.
+    /// Default `${GLEAP_UPLOAD_TOKEN}`, else the API key. Never printed.
+    #[serde(default)]
+    pub upload_token: Option<String>,
 }
 
 /// `concurrency: 8` or `concurrency: adaptive`.
@@ -148,6 +153,8 @@ pub struct ClientSettings {
     pub timeout: Duration,
     pub max_attempts: u32,
     pub lookup_settle: Duration,
+    /// For `POST /uploads`; `None`: the API key.
+    pub upload_token: Option<Secret>,
 }
 
 impl GleapConfig {
@@ -199,6 +206,7 @@ impl GleapConfig {
             lookup_settle: Duration::from_secs_f64(
                 self.lookup_settle_secs.unwrap_or(4.0).clamp(0.0, 600.0),
             ),
+            upload_token: from(&self.upload_token, "GLEAP_UPLOAD_TOKEN").map(Secret::new),
         })
     }
 }
@@ -404,12 +412,14 @@ impl GleapClient {
 
     /// A message from Gleap with the key, should it echo it, hidden.
     fn hide_key(&self, message: String) -> String {
-        let key = self.settings.api_key.expose();
-        if key.is_empty() {
-            message
-        } else {
-            message.replace(key, "<hidden>")
+        let mut message = message;
+        let upload = self.settings.upload_token.as_ref();
+        for key in std::iter::once(&self.settings.api_key).chain(upload) {
+            if !key.expose().is_empty() {
+                message = message.replace(key.expose(), "<hidden>");
+            }
         }
+        message
     }
 
     async fn wait_for_pause(&self) {
@@ -463,6 +473,84 @@ impl GleapClient {
         headers: &[(&str, &str)],
     ) -> std::result::Result<Answer, CallError> {
         let url = format!("{}{path}", self.settings.base_url);
+        let payload = match body {
+            Some(body) => Payload::Json(body),
+            None => Payload::None,
+        };
+        self.send(
+            method,
+            &url,
+            query,
+            payload,
+            create,
+            counters,
+            before_send,
+            headers,
+        )
+        .await
+    }
+
+    /// Where files are uploaded: the API's address without its `/v3`, then `/uploads`.
+    pub fn upload_url(&self) -> String {
+        let base = &self.settings.base_url;
+        format!("{}/uploads", base.strip_suffix("/v3").unwrap_or(base))
+    }
+
+    /// `POST /uploads` with the file as multipart field `file`: Gleap's URL for it
+    /// (`fileUrl`, read tolerantly). Rate-limited and retried as every call; an answer lost
+    /// after the file went out is `Ambiguous` (the caller may send it again: uploads cannot
+    /// be looked up). A refused key (401, 403) is `Rejected` here, not fatal: the run goes
+    /// on with the files' original links.
+    pub async fn upload(
+        &self,
+        file: &FilePart,
+        counters: &RequestCounters,
+    ) -> std::result::Result<String, CallError> {
+        let url = self.upload_url();
+        let answer = self
+            .send(
+                reqwest::Method::POST,
+                &url,
+                &[],
+                Payload::File(file),
+                true,
+                counters,
+                None,
+                &[],
+            )
+            .await?;
+        if answer.status == 404 {
+            return Err(CallError::Rejected {
+                status: 404,
+                message: format!("no upload endpoint at {url}"),
+            });
+        }
+        super::answer::file_url(&answer.body).ok_or_else(|| CallError::Rejected {
+            status: answer.status,
+            message: format!(
+                "the upload's answer has no `fileUrl`: {}",
+                crate::record::describe(&answer.body)
+            ),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        query: &[(&str, &str)],
+        payload: Payload<'_>,
+        create: bool,
+        counters: &RequestCounters,
+        before_send: Option<&BeforeSend<'_>>,
+        headers: &[(&str, &str)],
+    ) -> std::result::Result<Answer, CallError> {
+        let upload = matches!(payload, Payload::File(_));
+        let token = match (&payload, &self.settings.upload_token) {
+            (Payload::File(_), Some(token)) => token,
+            _ => &self.settings.api_key,
+        };
         let mut attempt = 0u32;
         let mut rate_limited = 0u32;
         loop {
@@ -487,8 +575,8 @@ impl GleapClient {
             let started = Instant::now();
             let mut request = self
                 .http
-                .request(method.clone(), &url)
-                .bearer_auth(self.settings.api_key.expose())
+                .request(method.clone(), url)
+                .bearer_auth(token.expose())
                 .header("project", &self.settings.project)
                 .timeout(self.settings.timeout);
             for (name, value) in headers {
@@ -497,8 +585,10 @@ impl GleapClient {
             if !query.is_empty() {
                 request = request.query(query);
             }
-            if let Some(body) = body {
-                request = request.json(body);
+            match &payload {
+                Payload::None => {}
+                Payload::Json(body) => request = request.json(body),
+                Payload::File(file) => request = request.multipart(file.form()),
             }
             let outcome = match request.send().await {
                 Ok(response) => {
@@ -559,6 +649,15 @@ impl GleapClient {
                 }
                 Ok((status, body, ..)) if status == 408 || status >= 500 => {
                     (format!("{status}: {}", message_of(&body)), false)
+                }
+                Ok((status @ (401 | 403), body, ..)) if upload => {
+                    return Err(CallError::Rejected {
+                        status,
+                        message: format!(
+                            "Gleap refused the upload's authorisation ({}): set `gleap: {{upload_token}}` (GLEAP_UPLOAD_TOKEN) to a token /uploads accepts",
+                            self.hide_key(message_of(&body))
+                        ),
+                    });
                 }
                 Ok((status @ (401 | 403), body, ..)) => {
                     let reason = format!(
@@ -639,6 +738,32 @@ impl GleapClient {
         );
         self.halt(reason.clone());
         reason
+    }
+}
+
+/// What a request carries.
+enum Payload<'a> {
+    None,
+    Json(&'a Value),
+    File(&'a FilePart),
+}
+
+/// A file to upload: its bytes, name and media type.
+#[derive(Clone)]
+pub struct FilePart {
+    pub bytes: Vec<u8>,
+    pub name: String,
+    pub mime: String,
+}
+
+impl FilePart {
+    /// The multipart form, built anew for each attempt.
+    fn form(&self) -> reqwest::multipart::Form {
+        let part = reqwest::multipart::Part::bytes(self.bytes.clone()).file_name(self.name.clone());
+        let part = part.mime_str(&self.mime).unwrap_or_else(|_| {
+            reqwest::multipart::Part::bytes(self.bytes.clone()).file_name(self.name.clone())
+        });
+        reqwest::multipart::Form::new().part("file", part)
     }
 }
 
@@ -868,6 +993,7 @@ mod tests {
             timeout: Duration::from_secs(3600),
             max_attempts: 4,
             lookup_settle: Duration::ZERO,
+            upload_token: None,
         })
         .unwrap()
     }

@@ -68,6 +68,14 @@ pub struct GleapSinkConfig {
     /// only links to them (and relative ones) are rewritten. Default: any host.
     #[serde(default)]
     pub article_hosts: Vec<String>,
+    /// `link` (default): attachment and image URLs are sent as the source has them;
+    /// `rehost`: each file is downloaded into the vault, uploaded to Gleap once, and the
+    /// record sent with Gleap's URLs (README: Files and inline images).
+    #[serde(default)]
+    pub attachments: crate::files::AttachmentsMode,
+    /// With `attachments: rehost`: limits, the files folder and source credentials.
+    #[serde(default)]
+    pub files: crate::files::FilesConfig,
 }
 
 /// `prefetch: true`, `false` or `auto`.
@@ -237,6 +245,7 @@ impl GleapSinkConfig {
                 });
             }
         }
+        problems.extend(self.files.problems());
         problems
     }
 
@@ -509,6 +518,15 @@ impl Preparer {
             parents: Vec::new(),
         })
     }
+}
+
+/// The hash of a body as [`Preparer::prepare`] takes it: without the constant fields it
+/// adds after hashing.
+pub fn sent_hash(entity: Entity, body: &Map<String, Value>) -> u128 {
+    let silent = silent_fields(entity);
+    let mut body = body.clone();
+    body.retain(|k, _| !silent.iter().any(|(f, _)| f == k));
+    xxhash_rust::xxh3::xxh3_128(&serde_json::to_vec(&body).expect("JSON"))
 }
 
 /// A source id as text: strings as they are, numbers written out.

@@ -207,6 +207,8 @@ struct Inner {
     lost_state_check: Option<tokio::sync::OnceCell<std::result::Result<(), String>>>,
     /// Gleap ids of referenced records found gone from Gleap.
     gone_parents: Mutex<HashSet<String>>,
+    /// `attachments: rehost`: files re-hosted before a record is sent.
+    rehoster: Option<crate::files::Rehoster>,
 }
 
 /// Writes intents in groups: a create waits for the transaction that holds its intent, and
@@ -330,7 +332,16 @@ impl GleapSinkConfig {
         let created_since_existing =
             (self.entity == Entity::Messages && !map.is_empty()).then(HashMap::new);
         let settings = run.client.settings();
+        let rehoster = match self.attachments {
+            crate::files::AttachmentsMode::Link => None,
+            crate::files::AttachmentsMode::Rehost => Some(crate::files::Rehoster::new(
+                &self.files,
+                store.clone(),
+                run.client.clone(),
+            )?),
+        };
         let inner = Arc::new(Inner {
+            rehoster,
             entity: self.entity,
             key: self.key(),
             preparer: Preparer::new(&stream, self, &store)?,
@@ -528,7 +539,11 @@ async fn run_lane(inner: Arc<Inner>, mut job: Job) {
         lane: Some(job.lane.clone()),
     };
     loop {
+        let files = rehost(&inner, &mut job).await;
         let outcome = process(&inner, &job).await;
+        if outcome.is_ok() {
+            files_kept_as_links(&inner, &job, files);
+        }
         match finish_job(&inner, job, outcome) {
             Some(next) => job = next,
             None => break,
@@ -536,6 +551,52 @@ async fn run_lane(inner: Arc<Inner>, mut job: Job) {
     }
     guard.lane = None;
     inner.idle.notify_waiters();
+}
+
+/// `attachments: rehost`: the job's files re-hosted and its body rewritten to Gleap's URLs;
+/// the files kept with their link, and why. A record with files gets a hash of what is
+/// sent, salted so that it never equals the hash `write` computes of the record as it came:
+/// such a record always reaches its lane, where its files cost no request once had, and a
+/// file that could not be had is tried again on the next run.
+async fn rehost(inner: &Inner, job: &mut Job) -> Vec<(String, String)> {
+    let Some(rehoster) = &inner.rehoster else {
+        return Vec::new();
+    };
+    let mut body = Value::Object(std::mem::take(&mut job.prepared.body));
+    let outcome = rehoster.rehost(&mut body).await;
+    if let Value::Object(map) = body {
+        job.prepared.body = map;
+    }
+    if outcome.found > 0 {
+        job.prepared.hash = super::sent_hash(inner.entity, &job.prepared.body) ^ FILES_SALT;
+        job.record = job.prepared.body.clone();
+    }
+    outcome.failed
+}
+
+/// Marks hashes of records whose files were re-hosted.
+const FILES_SALT: u128 = 0x6669_6c65_735f_7265_686f_7374_6564_0001;
+
+/// A record sent with some files' original links: a dead letter for each, saying so.
+fn files_kept_as_links(inner: &Inner, job: &Job, failed: Vec<(String, String)>) {
+    for (url, reason) in failed {
+        let letter = DeadLetter::new(
+            &inner.stream,
+            &job.position,
+            "sink (files)",
+            format!(
+                "the {} was sent with the file's original URL {url}: it could not be re-hosted: {reason}",
+                inner.entity.singular()
+            ),
+            Value::Object(job.record.clone()),
+        );
+        if let Err(e) = inner.context.dead_letters.reject(letter) {
+            if matches!(e, Error::TooManyErrors { .. }) {
+                inner.stopped(&e);
+            }
+            inner.lock().fail(e);
+        }
+    }
 }
 
 /// A lane whose task panicked: its jobs no longer count and the stream fails, or the sink
@@ -1307,6 +1368,14 @@ impl Sink for GleapSink {
         if c.parent_gone > 0 {
             detail["parent_gone"] = json!(c.parent_gone);
         }
+        if let Some(rehoster) = &inner.rehoster {
+            let mut files = serde_json::to_value(rehoster.stats()).unwrap_or_default();
+            let (sent, rate_limited, retries) = rehoster.upload_requests();
+            files["upload_requests"] = json!(sent);
+            files["upload_rate_limited"] = json!(rate_limited);
+            files["upload_retries"] = json!(retries);
+            detail["files"] = files;
+        }
         if let Some(reason) = inner
             .prefetch_skipped
             .lock()
@@ -1335,6 +1404,9 @@ impl Sink for GleapSink {
             .stopped
             .store(true, Ordering::Relaxed);
         self.inner.stop_prefetch();
+        if let Some(rehoster) = &self.inner.rehoster {
+            rehoster.stop();
+        }
         self.wait_idle(Some(Duration::from_secs(10)));
         self.stop_committer();
         if let Err(e) = self.inner.commit() {
