@@ -158,7 +158,7 @@ fn intercom_bad_contact_rows_do_not_stop_conversations_or_parts() {
         ),
         &[
             ("conversations", "transforms[0] (lookup)"),
-            ("parts", "transforms[1] (lookup)"),
+            ("parts", "transforms[3] (lookup)"),
         ],
     );
 }

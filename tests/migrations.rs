@@ -541,7 +541,7 @@ async fn intercom_samples(trial: Trial) {
             .as_array()
             .unwrap()
         {
-            if !p["body"].is_null() {
+            if is_message(p) {
                 expected_thread.push(id_text(&p["id"]));
             }
         }
@@ -574,10 +574,10 @@ async fn intercom_samples(trial: Trial) {
             .unwrap()
         {
             let pid = id_text(&p["id"]);
-            if p["body"].is_null() {
+            if !is_message(p) {
                 assert!(
                     !m.maps["parts"].contains_key(&pid),
-                    "event part {pid} is not a message"
+                    "event or empty part {pid} is not a message"
                 );
                 continue;
             }
@@ -615,6 +615,15 @@ async fn intercom_samples(trial: Trial) {
     let stats = emulator.stats();
     assert_eq!(stats["customer_notifications"], 0);
     assert_eq!(stats["dropped_fields"], serde_json::json!({}));
+}
+
+/// Whether an Intercom part is a message: it has text or files (events and empty parts are
+/// skipped).
+fn is_message(part: &Value) -> bool {
+    part["body"].as_str().is_some_and(|b| !b.trim().is_empty())
+        || part["attachments"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
 }
 
 /// `plan` shows the bodies that will be sent, with references still as source ids.

@@ -11,8 +11,9 @@
 //! (Intercom mixes integer and string ids), RFC 3339 UTC timestamps (Intercom writes Unix
 //! seconds), tag and company names as plain lists, and for conversations a title. Messages
 //! come as the `parts` entity, the opening message (`source`, 1.x `conversation_message`)
-//! first at position 0; event parts (assignment, open, close...) are kept with a null body,
-//! for the pipeline to count and filter. Objects of other kinds (admins, tags, tickets...)
+//! first at position 0. Each part says what `kind` it is: `message` (text or files),
+//! `event` (assignment, open, close... with neither) or `empty` (a comment or note with
+//! neither), for the pipeline to skip by kind; a blank body is null. Objects of other kinds (admins, tags, tickets...)
 //! are skipped; an object of the configured kind that cannot be read is rejected.
 
 use std::collections::HashMap;
@@ -750,10 +751,13 @@ fn part(
     // `note_and_reopen` is a note too: it must not reach the customer.
     let is_note = matches!(part_type.as_str(), Some("note" | "note_and_reopen"));
     let is_customer = is_customer(author_type.as_str());
+    let attachments = attachments(p.get("attachments"));
+    let kind = part_kind(part_type.as_str(), &body, &attachments);
     let mut r = Record::new();
     r.insert("id".into(), Value::String(id));
     r.insert("conversation_id".into(), Value::from(conversation_id));
     r.insert("part_type".into(), part_type);
+    r.insert("kind".into(), Value::from(kind));
     r.insert("body".into(), body);
     r.insert("author_type".into(), author_type);
     r.insert("author_id".into(), id_value(field("id")));
@@ -761,10 +765,25 @@ fn part(
     r.insert("author_email".into(), text(field("email")));
     r.insert("is_customer".into(), Value::Bool(is_customer));
     r.insert("is_note".into(), Value::Bool(is_note));
-    r.insert("attachments".into(), attachments(p.get("attachments")));
+    r.insert("attachments".into(), attachments);
     r.insert("created_at".into(), timestamp(created));
     r.insert("position".into(), Value::from(position));
     r
+}
+
+/// What a part is: a `message` when it has text or files, whatever its type (a reply can
+/// close or assign a conversation); else an `event` (assignment, open, close, snoozed...) or,
+/// for the types that are written messages, an `empty` one.
+fn part_kind(part_type: Option<&str>, body: &Value, attachments: &Value) -> &'static str {
+    let has_files = attachments.as_array().is_some_and(|a| !a.is_empty());
+    if !body.is_null() || has_files {
+        return "message";
+    }
+    match part_type {
+        // Types that are written by someone; a part without a type is taken for one.
+        None | Some("source" | "comment" | "note" | "note_and_reopen" | "quick_reply") => "empty",
+        Some(_) => "event",
+    }
 }
 
 /// Gleap's attachment shape (`{name, url, type}`) from Intercom's (`name`, `url`,
@@ -1037,6 +1056,7 @@ mod tests {
                 "id": "403918320",
                 "conversation_id": "1911149811",
                 "part_type": "source",
+                "kind": "message",
                 "body": "<p>Hi! I can&#39;t find the <b>export</b> &amp; import button.</p><p>Second line</p>",
                 "author_type": "user",
                 "author_id": "65f1a2b3c4d5e6f7a8b9c000",
@@ -1055,6 +1075,7 @@ mod tests {
                 "id": "1",
                 "conversation_id": "1911149811",
                 "part_type": "comment",
+                "kind": "message",
                 "body": "<p>Okay!</p>",
                 "author_type": "admin",
                 "author_id": "274",
@@ -1068,6 +1089,7 @@ mod tests {
             })
         );
         assert_eq!(parts[2]["part_type"], "assignment");
+        assert_eq!(parts[2]["kind"], "event");
         assert_eq!(
             parts[2]["body"],
             Value::Null,
@@ -1129,6 +1151,10 @@ mod tests {
         );
         assert_eq!(parts[0]["is_customer"], true);
         assert_eq!(parts[1]["body"], Value::Null, "a blank body is none");
+        assert_eq!(
+            parts[1]["kind"], "empty",
+            "a blank opening message, no file"
+        );
     }
 
     const CONTACT_1X: &str = r#"{

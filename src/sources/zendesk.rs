@@ -7,7 +7,8 @@
 //!
 //! Records keep Zendesk's own fields, with a few normalised so pipelines can map them:
 //! users get `key` (the `external_id`, else the id); comments always carry `ticket_id`,
-//! `is_note` and `attachments` as Gleap takes them (`{name, url, type}`); legacy export rows
+//! `is_note`, `attachments` as Gleap takes them (`{name, url, type}`) and `kind` (`message`
+//! when it has text or files, else `empty`); legacy export rows
 //! get API names and RFC 3339 timestamps; every timestamp is RFC 3339 UTC.
 
 use std::path::Path;
@@ -440,15 +441,26 @@ fn comment(value: Value, ticket: Option<i64>, context: Option<(&Value, &Value)>)
         .get("created_at")
         .filter(|v| !v.is_null())
         .or(Some(context_time).filter(|v| !v.is_null()));
+    let attachments = attachments(c.get("attachments"));
+    // A comment with neither text nor file says nothing; one with only files is a message.
+    let kind = if html.is_some()
+        || body.as_deref().is_some_and(|b| !b.trim().is_empty())
+        || attachments.as_array().is_some_and(|a| !a.is_empty())
+    {
+        "message"
+    } else {
+        "empty"
+    };
     let mut r = Record::new();
     r.insert("id".into(), id);
+    r.insert("kind".into(), Value::from(kind));
     r.insert("ticket_id".into(), Value::from(ticket));
     r.insert("author_id".into(), author);
     r.insert("body".into(), body.map_or(Value::Null, Value::String));
     r.insert("html_body".into(), html.map_or(Value::Null, Value::String));
     r.insert("public".into(), Value::Bool(public));
     r.insert("is_note".into(), Value::Bool(!public));
-    r.insert("attachments".into(), attachments(c.get("attachments")));
+    r.insert("attachments".into(), attachments);
     r.insert("created_at".into(), timestamp(created));
     r.insert(
         "via".into(),
@@ -695,6 +707,39 @@ mod tests {
         assert_eq!(by_id(41)["ticket_id"], 42, "from the folder name");
         assert_eq!(by_id(41)["html_body"], Value::Null);
         assert_eq!(ok.len(), 4);
+    }
+
+    #[test]
+    fn comments_say_whether_they_hold_text_or_files() {
+        let got = read(
+            "comments",
+            &[(
+                "comments-9.json",
+                r#"{"comments": [
+  {"id": 1, "body": "", "html_body": "<p></p>", "author_id": 4, "attachments": [{"file_name": "a.png", "content_url": "https://z/a.png", "content_type": "image/png"}]},
+  {"id": 2, "body": "  ", "html_body": "", "author_id": 4, "attachments": []},
+  {"id": 3, "body": "hi", "author_id": 4}
+]}"#,
+            )],
+        );
+        let kinds: Vec<(i64, String)> = got
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|c| {
+                (
+                    c["id"].as_i64().unwrap(),
+                    c["kind"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (1, "message".to_string()),
+                (2, "empty".to_string()),
+                (3, "message".to_string())
+            ]
+        );
     }
 
     #[test]
