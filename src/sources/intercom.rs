@@ -42,6 +42,12 @@ pub struct IntercomSourceConfig {
     pub path: files::PathSpec,
     /// What to read: `contacts`, `conversations` or `parts` (the messages of conversations).
     pub entity: IntercomEntity,
+    /// Files to find tag names and companies in (the whole dump: `dump/*.json*`), for the
+    /// ids contacts and conversations list without them (API 2.x contacts list tags and
+    /// companies by id only): tag and company objects anywhere in them count (a `tags*.json`
+    /// or `companies*.json` list page, the named tags of conversations...). Default: none.
+    #[serde(default)]
+    pub names_from: Option<files::PathSpec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -60,6 +66,12 @@ impl IntercomSourceConfig {
         let files = self.path.expand()?;
         let total = files::total_size(&files);
         let entity = self.entity;
+        let names = Arc::new(match (&self.names_from, entity) {
+            (Some(spec), IntercomEntity::Contacts | IntercomEntity::Conversations) => {
+                Names::gather(spec)?
+            }
+            _ => Names::default(),
+        });
         Ok(OpenedSource::from_files(
             files,
             ProgressUnit::Bytes,
@@ -73,6 +85,7 @@ impl IntercomSourceConfig {
                     row: 0,
                     positions: HashMap::new(),
                     loose_parts: None,
+                    names: names.clone(),
                 };
                 Ok(Box::new(docs.flat_map(move |doc| reader.document(doc))) as SourceIter)
             },
@@ -105,6 +118,8 @@ struct FileReader {
     /// Conversations entity: the loose parts the file holds for each conversation, counted
     /// at the first conversation.
     loose_parts: Option<HashMap<String, u64>>,
+    /// Tag names and companies by id (`names_from`).
+    names: Arc<Names>,
 }
 
 impl FileReader {
@@ -125,7 +140,7 @@ impl FileReader {
             IntercomEntity::Contacts => {
                 for object in objects {
                     match object {
-                        Object::Contact(c) => found.push(contact(c)),
+                        Object::Contact(c) => found.push(contact(c, &self.names)),
                         Object::Invalid(v) => found.push(Err(not_an_object(v))),
                         _ => {}
                     }
@@ -150,7 +165,7 @@ impl FileReader {
                                     .copied()
                                     .unwrap_or(0)
                             };
-                            found.push(conversation(c, loose));
+                            found.push(conversation(c, loose, &self.names));
                         }
                         Object::Invalid(v) => found.push(Err(not_an_object(v))),
                         _ => {}
@@ -445,8 +460,9 @@ fn items<'a>(v: Option<&'a Value>, key: &str) -> &'a [Value] {
     }
 }
 
-/// The names of listed tags or companies, their ids where the list does not give names.
-fn names(v: Option<&Value>, key: &str) -> Value {
+/// The names of listed tags or companies: their own, else the name `known` gives their id,
+/// else their ids.
+fn names(v: Option<&Value>, key: &str, known: impl Fn(&str) -> Option<String>) -> Value {
     Value::Array(
         items(v, key)
             .iter()
@@ -455,13 +471,107 @@ fn names(v: Option<&Value>, key: &str) -> Value {
                     Some(Value::String(s.trim().to_string()))
                 }
                 Value::Object(o) => match text(o.get("name")) {
-                    Value::Null => id_string(o.get("id")).map(Value::String),
+                    Value::Null => {
+                        id_string(o.get("id")).map(|id| Value::String(known(&id).unwrap_or(id)))
+                    }
                     name => Some(name),
                 },
                 _ => None,
             })
             .collect(),
     )
+}
+
+/// Tag names and companies by id, found anywhere in the `names_from` files.
+#[derive(Debug, Default)]
+struct Names {
+    tags: HashMap<String, String>,
+    companies: HashMap<String, Map<String, Value>>,
+}
+
+impl Names {
+    fn gather(spec: &files::PathSpec) -> Result<Names> {
+        let mut names = Names::default();
+        for path in spec.expand()? {
+            for doc in dump::documents(&path, Arc::new(AtomicU64::new(0)))? {
+                // Unreadable documents are the streams' to report.
+                if let Ok(Document { value, .. }) = doc? {
+                    names.walk(&value);
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    fn walk(&mut self, v: &Value) {
+        match v {
+            Value::Array(items) => items.iter().for_each(|x| self.walk(x)),
+            Value::Object(o) => {
+                let id = id_string(o.get("id"));
+                match (o.get("type").and_then(Value::as_str), id) {
+                    (Some("tag"), Some(id)) => {
+                        if let Value::String(name) = text(o.get("name")) {
+                            self.tags.entry(id).or_insert(name);
+                        }
+                    }
+                    (Some("company"), Some(id)) if !text(o.get("name")).is_null() => {
+                        self.companies.entry(id).or_insert_with(|| o.clone());
+                    }
+                    _ => {}
+                }
+                o.values().for_each(|x| self.walk(x));
+            }
+            _ => {}
+        }
+    }
+
+    fn tag(&self, id: &str) -> Option<String> {
+        self.tags.get(id).cloned()
+    }
+
+    fn company_name(&self, id: &str) -> Option<String> {
+        self.companies
+            .get(id)
+            .and_then(|c| text(c.get("name")).as_str().map(str::to_string))
+    }
+}
+
+/// A contact's first company, as sessions take it: `id` (the company's own `company_id`,
+/// else Intercom's id), `intercom_id`, `name`, `plan` (its name) and `monthly_spend`, filled
+/// from `names` where the contact lists the company by id only; null without a company.
+fn first_company(c: &Map<String, Value>, names: &Names) -> Value {
+    let Some(listed) = items(c.get("companies"), "companies")
+        .iter()
+        .find_map(Value::as_object)
+    else {
+        return Value::Null;
+    };
+    let id = id_string(listed.get("id"));
+    let full = id.as_deref().and_then(|id| names.companies.get(id));
+    let field = |k: &str| {
+        listed
+            .get(k)
+            .filter(|v| !v.is_null())
+            .or_else(|| full.and_then(|f| f.get(k)).filter(|v| !v.is_null()))
+    };
+    let plan = match field("plan") {
+        Some(Value::Object(p)) => text(p.get("name")),
+        other => text(other),
+    };
+    let spend = field("monthly_spend")
+        .and_then(Value::as_f64)
+        .map_or(Value::Null, Value::from);
+    let own_id = id_string(field("company_id")).or_else(|| id.clone());
+    if own_id.is_none() && text(field("name")).is_null() {
+        return Value::Null;
+    }
+    json!({
+        "id": own_id,
+        "intercom_id": id,
+        "name": text(field("name")),
+        "plan": plan,
+        "monthly_spend": spend,
+    })
 }
 
 fn object_or_empty(v: Option<&Value>) -> Value {
@@ -473,7 +583,7 @@ fn object_or_empty(v: Option<&Value>) -> Value {
 
 // ---- contacts ----
 
-fn contact(value: Value) -> Found {
+fn contact(value: Value, known: &Names) -> Found {
     let Value::Object(c) = value else {
         return Err((
             format!("a contact that is {}, not an object", kind_of(&value)),
@@ -521,8 +631,15 @@ fn contact(value: Value) -> Found {
     r.insert("updated_at".into(), timestamp(c.get("updated_at")));
     r.insert("signed_up_at".into(), timestamp(c.get("signed_up_at")));
     r.insert("last_seen_at".into(), timestamp(last_seen));
-    r.insert("tags".into(), names(c.get("tags"), "tags"));
-    r.insert("companies".into(), names(c.get("companies"), "companies"));
+    r.insert(
+        "tags".into(),
+        names(c.get("tags"), "tags", |id| known.tag(id)),
+    );
+    r.insert(
+        "companies".into(),
+        names(c.get("companies"), "companies", |id| known.company_name(id)),
+    );
+    r.insert("company".into(), first_company(&c, known));
     r.insert(
         "custom_attributes".into(),
         object_or_empty(c.get("custom_attributes")),
@@ -553,7 +670,7 @@ fn is_customer(author_type: Option<&str>) -> bool {
 
 /// `loose` gives the number of loose parts (Airbyte `conversation_parts`) the file holds for a
 /// conversation id.
-fn conversation(value: Value, loose: impl Fn(&str) -> u64) -> Found {
+fn conversation(value: Value, loose: impl Fn(&str) -> u64, known: &Names) -> Found {
     let Value::Object(c) = value else {
         return Err((
             format!("a conversation that is {}, not an object", kind_of(&value)),
@@ -613,7 +730,10 @@ fn conversation(value: Value, loose: impl Fn(&str) -> u64) -> Found {
         "contact_id".into(),
         contact_id.map_or(Value::Null, Value::String),
     );
-    r.insert("tags".into(), names(c.get("tags"), "tags"));
+    r.insert(
+        "tags".into(),
+        names(c.get("tags"), "tags", |id| known.tag(id)),
+    );
     r.insert("created_at".into(), timestamp(c.get("created_at")));
     r.insert("updated_at".into(), timestamp(c.get("updated_at")));
     r.insert(
@@ -981,10 +1101,66 @@ mod tests {
                 "last_seen_at": null,
                 "tags": ["7800292", "vip"],
                 "companies": ["c1"],
+                "company": {"id": "c1", "intercom_id": "c1", "name": null, "plan": null, "monthly_spend": null},
                 "custom_attributes": {"plan": "pro"},
                 "location": {"type": "location", "country": "Germany", "city": "Berlin"},
                 "unsubscribed_from_emails": true
             })
+        );
+    }
+
+    #[test]
+    fn tag_and_company_ids_are_named_from_the_dump() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write("contacts.json", CONTACT_2X);
+        write(
+            "tags.json",
+            r#"{"type": "list", "data": [{"type": "tag", "id": "7800292", "name": "churn-risk"}, {"type": "tag", "id": "7001", "name": "not this one"}]}"#,
+        );
+        write(
+            "companies.json",
+            r#"{"type": "list", "data": [{"type": "company", "id": "c1", "company_id": "acme-1", "name": "Acme", "plan": {"type": "plan", "id": "p", "name": "Pro"}, "monthly_spend": 490}]}"#,
+        );
+        write(
+            "conversations.json",
+            r#"{"type": "conversation", "id": "1", "tags": {"type": "tag.list", "tags": [{"type": "tag", "id": "9"}, {"type": "tag", "id": "7002", "name": "onboarding"}]}}"#,
+        );
+        let read_named = |entity: &str, pattern: &str| {
+            let config: IntercomSourceConfig = serde_json::from_value(json!({
+                "path": dir.path().join(pattern).display().to_string(),
+                "entity": entity,
+                "names_from": format!("{}/*.json", dir.path().display()),
+            }))
+            .unwrap();
+            records(
+                &config
+                    .open()
+                    .unwrap()
+                    .items
+                    .map(|i| match i.unwrap() {
+                        SourceItem::Record(r, p) => Ok((Value::Object(r), p)),
+                        SourceItem::Rejected(r) => Err(Box::new(r)),
+                    })
+                    .collect::<Vec<Item>>(),
+            )
+        };
+        let c = &read_named("contacts", "contacts.json")[0];
+        assert_eq!(
+            c["tags"],
+            json!(["churn-risk", "vip"]),
+            "a name the contact gives wins"
+        );
+        assert_eq!(c["companies"], json!(["Acme"]));
+        assert_eq!(
+            c["company"],
+            json!({"id": "acme-1", "intercom_id": "c1", "name": "Acme", "plan": "Pro", "monthly_spend": 490.0})
+        );
+        let t = &read_named("conversations", "conversations.json")[0];
+        assert_eq!(
+            t["tags"],
+            json!(["9", "onboarding"]),
+            "an id no file names stays"
         );
     }
 
@@ -1230,6 +1406,7 @@ mod tests {
                 "last_seen_at": "2015-01-24T23:46:41.000Z",
                 "tags": ["Kelly_Lead"],
                 "companies": ["Important Company"],
+                "company": {"id": "762", "intercom_id": "54c42ed71623d8caa", "name": "Important Company", "plan": null, "monthly_spend": null},
                 "custom_attributes": {"is_awesome": true},
                 "location": {"type": "location_data", "country_name": "United Kingdom", "timezone": "Europe/London"},
                 "unsubscribed_from_emails": false

@@ -1,4 +1,4 @@
-//! Zendesk dump source: users, tickets and comments from what Zendesk exports really look
+//! Zendesk dump source: users, organizations, tickets and comments from what Zendesk exports really look
 //! like: the account's newline-delimited Full JSON export; API page files (`{"users": [..]}`,
 //! `{"tickets": [..]}`, `{"comments": [..]}`, `{"audits": [..]}`, `{"ticket_events": [..]}`,
 //! single `{"ticket": ..}`/`{"user": ..}`/`{"audit": ..}`); search export `results`; and the
@@ -28,7 +28,7 @@ use crate::record::{Position, Record, epoch_to_timestamp, format_timestamp, pars
 pub struct ZendeskSourceConfig {
     /// A file or a glob (`dump/tickets*.json*`), or a list of them; `.gz` accepted.
     pub path: files::PathSpec,
-    /// What to read: `users`, `tickets` or `comments`.
+    /// What to read: `users`, `tickets`, `comments` or `organizations`.
     pub entity: ZendeskEntity,
 }
 
@@ -38,6 +38,8 @@ pub enum ZendeskEntity {
     Users,
     Tickets,
     Comments,
+    /// The companies users belong to (a user's `organization_id`).
+    Organizations,
 }
 
 impl ZendeskSourceConfig {
@@ -157,6 +159,8 @@ fn extract(entity: ZendeskEntity, value: Value, file_ticket: Option<i64>, out: &
             "audit",
             "ticket_events",
             "results",
+            "organizations",
+            "organization",
         ]
         .iter()
         .any(|k| doc.contains_key(*k));
@@ -176,6 +180,27 @@ fn extract(entity: ZendeskEntity, value: Value, file_ticket: Option<i64>, out: &
                 }
             } else {
                 out.push(user(Value::Object(doc)));
+            }
+        }
+        ZendeskEntity::Organizations => {
+            if wrapped {
+                for o in list(&mut doc, "organizations")
+                    .into_iter()
+                    .chain(list(&mut doc, "organization"))
+                {
+                    out.push(organization(o));
+                }
+                for r in list(&mut doc, "results") {
+                    if r.get("result_type").and_then(Value::as_str) == Some("organization") {
+                        out.push(organization(r));
+                    }
+                }
+            } else if !["role", "requester_id", "ticket_id", "author_id"]
+                .iter()
+                .any(|k| doc.contains_key(*k))
+            {
+                // An export line of another kind (a user, a ticket) is not an organization.
+                out.push(organization(Value::Object(doc)));
             }
         }
         ZendeskEntity::Tickets => {
@@ -299,6 +324,19 @@ fn user(value: Value) -> Found {
     {
         r.insert("email".into(), Value::Null);
     }
+    r.shift_remove("result_type");
+    normalise_times(&mut r);
+    Ok(r)
+}
+
+fn organization(value: Value) -> Found {
+    let Value::Object(mut r) = value else {
+        return Err(("an organization that is not an object".into(), value));
+    };
+    let Some(id) = id_of(r.get("id")) else {
+        return Err(("an organization without an id".into(), Value::Object(r)));
+    };
+    r.insert("id".into(), id);
     r.shift_remove("result_type");
     normalise_times(&mut r);
     Ok(r)
@@ -707,6 +745,42 @@ mod tests {
         assert_eq!(by_id(41)["ticket_id"], 42, "from the folder name");
         assert_eq!(by_id(41)["html_body"], Value::Null);
         assert_eq!(ok.len(), 4);
+    }
+
+    #[test]
+    fn organizations_from_pages_and_export_lines() {
+        let got = read(
+            "organizations",
+            &[
+                (
+                    "organizations.json",
+                    r#"{"organizations": [{"id": 361, "name": "Acme", "created_at": "2024-01-02T03:04:05Z"}, {"name": "no id"}], "next_page": null}"#,
+                ),
+                (
+                    "organizations-export.json",
+                    "{\"id\": \"362\", \"name\": \"Globex\", \"tags\": [\"enterprise\"]}\n",
+                ),
+                ("users.json", r#"{"users": [{"id": 1, "name": "u"}]}"#),
+                (
+                    "users-export.json",
+                    "{\"id\": 2, \"name\": \"u\", \"role\": \"end-user\"}\n",
+                ),
+            ],
+        );
+        let ok: Vec<&Value> = got.iter().filter_map(|r| r.as_ref().ok()).collect();
+        let bad: Vec<&String> = got.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert_eq!(
+            bad,
+            [&"organizations.json: an organization without an id".to_string()]
+        );
+        assert_eq!(ok.len(), 2, "{ok:?}");
+        let acme = ok.iter().find(|o| o["name"] == "Acme").unwrap();
+        assert_eq!(acme["id"], 361);
+        assert_eq!(acme["created_at"], "2024-01-02T03:04:05.000Z");
+        assert_eq!(
+            ok.iter().find(|o| o["name"] == "Globex").unwrap()["id"],
+            362
+        );
     }
 
     #[test]
