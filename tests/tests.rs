@@ -13,5 +13,6 @@ mod hostile_gleap;
 mod hostile_inputs;
 mod hostile_signals;
 mod migrations;
+mod people;
 mod pipelines;
 mod validate;

@@ -117,6 +117,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/messages/{id}",
             axum::routing::put(update_message).delete(delete_message),
         )
+        .route("/projects/users", get(list_team))
         .route_layer(middleware::from_fn_with_state(app.clone(), gate));
     Router::new()
         .nest("/v3", api)
@@ -441,6 +442,11 @@ fn list(app: &App, kind: Kind, raw: Option<String>) -> Response {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+/// `GET /projects/users`: the project's team members.
+async fn list_team(State(app): State<Arc<App>>) -> Response {
+    axum::Json(app.lock().store.team()).into_response()
 }
 
 async fn list_sessions(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Response {

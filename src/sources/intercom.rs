@@ -59,6 +59,9 @@ pub enum IntercomEntity {
     Conversations,
     /// One record per message or event of a conversation, the opening message first.
     Parts,
+    /// One record per admin (teammate) the dump lists (`admin.list` pages, Airbyte `admins`):
+    /// `id`, `name`, `email`, for the assignees of conversations.
+    Admins,
 }
 
 impl IntercomSourceConfig {
@@ -102,6 +105,7 @@ enum Object {
     Conversation(Value),
     /// A conversation part on its own (Airbyte `conversation_parts`), with `conversation_id`.
     Part(Value),
+    Admin(Value),
     /// A document that is not a JSON object.
     Invalid(Value),
 }
@@ -178,7 +182,16 @@ impl FileReader {
                         Object::Conversation(c) => found.extend(conversation_parts(c)),
                         Object::Part(p) => found.push(loose_part(p, &mut self.positions)),
                         Object::Invalid(v) => found.push(Err(not_an_object(v))),
-                        Object::Contact(_) => {}
+                        Object::Contact(_) | Object::Admin(_) => {}
+                    }
+                }
+            }
+            IntercomEntity::Admins => {
+                for object in objects {
+                    match object {
+                        Object::Admin(a) => found.push(admin(a)),
+                        Object::Invalid(v) => found.push(Err(not_an_object(v))),
+                        _ => {}
                     }
                 }
             }
@@ -231,6 +244,7 @@ enum Kind {
     Contact,
     Conversation,
     Part,
+    Admin,
 }
 
 fn route_object(mut value: Value, out: &mut Vec<Object>) {
@@ -239,6 +253,7 @@ fn route_object(mut value: Value, out: &mut Vec<Object>) {
             "contacts" => Kind::Contact,
             "conversations" => Kind::Conversation,
             "conversation_parts" => Kind::Part,
+            "admins" => Kind::Admin,
             _ => return,
         };
         let data = value.get_mut("data").map(Value::take).unwrap_or_default();
@@ -286,6 +301,7 @@ fn route_object(mut value: Value, out: &mut Vec<Object>) {
         ("leads", Some(Kind::Contact)),
         ("conversations", Some(Kind::Conversation)),
         ("conversation_parts", Some(Kind::Part)),
+        ("admins", Some(Kind::Admin)),
     ] {
         if let Some(Value::Array(items)) = map.get_mut(key).map(Value::take) {
             for item in items {
@@ -316,6 +332,7 @@ fn kind_of_type(t: &str) -> Option<Kind> {
         "contact" | "user" | "lead" => Some(Kind::Contact),
         "conversation" => Some(Kind::Conversation),
         "conversation_part" => Some(Kind::Part),
+        "admin" => Some(Kind::Admin),
         _ => None,
     }
 }
@@ -325,6 +342,7 @@ fn wrap(kind: Kind, value: Value) -> Object {
         Kind::Contact => Object::Contact(value),
         Kind::Conversation => Object::Conversation(value),
         Kind::Part => Object::Part(value),
+        Kind::Admin => Object::Admin(value),
     }
 }
 
@@ -651,6 +669,25 @@ fn contact(value: Value, known: &Names) -> Found {
             .and_then(Value::as_bool)
             .map_or(Value::Null, Value::Bool),
     );
+    Ok(r)
+}
+
+// ---- admins ----
+
+fn admin(value: Value) -> Found {
+    let Value::Object(a) = value else {
+        return Err((
+            format!("an admin that is {}, not an object", kind_of(&value)),
+            value,
+        ));
+    };
+    let Some(id) = id_string(a.get("id")) else {
+        return Err(("an admin without an id".into(), Value::Object(a)));
+    };
+    let mut r = Record::new();
+    r.insert("id".into(), Value::String(id));
+    r.insert("name".into(), text(a.get("name")));
+    r.insert("email".into(), text(a.get("email")));
     Ok(r)
 }
 
@@ -1107,6 +1144,32 @@ mod tests {
                 "unsubscribed_from_emails": true
             })
         );
+    }
+
+    #[test]
+    fn admins_from_lists_and_airbyte_records() {
+        let got = read_files(
+            "admins",
+            &[
+                (
+                    "admins.json",
+                    r#"{"type": "admin.list", "admins": [{"type": "admin", "id": 814860, "name": "Sam", "email": "sam@acme.example"}, {"type": "admin", "name": "no id"}]}"#,
+                ),
+                (
+                    "contacts.jsonl",
+                    r#"{"stream": "admins", "data": {"type": "admin", "id": "814861", "name": "Olivia", "email": ""}, "emitted_at": 1}
+{"stream": "contacts", "data": {"type": "contact", "id": "c"}, "emitted_at": 1}"#,
+                ),
+            ],
+        );
+        assert_eq!(
+            records(&got),
+            [
+                json!({"id": "814860", "name": "Sam", "email": "sam@acme.example"}),
+                json!({"id": "814861", "name": "Olivia", "email": null})
+            ]
+        );
+        assert_eq!(reasons(&got), ["an admin without an id"]);
     }
 
     #[test]

@@ -177,6 +177,8 @@ struct Inner {
     entity: Entity,
     key: SessionKey,
     preparer: Preparer,
+    /// `agents:`: who was matched with a team member, for the report.
+    agents: Option<Arc<super::agents::Agents>>,
     client: Arc<GleapClient>,
     store: Arc<StateStore>,
     context: SinkContext,
@@ -330,10 +332,21 @@ impl GleapSinkConfig {
         let created_since_existing =
             (self.entity == Entity::Messages && !map.is_empty()).then(HashMap::new);
         let settings = run.client.settings();
+        let mut preparer = Preparer::new(&stream, self, &store)?;
+        let agents = match &self.agents {
+            Some(config) => {
+                let team = run.runtime.block_on(run.team.get(&run.client));
+                let agents = Arc::new(super::agents::Agents::new(config, self.entity, team)?);
+                preparer = preparer.with_agents(agents.clone());
+                Some(agents)
+            }
+            None => None,
+        };
         let inner = Arc::new(Inner {
             entity: self.entity,
             key: self.key(),
-            preparer: Preparer::new(&stream, self, &store)?,
+            preparer,
+            agents,
             client: run.client.clone(),
             max_attempts: settings.max_attempts,
             lookup_settle: settings.lookup_settle,
@@ -1304,6 +1317,9 @@ impl Sink for GleapSink {
         }
         if c.parent_gone > 0 {
             detail["parent_gone"] = json!(c.parent_gone);
+        }
+        if let Some(agents) = &inner.agents {
+            detail["agents"] = agents.summary();
         }
         if let Some(reason) = inner
             .prefetch_skipped
