@@ -164,7 +164,15 @@ for t in tickets[6:8]:
                        "via": "Web form", "event_type": "Audit",
                        "child_events": [dict(c, event_type="Comment"), {"id": c["id"] + 9500000, "event_type": "Change", "status": "open"}]})
 write("zendesk/ticket_events.json", {"ticket_events": events, "next_page": None, "count": len(events), "end_of_stream": True})
-write(f"zendesk/comments-{tickets[8]['id']}.json", {"comments": conversation(tickets[8], 2), "meta": {"has_more": False}})
+page_comments = conversation(tickets[8], 2)
+# A customer's comment of a file alone (no text); its id is set so that no other id moves.
+files_only = dict(page_comments[-1], id=599001, body="", html_body="", plain_body="", created_at="2024-03-12T15:00:00Z",
+                  author_id=tickets[8]["requester_id"], public=True)
+files_only["attachments"] = [{"url": "https://acme.zendesk.com/api/v2/attachments/5990010.json", "id": 5990010,
+                              "file_name": "crash-log.txt", "content_url": "https://acme.zendesk.com/attachments/token/t5990010/?name=crash-log.txt",
+                              "content_type": "text/plain", "size": 812, "inline": False}]
+page_comments.append(files_only)
+write(f"zendesk/comments-{tickets[8]['id']}.json", {"comments": page_comments, "meta": {"has_more": False}})
 write("zendesk/tickets.json", {"tickets": tickets[:9], "next_page": None, "previous_page": None, "count": 9})
 export_lines = []
 for n in (9, 10, 11):

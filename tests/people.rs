@@ -270,6 +270,23 @@ fn zendesk_organizations_and_agents() {
     assert_eq!(soren["companyName"], "Globex Corporation");
     assert!(m.doc("sessions", "users", "900000000005")["companyName"].is_null());
 
+    // A customer's comment of a file alone: sent with it, last in its thread.
+    let files_only = m.doc("messages", "comments", "599001");
+    assert_eq!(files_only["attachments"][0]["name"], "crash-log.txt");
+    assert_eq!(
+        files_only["comment"]["content"][0]["content"][0]["text"],
+        "📎 crash-log.txt"
+    );
+    assert_eq!(
+        files_only["session"],
+        m.doc("sessions", "users", "crm-12")["_id"]
+    );
+    let ticket = m.doc("tickets", "tickets", "1009")["_id"].as_str().unwrap();
+    assert_eq!(
+        thread(&m, "comments", ticket),
+        ["500034", "500035", "500036", "599001"]
+    );
+
     // Sam (a team member) is assigned his tickets; Olivia's ticket stays unassigned.
     assert_eq!(m.doc("tickets", "tickets", "1001")["processingUser"], SAM);
     assert!(m.doc("tickets", "tickets", "1007")["processingUser"].is_null());
