@@ -124,14 +124,7 @@ impl TeamCache {
             .get_or_init(|| async {
                 let counters = RequestCounters::default();
                 let answer = client
-                    .call(
-                        reqwest::Method::GET,
-                        "/projects/users",
-                        &[],
-                        None,
-                        false,
-                        &counters,
-                    )
+                    .call_optional("/projects/users", &counters)
                     .await
                     .map_err(|e| format!("listing the team (GET /projects/users): {e}"))?;
                 if !(200..300).contains(&answer.status) {
@@ -426,6 +419,43 @@ mod tests {
             problems[0].contains("bad.csv:1: expected two columns"),
             "{problems:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn the_team_is_read_once_and_a_refusal_does_not_stop_the_run() {
+        use crate::emulator::{Emulator, EmulatorConfig};
+        use crate::gleap::client::{ClientSettings, ConcurrencySetting, Secret};
+        let emulator = Emulator::start(EmulatorConfig::default()).await.unwrap();
+        let client = |key: &str| {
+            GleapClient::new(ClientSettings {
+                base_url: emulator.base_url(),
+                api_key: Secret::new(key),
+                project: emulator.project().to_string(),
+                requests_per_minute: 60_000.0,
+                concurrency: ConcurrencySetting::Fixed(1),
+                timeout: std::time::Duration::from_secs(30),
+                max_attempts: 2,
+                lookup_settle: std::time::Duration::ZERO,
+            })
+            .unwrap()
+        };
+        let good = client(emulator.api_key());
+        let cache = TeamCache::default();
+        let team = cache.get(&good).await.unwrap();
+        assert_eq!(
+            team.id_of("SAM@acme.example"),
+            Some("64b0000000000000000000a2")
+        );
+        cache.get(&good).await.unwrap();
+        let asked = emulator.stats()["total_requests"].as_u64().unwrap();
+        assert_eq!(asked, 1, "read once: {}", emulator.stats());
+
+        let refused = client("not-the-key");
+        let e = TeamCache::default().get(&refused).await.unwrap_err();
+        assert!(e.contains("401"), "{e}");
+        assert!(!e.contains("not-the-key"), "{e}");
+        assert_eq!(refused.halted(), None, "the run goes on without the team");
+        emulator.shutdown().await.unwrap();
     }
 
     #[test]
