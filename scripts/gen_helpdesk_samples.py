@@ -2,7 +2,9 @@
 """Writes samples/zendesk and samples/intercom: small helpdesk dumps in the shapes the real
 APIs and exports use, with the awkward parts real dumps have (unicode, HTML, nulls, empty
 emails, attachments and inline images, private notes, deleted tickets, bots, event parts,
-gzip, JSON lines, Airbyte records, legacy Intercom 1.x).
+a message of files alone and an empty one, tags and companies listed by id, organizations,
+an assignee who is not a Gleap team member, gzip, JSON lines, Airbyte records, legacy
+Intercom 1.x).
 
 Deterministic: the same files every time.
 
@@ -59,6 +61,19 @@ agents = [zd_user(0, "admin", email="owner@acme.example", external=None), zd_use
 agents[0]["name"] = "Olivia Owner"
 agents[1]["name"] = "Sam Support"
 end_users = [zd_user(i, external=(f"crm-{i}" if i % 2 == 0 else None)) for i in range(2, 12)]
+ORGANIZATIONS = [
+    {"url": "https://acme.zendesk.com/api/v2/organizations/361000000001.json", "id": 361000000001, "name": "Globex Corporation",
+     "shared_tickets": False, "shared_comments": False, "external_id": "crm-org-1", "created_at": "2024-02-01T09:00:00Z",
+     "updated_at": "2024-03-01T09:00:00Z", "domain_names": ["globex.example"], "details": "", "notes": "", "group_id": None,
+     "tags": ["enterprise"], "organization_fields": {"tier": "gold"}},
+    {"url": "https://acme.zendesk.com/api/v2/organizations/361000000002.json", "id": 361000000002, "name": "Initech",
+     "shared_tickets": False, "shared_comments": False, "external_id": None, "created_at": "2024-02-05T09:00:00Z",
+     "updated_at": "2024-03-05T09:00:00Z", "domain_names": [], "details": "", "notes": "", "group_id": None,
+     "tags": [], "organization_fields": {}},
+]
+for u, org in zip(end_users[:3], (0, 0, 1)):
+    u["organization_id"] = ORGANIZATIONS[org]["id"]
+write("zendesk/organizations.json", {"organizations": ORGANIZATIONS, "next_page": None, "previous_page": None, "count": len(ORGANIZATIONS)})
 end_users[1]["email"] = ""      # an empty email
 end_users[2]["email"] = None    # no email
 export_users = [zd_user(i, external=f"crm-{i}") for i in range(12, 16)]
@@ -92,6 +107,7 @@ def zd_ticket(n):
 
 
 tickets = [zd_ticket(n) for n in range(10)]
+tickets[6]["assignee_id"] = agents[0]["id"]  # Olivia, who is not in the Gleap team
 HTML_REPLIES = [
     "<div class=\"zd-comment\"><p>Thanks for reaching out! We're <strong>looking into it</strong>.</p></div>",
     "<div class=\"zd-comment\"><p>Could you try these steps?</p><ol><li>Log out</li><li>Clear the cache</li><li>Log in again</li></ol></div>",
@@ -148,7 +164,15 @@ for t in tickets[6:8]:
                        "via": "Web form", "event_type": "Audit",
                        "child_events": [dict(c, event_type="Comment"), {"id": c["id"] + 9500000, "event_type": "Change", "status": "open"}]})
 write("zendesk/ticket_events.json", {"ticket_events": events, "next_page": None, "count": len(events), "end_of_stream": True})
-write(f"zendesk/comments-{tickets[8]['id']}.json", {"comments": conversation(tickets[8], 2), "meta": {"has_more": False}})
+page_comments = conversation(tickets[8], 2)
+# A customer's comment of a file alone (no text); its id is set so that no other id moves.
+files_only = dict(page_comments[-1], id=599001, body="", html_body="", plain_body="", created_at="2024-03-12T15:00:00Z",
+                  author_id=tickets[8]["requester_id"], public=True)
+files_only["attachments"] = [{"url": "https://acme.zendesk.com/api/v2/attachments/5990010.json", "id": 5990010,
+                              "file_name": "crash-log.txt", "content_url": "https://acme.zendesk.com/attachments/token/t5990010/?name=crash-log.txt",
+                              "content_type": "text/plain", "size": 812, "inline": False}]
+page_comments.append(files_only)
+write(f"zendesk/comments-{tickets[8]['id']}.json", {"comments": page_comments, "meta": {"has_more": False}})
 write("zendesk/tickets.json", {"tickets": tickets[:9], "next_page": None, "previous_page": None, "count": 9})
 export_lines = []
 for n in (9, 10, 11):
@@ -174,13 +198,35 @@ def ic_contact(i, role="user", email=True, external=None):
         "marked_email_as_spam": False, "unsubscribed_from_emails": i % 5 == 0, "created_at": 1709200000 + i * 3600,
         "updated_at": 1709900000 + i * 60, "signed_up_at": 1709200000 + i * 3600 if role == "user" else None,
         "last_seen_at": None, "custom_attributes": {"plan": ["free", "pro"][i % 2]},
-        "tags": {"type": "list", "data": [{"type": "tag", "id": "7001", "name": "vip"}] if i % 3 == 0 else [], "url": "", "total_count": 0, "has_more": False},
+        # API 2.x contacts list tags and companies by id; tags.json and companies.json name them.
+        "tags": {"type": "list", "data": [{"type": "tag", "id": "7001", "url": "/tags/7001"}] if i % 3 == 0 else [], "url": "", "total_count": 0, "has_more": False},
         "location": {"type": "location", "country": "Germany", "region": None, "city": "Berlin"},
         "companies": {"type": "list", "data": [], "url": "", "total_count": 0, "has_more": False},
     }
 
 
 ic_contacts = [ic_contact(i, external=(f"crm-{i}" if i % 2 == 0 else None)) for i in range(0, 8)]
+ic_contacts[1]["tags"]["data"].append({"type": "tag", "id": "7002", "url": "/tags/7002"})  # named in conversations
+COMPANIES = [
+    {"type": "company", "company_id": "crm-co-1", "id": "6601a0b1c2d3e4f5a6b7c801", "app_id": "ecahpwf5", "name": "Umbrella Analytics",
+     "remote_created_at": 1700000000, "created_at": 1709200000, "updated_at": 1709900000, "monthly_spend": 490, "session_count": 12,
+     "user_count": 2, "size": 40, "website": "https://umbrella.example", "industry": "Software",
+     "plan": {"type": "plan", "id": "269315", "name": "Pro"}, "custom_attributes": {}, "tags": {"type": "tag.list", "tags": []},
+     "segments": {"type": "segment.list", "segments": []}},
+    {"type": "company", "company_id": "crm-co-2", "id": "6601a0b1c2d3e4f5a6b7c802", "app_id": "ecahpwf5", "name": "Hooli",
+     "remote_created_at": 1700000000, "created_at": 1709200000, "updated_at": 1709900000, "monthly_spend": 0, "session_count": 3,
+     "user_count": 1, "size": 5, "website": None, "industry": None, "plan": {}, "custom_attributes": {},
+     "tags": {"type": "tag.list", "tags": []}, "segments": {"type": "segment.list", "segments": []}},
+]
+for c, company in zip(ic_contacts[:3], (0, 0, 1)):
+    cid = COMPANIES[company]["id"]
+    c["companies"]["data"] = [{"type": "company", "id": cid, "url": f"/companies/{cid}"}]
+for c in ic_contacts:
+    c["tags"]["total_count"] = len(c["tags"]["data"])
+    c["companies"]["total_count"] = len(c["companies"]["data"])
+write("intercom/tags.json", {"type": "list", "data": [{"type": "tag", "id": "7001", "name": "vip"}, {"type": "tag", "id": "7003", "name": "beta-tester"}]})
+write("intercom/companies.json", {"type": "list", "data": COMPANIES, "pages": {"type": "pages", "page": 1, "per_page": 15, "total_pages": 1},
+                                  "total_count": len(COMPANIES)})
 ic_contacts += [ic_contact(i, role="lead", email=(None if i == 8 else f"lead{i}@example.org")) for i in range(8, 10)]
 ic_contacts[3]["email"] = ""
 write("intercom/contacts.json", {"type": "list", "data": ic_contacts[:8], "total_count": 8, "pages": {"type": "pages", "page": 1, "per_page": 50, "total_pages": 1}})
@@ -221,6 +267,19 @@ for n in range(6):
         part("note", ADMINS[1], "<p>Internal: follow up next week.</p>", start + 1000),
         part("close" if n % 3 else "open", ADMINS[0], None, start + 1200),
     ]
+    if n == 0:
+        # A customer's message of files alone (its body is "").
+        files_only = dict(parts[3], id="30000040", body="", created_at=start + 950, updated_at=start + 950, notified_at=start + 950)
+        files_only["attachments"] = [
+            {"type": "upload", "name": "export-error.png", "url": "https://downloads.intercomcdn.com/i/o/1001/export-error.png",
+             "content_type": "image/png", "filesize": 48213, "width": 800, "height": 600},
+            {"type": "upload", "name": "export-log.pdf", "url": "https://downloads.intercomcdn.com/i/o/1002/export-log.pdf",
+             "content_type": "application/pdf", "filesize": 20480, "width": None, "height": None}]
+        parts.insert(4, files_only)
+    if n == 1:
+        # An empty, redacted reply: nothing to send.
+        parts.insert(3, dict(parts[2], id=30000041, body="", created_at=start + 400, updated_at=start + 400, notified_at=start + 400,
+                             attachments=[], redacted=True))
     conversations.append({
         "type": "conversation", "id": str(1911149811 + n), "created_at": start, "updated_at": start + 1200,
         "waiting_since": None, "snoozed_until": None, "title": None if n % 2 else f"Conversation about topic {n}",
@@ -229,7 +288,8 @@ for n in range(6):
         "contacts": {"type": "contact.list", "contacts": [{"type": "contact", "id": contact["id"], "external_id": contact["external_id"]}]},
         "first_contact_reply": None, "admin_assignee_id": 814860, "team_assignee_id": None,
         "open": n % 3 == 0, "state": ["open", "closed", "snoozed"][n % 3], "read": True,
-        "tags": {"type": "tag.list", "tags": [{"type": "tag", "id": "7002", "name": "onboarding"}] if n % 2 else []},
+        "tags": {"type": "tag.list", "tags": [{"type": "tag", "id": "7002", "name": "onboarding"}] if n % 2
+                 else [{"type": "tag", "id": "7003"}] if n == 2 else []},  # 7003: named by tags.json
         "priority": "priority" if n == 1 else "not_priority", "custom_attributes": {"channel": "messenger"},
         "conversation_parts": {"type": "conversation_part.list", "conversation_parts": parts, "total_count": len(parts)},
     })

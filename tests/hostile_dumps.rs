@@ -61,7 +61,7 @@ fn bad_table_rows_are_skipped(
     samples: &str,
     bad_file: &str,
     bad_rows: &str,
-    dependents: &[(&str, &str)],
+    dependents: &[(&str, &str, u64)],
 ) {
     let dir = Dir::new();
     let clean = copy_samples(&dir, samples, "clean");
@@ -78,7 +78,7 @@ fn bad_table_rows_are_skipped(
     assert!(!run.stderr.contains("panicked at"), "{run:?}");
     let letters =
         json_lines(&std::fs::read_to_string(dir.join("state-hostile/dead-letter.jsonl")).unwrap());
-    for (name, stage) in dependents {
+    for (name, stage, skipped) in dependents {
         let s = stream(&report, name);
         // The table's bad rows are dead letters of each stream that reads the table.
         assert_eq!(s["status"], "dead_letters", "{name}: {s}");
@@ -87,7 +87,8 @@ fn bad_table_rows_are_skipped(
             stream(&clean_report, name)["written"],
             "{name} writes what it writes from a clean dump"
         );
-        assert_eq!(s["lookup_rows_skipped"], 2, "{name}: {s}");
+        // Each lookup stage that reads the table skips them.
+        assert_eq!(s["lookup_rows_skipped"], *skipped, "{name}: {s}");
         let mine: Vec<&Value> = letters
             .iter()
             .filter(|l| l["stream"] == *name && l["stage"] == format!("{stage} table"))
@@ -138,8 +139,9 @@ fn zendesk_bad_user_rows_do_not_stop_tickets_or_comments() {
             "{\"id\": 900000000778, \"name\": \"Trunc\n",
         ),
         &[
-            ("tickets", "transforms[1] (lookup)"),
-            ("comments", "transforms[3] (lookup)"),
+            // The requester's and the assignee's lookups.
+            ("tickets", "transforms[1] (lookup)", 4),
+            ("comments", "transforms[3] (lookup)", 2),
         ],
     );
 }
@@ -157,8 +159,10 @@ fn intercom_bad_contact_rows_do_not_stop_conversations_or_parts() {
             "{\"type\": \"contact\", \"id\": \"c-778\", \"na\n",
         ),
         &[
-            ("conversations", "transforms[0] (lookup)"),
-            ("parts", "transforms[1] (lookup)"),
+            // The contact's lookup, and the assignee's (admins in any file of the dump: it
+            // cannot read the truncated line either).
+            ("conversations", "transforms[0] (lookup)", 3),
+            ("parts", "transforms[3] (lookup)", 2),
         ],
     );
 }

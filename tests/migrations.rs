@@ -256,6 +256,7 @@ async fn zendesk_samples(trial: Trial) {
 
     // Users: end-users become sessions keyed by external_id, else the id.
     let mut roles = HashMap::new();
+    let mut emails = HashMap::new();
     let mut keys = HashMap::new();
     let mut end_users = Vec::new();
     for f in files(&samples, "users") {
@@ -272,6 +273,7 @@ async fn zendesk_samples(trial: Trial) {
                     _ => id.clone(),
                 };
                 roles.insert(id.clone(), u["role"].as_str().unwrap().to_string());
+                emails.insert(id.clone(), u["email"].as_str().map(str::to_string));
                 keys.insert(id, key.clone());
                 if u["role"] == "end-user" {
                     end_users.push((key, u));
@@ -414,11 +416,12 @@ async fn zendesk_samples(trial: Trial) {
             );
         } else {
             assert!(g["session"].is_null(), "comment {id} is an agent's");
-            assert!(
-                g["fallbackUser"]["username"]
-                    .as_str()
-                    .is_some_and(|n| !n.is_empty()),
-                "comment {id} keeps its agent's name"
+            assert_agent(
+                &m,
+                g,
+                emails[&author].as_deref(),
+                None,
+                &format!("comment {id}"),
             );
         }
         notes += usize::from(g["isNote"] == true);
@@ -541,7 +544,7 @@ async fn intercom_samples(trial: Trial) {
             .as_array()
             .unwrap()
         {
-            if !p["body"].is_null() {
+            if is_message(p) {
                 expected_thread.push(id_text(&p["id"]));
             }
         }
@@ -574,10 +577,10 @@ async fn intercom_samples(trial: Trial) {
             .unwrap()
         {
             let pid = id_text(&p["id"]);
-            if p["body"].is_null() {
+            if !is_message(p) {
                 assert!(
                     !m.maps["parts"].contains_key(&pid),
-                    "event part {pid} is not a message"
+                    "event or empty part {pid} is not a message"
                 );
                 continue;
             }
@@ -601,9 +604,12 @@ async fn intercom_samples(trial: Trial) {
                 kind => {
                     bots += usize::from(kind == "bot");
                     assert!(g["session"].is_null(), "part {pid} is by an {kind}");
-                    assert_eq!(
-                        g["fallbackUser"]["username"], p["author"]["name"],
-                        "part {pid} keeps its author's name"
+                    assert_agent(
+                        &m,
+                        g,
+                        p["author"]["email"].as_str(),
+                        p["author"]["name"].as_str(),
+                        &format!("part {pid}"),
                     );
                 }
             }
@@ -615,6 +621,39 @@ async fn intercom_samples(trial: Trial) {
     let stats = emulator.stats();
     assert_eq!(stats["customer_notifications"], 0);
     assert_eq!(stats["dropped_fields"], serde_json::json!({}));
+}
+
+/// An agent's message is sent as the team member with the agent's e-mail (the emulator's
+/// team, case-insensitive), else it keeps the agent's name (`name` when given).
+fn assert_agent(m: &Migrated, g: &Value, email: Option<&str>, name: Option<&str>, what: &str) {
+    let member = m.dump["team"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| email.is_some_and(|e| t["email"].as_str().unwrap().eq_ignore_ascii_case(e)));
+    match member {
+        Some(t) => {
+            assert_eq!(g["user"], t["id"], "{what} is by its team member");
+            assert!(g["fallbackUser"].is_null(), "{what}: {g}");
+        }
+        None => {
+            assert!(g["user"].is_null(), "{what}: {g}");
+            let username = g["fallbackUser"]["username"].as_str().unwrap_or_default();
+            assert!(!username.is_empty(), "{what} keeps its agent's name");
+            if let Some(name) = name {
+                assert_eq!(username, name, "{what} keeps its agent's name");
+            }
+        }
+    }
+}
+
+/// Whether an Intercom part is a message: it has text or files (events and empty parts are
+/// skipped).
+fn is_message(part: &Value) -> bool {
+    part["body"].as_str().is_some_and(|b| !b.trim().is_empty())
+        || part["attachments"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
 }
 
 /// `plan` shows the bodies that will be sent, with references still as source ids.

@@ -15,5 +15,6 @@ mod hostile_gleap;
 mod hostile_inputs;
 mod hostile_signals;
 mod migrations;
+mod people;
 mod pipelines;
 mod validate;

@@ -127,6 +127,7 @@ pub fn router(app: Arc<App>) -> Router {
             axum::routing::put(update_message).delete(delete_message),
         )
         .merge(super::helpcentre::routes())
+        .route("/projects/users", get(list_team))
         .route_layer(middleware::from_fn_with_state(app.clone(), gate));
     // Gleap's upload endpoint is beside the API, not under /v3; the same gate.
     let uploads = Router::new()
@@ -458,6 +459,11 @@ fn list(app: &App, kind: Kind, raw: Option<String>) -> Response {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
+}
+
+/// `GET /projects/users`: the project's team members.
+async fn list_team(State(app): State<Arc<App>>) -> Response {
+    axum::Json(app.lock().store.team()).into_response()
 }
 
 async fn list_sessions(State(app): State<Arc<App>>, RawQuery(raw): RawQuery) -> Response {

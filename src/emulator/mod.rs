@@ -64,6 +64,9 @@ pub struct EmulatorConfig {
     /// Synthetic sessions to insert at start, after the data file is loaded (benchmarks):
     /// the same ones for the same `faults.seed`, see `Store::generate_sessions`. Default 0.
     pub generate_sessions: usize,
+    /// The team members `GET /projects/users` lists (objects with `id` or `_id` and
+    /// `email`), before a data file's. Default: `store::default_team()`.
+    pub team: Option<Vec<serde_json::Map<String, Value>>>,
 }
 
 impl Default for EmulatorConfig {
@@ -80,6 +83,7 @@ impl Default for EmulatorConfig {
             clock: Arc::new(SystemClock),
             on_request: None,
             generate_sessions: 0,
+            team: None,
         }
     }
 }
@@ -110,6 +114,9 @@ impl Emulator {
         });
         let mut store = Store::new(seed);
         store.set_index_lag(config.quirks.index_lag);
+        if let Some(team) = &config.team {
+            store.set_team(team.clone());
+        }
         if let Some(path) = &config.data_file
             && path.exists()
         {

@@ -61,6 +61,22 @@ fn api_agent() -> Value {
     json!({"id": "64b000000000000000000001", "email": "api@gleap.local", "firstName": "API", "lastName": "Agent"})
 }
 
+/// The project's team members when none are given (`GET /projects/users`): the API agent and
+/// one agent of the samples (sam@acme.example), so that a sample run shows both matched and
+/// unmatched agents.
+pub fn default_team() -> Vec<Doc> {
+    [
+        api_agent(),
+        json!({"id": "64b0000000000000000000a2", "email": "sam@acme.example", "firstName": "Sam", "lastName": "Support"}),
+    ]
+    .into_iter()
+    .filter_map(|v| match v {
+        Value::Object(o) => Some(o),
+        _ => None,
+    })
+    .collect()
+}
+
 /// All data of the emulated project.
 #[derive(Debug, Default)]
 pub struct Store {
@@ -87,6 +103,9 @@ pub struct Store {
     recent_sessions: VecDeque<(i64, String)>,
     /// Help-centre collections and articles.
     pub help: super::helpcentre::HelpCentre,
+    /// Team members (`GET /projects/users`), each with `id`: whom `user` and
+    /// `processingUser` may name.
+    team: Vec<Doc>,
 }
 
 impl Store {
@@ -95,7 +114,43 @@ impl Store {
             next_bug_id: 1,
             ids: ObjectIds::new(seed),
             seed,
+            team: default_team(),
             ..Default::default()
+        }
+    }
+
+    /// Replaces the team members (each needs an `id` or `_id`).
+    pub fn set_team(&mut self, team: Vec<Doc>) {
+        self.team = team
+            .into_iter()
+            .filter_map(|mut m| {
+                let id = crate::gleap::answer::id(&Value::Object(m.clone()))?.to_string();
+                m.shift_remove("_id");
+                m.insert("id".into(), Value::String(id));
+                Some(m)
+            })
+            .collect();
+    }
+
+    /// `GET /projects/users`.
+    pub fn team(&self) -> Value {
+        Value::Array(self.team.iter().cloned().map(Value::Object).collect())
+    }
+
+    fn team_member(&self, id: &str) -> Option<&Doc> {
+        self.team
+            .iter()
+            .find(|m| m.get("id").and_then(Value::as_str) == Some(id))
+    }
+
+    /// A `user` or `processingUser` must name a team member.
+    fn require_member(&self, field: &str, body: &Doc) -> Result<(), StoreError> {
+        match body.get(field) {
+            None | Some(Value::Null) => Ok(()),
+            Some(Value::String(id)) if self.team_member(id).is_some() => Ok(()),
+            Some(id) => Err(StoreError::BadRequest(format!(
+                "{field}: no team member with id {id} in this project"
+            ))),
         }
     }
 
@@ -265,6 +320,7 @@ impl Store {
         mut body: Doc,
     ) -> Result<Value, StoreError> {
         self.require(Kind::Sessions, "session", &body)?;
+        self.require_member("processingUser", &body)?;
         body.insert("bugId".into(), Value::from(self.next_bug_id));
         self.next_bug_id += 1;
         for (key, default) in [
@@ -302,6 +358,7 @@ impl Store {
             _ => {}
         }
         self.require(Kind::Sessions, "session", &body)?;
+        self.require_member("user", &body)?;
         match body.get("comment") {
             None | Some(Value::String(_)) => {}
             Some(Value::Object(doc)) if doc.get("type").and_then(Value::as_str) == Some("doc") => {}
@@ -362,6 +419,10 @@ impl Store {
         }
         if kind == Kind::Tickets {
             self.require(Kind::Sessions, "session", &body)?;
+            self.require_member("processingUser", &body)?;
+        }
+        if kind == Kind::Messages {
+            self.require_member("user", &body)?;
         }
         let old_user_id = self.sessions.get(id).and_then(|d| d.get("userId")).cloned();
         let doc = self
@@ -495,7 +556,12 @@ impl Store {
         }
         if kind == Kind::Messages {
             if doc.get("session").is_none_or(Value::is_null) {
-                out.insert("user".into(), api_agent());
+                let member = doc
+                    .get("user")
+                    .and_then(Value::as_str)
+                    .and_then(|id| self.team_member(id))
+                    .map(|m| Value::Object(m.clone()));
+                out.insert("user".into(), member.unwrap_or_else(api_agent));
             }
             let content = out.insert("comment".into(), Value::Null);
             out.insert("isNote".into(), Value::Null);
@@ -556,6 +622,7 @@ impl Store {
             "nextBugId": self.next_bug_id,
             "importSeq": self.import_seq,
             "helpcenter": self.help.dump(),
+            "team": self.team,
         })
     }
 
@@ -593,6 +660,9 @@ impl Store {
             }
         }
         self.help.load(data.get("helpcenter"));
+        if let Some(Value::Array(team)) = data.get("team") {
+            self.set_team(team.iter().filter_map(|m| m.as_object().cloned()).collect());
+        }
         self.next_bug_id = data
             .get("nextBugId")
             .and_then(Value::as_u64)

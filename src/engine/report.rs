@@ -81,6 +81,38 @@ impl StreamReport {
     }
 }
 
+/// `agents:` in the summary: how many records went to team members, and the agents that
+/// matched none (their messages keep their name, their tickets stay unassigned).
+fn agents_note(a: &serde_json::Value) -> String {
+    let mut note = format!(
+        "; {} by Gleap team members",
+        count(a["matched"].as_u64().unwrap_or(0))
+    );
+    if let Some(e) = a.get("team_error").and_then(serde_json::Value::as_str) {
+        note.push_str(&format!(" (the team could not be read: {e})"));
+    }
+    let unmatched: Vec<String> = a["unmatched"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|u| {
+            format!(
+                "{}: {}",
+                u["agent"].as_str().unwrap_or("?"),
+                u["records"].as_u64().unwrap_or(0)
+            )
+        })
+        .collect();
+    if !unmatched.is_empty() {
+        note.push_str(&format!(
+            "; agents not in the team: {}",
+            unmatched.join(", ")
+        ));
+    }
+    note
+}
+
 impl RunReport {
     /// The summary printed at the end of a run.
     pub fn human(&self) -> String {
@@ -183,6 +215,9 @@ impl RunReport {
                             .and_then(serde_json::Value::as_str)
                         {
                             line.push_str(&format!("; {why}"));
+                        }
+                        if let Some(a) = d.get("agents") {
+                            line.push_str(&agents_note(a));
                         }
                     }
                     if let Some(why) = s

@@ -14,7 +14,9 @@
 //! A run stops (`Fatal`, and no request is sent after it) at the first 401 or 403, when
 //! Gleap has not answered a request's worth of attempts (`max_attempts`, across requests)
 //! before answering any, after [`UNREACHABLE_CALLS`] requests in a row gave up without an
-//! answer, or when [`GleapClient::halt`] is called (too many dead letters).
+//! answer, or when [`GleapClient::halt`] is called (too many dead letters). A GET the run can
+//! do without ([`GleapClient::call_optional`]: the team list) answers a 401 or 403 as
+//! `Rejected` instead.
 //!
 //! Backoff is full-jitter exponential. A 429 pauses all senders of the run until its
 //! `Retry-After` (or an exponential pause when Gleap sends none).
@@ -141,6 +143,15 @@ impl<'de> Deserialize<'de> for ConcurrencySetting {
         }
     }
 }
+
+/// A request: method, path, query, body, and whether it is a create.
+type Request<'a> = (
+    reqwest::Method,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    Option<&'a Value>,
+    bool,
+);
 
 /// Settings with every default applied.
 #[derive(Debug, Clone)]
@@ -472,6 +483,31 @@ impl GleapClient {
         before_send: Option<&BeforeSend<'_>>,
         headers: &[(&str, &str)],
     ) -> std::result::Result<Answer, CallError> {
+        let request = (method, path, query, body, create);
+        self.send_json(request, counters, before_send, headers, true)
+            .await
+    }
+
+    /// A GET the run can do without: retried like any other, but a 401 or 403 is answered as
+    /// `Rejected` and does not stop the run (the team list, whose access the spec does not
+    /// settle for project API keys).
+    pub async fn call_optional(
+        &self,
+        path: &str,
+        counters: &RequestCounters,
+    ) -> std::result::Result<Answer, CallError> {
+        let request = (reqwest::Method::GET, path, &[][..], None, false);
+        self.send_json(request, counters, None, &[], false).await
+    }
+
+    async fn send_json(
+        &self,
+        (method, path, query, body, create): Request<'_>,
+        counters: &RequestCounters,
+        before_send: Option<&BeforeSend<'_>>,
+        headers: &[(&str, &str)],
+        refusal_halts: bool,
+    ) -> std::result::Result<Answer, CallError> {
         let url = format!("{}{path}", self.settings.base_url);
         let payload = match body {
             Some(body) => Payload::Json(body),
@@ -486,6 +522,7 @@ impl GleapClient {
             counters,
             before_send,
             headers,
+            refusal_halts,
         )
         .await
     }
@@ -517,6 +554,7 @@ impl GleapClient {
                 counters,
                 None,
                 &[],
+                false,
             )
             .await?;
         if answer.status == 404 {
@@ -545,6 +583,7 @@ impl GleapClient {
         counters: &RequestCounters,
         before_send: Option<&BeforeSend<'_>>,
         headers: &[(&str, &str)],
+        refusal_halts: bool,
     ) -> std::result::Result<Answer, CallError> {
         let upload = matches!(payload, Payload::File(_));
         let token = match (&payload, &self.settings.upload_token) {
@@ -657,6 +696,12 @@ impl GleapClient {
                             "Gleap refused the upload's authorisation ({}): set `gleap: {{upload_token}}` (GLEAP_UPLOAD_TOKEN) to a token /uploads accepts",
                             self.hide_key(message_of(&body))
                         ),
+                    });
+                }
+                Ok((status @ (401 | 403), body, ..)) if !refusal_halts => {
+                    return Err(CallError::Rejected {
+                        status,
+                        message: self.hide_key(message_of(&body)),
                     });
                 }
                 Ok((status @ (401 | 403), body, ..)) => {

@@ -11,8 +11,9 @@
 //! (Intercom mixes integer and string ids), RFC 3339 UTC timestamps (Intercom writes Unix
 //! seconds), tag and company names as plain lists, and for conversations a title. Messages
 //! come as the `parts` entity, the opening message (`source`, 1.x `conversation_message`)
-//! first at position 0; event parts (assignment, open, close...) are kept with a null body,
-//! for the pipeline to count and filter. Objects of other kinds (admins, tags, tickets...)
+//! first at position 0. Each part says what `kind` it is: `message` (text or files),
+//! `event` (assignment, open, close... with neither) or `empty` (a comment or note with
+//! neither), for the pipeline to skip by kind; a blank body is null. Objects of other kinds (admins, tags, tickets...)
 //! are skipped; an object of the configured kind that cannot be read is rejected.
 
 use std::collections::HashMap;
@@ -41,6 +42,12 @@ pub struct IntercomSourceConfig {
     pub path: files::PathSpec,
     /// What to read: `contacts`, `conversations` or `parts` (the messages of conversations).
     pub entity: IntercomEntity,
+    /// Files to find tag names and companies in (the whole dump: `dump/*.json*`), for the
+    /// ids contacts and conversations list without them (API 2.x contacts list tags and
+    /// companies by id only): tag and company objects anywhere in them count (a `tags*.json`
+    /// or `companies*.json` list page, the named tags of conversations...). Default: none.
+    #[serde(default)]
+    pub names_from: Option<files::PathSpec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -56,6 +63,9 @@ pub enum IntercomEntity {
     Collections,
     /// Help-centre articles, one record each, with their translations.
     Articles,
+    /// One record per admin (teammate) the dump lists (`admin.list` pages, Airbyte `admins`):
+    /// `id`, `name`, `email`, for the assignees of conversations.
+    Admins,
 }
 
 impl IntercomSourceConfig {
@@ -78,6 +88,12 @@ impl IntercomSourceConfig {
         }
         let total = files::total_size(&files);
         let entity = self.entity;
+        let names = Arc::new(match (&self.names_from, entity) {
+            (Some(spec), IntercomEntity::Contacts | IntercomEntity::Conversations) => {
+                Names::gather(spec)?
+            }
+            _ => Names::default(),
+        });
         Ok(OpenedSource::from_files(
             files,
             ProgressUnit::Bytes,
@@ -91,6 +107,7 @@ impl IntercomSourceConfig {
                     row: 0,
                     positions: HashMap::new(),
                     loose_parts: None,
+                    names: names.clone(),
                 };
                 Ok(Box::new(docs.flat_map(move |doc| reader.document(doc))) as SourceIter)
             },
@@ -107,6 +124,7 @@ enum Object {
     Conversation(Value),
     /// A conversation part on its own (Airbyte `conversation_parts`), with `conversation_id`.
     Part(Value),
+    Admin(Value),
     /// A document that is not a JSON object.
     Invalid(Value),
 }
@@ -123,6 +141,8 @@ struct FileReader {
     /// Conversations entity: the loose parts the file holds for each conversation, counted
     /// at the first conversation.
     loose_parts: Option<HashMap<String, u64>>,
+    /// Tag names and companies by id (`names_from`).
+    names: Arc<Names>,
 }
 
 impl FileReader {
@@ -143,7 +163,7 @@ impl FileReader {
             IntercomEntity::Contacts => {
                 for object in objects {
                     match object {
-                        Object::Contact(c) => found.push(contact(c)),
+                        Object::Contact(c) => found.push(contact(c, &self.names)),
                         Object::Invalid(v) => found.push(Err(not_an_object(v))),
                         _ => {}
                     }
@@ -168,7 +188,7 @@ impl FileReader {
                                     .copied()
                                     .unwrap_or(0)
                             };
-                            found.push(conversation(c, loose));
+                            found.push(conversation(c, loose, &self.names));
                         }
                         Object::Invalid(v) => found.push(Err(not_an_object(v))),
                         _ => {}
@@ -181,7 +201,16 @@ impl FileReader {
                         Object::Conversation(c) => found.extend(conversation_parts(c)),
                         Object::Part(p) => found.push(loose_part(p, &mut self.positions)),
                         Object::Invalid(v) => found.push(Err(not_an_object(v))),
-                        Object::Contact(_) => {}
+                        Object::Contact(_) | Object::Admin(_) => {}
+                    }
+                }
+            }
+            IntercomEntity::Admins => {
+                for object in objects {
+                    match object {
+                        Object::Admin(a) => found.push(admin(a)),
+                        Object::Invalid(v) => found.push(Err(not_an_object(v))),
+                        _ => {}
                     }
                 }
             }
@@ -236,6 +265,7 @@ enum Kind {
     Contact,
     Conversation,
     Part,
+    Admin,
 }
 
 fn route_object(mut value: Value, out: &mut Vec<Object>) {
@@ -244,6 +274,7 @@ fn route_object(mut value: Value, out: &mut Vec<Object>) {
             "contacts" => Kind::Contact,
             "conversations" => Kind::Conversation,
             "conversation_parts" => Kind::Part,
+            "admins" => Kind::Admin,
             _ => return,
         };
         let data = value.get_mut("data").map(Value::take).unwrap_or_default();
@@ -291,6 +322,7 @@ fn route_object(mut value: Value, out: &mut Vec<Object>) {
         ("leads", Some(Kind::Contact)),
         ("conversations", Some(Kind::Conversation)),
         ("conversation_parts", Some(Kind::Part)),
+        ("admins", Some(Kind::Admin)),
     ] {
         if let Some(Value::Array(items)) = map.get_mut(key).map(Value::take) {
             for item in items {
@@ -321,6 +353,7 @@ fn kind_of_type(t: &str) -> Option<Kind> {
         "contact" | "user" | "lead" => Some(Kind::Contact),
         "conversation" => Some(Kind::Conversation),
         "conversation_part" => Some(Kind::Part),
+        "admin" => Some(Kind::Admin),
         _ => None,
     }
 }
@@ -330,6 +363,7 @@ fn wrap(kind: Kind, value: Value) -> Object {
         Kind::Contact => Object::Contact(value),
         Kind::Conversation => Object::Conversation(value),
         Kind::Part => Object::Part(value),
+        Kind::Admin => Object::Admin(value),
     }
 }
 
@@ -465,8 +499,9 @@ fn items<'a>(v: Option<&'a Value>, key: &str) -> &'a [Value] {
     }
 }
 
-/// The names of listed tags or companies, their ids where the list does not give names.
-fn names(v: Option<&Value>, key: &str) -> Value {
+/// The names of listed tags or companies: their own, else the name `known` gives their id,
+/// else their ids.
+fn names(v: Option<&Value>, key: &str, known: impl Fn(&str) -> Option<String>) -> Value {
     Value::Array(
         items(v, key)
             .iter()
@@ -475,13 +510,107 @@ fn names(v: Option<&Value>, key: &str) -> Value {
                     Some(Value::String(s.trim().to_string()))
                 }
                 Value::Object(o) => match text(o.get("name")) {
-                    Value::Null => id_string(o.get("id")).map(Value::String),
+                    Value::Null => {
+                        id_string(o.get("id")).map(|id| Value::String(known(&id).unwrap_or(id)))
+                    }
                     name => Some(name),
                 },
                 _ => None,
             })
             .collect(),
     )
+}
+
+/// Tag names and companies by id, found anywhere in the `names_from` files.
+#[derive(Debug, Default)]
+struct Names {
+    tags: HashMap<String, String>,
+    companies: HashMap<String, Map<String, Value>>,
+}
+
+impl Names {
+    fn gather(spec: &files::PathSpec) -> Result<Names> {
+        let mut names = Names::default();
+        for path in spec.expand()? {
+            for doc in dump::documents(&path, Arc::new(AtomicU64::new(0)))? {
+                // Unreadable documents are the streams' to report.
+                if let Ok(Document { value, .. }) = doc? {
+                    names.walk(&value);
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    fn walk(&mut self, v: &Value) {
+        match v {
+            Value::Array(items) => items.iter().for_each(|x| self.walk(x)),
+            Value::Object(o) => {
+                let id = id_string(o.get("id"));
+                match (o.get("type").and_then(Value::as_str), id) {
+                    (Some("tag"), Some(id)) => {
+                        if let Value::String(name) = text(o.get("name")) {
+                            self.tags.entry(id).or_insert(name);
+                        }
+                    }
+                    (Some("company"), Some(id)) if !text(o.get("name")).is_null() => {
+                        self.companies.entry(id).or_insert_with(|| o.clone());
+                    }
+                    _ => {}
+                }
+                o.values().for_each(|x| self.walk(x));
+            }
+            _ => {}
+        }
+    }
+
+    fn tag(&self, id: &str) -> Option<String> {
+        self.tags.get(id).cloned()
+    }
+
+    fn company_name(&self, id: &str) -> Option<String> {
+        self.companies
+            .get(id)
+            .and_then(|c| text(c.get("name")).as_str().map(str::to_string))
+    }
+}
+
+/// A contact's first company, as sessions take it: `id` (the company's own `company_id`,
+/// else Intercom's id), `intercom_id`, `name`, `plan` (its name) and `monthly_spend`, filled
+/// from `names` where the contact lists the company by id only; null without a company.
+fn first_company(c: &Map<String, Value>, names: &Names) -> Value {
+    let Some(listed) = items(c.get("companies"), "companies")
+        .iter()
+        .find_map(Value::as_object)
+    else {
+        return Value::Null;
+    };
+    let id = id_string(listed.get("id"));
+    let full = id.as_deref().and_then(|id| names.companies.get(id));
+    let field = |k: &str| {
+        listed
+            .get(k)
+            .filter(|v| !v.is_null())
+            .or_else(|| full.and_then(|f| f.get(k)).filter(|v| !v.is_null()))
+    };
+    let plan = match field("plan") {
+        Some(Value::Object(p)) => text(p.get("name")),
+        other => text(other),
+    };
+    let spend = field("monthly_spend")
+        .and_then(Value::as_f64)
+        .map_or(Value::Null, Value::from);
+    let own_id = id_string(field("company_id")).or_else(|| id.clone());
+    if own_id.is_none() && text(field("name")).is_null() {
+        return Value::Null;
+    }
+    json!({
+        "id": own_id,
+        "intercom_id": id,
+        "name": text(field("name")),
+        "plan": plan,
+        "monthly_spend": spend,
+    })
 }
 
 fn object_or_empty(v: Option<&Value>) -> Value {
@@ -493,7 +622,7 @@ fn object_or_empty(v: Option<&Value>) -> Value {
 
 // ---- contacts ----
 
-fn contact(value: Value) -> Found {
+fn contact(value: Value, known: &Names) -> Found {
     let Value::Object(c) = value else {
         return Err((
             format!("a contact that is {}, not an object", kind_of(&value)),
@@ -541,8 +670,15 @@ fn contact(value: Value) -> Found {
     r.insert("updated_at".into(), timestamp(c.get("updated_at")));
     r.insert("signed_up_at".into(), timestamp(c.get("signed_up_at")));
     r.insert("last_seen_at".into(), timestamp(last_seen));
-    r.insert("tags".into(), names(c.get("tags"), "tags"));
-    r.insert("companies".into(), names(c.get("companies"), "companies"));
+    r.insert(
+        "tags".into(),
+        names(c.get("tags"), "tags", |id| known.tag(id)),
+    );
+    r.insert(
+        "companies".into(),
+        names(c.get("companies"), "companies", |id| known.company_name(id)),
+    );
+    r.insert("company".into(), first_company(&c, known));
     r.insert(
         "custom_attributes".into(),
         object_or_empty(c.get("custom_attributes")),
@@ -554,6 +690,25 @@ fn contact(value: Value) -> Found {
             .and_then(Value::as_bool)
             .map_or(Value::Null, Value::Bool),
     );
+    Ok(r)
+}
+
+// ---- admins ----
+
+fn admin(value: Value) -> Found {
+    let Value::Object(a) = value else {
+        return Err((
+            format!("an admin that is {}, not an object", kind_of(&value)),
+            value,
+        ));
+    };
+    let Some(id) = id_string(a.get("id")) else {
+        return Err(("an admin without an id".into(), Value::Object(a)));
+    };
+    let mut r = Record::new();
+    r.insert("id".into(), Value::String(id));
+    r.insert("name".into(), text(a.get("name")));
+    r.insert("email".into(), text(a.get("email")));
     Ok(r)
 }
 
@@ -573,7 +728,7 @@ fn is_customer(author_type: Option<&str>) -> bool {
 
 /// `loose` gives the number of loose parts (Airbyte `conversation_parts`) the file holds for a
 /// conversation id.
-fn conversation(value: Value, loose: impl Fn(&str) -> u64) -> Found {
+fn conversation(value: Value, loose: impl Fn(&str) -> u64, known: &Names) -> Found {
     let Value::Object(c) = value else {
         return Err((
             format!("a conversation that is {}, not an object", kind_of(&value)),
@@ -633,7 +788,10 @@ fn conversation(value: Value, loose: impl Fn(&str) -> u64) -> Found {
         "contact_id".into(),
         contact_id.map_or(Value::Null, Value::String),
     );
-    r.insert("tags".into(), names(c.get("tags"), "tags"));
+    r.insert(
+        "tags".into(),
+        names(c.get("tags"), "tags", |id| known.tag(id)),
+    );
     r.insert("created_at".into(), timestamp(c.get("created_at")));
     r.insert("updated_at".into(), timestamp(c.get("updated_at")));
     r.insert(
@@ -771,10 +929,13 @@ fn part(
     // `note_and_reopen` is a note too: it must not reach the customer.
     let is_note = matches!(part_type.as_str(), Some("note" | "note_and_reopen"));
     let is_customer = is_customer(author_type.as_str());
+    let attachments = attachments(p.get("attachments"));
+    let kind = part_kind(part_type.as_str(), &body, &attachments);
     let mut r = Record::new();
     r.insert("id".into(), Value::String(id));
     r.insert("conversation_id".into(), Value::from(conversation_id));
     r.insert("part_type".into(), part_type);
+    r.insert("kind".into(), Value::from(kind));
     r.insert("body".into(), body);
     r.insert("author_type".into(), author_type);
     r.insert("author_id".into(), id_value(field("id")));
@@ -782,10 +943,25 @@ fn part(
     r.insert("author_email".into(), text(field("email")));
     r.insert("is_customer".into(), Value::Bool(is_customer));
     r.insert("is_note".into(), Value::Bool(is_note));
-    r.insert("attachments".into(), attachments(p.get("attachments")));
+    r.insert("attachments".into(), attachments);
     r.insert("created_at".into(), timestamp(created));
     r.insert("position".into(), Value::from(position));
     r
+}
+
+/// What a part is: a `message` when it has text or files, whatever its type (a reply can
+/// close or assign a conversation); else an `event` (assignment, open, close, snoozed...) or,
+/// for the types that are written messages, an `empty` one.
+fn part_kind(part_type: Option<&str>, body: &Value, attachments: &Value) -> &'static str {
+    let has_files = attachments.as_array().is_some_and(|a| !a.is_empty());
+    if !body.is_null() || has_files {
+        return "message";
+    }
+    match part_type {
+        // Types that are written by someone; a part without a type is taken for one.
+        None | Some("source" | "comment" | "note" | "note_and_reopen" | "quick_reply") => "empty",
+        Some(_) => "event",
+    }
 }
 
 /// Gleap's attachment shape (`{name, url, type}`) from Intercom's (`name`, `url`,
@@ -983,10 +1159,92 @@ mod tests {
                 "last_seen_at": null,
                 "tags": ["7800292", "vip"],
                 "companies": ["c1"],
+                "company": {"id": "c1", "intercom_id": "c1", "name": null, "plan": null, "monthly_spend": null},
                 "custom_attributes": {"plan": "pro"},
                 "location": {"type": "location", "country": "Germany", "city": "Berlin"},
                 "unsubscribed_from_emails": true
             })
+        );
+    }
+
+    #[test]
+    fn admins_from_lists_and_airbyte_records() {
+        let got = read_files(
+            "admins",
+            &[
+                (
+                    "admins.json",
+                    r#"{"type": "admin.list", "admins": [{"type": "admin", "id": 814860, "name": "Sam", "email": "sam@acme.example"}, {"type": "admin", "name": "no id"}]}"#,
+                ),
+                (
+                    "contacts.jsonl",
+                    r#"{"stream": "admins", "data": {"type": "admin", "id": "814861", "name": "Olivia", "email": ""}, "emitted_at": 1}
+{"stream": "contacts", "data": {"type": "contact", "id": "c"}, "emitted_at": 1}"#,
+                ),
+            ],
+        );
+        assert_eq!(
+            records(&got),
+            [
+                json!({"id": "814860", "name": "Sam", "email": "sam@acme.example"}),
+                json!({"id": "814861", "name": "Olivia", "email": null})
+            ]
+        );
+        assert_eq!(reasons(&got), ["an admin without an id"]);
+    }
+
+    #[test]
+    fn tag_and_company_ids_are_named_from_the_dump() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write("contacts.json", CONTACT_2X);
+        write(
+            "tags.json",
+            r#"{"type": "list", "data": [{"type": "tag", "id": "7800292", "name": "churn-risk"}, {"type": "tag", "id": "7001", "name": "not this one"}]}"#,
+        );
+        write(
+            "companies.json",
+            r#"{"type": "list", "data": [{"type": "company", "id": "c1", "company_id": "acme-1", "name": "Acme", "plan": {"type": "plan", "id": "p", "name": "Pro"}, "monthly_spend": 490}]}"#,
+        );
+        write(
+            "conversations.json",
+            r#"{"type": "conversation", "id": "1", "tags": {"type": "tag.list", "tags": [{"type": "tag", "id": "9"}, {"type": "tag", "id": "7002", "name": "onboarding"}]}}"#,
+        );
+        let read_named = |entity: &str, pattern: &str| {
+            let config: IntercomSourceConfig = serde_json::from_value(json!({
+                "path": dir.path().join(pattern).display().to_string(),
+                "entity": entity,
+                "names_from": format!("{}/*.json", dir.path().display()),
+            }))
+            .unwrap();
+            records(
+                &config
+                    .open()
+                    .unwrap()
+                    .items
+                    .map(|i| match i.unwrap() {
+                        SourceItem::Record(r, p) => Ok((Value::Object(r), p)),
+                        SourceItem::Rejected(r) => Err(Box::new(r)),
+                    })
+                    .collect::<Vec<Item>>(),
+            )
+        };
+        let c = &read_named("contacts", "contacts.json")[0];
+        assert_eq!(
+            c["tags"],
+            json!(["churn-risk", "vip"]),
+            "a name the contact gives wins"
+        );
+        assert_eq!(c["companies"], json!(["Acme"]));
+        assert_eq!(
+            c["company"],
+            json!({"id": "acme-1", "intercom_id": "c1", "name": "Acme", "plan": "Pro", "monthly_spend": 490.0})
+        );
+        let t = &read_named("conversations", "conversations.json")[0];
+        assert_eq!(
+            t["tags"],
+            json!(["9", "onboarding"]),
+            "an id no file names stays"
         );
     }
 
@@ -1058,6 +1316,7 @@ mod tests {
                 "id": "403918320",
                 "conversation_id": "1911149811",
                 "part_type": "source",
+                "kind": "message",
                 "body": "<p>Hi! I can&#39;t find the <b>export</b> &amp; import button.</p><p>Second line</p>",
                 "author_type": "user",
                 "author_id": "65f1a2b3c4d5e6f7a8b9c000",
@@ -1076,6 +1335,7 @@ mod tests {
                 "id": "1",
                 "conversation_id": "1911149811",
                 "part_type": "comment",
+                "kind": "message",
                 "body": "<p>Okay!</p>",
                 "author_type": "admin",
                 "author_id": "274",
@@ -1089,6 +1349,7 @@ mod tests {
             })
         );
         assert_eq!(parts[2]["part_type"], "assignment");
+        assert_eq!(parts[2]["kind"], "event");
         assert_eq!(
             parts[2]["body"],
             Value::Null,
@@ -1150,6 +1411,10 @@ mod tests {
         );
         assert_eq!(parts[0]["is_customer"], true);
         assert_eq!(parts[1]["body"], Value::Null, "a blank body is none");
+        assert_eq!(
+            parts[1]["kind"], "empty",
+            "a blank opening message, no file"
+        );
     }
 
     const CONTACT_1X: &str = r#"{
@@ -1225,6 +1490,7 @@ mod tests {
                 "last_seen_at": "2015-01-24T23:46:41.000Z",
                 "tags": ["Kelly_Lead"],
                 "companies": ["Important Company"],
+                "company": {"id": "762", "intercom_id": "54c42ed71623d8caa", "name": "Important Company", "plan": null, "monthly_spend": null},
                 "custom_attributes": {"is_awesome": true},
                 "location": {"type": "location_data", "country_name": "United Kingdom", "timezone": "Europe/London"},
                 "unsubscribed_from_emails": false

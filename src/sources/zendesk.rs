@@ -1,4 +1,4 @@
-//! Zendesk dump source: users, tickets and comments from what Zendesk exports really look
+//! Zendesk dump source: users, organizations, tickets and comments from what Zendesk exports really look
 //! like: the account's newline-delimited Full JSON export; API page files (`{"users": [..]}`,
 //! `{"tickets": [..]}`, `{"comments": [..]}`, `{"audits": [..]}`, `{"ticket_events": [..]}`,
 //! single `{"ticket": ..}`/`{"user": ..}`/`{"audit": ..}`); search export `results`; and the
@@ -7,7 +7,8 @@
 //!
 //! Records keep Zendesk's own fields, with a few normalised so pipelines can map them:
 //! users get `key` (the `external_id`, else the id); comments always carry `ticket_id`,
-//! `is_note` and `attachments` as Gleap takes them (`{name, url, type}`); legacy export rows
+//! `is_note`, `attachments` as Gleap takes them (`{name, url, type}`) and `kind` (`message`
+//! when it has text or files, else `empty`); legacy export rows
 //! get API names and RFC 3339 timestamps; every timestamp is RFC 3339 UTC.
 
 use std::path::Path;
@@ -27,8 +28,8 @@ use crate::record::{Position, Record, epoch_to_timestamp, format_timestamp, pars
 pub struct ZendeskSourceConfig {
     /// A file or a glob (`dump/tickets*.json*`), or a list of them; `.gz` accepted.
     pub path: files::PathSpec,
-    /// What to read: `users`, `tickets` or `comments`; Guide (the help centre):
-    /// `categories`, `sections` or `articles` ([`super::zendesk_guide`]).
+    /// What to read: `users`, `tickets`, `comments` or `organizations`; Guide (the help
+    /// centre): `categories`, `sections` or `articles` ([`super::zendesk_guide`]).
     pub entity: ZendeskEntity,
 }
 
@@ -41,6 +42,8 @@ pub enum ZendeskEntity {
     Categories,
     Sections,
     Articles,
+    /// The companies users belong to (a user's `organization_id`).
+    Organizations,
 }
 
 impl ZendeskSourceConfig {
@@ -169,6 +172,8 @@ fn extract(entity: ZendeskEntity, value: Value, file_ticket: Option<i64>, out: &
             "audit",
             "ticket_events",
             "results",
+            "organizations",
+            "organization",
         ]
         .iter()
         .any(|k| doc.contains_key(*k));
@@ -188,6 +193,27 @@ fn extract(entity: ZendeskEntity, value: Value, file_ticket: Option<i64>, out: &
                 }
             } else {
                 out.push(user(Value::Object(doc)));
+            }
+        }
+        ZendeskEntity::Organizations => {
+            if wrapped {
+                for o in list(&mut doc, "organizations")
+                    .into_iter()
+                    .chain(list(&mut doc, "organization"))
+                {
+                    out.push(organization(o));
+                }
+                for r in list(&mut doc, "results") {
+                    if r.get("result_type").and_then(Value::as_str) == Some("organization") {
+                        out.push(organization(r));
+                    }
+                }
+            } else if !["role", "requester_id", "ticket_id", "author_id"]
+                .iter()
+                .any(|k| doc.contains_key(*k))
+            {
+                // An export line of another kind (a user, a ticket) is not an organization.
+                out.push(organization(Value::Object(doc)));
             }
         }
         ZendeskEntity::Tickets => {
@@ -313,6 +339,19 @@ fn user(value: Value) -> Found {
     {
         r.insert("email".into(), Value::Null);
     }
+    r.shift_remove("result_type");
+    normalise_times(&mut r);
+    Ok(r)
+}
+
+fn organization(value: Value) -> Found {
+    let Value::Object(mut r) = value else {
+        return Err(("an organization that is not an object".into(), value));
+    };
+    let Some(id) = id_of(r.get("id")) else {
+        return Err(("an organization without an id".into(), Value::Object(r)));
+    };
+    r.insert("id".into(), id);
     r.shift_remove("result_type");
     normalise_times(&mut r);
     Ok(r)
@@ -455,15 +494,26 @@ fn comment(value: Value, ticket: Option<i64>, context: Option<(&Value, &Value)>)
         .get("created_at")
         .filter(|v| !v.is_null())
         .or(Some(context_time).filter(|v| !v.is_null()));
+    let attachments = attachments(c.get("attachments"));
+    // A comment with neither text nor file says nothing; one with only files is a message.
+    let kind = if html.is_some()
+        || body.as_deref().is_some_and(|b| !b.trim().is_empty())
+        || attachments.as_array().is_some_and(|a| !a.is_empty())
+    {
+        "message"
+    } else {
+        "empty"
+    };
     let mut r = Record::new();
     r.insert("id".into(), id);
+    r.insert("kind".into(), Value::from(kind));
     r.insert("ticket_id".into(), Value::from(ticket));
     r.insert("author_id".into(), author);
     r.insert("body".into(), body.map_or(Value::Null, Value::String));
     r.insert("html_body".into(), html.map_or(Value::Null, Value::String));
     r.insert("public".into(), Value::Bool(public));
     r.insert("is_note".into(), Value::Bool(!public));
-    r.insert("attachments".into(), attachments(c.get("attachments")));
+    r.insert("attachments".into(), attachments);
     r.insert("created_at".into(), timestamp(created));
     r.insert(
         "via".into(),
@@ -710,6 +760,75 @@ mod tests {
         assert_eq!(by_id(41)["ticket_id"], 42, "from the folder name");
         assert_eq!(by_id(41)["html_body"], Value::Null);
         assert_eq!(ok.len(), 4);
+    }
+
+    #[test]
+    fn organizations_from_pages_and_export_lines() {
+        let got = read(
+            "organizations",
+            &[
+                (
+                    "organizations.json",
+                    r#"{"organizations": [{"id": 361, "name": "Acme", "created_at": "2024-01-02T03:04:05Z"}, {"name": "no id"}], "next_page": null}"#,
+                ),
+                (
+                    "organizations-export.json",
+                    "{\"id\": \"362\", \"name\": \"Globex\", \"tags\": [\"enterprise\"]}\n",
+                ),
+                ("users.json", r#"{"users": [{"id": 1, "name": "u"}]}"#),
+                (
+                    "users-export.json",
+                    "{\"id\": 2, \"name\": \"u\", \"role\": \"end-user\"}\n",
+                ),
+            ],
+        );
+        let ok: Vec<&Value> = got.iter().filter_map(|r| r.as_ref().ok()).collect();
+        let bad: Vec<&String> = got.iter().filter_map(|r| r.as_ref().err()).collect();
+        assert_eq!(
+            bad,
+            [&"organizations.json: an organization without an id".to_string()]
+        );
+        assert_eq!(ok.len(), 2, "{ok:?}");
+        let acme = ok.iter().find(|o| o["name"] == "Acme").unwrap();
+        assert_eq!(acme["id"], 361);
+        assert_eq!(acme["created_at"], "2024-01-02T03:04:05.000Z");
+        assert_eq!(
+            ok.iter().find(|o| o["name"] == "Globex").unwrap()["id"],
+            362
+        );
+    }
+
+    #[test]
+    fn comments_say_whether_they_hold_text_or_files() {
+        let got = read(
+            "comments",
+            &[(
+                "comments-9.json",
+                r#"{"comments": [
+  {"id": 1, "body": "", "html_body": "<p></p>", "author_id": 4, "attachments": [{"file_name": "a.png", "content_url": "https://z/a.png", "content_type": "image/png"}]},
+  {"id": 2, "body": "  ", "html_body": "", "author_id": 4, "attachments": []},
+  {"id": 3, "body": "hi", "author_id": 4}
+]}"#,
+            )],
+        );
+        let kinds: Vec<(i64, String)> = got
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|c| {
+                (
+                    c["id"].as_i64().unwrap(),
+                    c["kind"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (1, "message".to_string()),
+                (2, "empty".to_string()),
+                (3, "message".to_string())
+            ]
+        );
     }
 
     #[test]

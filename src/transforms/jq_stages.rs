@@ -1,6 +1,11 @@
-//! The stages that run jq: `filter`, `set` and `jq`.
+//! The stages that run jq: `filter`, `skip`, `set` and `jq`.
 
-use super::{Rejection, Transform};
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{JqExpr, Rejection, Transform};
 use crate::jq::{JqProgram, from_val, record_to_val, truthy, val_to_record};
 use crate::record::{FieldPath, Record};
 
@@ -23,6 +28,52 @@ impl Transform for Filter {
             Err(e) => return Err(Rejection::new(e, record)),
         }
         Ok(())
+    }
+}
+
+/// `skip`: what to leave out and why.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SkipConfig {
+    /// A jq expression: the records for which it is true (its first output is neither
+    /// `false` nor `null`) are left out.
+    pub when: JqExpr,
+    /// Why, as the run summary and report count them (`empty message (no text, no file)`).
+    pub reason: String,
+}
+
+/// Leaves out the records the predicate holds for, counted by reason for the report.
+pub struct Skip {
+    program: JqProgram,
+    reason: String,
+    skipped: u64,
+}
+
+impl Skip {
+    pub fn new(program: JqProgram, reason: String) -> Skip {
+        Skip {
+            program,
+            reason,
+            skipped: 0,
+        }
+    }
+}
+
+impl Transform for Skip {
+    fn apply(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), Rejection> {
+        match self.program.first(record_to_val(&record)) {
+            Ok(Some(v)) if truthy(&v) => self.skipped += 1,
+            Ok(_) => out.push(record),
+            Err(e) => return Err(Rejection::new(e, record)),
+        }
+        Ok(())
+    }
+
+    fn dropped(&self) -> BTreeMap<String, u64> {
+        if self.skipped == 0 {
+            return BTreeMap::new();
+        }
+        BTreeMap::from([(self.reason.clone(), self.skipped)])
     }
 }
 
@@ -115,6 +166,31 @@ mod tests {
         let (_, reasons) = apply(&mut *s, vec![json!({"n": 1, "m": "x"})]);
         assert_eq!(reasons.len(), 1);
         assert!(reasons[0].starts_with("jq error"), "{}", reasons[0]);
+    }
+
+    #[test]
+    fn skip_leaves_out_matching_records_and_counts_them_by_reason() {
+        let mut s =
+            stage(json!({"skip": {"when": ".kind == \"empty\"", "reason": "empty message"}}));
+        let (out, reasons) = apply(
+            &mut *s,
+            vec![
+                json!({"id": 1, "kind": "message"}),
+                json!({"id": 2, "kind": "empty"}),
+                json!({"id": 3}),
+                json!({"id": 4, "kind": "empty"}),
+            ],
+        );
+        assert_eq!(out, [json!({"id": 1, "kind": "message"}), json!({"id": 3})]);
+        assert!(reasons.is_empty());
+        assert_eq!(
+            s.dropped(),
+            std::collections::BTreeMap::from([("empty message".to_string(), 2)])
+        );
+        let mut s = stage(json!({"skip": {"when": ".n > (.m | tonumber)", "reason": "r"}}));
+        let (_, reasons) = apply(&mut *s, vec![json!({"n": 1, "m": "x"})]);
+        assert_eq!(reasons.len(), 1);
+        assert!(s.dropped().is_empty());
     }
 
     #[test]

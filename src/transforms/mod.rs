@@ -24,6 +24,9 @@ pub enum TransformConfig {
     /// Keeps the records for which this jq expression is true (its first output is neither
     /// `false` nor `null`).
     Filter(JqExpr),
+    /// Leaves out the records for which `when` is true, counted under `reason` in the run
+    /// summary and report (`filter` counts them only as filtered).
+    Skip(jq_stages::SkipConfig),
     /// Renames fields: `{old: new}`. Dotted names move values in and out of nested objects.
     Rename(IndexMap<FieldPath, FieldPath>),
     /// Sets fields to the first output of a jq expression, each evaluated on the record as it
@@ -54,6 +57,7 @@ impl TransformConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             TransformConfig::Filter(_) => "filter",
+            TransformConfig::Skip(_) => "skip",
             TransformConfig::Rename(_) => "rename",
             TransformConfig::Set(_) => "set",
             TransformConfig::Cast(_) => "cast",
@@ -78,6 +82,7 @@ impl TransformConfig {
                 .iter()
                 .flat_map(|(field, e)| e.check(&format!("{path}.set.{field}")))
                 .collect(),
+            TransformConfig::Skip(c) => c.when.check(&format!("{path}.skip.when")),
             _ => Vec::new(),
         }
     }
@@ -92,6 +97,9 @@ impl TransformConfig {
         let compile = |e: &JqExpr| e.compile().map(|p| p.with_limits(limits));
         Ok(match self {
             TransformConfig::Filter(e) => Box::new(jq_stages::Filter::new(compile(e)?)),
+            TransformConfig::Skip(c) => {
+                Box::new(jq_stages::Skip::new(compile(&c.when)?, c.reason.clone()))
+            }
             TransformConfig::Set(fields) => Box::new(jq_stages::Set::new(
                 fields
                     .iter()

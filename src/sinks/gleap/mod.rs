@@ -7,6 +7,7 @@
 //! ticket. A record costs no request when its hash is unchanged, one when it is new (with
 //! `prefetch`) or changed, and a look-up more only when an earlier attempt left it uncertain.
 
+pub mod agents;
 pub mod helpcentre;
 mod lookup;
 mod sink;
@@ -76,6 +77,11 @@ pub struct GleapSinkConfig {
     /// With `attachments: rehost`: limits, the files folder and source credentials.
     #[serde(default)]
     pub files: crate::files::FilesConfig,
+    /// Tickets and messages: send the source's agents as the Gleap team members with the same
+    /// e-mail (`user` of a message, `processingUser` of a ticket), read from the record's
+    /// `agent: {id, email, name}`; `file:` maps source e-mails or ids to team e-mails.
+    #[serde(default)]
+    pub agents: Option<agents::AgentsConfig>,
 }
 
 /// `prefetch: true`, `false` or `auto`.
@@ -232,6 +238,9 @@ impl GleapSinkConfig {
                 problems.push(format!("`prefetch` is for sessions, not {entity}"));
             }
         }
+        if let Some(a) = &self.agents {
+            problems.extend(a.problems(self.entity));
+        }
         for field in self.refs.keys() {
             let allowed = self.entity.ref_fields();
             if !allowed.contains(&field.as_str()) {
@@ -280,6 +289,8 @@ pub struct GleapRun {
     /// Look up every record the state store does not know, and adopt what Gleap holds
     /// (`--adopt-existing`, after a lost state).
     pub adopt_existing: bool,
+    /// The project's team members, read once by the first sink with `agents:`.
+    pub team: agents::TeamCache,
 }
 
 /// A record ready to send.
@@ -317,6 +328,8 @@ pub struct Preparer {
     parents: HashMap<String, (String, HashMap<String, MapEntry>)>,
     /// `plan`: references show the source id they will be mapped from.
     preview: bool,
+    /// `agents:`: the source agents matched with team members.
+    agents: Option<Arc<agents::Agents>>,
 }
 
 impl Preparer {
@@ -330,7 +343,14 @@ impl Preparer {
             config: config.clone(),
             parents,
             preview: false,
+            agents: None,
         })
+    }
+
+    /// Matches source agents with team members before each record is checked.
+    pub fn with_agents(mut self, agents: Arc<agents::Agents>) -> Preparer {
+        self.agents = Some(agents);
+        self
     }
 
     /// For `plan`: no state store; references show `<stream source-id>` instead of a Gleap id.
@@ -345,6 +365,10 @@ impl Preparer {
             config: config.clone(),
             parents,
             preview: true,
+            agents: config
+                .agents
+                .as_ref()
+                .map(|a| Arc::new(agents::Agents::offline(a, config.entity))),
         }
     }
 
@@ -361,6 +385,9 @@ impl Preparer {
         let entity = self.config.entity;
         if entity.is_help_centre() {
             return self.prepare_help_centre(record);
+        }
+        if let Some(agents) = &self.agents {
+            agents.apply(&mut record);
         }
         let source_id = match entity {
             Entity::Sessions => {
@@ -598,6 +625,7 @@ impl GleapRun {
             store,
             runtime: Arc::new(runtime),
             adopt_existing: false,
+            team: Default::default(),
         })
     }
 }
@@ -620,6 +648,7 @@ mod tests {
             config: c.clone(),
             parents: HashMap::new(),
             preview: false,
+            agents: None,
         };
         for (field, stream, entries) in parents {
             let map = entries

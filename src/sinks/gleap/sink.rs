@@ -177,6 +177,8 @@ struct Inner {
     entity: Entity,
     key: SessionKey,
     preparer: Preparer,
+    /// `agents:`: who was matched with a team member, for the report.
+    agents: Option<Arc<super::agents::Agents>>,
     client: Arc<GleapClient>,
     store: Arc<StateStore>,
     context: SinkContext,
@@ -340,11 +342,22 @@ impl GleapSinkConfig {
                 run.client.clone(),
             )?),
         };
+        let mut preparer = Preparer::new(&stream, self, &store)?;
+        let agents = match &self.agents {
+            Some(config) => {
+                let team = run.runtime.block_on(run.team.get(&run.client));
+                let agents = Arc::new(super::agents::Agents::new(config, self.entity, team)?);
+                preparer = preparer.with_agents(agents.clone());
+                Some(agents)
+            }
+            None => None,
+        };
         let inner = Arc::new(Inner {
             rehoster,
             entity: self.entity,
             key: self.key(),
-            preparer: Preparer::new(&stream, self, &store)?,
+            preparer,
+            agents,
             client: run.client.clone(),
             max_attempts: settings.max_attempts,
             lookup_settle: settings.lookup_settle,
@@ -1375,6 +1388,9 @@ impl Sink for GleapSink {
             files["upload_rate_limited"] = json!(rate_limited);
             files["upload_retries"] = json!(retries);
             detail["files"] = files;
+        }
+        if let Some(agents) = &inner.agents {
+            detail["agents"] = agents.summary();
         }
         if let Some(reason) = inner
             .prefetch_skipped
