@@ -232,6 +232,11 @@ fn dump_urls(dump: &Path, base: &str) -> BTreeSet<String> {
     let mut urls = BTreeSet::new();
     for entry in std::fs::read_dir(dump).unwrap() {
         let path = entry.unwrap().path();
+        // Help-centre files belong to the help-centre pipelines, not to these.
+        let name = path.file_name().unwrap().to_string_lossy();
+        if name.starts_with("help_center") || name.starts_with("articles") {
+            continue;
+        }
         let mut text = String::new();
         let file = std::fs::File::open(&path).unwrap();
         if path.extension().is_some_and(|e| e == "gz") {

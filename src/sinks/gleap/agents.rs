@@ -436,6 +436,7 @@ mod tests {
                 timeout: std::time::Duration::from_secs(30),
                 max_attempts: 2,
                 lookup_settle: std::time::Duration::ZERO,
+                upload_token: None,
             })
             .unwrap()
         };
