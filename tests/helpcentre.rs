@@ -764,3 +764,136 @@ streams:
     assert_eq!(article["plainContent"], json!({"en": "Plain text body"}));
     assert_eq!(article["isDraft"], false);
 }
+
+/// A stand-in for the old help centre's file host on 127.0.0.1:0: every path is an image
+/// whose bytes name the path; the count of requests served.
+async fn image_host() -> (String, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let served = std::sync::Arc::new(AtomicU64::new(0));
+    let count = served.clone();
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let count = count.clone();
+        async move {
+            count.fetch_add(1, Ordering::Relaxed);
+            (
+                [(axum::http::header::CONTENT_TYPE, "image/png")],
+                format!("PNG {}", uri.path()).into_bytes(),
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), served)
+}
+
+/// Every image `src` of every article, in every locale.
+fn article_image_sources(help: &HelpCentre) -> Vec<String> {
+    let mut sources = Vec::new();
+    for article in help.articles.values() {
+        for doc in article["content"].as_object().unwrap().values() {
+            let (mut links, mut images) = (Vec::new(), Vec::new());
+            links_and_images(doc, &mut links, &mut images);
+            sources.extend(
+                images
+                    .iter()
+                    .map(|i| i["src"].as_str().unwrap().to_string()),
+            );
+        }
+    }
+    sources
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn help_centre_images_are_rehosted_to_gleap_once_and_not_again_on_a_rerun() {
+    use std::sync::atomic::Ordering;
+    for (pipeline, dir_var, samples, files, old_host, path) in [
+        (
+            "zendesk_guide_to_gleap.yaml",
+            "ZENDESK_DIR",
+            "zendesk",
+            &[
+                "help_center_categories.json",
+                "help_center_sections.json",
+                "help_center_articles.json",
+                "help_center_translations.json",
+            ][..],
+            "https://acme.zendesk.com/hc/article_attachments/",
+            "/hc/article_attachments/",
+        ),
+        (
+            "intercom_articles_to_gleap.yaml",
+            "INTERCOM_DIR",
+            "intercom",
+            &[
+                "help_center_collections.json",
+                "help_center_sections.json",
+                "articles.json",
+            ][..],
+            "https://downloads.intercomcdn.com/",
+            "/ic/",
+        ),
+    ] {
+        let dir = Dir::new();
+        let emulator = emulator(false).await;
+        let (host, served) = image_host().await;
+        // The sample dump with its images on the stand-in host, as a user's dump points at
+        // their help centre's.
+        let dump = dir.join("dump");
+        std::fs::create_dir_all(&dump).unwrap();
+        let mut images_in_dump = 0;
+        for f in files {
+            let text =
+                std::fs::read_to_string(repo().join("samples").join(samples).join(f)).unwrap();
+            images_in_dump += text.matches(old_host).count();
+            std::fs::write(
+                dump.join(f),
+                text.replace(old_host, &format!("{host}{path}")),
+            )
+            .unwrap();
+        }
+        assert!(images_in_dump > 0, "{samples}: the sample has images");
+        let state = dir.join("state");
+        let rehost = |emulator: &Emulator| {
+            let mut cmd = command(pipeline, dir_var, &dump, &state, emulator);
+            cmd.env("GLEAP_ATTACHMENTS", "rehost")
+                .env("FILES_ALLOW_PRIVATE_HOSTS", "true");
+            tokio::task::spawn_blocking(move || Run::from(cmd.output().unwrap()))
+        };
+        let first = rehost(&emulator).await.unwrap();
+        assert_eq!(first.code, 0, "{pipeline}: {first:?}");
+        let help = HelpCentre::of(&emulator);
+        let sources = article_image_sources(&help);
+        assert!(!sources.is_empty(), "{pipeline}: images arrived");
+        let gleap_files = emulator.base_url().replace("/v3", "/uploads/files/");
+        for src in &sources {
+            assert!(
+                src.starts_with(&gleap_files),
+                "{pipeline}: an image still points at {src}, not at Gleap"
+            );
+        }
+        // One upload per distinct image content, each downloaded once.
+        let uploads = emulator.uploads();
+        let uploads = uploads.as_array().unwrap();
+        let distinct: std::collections::HashSet<&str> = uploads
+            .iter()
+            .map(|u| u["xxh3"].as_str().unwrap())
+            .collect();
+        assert_eq!(uploads.len(), distinct.len(), "{pipeline}: {uploads:?}");
+        let downloads = served.load(Ordering::Relaxed);
+        assert_eq!(downloads as usize, distinct.len(), "{pipeline}");
+        // The uploaded bytes are the old host's image.
+        for src in &sources {
+            let bytes = reqwest::get(src).await.unwrap().bytes().await.unwrap();
+            assert!(bytes.starts_with(format!("PNG {path}").as_bytes()), "{src}");
+        }
+
+        // Unchanged: no download, no upload, no write.
+        let written = writes(&emulator);
+        let again = rehost(&emulator).await.unwrap();
+        assert_eq!(again.code, 0, "{pipeline}: {again:?}");
+        assert_eq!(emulator.uploads().as_array().unwrap().len(), uploads.len());
+        assert_eq!(served.load(Ordering::Relaxed), downloads, "{pipeline}");
+        assert_eq!(writes(&emulator), written, "{pipeline}");
+    }
+}

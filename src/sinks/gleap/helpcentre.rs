@@ -364,6 +364,10 @@ pub struct HelpCentreSink {
     max_attempts: u32,
     /// Source ids written (created, updated, found unchanged) in this run.
     written: HashSet<String>,
+    /// `attachments: rehost`: images re-hosted to Gleap before a body goes out.
+    rehoster: Option<crate::files::Rehoster>,
+    /// Images kept with their original URL: `(externalId, url, why)`, dead-lettered at the end.
+    files_kept: std::sync::Mutex<Vec<(String, String, String)>>,
 }
 
 impl HelpCentreSink {
@@ -375,9 +379,19 @@ impl HelpCentreSink {
         let stream = context.stream.clone();
         run.store
             .restart_stream(&stream, &context.input_fingerprint)?;
+        let rehoster = match config.attachments {
+            crate::files::AttachmentsMode::Link => None,
+            crate::files::AttachmentsMode::Rehost => Some(crate::files::Rehoster::new(
+                &config.files,
+                run.store.clone(),
+                run.client.clone(),
+            )?),
+        };
         let mut context = context;
         context.gleap = None;
         Ok(HelpCentreSink {
+            rehoster,
+            files_kept: Default::default(),
             config: config.clone(),
             stream,
             items: Vec::new(),
@@ -620,7 +634,54 @@ impl HelpCentreSink {
         &self,
         body: &Map<String, Value>,
     ) -> std::result::Result<Map<String, Value>, Failure> {
-        Ok(body.clone())
+        let Some(rehoster) = &self.rehoster else {
+            return Ok(body.clone());
+        };
+        let mut value = Value::Object(body.clone());
+        let outcome = rehoster.rehost(&mut value).await;
+        if !outcome.failed.is_empty() {
+            let external = body
+                .get("externalId")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let mut kept = self.files_kept.lock().unwrap_or_else(|p| p.into_inner());
+            for (url, why) in outcome.failed {
+                if !kept.iter().any(|(e, u, _)| *e == external && *u == url) {
+                    kept.push((external.clone(), url, why));
+                }
+            }
+        }
+        match value {
+            Value::Object(map) => Ok(map),
+            _ => Ok(body.clone()),
+        }
+    }
+
+    /// A dead letter for each image sent with its original URL (it could not be re-hosted),
+    /// placed at its record.
+    fn files_kept_as_links(&self) -> Result<()> {
+        let kept = std::mem::take(&mut *self.files_kept.lock().unwrap_or_else(|p| p.into_inner()));
+        let prefix = format!("{}:", self.stream);
+        for (external, url, why) in kept {
+            let source_id = external.strip_prefix(&prefix).unwrap_or(&external);
+            let Some(item) = self.items.iter().find(|i| i.source_id == source_id) else {
+                continue;
+            };
+            self.context
+                .dead_letters
+                .reject(crate::dead_letter::DeadLetter::new(
+                    &self.stream,
+                    &item.position,
+                    "sink (files)",
+                    format!(
+                        "the {} was sent with the image's original URL {url}: it could not be re-hosted: {why}",
+                        self.config.entity.singular()
+                    ),
+                    Value::Object(item.record.clone()),
+                ))?;
+        }
+        Ok(())
     }
 
     async fn send(
@@ -1083,6 +1144,7 @@ impl Sink for HelpCentreSink {
             Entity::Collections => self.write_collections()?,
             _ => self.write_articles()?,
         }
+        self.files_kept_as_links()?;
         self.context.dead_letters.flush()?;
         self.store.complete_stream(&self.stream)?;
         let (requests, rate_limited, retries) = self.counters.snapshot();
@@ -1100,6 +1162,14 @@ impl Sink for HelpCentreSink {
             "requests_per_record": if written + c.rejected == 0 { 0.0 } else { requests as f64 / (written + c.rejected) as f64 },
             "concurrency": self.client.concurrency(),
         });
+        if let Some(rehoster) = &self.rehoster {
+            let mut files = serde_json::to_value(rehoster.stats()).unwrap_or_default();
+            let (sent, rate_limited, retries) = rehoster.upload_requests();
+            files["upload_requests"] = json!(sent);
+            files["upload_rate_limited"] = json!(rate_limited);
+            files["upload_retries"] = json!(retries);
+            detail["files"] = files;
+        }
         if self.config.entity == Entity::Articles {
             detail["links_rewritten"] = json!(c.links_rewritten);
             detail["links_kept"] = json!(c.links_kept);
@@ -1122,6 +1192,9 @@ impl Sink for HelpCentreSink {
     fn abort(self: Box<Self>) {
         // Nothing is sent before `finish`; what `finish` confirmed is in the state store.
         self.counters.stopped.store(true, Ordering::Relaxed);
+        if let Some(rehoster) = &self.rehoster {
+            rehoster.stop();
+        }
     }
 }
 
