@@ -4,13 +4,27 @@
 //!
 //! The pipeline loader [`remember`]s each value it substitutes. Values shorter than
 //! [`MIN_LEN`] characters, numbers and booleans are left alone: replacing `1000` in
-//! "1000 requests" would garble messages and such values are not secrets.
+//! "1000 requests" would garble messages and such values are not secrets. So are option
+//! words (letters only, at most [`MAX_WORD_LEN`]: `rehost`, `adaptive`) of variables whose
+//! name does not say secret (`KEY`, `TOKEN`, `SECRET`, `PASS`, `AUTH`, `CREDENTIAL`):
+//! replacing `rehost` in "rehosted" would garble the report.
 
 use std::borrow::Cow;
 use std::sync::RwLock;
 
 /// Values shorter than this are not redacted.
 pub const MIN_LEN: usize = 4;
+
+/// Plain words up to this length are not redacted unless the variable's name says secret.
+pub const MAX_WORD_LEN: usize = 12;
+
+/// Whether a variable's name says it holds a secret.
+fn secret_name(name: &str) -> bool {
+    let name = name.to_ascii_uppercase();
+    ["KEY", "TOKEN", "SECRET", "PASS", "PWD", "AUTH", "CREDENTIAL", "PRIVATE"]
+        .iter()
+        .any(|s| name.contains(s))
+}
 
 /// (value, `${NAME}`), longest value first so that a value containing another is replaced whole.
 static SECRETS: RwLock<Vec<(String, String)>> = RwLock::new(Vec::new());
@@ -21,6 +35,10 @@ pub fn remember(name: &str, value: &str) {
         || value.parse::<f64>().is_ok()
         || matches!(value, "true" | "false" | "null")
     {
+        return;
+    }
+    let word = value.len() <= MAX_WORD_LEN && value.chars().all(|c| c.is_ascii_alphabetic());
+    if word && !secret_name(name) {
         return;
     }
     let mut secrets = SECRETS.write().unwrap_or_else(|e| e.into_inner());
@@ -78,5 +96,16 @@ mod tests {
             "key ${REDACT_TEST_KEY}, long ${REDACT_TEST_LONG}, 1000 requests, abc"
         );
         assert!(matches!(redact("nothing here"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn option_words_stay_unless_the_name_says_secret() {
+        remember("REDACT_TEST_MODE", "rehostword");
+        remember("REDACT_TEST_PASSWORD", "hunterword");
+        remember("REDACT_TEST_DIR", "/data/dumpword");
+        assert_eq!(
+            redact("rehostworded hunterword /data/dumpword/x"),
+            "rehostworded ${REDACT_TEST_PASSWORD} ${REDACT_TEST_DIR}/x"
+        );
     }
 }
