@@ -21,9 +21,18 @@ pub const MAX_WORD_LEN: usize = 12;
 /// Whether a variable's name says it holds a secret.
 fn secret_name(name: &str) -> bool {
     let name = name.to_ascii_uppercase();
-    ["KEY", "TOKEN", "SECRET", "PASS", "PWD", "AUTH", "CREDENTIAL", "PRIVATE"]
-        .iter()
-        .any(|s| name.contains(s))
+    [
+        "KEY",
+        "TOKEN",
+        "SECRET",
+        "PASS",
+        "PWD",
+        "AUTH",
+        "CREDENTIAL",
+        "PRIVATE",
+    ]
+    .iter()
+    .any(|s| name.contains(s))
 }
 
 /// (value, `${NAME}`), longest value first so that a value containing another is replaced whole.
