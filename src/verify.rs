@@ -61,6 +61,9 @@ pub enum ProblemKind {
     Changed,
     OutOfOrder,
     GoneFromSource,
+    /// The pipeline dead-letters the record (a bad field, a parent that never arrived): it
+    /// was never sent.
+    NotSent,
 }
 
 impl ProblemKind {
@@ -71,6 +74,7 @@ impl ProblemKind {
             ProblemKind::Changed => "changed since",
             ProblemKind::OutOfOrder => "out of order",
             ProblemKind::GoneFromSource => "gone from the source",
+            ProblemKind::NotSent => "not sent (dead-lettered)",
         }
     }
 }
@@ -106,7 +110,7 @@ pub struct StreamSummary {
     pub changed: u64,
     pub out_of_order: u64,
     pub gone_from_source: u64,
-    /// Records the pipeline dead-letters (never sent, so not looked for).
+    /// Records the pipeline dead-letters: never sent, so not in Gleap (each a problem).
     pub dead_lettered: u64,
     /// Messages on tickets outside `--sample`: checked for presence and copies, not for
     /// text or order.
@@ -131,8 +135,6 @@ pub struct VerifyReport {
     pub problems: Vec<Problem>,
     /// Streams not verified, and why.
     pub not_verified: Vec<String>,
-    /// A few reasons records are dead-lettered (`plan` shows them all).
-    pub dead_letter_reasons: Vec<String>,
 }
 
 /// The requests `verify` will send, known before it sends any.
@@ -194,7 +196,8 @@ struct Prepared {
     config: GleapSinkConfig,
     items: Vec<Item>,
     map: HashMap<String, MapEntry>,
-    dead_lettered: u64,
+    /// Records the pipeline dead-letters: (the record's source id, or where it is; why).
+    not_sent: Vec<(String, String)>,
 }
 
 /// List pages a listing of `n` records takes: full pages, then a short or empty one.
@@ -268,7 +271,6 @@ pub fn verify(
     } else {
         None
     };
-    let mut dead_letter_reasons = Vec::new();
     let mut streams = Vec::new();
     for (name, config) in &gleap_streams {
         let preview = previews
@@ -287,11 +289,30 @@ pub fn verify(
             preparer = preparer.with_agents(Arc::new(agents));
         }
         let mut items = Vec::new();
-        let mut dead_lettered = preview.dead_letters.len() as u64;
-        for d in preview.dead_letters.iter().take(3) {
-            dead_letter_reasons.push(format!("{name}: {}: {}", d.stage, d.reason));
+        let mut not_sent: Vec<(String, String)> = preview
+            .dead_letters
+            .iter()
+            .map(|d| {
+                let at = d.line.map_or(format!("{} row {}", d.file, d.row), |l| {
+                    format!("{}:{l}", d.file)
+                });
+                (at, format!("{}: {}", d.stage, d.reason))
+            })
+            .collect();
+        let id_field = match config.entity {
+            Entity::Sessions => crate::record::FieldPath::parse(config.key().field()),
+            _ => config
+                .id
+                .clone()
+                .map_or_else(|| crate::record::FieldPath::parse("id"), Ok),
         }
+        .map_err(Error::Other)?;
         for record in &preview.records {
+            // Read before: the sink takes the id out of the record.
+            let id = id_field
+                .get(record)
+                .and_then(id_text)
+                .unwrap_or_else(|| "(no id)".into());
             match preparer.prepare(record.clone()) {
                 Ok(p) => {
                     let ticket = p
@@ -306,10 +327,7 @@ pub fn verify(
                     });
                 }
                 Err((reason, _)) => {
-                    dead_lettered += 1;
-                    if dead_letter_reasons.len() < 10 {
-                        dead_letter_reasons.push(format!("{name}: sink: {reason}"));
-                    }
+                    not_sent.push((id, format!("sink: {reason}")));
                 }
             }
         }
@@ -318,7 +336,7 @@ pub fn verify(
             config: config.clone(),
             map: store.load_map(name)?,
             items,
-            dead_lettered,
+            not_sent,
         });
     }
 
@@ -403,15 +421,23 @@ pub fn verify(
         let mut summary = StreamSummary {
             stream: s.name.clone(),
             entity: s.config.entity.name(),
-            in_source: s.items.len() as u64 + s.dead_lettered,
-            dead_lettered: s.dead_lettered,
+            in_source: (s.items.len() + s.not_sent.len()) as u64,
+            dead_lettered: s.not_sent.len() as u64,
             ..Default::default()
         };
-        let found = match s.config.entity {
+        let mut found = match s.config.entity {
             Entity::Sessions => check_sessions(s, &gleap.sessions),
             Entity::Tickets => check_tickets(s, &gleap.tickets),
             _ => check_messages(s, &gleap, &deep_set, &mut summary),
         };
+        for (record, reason) in &s.not_sent {
+            found.push(problem(
+                &s.name,
+                ProblemKind::NotSent,
+                record,
+                reason.clone(),
+            ));
+        }
         let mut troubled: HashSet<&str> = HashSet::new();
         for p in &found {
             let n = p.records.len() as u64;
@@ -421,6 +447,7 @@ pub fn verify(
                 ProblemKind::Changed => summary.changed += n,
                 ProblemKind::OutOfOrder => summary.out_of_order += n,
                 ProblemKind::GoneFromSource => summary.gone_from_source += n,
+                ProblemKind::NotSent => {}
             }
             if p.kind != ProblemKind::GoneFromSource {
                 troubled.extend(p.records.iter().map(String::as_str));
@@ -443,7 +470,6 @@ pub fn verify(
         streams: summaries,
         problems,
         not_verified,
-        dead_letter_reasons,
     })
 }
 
@@ -792,6 +818,7 @@ fn check_messages(
             counted.get(ticket).map(Vec::as_slice).unwrap_or_default()
         };
         let ticket_sid = ticket_source.get(ticket).copied().unwrap_or(ticket);
+        let on = format!("ticket {ticket_sid} ({ticket})");
         let p_for = |kind, record: &str, detail: String, ids: Vec<String>| {
             let mut p = problem(&s.name, kind, record, detail);
             p.ticket = Some(ticket_sid.to_string());
@@ -832,12 +859,10 @@ fn check_messages(
                     let mapped = s.map.get(&item.source_id).map(|e| e.gleap_id.clone());
                     let detail = match &mapped {
                         Some(id) => format!(
-                            "mapped to {id}, which is not among the {} messages of ticket {ticket}",
+                            "mapped to {id}, which is not among the {} messages of {on}",
                             docs.len()
                         ),
-                        None => format!(
-                            "not in the id map, and ticket {ticket} has no message with its text"
-                        ),
+                        None => format!("not in the id map, and {on} has no message with its text"),
                     };
                     problems.push(p_for(
                         ProblemKind::Missing,
@@ -906,7 +931,7 @@ fn check_messages(
                 ProblemKind::Twice,
                 &items[n].source_id,
                 format!(
-                    "{} messages of ticket {ticket} have its text; the source has it once",
+                    "{} messages of {on} have its text; the source has it once",
                     ids.len()
                 ),
                 ids,
@@ -936,7 +961,7 @@ fn check_messages(
                     ProblemKind::OutOfOrder,
                     "",
                     format!(
-                        "ticket {ticket} shows {} in this order; the source has {}",
+                        "{on} shows {} in this order; the source has {}",
                         names(&misplaced),
                         names(&in_order)
                     ),
@@ -1068,12 +1093,6 @@ impl VerifyReport {
         }
         for n in &self.not_verified {
             out.push_str(&format!("not verified: {n}\n"));
-        }
-        if !self.dead_letter_reasons.is_empty() {
-            out.push_str("dead-lettered by the pipeline (never sent; `plan` shows them all):\n");
-            for r in &self.dead_letter_reasons {
-                out.push_str(&format!("  {r}\n"));
-            }
         }
         out.push_str(if self.ok {
             "\nall arrived and equal\n"

@@ -274,3 +274,114 @@ async fn verify_names_exactly_the_four_problems_of_a_corrupted_run() {
         "{found:?}"
     );
 }
+
+/// A message posted a second time, a ticket and a message removed from the source, a ticket
+/// the pipeline cannot send: each named, exit 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_names_copies_leftovers_and_records_never_sent() {
+    let emulator = Emulator::start(EmulatorConfig {
+        api_key: Some(KEY.into()),
+        project: Some(PROJECT.into()),
+        quota: None,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = Dir::new();
+    // 4 tickets of 2 comments: ticket i has M-(2i+1) and M-(2i+2).
+    write_helpdesk(&dir.join("data"), 6, 4, 2);
+    let first = run(command(&emulator, dir.path(), &["run", "--no-progress"])).await;
+    assert_eq!(first.code, 0, "{first:?}");
+
+    // In Gleap: a copy of M-000003's text on its ticket.
+    let dump = emulator.dump();
+    let original = dump["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["comment"].as_str().unwrap().starts_with("M-000003:"))
+        .unwrap()
+        .clone();
+    let api = Api::new(&emulator);
+    let (status, copy) = api
+        .post(
+            "/messages",
+            json!({"ticket": original["ticket"], "comment": original["comment"]}),
+        )
+        .await;
+    assert!((200..300).contains(&status), "{copy}");
+    // In the source: T-00003 and M-000002 gone, a ticket Gleap would refuse.
+    let data = dir.join("data");
+    let tickets = std::fs::read_to_string(data.join("tickets.csv")).unwrap();
+    let mut tickets: String = tickets
+        .lines()
+        .filter(|l| !l.starts_with("T-00003,"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    tickets.push_str("T-00009,cust-00001,Urgent,OPEN,URGENT,BUG,a,2024-01-01T00:00:00Z\n");
+    std::fs::write(data.join("tickets.csv"), tickets).unwrap();
+    let messages: String = std::fs::read_to_string(data.join("messages.csv"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("M-000002,") && !l.contains(",T-00003,"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(data.join("messages.csv"), messages).unwrap();
+
+    let (out, report, sent) = verify(&emulator, dir.path(), &[]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(
+        problems(&report),
+        vec![
+            (
+                "messages".into(),
+                "gone_from_source".into(),
+                strings(&["M-000002"]),
+                Some("T-00000".into())
+            ),
+            (
+                "messages".into(),
+                "twice".into(),
+                strings(&["M-000003"]),
+                Some("T-00001".into())
+            ),
+            (
+                "tickets".into(),
+                "gone_from_source".into(),
+                strings(&["T-00003"]),
+                None
+            ),
+            (
+                "tickets".into(),
+                "not_sent".into(),
+                strings(&["T-00009"]),
+                None
+            ),
+        ],
+        "{out:?}"
+    );
+    let twice = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "twice")
+        .unwrap();
+    assert_eq!(
+        twice["gleap_ids"],
+        json!([
+            original["_id"].as_str().or(original["id"].as_str()),
+            copy["id"]
+        ])
+    );
+    // Sessions and tickets: two pages each; the messages of the 3 tickets left.
+    assert_eq!(sent, 2 + 2 + 3, "{out:?}");
+    let tickets = summary(&report, "tickets");
+    assert_eq!(
+        (
+            &tickets["in_source"],
+            &tickets["arrived_equal"],
+            &tickets["dead_lettered"]
+        ),
+        (&json!(4), &json!(3), &json!(1))
+    );
+}
