@@ -264,6 +264,7 @@ pub fn verify(
         .enable_all()
         .build()
         .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
+    let target = crate::files::upload_target(&client);
     let mut team_requests = 0;
     let team = if gleap_streams.iter().any(|(_, g)| g.agents.is_some()) {
         team_requests = 1;
@@ -314,7 +315,15 @@ pub fn verify(
                 .and_then(id_text)
                 .unwrap_or_else(|| "(no id)".into());
             match preparer.prepare(record.clone()) {
-                Ok(p) => {
+                Ok(mut p) => {
+                    if config.attachments == crate::files::AttachmentsMode::Rehost {
+                        // Sent with the Gleap URLs of the files earlier runs re-hosted.
+                        let mut body = Value::Object(std::mem::take(&mut p.body));
+                        crate::files::rewrite_rehosted(&store, &target, &mut body);
+                        if let Value::Object(map) = body {
+                            p.body = map;
+                        }
+                    }
                     let ticket = p
                         .parents
                         .iter()
