@@ -385,3 +385,53 @@ async fn verify_names_copies_leftovers_and_records_never_sent() {
         (&json!(4), &json!(3), &json!(1))
     );
 }
+
+/// `--sample`: list pages for the counts (under one request per 100 records) and one request
+/// per sampled ticket, as estimated up front.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sample_costs_list_pages_and_a_request_per_sampled_ticket() {
+    let emulator = Emulator::start(EmulatorConfig {
+        api_key: Some(KEY.into()),
+        project: Some(PROJECT.into()),
+        quota: None,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = Dir::new();
+    write_helpdesk(&dir.join("data"), 1200, 1100, 2);
+    let records = 1200 + 1100 + 2200;
+    let first = run(command(&emulator, dir.path(), &["run", "--no-progress"])).await;
+    assert_eq!(first.code, 0, "{first:?}");
+
+    let (out, report, sent) = verify(&emulator, dir.path(), &["--sample", "5"]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    // Sessions 1000 + 200, tickets 1000 + 100, messages 1000 + 1000 + 200 (a page shorter
+    // than the one before ends a listing), and the 5 tickets.
+    assert_eq!(sent, 2 + 2 + 3 + 5, "{out:?}");
+    assert!(sent <= records / 100 + 5);
+    assert_eq!(report["estimate"]["requests"], sent);
+    assert!(out.stderr.contains("about 12 requests"), "{out:?}");
+    let messages = summary(&report, "messages");
+    assert_eq!(messages["deep_tickets"], 5);
+    assert_eq!(messages["by_count"], 2200 - 5 * 2);
+    assert_eq!(messages["arrived_equal"], 2200);
+
+    // A sampled check still finds a message gone from a ticket outside the sample.
+    let victim = emulator.dump()["messages"][0].clone();
+    let id = victim["_id"].as_str().or(victim["id"].as_str()).unwrap();
+    let (status, _) = Api::new(&emulator).delete(&format!("/messages/{id}")).await;
+    assert_eq!(status, 204);
+    let (out, report, _) = verify(&emulator, dir.path(), &["--sample", "5", "--seed", "1"]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    let found = problems(&report);
+    assert_eq!(
+        found,
+        vec![(
+            "messages".into(),
+            "missing".into(),
+            strings(&["M-000001"]),
+            Some("T-00000".into())
+        )]
+    );
+}
