@@ -949,14 +949,7 @@ fn check_messages(
         // Order: the records in Gleap's order against the source's.
         if is_deep {
             let in_gleap: Vec<usize> = used.iter().flatten().copied().collect();
-            let mut in_source = in_gleap.clone();
-            in_source.sort();
-            let misplaced: Vec<usize> = in_gleap
-                .iter()
-                .zip(&in_source)
-                .filter(|(g, s)| g != s)
-                .map(|(g, _)| *g)
-                .collect();
+            let misplaced = misplaced(&in_gleap);
             if !misplaced.is_empty() {
                 let mut in_order = misplaced.clone();
                 in_order.sort();
@@ -989,6 +982,19 @@ fn check_messages(
         }
     }
     problems
+}
+
+/// The records (by source position) Gleap shows at another place than the source among the
+/// records found, in Gleap's order: both of two swapped messages.
+fn misplaced(in_gleap: &[usize]) -> Vec<usize> {
+    let mut in_source = in_gleap.to_vec();
+    in_source.sort();
+    in_gleap
+        .iter()
+        .zip(&in_source)
+        .filter(|(g, s)| g != s)
+        .map(|(g, _)| *g)
+        .collect()
 }
 
 impl VerifyReport {
@@ -1125,5 +1131,96 @@ mod tests {
         assert_eq!(pages(2000), 3);
         assert_eq!(ticket_cost(3), 1);
         assert_eq!(ticket_cost(40), 2);
+    }
+
+    fn item(id: &str, comment: Value, note: bool) -> Item {
+        let body = serde_json::json!({"ticket": "g-t1", "comment": comment, "isNote": note,
+                                      "sendToChannel": false});
+        Item {
+            source_id: id.into(),
+            body: body.as_object().unwrap().clone(),
+            ticket: Some(("T1".into(), "g-t1".into())),
+        }
+    }
+
+    #[test]
+    fn messages_are_read_tolerantly_and_copies_and_others_told_apart() {
+        use serde_json::json;
+        let doc = json!({"type": "doc", "content": [{"type": "paragraph",
+                         "content": [{"type": "text", "text": "Hello  there"}]}]});
+        let config: GleapSinkConfig =
+            serde_json::from_value(json!({"entity": "messages"})).unwrap();
+        let map = [("a", "g1"), ("b", "g2"), ("c", "g3")]
+            .iter()
+            .map(|(s, g)| {
+                let entry = MapEntry {
+                    gleap_id: g.to_string(),
+                    hash: 0,
+                };
+                (s.to_string(), entry)
+            })
+            .collect();
+        let s = Prepared {
+            name: "messages".into(),
+            config,
+            items: vec![
+                item("a", doc.clone(), false),
+                item("b", json!("a note"), true),
+                item("c", json!("third"), false),
+            ],
+            map,
+            not_sent: Vec::new(),
+        };
+        // `_id` or `id`; text in data.content (a string for a document sent) or `comment`;
+        // a note by its type; a copy of "third"; an agent's reply written in Gleap.
+        let answered = vec![
+            json!({"_id": "g1", "ticket": {"id": "g-t1"}, "comment": null,
+                   "data": {"content": "Hello there"}}),
+            json!({"id": "g2", "ticket": "g-t1", "type": "NOTE", "comment": "a note"}),
+            json!({"id": "g3", "ticket": "g-t1", "data": {"content": "third"}}),
+            json!({"id": "g4", "ticket": "g-t1", "data": {"content": "third"}}),
+            json!({"id": "g5", "ticket": "g-t1", "data": {"content": "Thanks, fixed"}}),
+        ];
+        let gleap = Gleap {
+            by_ticket: [("g-t1".to_string(), answered.clone())].into(),
+            ..Default::default()
+        };
+        let deep: HashSet<&str> = ["g-t1"].into();
+        let mut summary = StreamSummary::default();
+        let problems = check_messages(&s, &gleap, &deep, &mut summary);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].kind, ProblemKind::Twice);
+        assert_eq!(problems[0].records, ["c"]);
+        assert_eq!(problems[0].gleap_ids, ["g3", "g4"]);
+        assert_eq!(summary.others_in_gleap, 1);
+        // The note answered as a comment: changed, `isNote`.
+        let mut edited = answered;
+        edited[1]["type"] = json!("COMMENT");
+        let gleap = Gleap {
+            by_ticket: [("g-t1".to_string(), edited)].into(),
+            ..Default::default()
+        };
+        let problems = check_messages(&s, &gleap, &deep, &mut summary);
+        let changed: Vec<_> = problems
+            .iter()
+            .filter(|p| p.kind == ProblemKind::Changed)
+            .collect();
+        assert_eq!(changed.len(), 1);
+        assert_eq!(changed[0].records, ["b"]);
+        assert_eq!(changed[0].fields, ["isNote"]);
+        assert!(
+            changed[0].detail.contains("isNote: Gleap false, sent true"),
+            "{}",
+            changed[0].detail
+        );
+    }
+
+    #[test]
+    fn misplaced_messages_are_those_not_where_the_source_has_them() {
+        assert_eq!(misplaced(&[0, 1, 2, 3]), Vec::<usize>::new());
+        assert_eq!(misplaced(&[0, 2, 1, 3]), vec![2, 1], "a swap names both");
+        // A missing message (1) moves nothing out of order.
+        assert_eq!(misplaced(&[0, 2, 3]), Vec::<usize>::new());
+        assert_eq!(misplaced(&[3, 0, 1, 2]), vec![3, 0, 1, 2]);
     }
 }
