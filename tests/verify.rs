@@ -418,7 +418,13 @@ async fn a_sample_costs_list_pages_and_a_request_per_sampled_ticket() {
     assert_eq!(messages["arrived_equal"], 2200);
 
     // A sampled check still finds a message gone from a ticket outside the sample.
-    let victim = emulator.dump()["messages"][0].clone();
+    let victim = emulator.dump()["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["comment"].as_str().unwrap().starts_with("M-000001:"))
+        .unwrap()
+        .clone();
     let id = victim["_id"].as_str().or(victim["id"].as_str()).unwrap();
     let (status, _) = Api::new(&emulator).delete(&format!("/messages/{id}")).await;
     assert_eq!(status, 204);
@@ -432,6 +438,56 @@ async fn a_sample_costs_list_pages_and_a_request_per_sampled_ticket() {
             "missing".into(),
             strings(&["M-000001"]),
             Some("T-00000".into())
+        )]
+    );
+}
+
+/// A server that caps pages and ignores the `ticket` filter: nothing is taken on trust, the
+/// verdict is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capped_pages_and_an_ignored_ticket_filter_change_no_verdict() {
+    let emulator = Emulator::start(EmulatorConfig {
+        api_key: Some(KEY.into()),
+        project: Some(PROJECT.into()),
+        quota: None,
+        quirks: gleap_etl::emulator::Quirks {
+            page_cap: Some(25),
+            ignore_filters: vec!["ticket".into()],
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = Dir::new();
+    write_helpdesk(&dir.join("data"), 40, 10, 3);
+    let first = run(command(&emulator, dir.path(), &["run", "--no-progress"])).await;
+    assert_eq!(first.code, 0, "{first:?}");
+    let (out, report, _) = verify(&emulator, dir.path(), &[]).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(summary(&report, "users")["arrived_equal"], 40);
+    assert_eq!(summary(&report, "messages")["arrived_equal"], 30);
+    assert_eq!(summary(&report, "messages")["others_in_gleap"], 0);
+
+    let victim = emulator.dump()["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["comment"].as_str().unwrap().starts_with("M-000005:"))
+        .unwrap()
+        .clone();
+    let id = victim["_id"].as_str().or(victim["id"].as_str()).unwrap();
+    let (status, _) = Api::new(&emulator).delete(&format!("/messages/{id}")).await;
+    assert_eq!(status, 204);
+    let (out, report, _) = verify(&emulator, dir.path(), &[]).await;
+    assert_eq!(out.code, 1, "{out:?}");
+    assert_eq!(
+        problems(&report),
+        vec![(
+            "messages".into(),
+            "missing".into(),
+            strings(&["M-000005"]),
+            Some("T-00001".into())
         )]
     );
 }
