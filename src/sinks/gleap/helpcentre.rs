@@ -1163,12 +1163,7 @@ impl Sink for HelpCentreSink {
             "concurrency": self.client.concurrency(),
         });
         if let Some(rehoster) = &self.rehoster {
-            let mut files = serde_json::to_value(rehoster.stats()).unwrap_or_default();
-            let (sent, rate_limited, retries) = rehoster.upload_requests();
-            files["upload_requests"] = json!(sent);
-            files["upload_rate_limited"] = json!(rate_limited);
-            files["upload_retries"] = json!(retries);
-            detail["files"] = files;
+            detail["files"] = rehoster.report_detail();
         }
         if self.config.entity == Entity::Articles {
             detail["links_rewritten"] = json!(c.links_rewritten);
