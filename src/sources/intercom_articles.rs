@@ -21,10 +21,10 @@ use std::sync::atomic::AtomicU64;
 
 use serde_json::{Map, Value, json};
 
-use super::zendesk_guide::{read_all, whole_files_source};
-use super::{OpenedSource, Rejected, SourceItem};
+use super::zendesk_guide::{Found, id_text, read_objects, records_by_id, whole_files_source};
+use super::{OpenedSource, SourceItem};
 use crate::error::Result;
-use crate::record::{Position, Record, epoch_to_timestamp, format_timestamp};
+use crate::record::{Record, epoch_to_timestamp, format_timestamp};
 
 /// What an Intercom Articles stream reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,73 +39,45 @@ pub fn open(files: Vec<PathBuf>, kind: ArticlesKind) -> OpenedSource {
 }
 
 fn read(files: &[PathBuf], done: &Arc<AtomicU64>, kind: ArticlesKind) -> Result<Vec<SourceItem>> {
-    let mut found: Vec<(Value, Position)> = Vec::new();
-    let mut invalid = Vec::new();
-    let rejected = read_all(files, done, |value, position| {
-        let mut docs = vec![value];
-        while let Some(doc) = docs.pop() {
-            match doc {
-                Value::Array(items) => docs.extend(items.into_iter().rev()),
-                Value::Object(mut o) => {
-                    // Airbyte records.
-                    if let (Some(Value::Object(_)), Some(_)) = (o.get("data"), o.get("stream")) {
-                        docs.push(o.remove("data").expect("checked"));
-                        continue;
-                    }
-                    if let Some(Value::Array(_)) = o.get("data") {
-                        docs.push(o.remove("data").expect("checked"));
-                        continue;
-                    }
-                    // Collections are answered without a `type` (2.x); sections and
-                    // articles with one.
-                    let kind_of = o.get("type").and_then(Value::as_str);
-                    let has = |k: &str| o.contains_key(k);
-                    let wanted = match (kind, kind_of) {
-                        (ArticlesKind::Collections, Some(t)) => {
-                            matches!(t, "collection" | "section")
-                        }
-                        (ArticlesKind::Collections, None) => has("id") && has("name"),
-                        (ArticlesKind::Articles, Some(t)) => t == "article",
-                        (ArticlesKind::Articles, None) => has("id") && has("title") && has("body"),
-                    };
-                    if wanted {
-                        found.push((Value::Object(o), position.clone()));
-                    }
-                }
-                other => invalid.push(Rejected {
-                    position: position.clone(),
-                    record: other,
-                    reason: "not a JSON object".into(),
-                }),
+    let mut found: Vec<Found> = Vec::new();
+    let rejected = read_objects(files, done, |mut o, position, docs, _| {
+        // Airbyte records.
+        if let (Some(Value::Object(_)), Some(_)) = (o.get("data"), o.get("stream")) {
+            docs.push(o.remove("data").expect("checked"));
+            return;
+        }
+        if let Some(Value::Array(_)) = o.get("data") {
+            docs.push(o.remove("data").expect("checked"));
+            return;
+        }
+        // Collections are answered without a `type` (2.x); sections and
+        // articles with one.
+        let kind_of = o.get("type").and_then(Value::as_str);
+        let has = |k: &str| o.contains_key(k);
+        let wanted = match (kind, kind_of) {
+            (ArticlesKind::Collections, Some(t)) => {
+                matches!(t, "collection" | "section")
             }
+            (ArticlesKind::Collections, None) => has("id") && has("name"),
+            (ArticlesKind::Articles, Some(t)) => t == "article",
+            (ArticlesKind::Articles, None) => has("id") && has("title") && has("body"),
+        };
+        if wanted {
+            found.push(Found {
+                value: Value::Object(o),
+                position: position.clone(),
+            });
         }
     })?;
-    let mut items: Vec<SourceItem> = rejected
-        .into_iter()
-        .chain(invalid)
-        .map(SourceItem::Rejected)
-        .collect();
-    let mut seen = std::collections::HashSet::new();
-    for (value, position) in found {
-        let Value::Object(o) = value else { continue };
-        let Some(id) = o.get("id").and_then(id_text) else {
-            items.push(SourceItem::Rejected(Rejected {
-                position,
-                record: Value::Object(o),
-                reason: "an object without an `id`".into(),
-            }));
-            continue;
-        };
-        if !seen.insert(id.clone()) {
-            continue;
-        }
-        let record = match kind {
+    Ok(records_by_id(
+        rejected,
+        found,
+        "an object without an `id`",
+        |id, o| match kind {
             ArticlesKind::Collections => collection(id, o),
             ArticlesKind::Articles => article(id, o),
-        };
-        items.push(SourceItem::Record(record, position));
-    }
-    Ok(items)
+        },
+    ))
 }
 
 /// `{locale: value}` of `field` from the object (under `locale`) and its
@@ -200,14 +172,6 @@ fn article(id: String, mut o: Map<String, Value>) -> Record {
     }
     r.insert("locale".into(), json!(locale));
     r
-}
-
-fn id_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
