@@ -419,34 +419,13 @@ async fn update_article(
         Err(r) => return *r,
     };
     let now = format_timestamp(&app.clock.now());
-    let mut shared = app.lock();
-    let help = &mut shared.store.help;
     let target = doc
         .remove("newCollectionId")
         .and_then(|v| v.as_str().map(str::to_string));
-    if let Some(t) = &target
-        && !help.collections.contains_key(t)
-    {
-        return not_found("Collection");
-    }
     // Where an article lives is changed by a move, not by a field of the update.
     doc.remove("helpcenterCollection");
     doc.remove("docId");
-    let stored = match article_in(help, &collection, &id) {
-        Ok(a) => a,
-        Err(r) => return *r,
-    };
-    for (k, v) in doc {
-        stored.insert(k, v);
-    }
-    if let Some(t) = target {
-        stored.insert("helpcenterCollection".into(), json!(t));
-    }
-    stored.insert("updatedAt".into(), json!(now));
-    let out = stored.clone();
-    drop(shared);
-    written(&app);
-    ok(&out)
+    change_article(&app, &collection, &id, doc, target, Some(now))
 }
 
 async fn move_article(
@@ -460,19 +439,42 @@ async fn move_article(
     let Some(target) = target else {
         return error(StatusCode::BAD_REQUEST, "newCollectionId is required");
     };
+    change_article(&app, &collection, &id, Doc::new(), Some(target), None)
+}
+
+/// Article `id` of collection `collection` given the fields of `doc`, moved to collection
+/// `target` (a 404 if there is none such) and its `updatedAt` set to `now` when given.
+fn change_article(
+    app: &App,
+    collection: &str,
+    id: &str,
+    doc: Doc,
+    target: Option<String>,
+    now: Option<String>,
+) -> Response {
     let mut shared = app.lock();
     let help = &mut shared.store.help;
-    if !help.collections.contains_key(&target) {
+    if let Some(t) = &target
+        && !help.collections.contains_key(t)
+    {
         return not_found("Collection");
     }
-    let stored = match article_in(help, &collection, &id) {
+    let stored = match article_in(help, collection, id) {
         Ok(a) => a,
         Err(r) => return *r,
     };
-    stored.insert("helpcenterCollection".into(), json!(target));
+    for (k, v) in doc {
+        stored.insert(k, v);
+    }
+    if let Some(t) = target {
+        stored.insert("helpcenterCollection".into(), json!(t));
+    }
+    if let Some(now) = now {
+        stored.insert("updatedAt".into(), json!(now));
+    }
     let out = stored.clone();
     drop(shared);
-    written(&app);
+    written(app);
     ok(&out)
 }
 
