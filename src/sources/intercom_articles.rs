@@ -106,7 +106,9 @@ fn localized(o: &Map<String, Value>, locale: &str, fields: &[&str]) -> Value {
     Value::Object(out)
 }
 
-fn collection(id: String, mut o: Map<String, Value>) -> Record {
+/// A record of `id`, `title` (from the first of `title_fields` given) and `description`,
+/// and the object's locale (`default_locale`, else `en`).
+fn localized_record(id: String, o: &Map<String, Value>, title_fields: &[&str]) -> (Record, String) {
     let locale = o
         .get("default_locale")
         .and_then(Value::as_str)
@@ -114,49 +116,44 @@ fn collection(id: String, mut o: Map<String, Value>) -> Record {
         .to_string();
     let mut r = Record::new();
     r.insert("id".into(), json!(id));
-    r.insert("title".into(), localized(&o, &locale, &["name", "title"]));
+    r.insert("title".into(), localized(o, &locale, title_fields));
     r.insert(
         "description".into(),
-        localized(&o, &locale, &["description"]),
+        localized(o, &locale, &["description"]),
     );
+    (r, locale)
+}
+
+/// Copies `keys` of `o` that are there and not null to `r`.
+fn keep(r: &mut Record, o: &mut Map<String, Value>, keys: &[&str]) {
+    for key in keys {
+        if let Some(v) = o.remove(*key).filter(|v| !v.is_null()) {
+            r.insert((*key).into(), v);
+        }
+    }
+}
+
+fn collection(id: String, mut o: Map<String, Value>) -> Record {
+    let (mut r, locale) = localized_record(id, &o, &["name", "title"]);
     if let Some(p) = o.get("parent_id").and_then(id_text) {
         r.insert("parent".into(), json!(p));
     }
     let kind = o.remove("type").unwrap_or_else(|| json!("collection"));
     r.insert("kind".into(), kind);
-    for key in ["icon", "url", "order"] {
-        if let Some(v) = o.remove(key).filter(|v| !v.is_null()) {
-            r.insert(key.into(), v);
-        }
-    }
+    keep(&mut r, &mut o, &["icon", "url", "order"]);
     r.insert("locale".into(), json!(locale));
     r
 }
 
 fn article(id: String, mut o: Map<String, Value>) -> Record {
-    let locale = o
-        .get("default_locale")
-        .and_then(Value::as_str)
-        .unwrap_or("en")
-        .to_string();
-    let mut r = Record::new();
-    r.insert("id".into(), json!(id));
-    r.insert("title".into(), localized(&o, &locale, &["title"]));
-    r.insert(
-        "description".into(),
-        localized(&o, &locale, &["description"]),
-    );
+    let (mut r, locale) = localized_record(id, &o, &["title"]);
     r.insert("body".into(), localized(&o, &locale, &["body"]));
     if let Some(p) = o.get("parent_id").and_then(id_text) {
         r.insert("collection".into(), json!(p));
     }
     let state = o.get("state").and_then(Value::as_str).unwrap_or("draft");
     r.insert("draft".into(), json!(state != "published"));
-    for key in ["parent_type", "url", "author_id"] {
-        if let Some(v) = o.remove(key).filter(|v| !v.is_null()) {
-            r.insert(key.into(), v);
-        }
-    }
+    keep(&mut r, &mut o, &["parent_type", "url", "author_id"]);
     for key in ["created_at", "updated_at"] {
         let t = match o.get(key) {
             Some(Value::Number(n)) => n
