@@ -858,6 +858,18 @@ async fn files_a_dump_ships_are_read_from_its_folder_and_never_outside_it() {
 
 // The emulator's /uploads and the client's upload, with its authorisation.
 
+/// An emulator behind this file's key and project, with `faults`.
+async fn gated_emulator(faults: FaultConfig) -> Emulator {
+    Emulator::start(EmulatorConfig {
+        api_key: Some(KEY.into()),
+        project: Some(PROJECT.into()),
+        faults,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
 fn client_for(
     emulator: &Emulator,
     upload_token: Option<&str>,
@@ -878,13 +890,7 @@ fn client_for(
 
 #[tokio::test]
 async fn the_emulator_takes_uploads_behind_its_gate_and_serves_them_back() {
-    let emulator = Emulator::start(EmulatorConfig {
-        api_key: Some(KEY.into()),
-        project: Some(PROJECT.into()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let emulator = gated_emulator(FaultConfig::default()).await;
     let client = client_for(&emulator, None);
     assert_eq!(
         client.upload_url(),
@@ -940,17 +946,11 @@ async fn the_emulator_takes_uploads_behind_its_gate_and_serves_them_back() {
 
 #[tokio::test]
 async fn uploads_are_retried_through_server_errors() {
-    let emulator = Emulator::start(EmulatorConfig {
-        api_key: Some(KEY.into()),
-        project: Some(PROJECT.into()),
-        faults: FaultConfig {
-            error_rate: 1.0,
-            ..Default::default()
-        },
+    let emulator = gated_emulator(FaultConfig {
+        error_rate: 1.0,
         ..Default::default()
     })
-    .await
-    .unwrap();
+    .await;
     let client = client_for(&emulator, None);
     let counters = gleap_etl::gleap::client::RequestCounters::default();
     let file = gleap_etl::gleap::client::FilePart {
@@ -970,13 +970,7 @@ async fn uploads_are_retried_through_server_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_upload_keeps_the_links_and_is_not_tried_again_in_the_run() {
     let (_, base, _stop) = start_file_host(0.0).await;
-    let emulator = Emulator::start(EmulatorConfig {
-        api_key: Some(KEY.into()),
-        project: Some(PROJECT.into()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let emulator = gated_emulator(FaultConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(gleap_etl::state::StateStore::open(dir.path()).unwrap());
     let files: gleap_etl::files::FilesConfig =

@@ -1014,8 +1014,12 @@ mod tests {
 
     /// Every item of `entity` in the files `pattern` names.
     fn read(entity: &str, pattern: &str) -> Vec<Item> {
-        let config: IntercomSourceConfig =
-            serde_json::from_value(json!({"path": pattern, "entity": entity})).unwrap();
+        read_config(json!({"path": pattern, "entity": entity}))
+    }
+
+    /// Every item the source `config` gives.
+    fn read_config(config: Value) -> Vec<Item> {
+        let config: IntercomSourceConfig = serde_json::from_value(config).unwrap();
         config
             .open()
             .unwrap()
@@ -1204,23 +1208,11 @@ mod tests {
             r#"{"type": "conversation", "id": "1", "tags": {"type": "tag.list", "tags": [{"type": "tag", "id": "9"}, {"type": "tag", "id": "7002", "name": "onboarding"}]}}"#,
         );
         let read_named = |entity: &str, pattern: &str| {
-            let config: IntercomSourceConfig = serde_json::from_value(json!({
+            records(&read_config(json!({
                 "path": dir.path().join(pattern).display().to_string(),
                 "entity": entity,
                 "names_from": format!("{}/*.json", dir.path().display()),
-            }))
-            .unwrap();
-            records(
-                &config
-                    .open()
-                    .unwrap()
-                    .items
-                    .map(|i| match i.unwrap() {
-                        SourceItem::Record(r, p) => Ok((Value::Object(r), p)),
-                        SourceItem::Rejected(r) => Err(Box::new(r)),
-                    })
-                    .collect::<Vec<Item>>(),
-            )
+            })))
         };
         let c = &read_named("contacts", "contacts.json")[0];
         assert_eq!(
