@@ -175,8 +175,13 @@ fn check_localized(body: &Doc) -> Result<(), String> {
 }
 
 /// The body of a request, checked: unknown fields dropped (and counted), wrong types and
-/// unlocalized fields a 400.
-fn checked(app: &App, entity: &str, fields: &[Field], bytes: &Bytes) -> Result<Doc, Box<Response>> {
+/// unlocalized fields a 400; with the time now, for its timestamps.
+fn checked(
+    app: &App,
+    entity: &str,
+    fields: &[Field],
+    bytes: &Bytes,
+) -> Result<(Doc, String), Box<Response>> {
     let bad = |m: String| Box::new(error(StatusCode::BAD_REQUEST, m));
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| bad(format!("Invalid JSON body: {e}")))?;
@@ -188,7 +193,7 @@ fn checked(app: &App, entity: &str, fields: &[Field], bytes: &Bytes) -> Result<D
         app.lock().stats.dropped(entity, &c.dropped);
     }
     check_localized(&c.body).map_err(|e| bad(format!("Validation failed: {e}")))?;
-    Ok(c.body)
+    Ok((c.body, format_timestamp(&app.clock.now())))
 }
 
 fn ok(doc: &Doc) -> Response {
@@ -228,11 +233,10 @@ pub fn routes() -> Router<Arc<App>> {
 }
 
 async fn create_collection(State(app): State<Arc<App>>, bytes: Bytes) -> Response {
-    let mut doc = match checked(&app, "helpcenter_collections", COLLECTION_FIELDS, &bytes) {
+    let (mut doc, now) = match checked(&app, "helpcenter_collections", COLLECTION_FIELDS, &bytes) {
         Ok(d) => d,
         Err(r) => return *r,
     };
-    let now = format_timestamp(&app.clock.now());
     let mut shared = app.lock();
     let help = &mut shared.store.help;
     if let Err((status, m)) = help.check_parent(&doc, None) {
@@ -299,11 +303,10 @@ async fn update_collection(
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Response {
-    let doc = match checked(&app, "helpcenter_collections", COLLECTION_FIELDS, &bytes) {
+    let (doc, now) = match checked(&app, "helpcenter_collections", COLLECTION_FIELDS, &bytes) {
         Ok(d) => d,
         Err(r) => return *r,
     };
-    let now = format_timestamp(&app.clock.now());
     let mut shared = app.lock();
     let help = &mut shared.store.help;
     if !help.collections.contains_key(&id) {
@@ -341,11 +344,10 @@ async fn create_article(
     Path(collection): Path<String>,
     bytes: Bytes,
 ) -> Response {
-    let mut doc = match checked(&app, "helpcenter_articles", ARTICLE_FIELDS, &bytes) {
+    let (mut doc, now) = match checked(&app, "helpcenter_articles", ARTICLE_FIELDS, &bytes) {
         Ok(d) => d,
         Err(r) => return *r,
     };
-    let now = format_timestamp(&app.clock.now());
     let mut shared = app.lock();
     let help = &mut shared.store.help;
     if !help.collections.contains_key(&collection) {
@@ -414,11 +416,10 @@ async fn update_article(
     Path((collection, id)): Path<(String, String)>,
     bytes: Bytes,
 ) -> Response {
-    let mut doc = match checked(&app, "helpcenter_articles", ARTICLE_FIELDS, &bytes) {
+    let (mut doc, now) = match checked(&app, "helpcenter_articles", ARTICLE_FIELDS, &bytes) {
         Ok(d) => d,
         Err(r) => return *r,
     };
-    let now = format_timestamp(&app.clock.now());
     let target = doc
         .remove("newCollectionId")
         .and_then(|v| v.as_str().map(str::to_string));
