@@ -7,9 +7,9 @@
 //! host, the size cap.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -22,7 +22,7 @@ use gleap_etl::files::fetch::{Credential, FetchSettings, Fetcher};
 use gleap_etl::files::vault::Vault;
 use serde_json::Value;
 
-use crate::util::{Run, json_lines, repo};
+use crate::util::{json_lines, output, read_text, repo, run_with_pid, shipped_pipeline};
 
 const KEY: &str = "files-key";
 const PROJECT: &str = "65a0000000000000000000f1";
@@ -159,17 +159,7 @@ fn copy_dump(samples: &str, to: &Path, rewrites: &[(&str, String)]) {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_string();
         let gz = name.ends_with(".gz");
-        let mut text = String::new();
-        let file = std::fs::File::open(&path).unwrap();
-        if gz {
-            flate2::read::GzDecoder::new(file)
-                .read_to_string(&mut text)
-                .unwrap();
-        } else {
-            std::io::BufReader::new(file)
-                .read_to_string(&mut text)
-                .unwrap();
-        }
+        let mut text = read_text(&path);
         for (from, to) in rewrites {
             text = text.replace(from, to);
         }
@@ -197,33 +187,16 @@ struct Case {
 }
 
 fn command(case: &Case, dump: &Path, state: &Path, emulator: &Emulator, report: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gleap-etl"));
-    cmd.args([
-        "run",
-        repo()
-            .join("pipelines")
-            .join(case.pipeline)
-            .to_str()
-            .unwrap(),
-        "--no-progress",
-        "--report",
-        report.to_str().unwrap(),
-    ])
-    .current_dir(repo())
-    .env("GLEAP_BASE_URL", emulator.base_url())
-    .env("GLEAP_API_KEY", KEY)
-    .env("GLEAP_PROJECT_ID", PROJECT)
-    .env("GLEAP_REQUESTS_PER_MINUTE", "600000")
+    let extra = ["--report", report.to_str().unwrap()];
+    let mut cmd = shipped_pipeline(case.pipeline, &extra, emulator, KEY, PROJECT);
     // One request in flight: a kill on a message create leaves no upload unanswered.
-    .env("GLEAP_CONCURRENCY", "1")
-    .env("GLEAP_ATTACHMENTS", "rehost")
-    .env("FILES_ALLOW_PRIVATE_HOSTS", "true")
-    .env("FILES_MAX_MIB", CAP_MIB.to_string())
-    .env(case.dir_var, dump)
-    .env("STATE_DIR", state)
-    .env_remove("RUST_LOG")
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    cmd.env("GLEAP_CONCURRENCY", "1")
+        .env("GLEAP_ATTACHMENTS", "rehost")
+        .env("FILES_ALLOW_PRIVATE_HOSTS", "true")
+        .env("FILES_MAX_MIB", CAP_MIB.to_string())
+        .env(case.dir_var, dump)
+        .env("STATE_DIR", state)
+        .env_remove("RUST_LOG");
     cmd
 }
 
@@ -237,17 +210,7 @@ fn dump_urls(dump: &Path, base: &str) -> BTreeSet<String> {
         if name.starts_with("help_center") || name.starts_with("articles") {
             continue;
         }
-        let mut text = String::new();
-        let file = std::fs::File::open(&path).unwrap();
-        if path.extension().is_some_and(|e| e == "gz") {
-            flate2::read::GzDecoder::new(file)
-                .read_to_string(&mut text)
-                .unwrap();
-        } else {
-            std::io::BufReader::new(file)
-                .read_to_string(&mut text)
-                .unwrap();
-        }
+        let text = read_text(&path);
         for piece in text.split(base).skip(1) {
             let end = piece
                 .find(|c: char| c == '"' || c == '\\' || c.is_whitespace())
@@ -318,31 +281,13 @@ impl MessageKiller {
         })
     }
 
-    async fn run_until_killed(&self, mut cmd: Command, at: u64) -> bool {
+    async fn run_until_killed(&self, cmd: Command, at: u64) -> bool {
         self.at.store(at, Ordering::SeqCst);
         self.fired.store(false, Ordering::SeqCst);
-        let pid = self.pid.clone();
-        let status = tokio::task::spawn_blocking(move || {
-            let mut child = cmd
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            pid.store(child.id(), Ordering::SeqCst);
-            child.wait().unwrap()
-        })
-        .await
-        .unwrap();
+        let status = run_with_pid(cmd, self.pid.clone()).await;
         self.at.store(u64::MAX, Ordering::SeqCst);
         std::os::unix::process::ExitStatusExt::signal(&status) == Some(9)
     }
-}
-
-async fn run(cmd: Command) -> Run {
-    let mut cmd = cmd;
-    tokio::task::spawn_blocking(move || Run::from(cmd.output().unwrap()))
-        .await
-        .unwrap()
 }
 
 /// The whole acceptance line for one pipeline.
@@ -406,7 +351,7 @@ async fn rehost_samples(case: Case) {
         }
     }
     assert!(kills >= 1, "at least one run was killed mid-way");
-    let done = run(command(&case, &dump, &state, &emulator, &report_path)).await;
+    let done = output(command(&case, &dump, &state, &emulator, &report_path)).await;
     assert_eq!(
         done.code, 1,
         "dead letters for the files kept as links: {done:?}"
@@ -555,7 +500,7 @@ async fn rehost_samples(case: Case) {
     // The old helpdesk closes: a re-run completes from the vault.
     stop_host.send(()).unwrap();
     let uploads_before = emulator.uploads().as_array().unwrap().len();
-    let again = run(command(&case, &dump, &state, &emulator, &report_path)).await;
+    let again = output(command(&case, &dump, &state, &emulator, &report_path)).await;
     assert_eq!(again.code, 1, "{again:?}");
     let report: Value =
         serde_json::from_str(&std::fs::read_to_string(&report_path).unwrap()).unwrap();
@@ -935,6 +880,18 @@ async fn files_a_dump_ships_are_read_from_its_folder_and_never_outside_it() {
 
 // The emulator's /uploads and the client's upload, with its authorisation.
 
+/// An emulator behind this file's key and project, with `faults`.
+async fn gated_emulator(faults: FaultConfig) -> Emulator {
+    Emulator::start(EmulatorConfig {
+        api_key: Some(KEY.into()),
+        project: Some(PROJECT.into()),
+        faults,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
 fn client_for(
     emulator: &Emulator,
     upload_token: Option<&str>,
@@ -955,13 +912,7 @@ fn client_for(
 
 #[tokio::test]
 async fn the_emulator_takes_uploads_behind_its_gate_and_serves_them_back() {
-    let emulator = Emulator::start(EmulatorConfig {
-        api_key: Some(KEY.into()),
-        project: Some(PROJECT.into()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let emulator = gated_emulator(FaultConfig::default()).await;
     let client = client_for(&emulator, None);
     assert_eq!(
         client.upload_url(),
@@ -1017,17 +968,11 @@ async fn the_emulator_takes_uploads_behind_its_gate_and_serves_them_back() {
 
 #[tokio::test]
 async fn uploads_are_retried_through_server_errors() {
-    let emulator = Emulator::start(EmulatorConfig {
-        api_key: Some(KEY.into()),
-        project: Some(PROJECT.into()),
-        faults: FaultConfig {
-            error_rate: 1.0,
-            ..Default::default()
-        },
+    let emulator = gated_emulator(FaultConfig {
+        error_rate: 1.0,
         ..Default::default()
     })
-    .await
-    .unwrap();
+    .await;
     let client = client_for(&emulator, None);
     let counters = gleap_etl::gleap::client::RequestCounters::default();
     let file = gleap_etl::gleap::client::FilePart {
@@ -1047,13 +992,7 @@ async fn uploads_are_retried_through_server_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_upload_keeps_the_links_and_is_not_tried_again_in_the_run() {
     let (_, base, _stop) = start_file_host(0.0).await;
-    let emulator = Emulator::start(EmulatorConfig {
-        api_key: Some(KEY.into()),
-        project: Some(PROJECT.into()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let emulator = gated_emulator(FaultConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(gleap_etl::state::StateStore::open(dir.path()).unwrap());
     let files: gleap_etl::files::FilesConfig =

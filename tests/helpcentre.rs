@@ -8,12 +8,12 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use gleap_etl::emulator::{Emulator, EmulatorConfig, FaultConfig};
 use serde_json::{Value, json};
 
-use crate::util::{Dir, Run, repo};
+use crate::util::{Dir, Run, output, repo, shipped_pipeline};
 
 const KEY: &str = "helpcentre-key";
 const PROJECT: &str = "65a0000000000000000000hc";
@@ -55,31 +55,28 @@ fn command(
     state: &Path,
     emulator: &Emulator,
 ) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gleap-etl"));
-    cmd.args([
-        "run",
-        repo().join("pipelines").join(pipeline).to_str().unwrap(),
-        "--no-progress",
-    ])
-    .current_dir(repo())
-    .env_remove("RUST_LOG")
-    .env_remove("GLEAP_HELP_CENTER_URL")
-    .env("GLEAP_BASE_URL", emulator.base_url())
-    .env("GLEAP_API_KEY", KEY)
-    .env("GLEAP_PROJECT_ID", PROJECT)
-    .env("GLEAP_REQUESTS_PER_MINUTE", "600000")
-    .env(dir_var, dump)
-    .env("STATE_DIR", state)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    let mut cmd = shipped_pipeline(pipeline, &[], emulator, KEY, PROJECT);
+    cmd.env_remove("RUST_LOG")
+        .env_remove("GLEAP_HELP_CENTER_URL")
+        .env(dir_var, dump)
+        .env("STATE_DIR", state);
     cmd
 }
 
 async fn run(pipeline: &str, dir_var: &str, dump: &Path, state: &Path, emulator: &Emulator) -> Run {
-    let mut cmd = command(pipeline, dir_var, dump, state, emulator);
-    tokio::task::spawn_blocking(move || Run::from(cmd.output().unwrap()))
-        .await
-        .unwrap()
+    output(command(pipeline, dir_var, dump, state, emulator)).await
+}
+
+/// The shipped Zendesk Guide pipeline on `dump`.
+async fn guide(dump: &Path, state: &Path, emulator: &Emulator) -> Run {
+    run(
+        "zendesk_guide_to_gleap.yaml",
+        "ZENDESK_DIR",
+        dump,
+        state,
+        emulator,
+    )
+    .await
 }
 
 fn sample(file: &str) -> Value {
@@ -124,6 +121,44 @@ impl HelpCentre {
     fn collection_id(&self, external: &str) -> String {
         self.collections[external]["_id"].as_str().unwrap().into()
     }
+
+    /// The Gleap article of each source article, by source id.
+    fn by_source(&self, articles: &[Value]) -> HashMap<String, &Value> {
+        articles
+            .iter()
+            .map(|a| {
+                (
+                    id_text(&a["id"]),
+                    &self.articles[&format!("articles:{}", id_text(&a["id"]))],
+                )
+            })
+            .collect()
+    }
+}
+
+/// The `href`s of an HTML body.
+fn hrefs(body: &str) -> impl Iterator<Item = &str> {
+    body.split("href=\"")
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap())
+}
+
+/// Asserts that the images of an article are its HTML body's, in order, with their source.
+fn assert_images_kept(images: &[Value], body: &str, article: &Value) {
+    let srcs: Vec<&str> = body
+        .split("<img src=\"")
+        .skip(1)
+        .map(|s| s.split('"').next().unwrap())
+        .collect();
+    assert_eq!(
+        images
+            .iter()
+            .map(|i| i["src"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        srcs,
+        "article {}",
+        article["id"]
+    );
 }
 
 /// Every link href and every image of a TipTap document, in order.
@@ -188,15 +223,7 @@ fn check_zendesk(help: &HelpCentre) {
         };
         assert_eq!(got["parent"], json!(parent), "section {} nested", s["id"]);
     }
-    let by_source: HashMap<String, &Value> = articles
-        .iter()
-        .map(|a| {
-            (
-                id_text(&a["id"]),
-                &help.articles[&format!("articles:{}", id_text(&a["id"]))],
-            )
-        })
-        .collect();
+    let by_source = help.by_source(articles);
     for a in articles {
         let got = by_source[&id_text(&a["id"])];
         assert_eq!(
@@ -218,11 +245,7 @@ fn check_zendesk(help: &HelpCentre) {
         // Links to other articles of the old help centre point at the new ones; others stay.
         let body = a["body"].as_str().unwrap();
         let (links, images) = article_links(got, "en");
-        for old in body
-            .split("href=\"")
-            .skip(1)
-            .map(|s| s.split('"').next().unwrap())
-        {
+        for old in hrefs(body) {
             let target = articles.iter().find(|t| {
                 let id = id_text(&t["id"]);
                 (old.contains("acme.zendesk.com") || old.starts_with('/'))
@@ -242,20 +265,7 @@ fn check_zendesk(help: &HelpCentre) {
             }
         }
         // Images are image nodes, in place, with their source.
-        let srcs: Vec<&str> = body
-            .split("<img src=\"")
-            .skip(1)
-            .map(|s| s.split('"').next().unwrap())
-            .collect();
-        assert_eq!(
-            images
-                .iter()
-                .map(|i| i["src"].as_str().unwrap())
-                .collect::<Vec<_>>(),
-            srcs,
-            "article {}",
-            a["id"]
-        );
+        assert_images_kept(&images, body, a);
     }
     // Translations arrive as further locales of their article.
     for t in translations.as_array().unwrap() {
@@ -280,36 +290,42 @@ fn check_zendesk(help: &HelpCentre) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zendesk_guide_sample_arrives_nested_once_with_translations_images_and_links() {
-    let dir = Dir::new();
-    let emulator = emulator(false).await;
-    let dump = repo().join("samples/zendesk");
-    let run = run(
-        "zendesk_guide_to_gleap.yaml",
-        "ZENDESK_DIR",
-        &dump,
-        &dir.join("state"),
-        &emulator,
-    )
-    .await;
-    assert_eq!(run.code, 0, "{run:?}");
-    check_zendesk(&HelpCentre::of(&emulator));
+    check_zendesk(
+        &sample_run(
+            "zendesk_guide_to_gleap.yaml",
+            "ZENDESK_DIR",
+            "samples/zendesk",
+        )
+        .await,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn intercom_articles_sample_arrives_nested_once_with_translations_images_and_links() {
+    check_intercom(
+        &sample_run(
+            "intercom_articles_to_gleap.yaml",
+            "INTERCOM_DIR",
+            "samples/intercom",
+        )
+        .await,
+    );
+}
+
+/// The help centre after a run of `pipeline` on the sample dump `samples`.
+async fn sample_run(pipeline: &str, dir_var: &str, samples: &str) -> HelpCentre {
     let dir = Dir::new();
     let emulator = emulator(false).await;
-    let dump = repo().join("samples/intercom");
     let run = run(
-        "intercom_articles_to_gleap.yaml",
-        "INTERCOM_DIR",
-        &dump,
+        pipeline,
+        dir_var,
+        &repo().join(samples),
         &dir.join("state"),
         &emulator,
     )
     .await;
     assert_eq!(run.code, 0, "{run:?}");
-    check_intercom(&HelpCentre::of(&emulator));
+    HelpCentre::of(&emulator)
 }
 
 /// The Intercom Articles sample, checked against what the emulator holds.
@@ -348,15 +364,7 @@ fn check_intercom(help: &HelpCentre) {
         };
         assert_eq!(got["parent"], parent, "{} nested", g["id"]);
     }
-    let by_source: HashMap<String, &Value> = articles
-        .iter()
-        .map(|a| {
-            (
-                id_text(&a["id"]),
-                &help.articles[&format!("articles:{}", id_text(&a["id"]))],
-            )
-        })
-        .collect();
+    let by_source = help.by_source(&articles);
     for a in &articles {
         let got = by_source[&id_text(&a["id"])];
         assert_eq!(
@@ -372,11 +380,7 @@ fn check_intercom(help: &HelpCentre) {
         }
         let body = a["body"].as_str().unwrap();
         let (links, images) = article_links(got, "en");
-        for old in body
-            .split("href=\"")
-            .skip(1)
-            .map(|s| s.split('"').next().unwrap())
-        {
+        for old in hrefs(body) {
             let target = articles
                 .iter()
                 .find(|t| old.contains(&format!("/articles/{}-", id_text(&t["id"]))))
@@ -387,32 +391,24 @@ fn check_intercom(help: &HelpCentre) {
                 "{old} should point at {want}…: {links:?}"
             );
         }
-        let srcs: Vec<&str> = body
-            .split("<img src=\"")
-            .skip(1)
-            .map(|s| s.split('"').next().unwrap())
-            .collect();
-        assert_eq!(
-            images
-                .iter()
-                .map(|i| i["src"].as_str().unwrap())
-                .collect::<Vec<_>>(),
-            srcs
-        );
+        assert_images_kept(&images, body, a);
     }
 }
 
 /// Writes (POST, PUT) the emulator carried out on help-centre routes.
 fn writes(emulator: &Emulator) -> u64 {
-    let stats = emulator.stats();
+    carried_out(&emulator.stats(), |route| {
+        route.contains("/helpcenter/") && (route.starts_with("POST") || route.starts_with("PUT"))
+    })
+}
+
+/// Requests the emulator answered 200 on the routes `route` picks.
+fn carried_out(stats: &Value, route: impl Fn(&str) -> bool) -> u64 {
     stats["requests"]
         .as_object()
         .unwrap()
         .iter()
-        .filter(|(route, _)| {
-            route.contains("/helpcenter/")
-                && (route.starts_with("POST") || route.starts_with("PUT"))
-        })
+        .filter(|(r, _)| route(r))
         .map(|(_, by_status)| by_status["200"].as_u64().unwrap_or(0))
         .sum()
 }
@@ -432,14 +428,7 @@ async fn help_centre_reruns_update_in_place_and_an_unchanged_rerun_writes_nothin
         std::fs::copy(repo().join("samples/zendesk").join(f), dump.join(f)).unwrap();
     }
     let state = dir.join("state");
-    let first = run(
-        "zendesk_guide_to_gleap.yaml",
-        "ZENDESK_DIR",
-        &dump,
-        &state,
-        &emulator,
-    )
-    .await;
+    let first = guide(&dump, &state, &emulator).await;
     assert_eq!(first.code, 0, "{first:?}");
     let before = HelpCentre::of(&emulator);
     let written = writes(&emulator);
@@ -451,14 +440,7 @@ async fn help_centre_reruns_update_in_place_and_an_unchanged_rerun_writes_nothin
         "5 collections, 3 articles and 1 link update"
     );
 
-    let again = run(
-        "zendesk_guide_to_gleap.yaml",
-        "ZENDESK_DIR",
-        &dump,
-        &state,
-        &emulator,
-    )
-    .await;
+    let again = guide(&dump, &state, &emulator).await;
     assert_eq!(again.code, 0, "{again:?}");
     assert_eq!(
         writes(&emulator),
@@ -473,14 +455,7 @@ async fn help_centre_reruns_update_in_place_and_an_unchanged_rerun_writes_nothin
     let edited = text.replace("and click <em>Download</em>", "and click <em>Get PDF</em>");
     assert_ne!(text, edited);
     std::fs::write(&path, edited).unwrap();
-    let edit = run(
-        "zendesk_guide_to_gleap.yaml",
-        "ZENDESK_DIR",
-        &dump,
-        &state,
-        &emulator,
-    )
-    .await;
+    let edit = guide(&dump, &state, &emulator).await;
     assert_eq!(edit.code, 0, "{edit:?}");
     assert_eq!(writes(&emulator), written + 1, "one update");
     let after = HelpCentre::of(&emulator);
@@ -505,14 +480,7 @@ async fn help_centre_reruns_update_in_place_and_an_unchanged_rerun_writes_nothin
 
     // The state store lost: found again by externalId, nothing created twice.
     std::fs::remove_dir_all(&state).unwrap();
-    let lost = run(
-        "zendesk_guide_to_gleap.yaml",
-        "ZENDESK_DIR",
-        &dump,
-        &state,
-        &emulator,
-    )
-    .await;
+    let lost = guide(&dump, &state, &emulator).await;
     assert_eq!(lost.code, 0, "{lost:?}");
     let found = HelpCentre::of(&emulator);
     assert_eq!(found.collections.len(), 5);
@@ -669,24 +637,11 @@ async fn help_centre_killed_mid_run_and_run_again_arrives_each_object_once() {
         );
         killer.run_until_killed(cmd, done + at).await;
     }
-    let last = run(
-        "zendesk_guide_to_gleap.yaml",
-        "ZENDESK_DIR",
-        &dump,
-        &state,
-        &emulator,
-    )
-    .await;
+    let last = guide(&dump, &state, &emulator).await;
     assert_eq!(last.code, 0, "{last:?}");
     check_zendesk(&HelpCentre::of(&emulator));
     let stats = emulator.stats();
-    let creates: u64 = stats["requests"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .filter(|(route, _)| route.starts_with("POST /helpcenter/"))
-        .map(|(_, by_status)| by_status["200"].as_u64().unwrap_or(0))
-        .sum();
+    let creates = carried_out(&stats, |route| route.starts_with("POST /helpcenter/"));
     assert_eq!(creates, 5 + 3, "no create sent twice: {stats}");
 }
 
@@ -858,9 +813,9 @@ async fn help_centre_images_are_rehosted_to_gleap_once_and_not_again_on_a_rerun(
             let mut cmd = command(pipeline, dir_var, &dump, &state, emulator);
             cmd.env("GLEAP_ATTACHMENTS", "rehost")
                 .env("FILES_ALLOW_PRIVATE_HOSTS", "true");
-            tokio::task::spawn_blocking(move || Run::from(cmd.output().unwrap()))
+            output(cmd)
         };
-        let first = rehost(&emulator).await.unwrap();
+        let first = rehost(&emulator).await;
         assert_eq!(first.code, 0, "{pipeline}: {first:?}");
         let help = HelpCentre::of(&emulator);
         let sources = article_image_sources(&help);
@@ -890,7 +845,7 @@ async fn help_centre_images_are_rehosted_to_gleap_once_and_not_again_on_a_rerun(
 
         // Unchanged: no download, no upload, no write.
         let written = writes(&emulator);
-        let again = rehost(&emulator).await.unwrap();
+        let again = rehost(&emulator).await;
         assert_eq!(again.code, 0, "{pipeline}: {again:?}");
         assert_eq!(emulator.uploads().as_array().unwrap().len(), uploads.len());
         assert_eq!(served.load(Ordering::Relaxed), downloads, "{pipeline}");

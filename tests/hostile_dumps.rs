@@ -23,14 +23,7 @@ fn copy_samples(dir: &Dir, samples: &str, name: &str) -> std::path::PathBuf {
 fn run_shipped(dir: &Dir, pipeline: &str, dump_var: &str, dump: &Path, tag: &str) -> (Run, Value) {
     let report = dir.join(&format!("report-{tag}.json"));
     let output = dir
-        .cmd(&[
-            "run",
-            pipeline,
-            "--emulator",
-            "--no-progress",
-            "--report",
-            report.to_str().unwrap(),
-        ])
+        .emulated_run(pipeline, &report)
         .current_dir(repo())
         .env(dump_var, dump)
         .env("STATE_DIR", dir.join(&format!("state-{tag}")))

@@ -6,15 +6,14 @@
 //! independently of the sources under test.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use gleap_etl::emulator::{Emulator, EmulatorConfig, FaultConfig};
 use gleap_etl::state::StateStore;
 use serde_json::Value;
 
-use crate::util::{Dir, Killer, Run, repo};
+use crate::util::{Dir, Killer, Run, output, read_text, repo, shipped_pipeline};
 
 const KEY: &str = "migration-key";
 const PROJECT: &str = "65a0000000000000000000ee";
@@ -66,10 +65,7 @@ async fn migrate(
             killer.run_until_killed(cmd, done + rng.u64(3..40)).await;
         }
     }
-    let mut cmd = command(pipeline, dir_var, samples, state, &emulator);
-    let run = tokio::task::spawn_blocking(move || Run::from(cmd.output().unwrap()))
-        .await
-        .unwrap();
+    let run = output(command(pipeline, dir_var, samples, state, &emulator)).await;
     (emulator, run)
 }
 
@@ -80,37 +76,15 @@ fn command(
     state: &Path,
     emulator: &Emulator,
 ) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gleap-etl"));
-    cmd.args([
-        "run",
-        repo().join("pipelines").join(pipeline).to_str().unwrap(),
-        "--no-progress",
-    ])
-    .current_dir(repo())
-    .env("GLEAP_BASE_URL", emulator.base_url())
-    .env("GLEAP_API_KEY", KEY)
-    .env("GLEAP_PROJECT_ID", PROJECT)
-    .env("GLEAP_REQUESTS_PER_MINUTE", "600000")
-    .env(dir_var, repo().join("samples").join(samples))
-    .env("STATE_DIR", state)
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    let mut cmd = shipped_pipeline(pipeline, &[], emulator, KEY, PROJECT);
+    cmd.env(dir_var, repo().join("samples").join(samples))
+        .env("STATE_DIR", state);
     cmd
 }
 
 /// Every JSON document of a sample file (a whole-file document, or one per line; `.gz` too).
 fn documents(path: &Path) -> Vec<Value> {
-    let mut text = String::new();
-    let file = std::fs::File::open(path).unwrap();
-    if path.extension().is_some_and(|e| e == "gz") {
-        flate2::read::GzDecoder::new(file)
-            .read_to_string(&mut text)
-            .unwrap();
-    } else {
-        std::io::BufReader::new(file)
-            .read_to_string(&mut text)
-            .unwrap();
-    }
+    let text = read_text(path);
     match serde_json::from_str::<Value>(&text) {
         Ok(v) => vec![v],
         Err(_) => text

@@ -49,14 +49,7 @@ impl Migration {
 
 fn migrate(dir: &Dir, pipeline: &str, env: &[(&str, &str)]) -> Migration {
     let report = dir.join("report.json");
-    let mut cmd = dir.cmd(&[
-        "run",
-        pipeline,
-        "--emulator",
-        "--no-progress",
-        "--report",
-        report.to_str().unwrap(),
-    ]);
+    let mut cmd = dir.emulated_run(pipeline, &report);
     cmd.current_dir(repo()).env("STATE_DIR", dir.join("state"));
     for (k, v) in env {
         cmd.env(k, v);

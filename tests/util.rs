@@ -66,6 +66,89 @@ impl Dir {
             .env("STATE_DIR", self.join("state"));
         Run::from(cmd.output().expect("gleap-etl runs"))
     }
+
+    /// `gleap-etl run --emulator --no-progress --report REPORT` of `pipeline`, run in this
+    /// directory.
+    pub fn emulated_run(&self, pipeline: &str, report: &Path) -> Command {
+        self.cmd(&[
+            "run",
+            pipeline,
+            "--emulator",
+            "--no-progress",
+            "--report",
+            report.to_str().unwrap(),
+        ])
+    }
+}
+
+/// `gleap-etl run <repo>/pipelines/PIPELINE --no-progress EXTRA..` run in the repository
+/// against `emulator` with the key and project given (no request rate limit), its output
+/// captured.
+pub fn shipped_pipeline(
+    pipeline: &str,
+    extra: &[&str],
+    emulator: &gleap_etl::emulator::Emulator,
+    key: &str,
+    project: &str,
+) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gleap-etl"));
+    cmd.args([
+        "run",
+        repo().join("pipelines").join(pipeline).to_str().unwrap(),
+        "--no-progress",
+    ])
+    .args(extra)
+    .current_dir(repo())
+    .env("GLEAP_BASE_URL", emulator.base_url())
+    .env("GLEAP_API_KEY", key)
+    .env("GLEAP_PROJECT_ID", project)
+    .env("GLEAP_REQUESTS_PER_MINUTE", "600000")
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    cmd
+}
+
+/// Runs `cmd` off the async runtime and gives what it did.
+pub async fn output(mut cmd: Command) -> Run {
+    tokio::task::spawn_blocking(move || Run::from(cmd.output().unwrap()))
+        .await
+        .unwrap()
+}
+
+/// Runs `cmd` (output discarded) off the async runtime, its pid in `pid` while it runs (for
+/// a kill hook); gives how it ended.
+pub async fn run_with_pid(
+    mut cmd: Command,
+    pid: std::sync::Arc<std::sync::atomic::AtomicU32>,
+) -> std::process::ExitStatus {
+    tokio::task::spawn_blocking(move || {
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        pid.store(child.id(), std::sync::atomic::Ordering::SeqCst);
+        child.wait().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+/// The text of a file, unzipped if its name ends in `.gz`.
+pub fn read_text(path: &Path) -> String {
+    use std::io::Read;
+    let mut text = String::new();
+    let file = std::fs::File::open(path).unwrap();
+    if path.extension().is_some_and(|e| e == "gz") {
+        flate2::read::GzDecoder::new(file)
+            .read_to_string(&mut text)
+            .unwrap();
+    } else {
+        std::io::BufReader::new(file)
+            .read_to_string(&mut text)
+            .unwrap();
+    }
+    text
 }
 
 /// What a command did.
@@ -262,21 +345,10 @@ impl Killer {
 
     /// Runs `cmd` (output discarded) with the kill armed for request `at`; asserts that it
     /// ended by SIGKILL.
-    pub async fn run_until_killed(&self, mut cmd: Command, at: u64) {
+    pub async fn run_until_killed(&self, cmd: Command, at: u64) {
         use std::sync::atomic::Ordering;
         self.kill_at.store(at, Ordering::SeqCst);
-        let pid = self.pid.clone();
-        let status = tokio::task::spawn_blocking(move || {
-            let mut child = cmd
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap();
-            pid.store(child.id(), Ordering::SeqCst);
-            child.wait().unwrap()
-        })
-        .await
-        .unwrap();
+        let status = run_with_pid(cmd, self.pid.clone()).await;
         assert_eq!(
             std::os::unix::process::ExitStatusExt::signal(&status),
             Some(9),

@@ -175,8 +175,13 @@ fn check_localized(body: &Doc) -> Result<(), String> {
 }
 
 /// The body of a request, checked: unknown fields dropped (and counted), wrong types and
-/// unlocalized fields a 400.
-fn checked(app: &App, entity: &str, fields: &[Field], bytes: &Bytes) -> Result<Doc, Box<Response>> {
+/// unlocalized fields a 400; with the time now, for its timestamps.
+fn checked(
+    app: &App,
+    entity: &str,
+    fields: &[Field],
+    bytes: &Bytes,
+) -> Result<(Doc, String), Box<Response>> {
     let bad = |m: String| Box::new(error(StatusCode::BAD_REQUEST, m));
     let value: Value =
         serde_json::from_slice(bytes).map_err(|e| bad(format!("Invalid JSON body: {e}")))?;
@@ -188,7 +193,7 @@ fn checked(app: &App, entity: &str, fields: &[Field], bytes: &Bytes) -> Result<D
         app.lock().stats.dropped(entity, &c.dropped);
     }
     check_localized(&c.body).map_err(|e| bad(format!("Validation failed: {e}")))?;
-    Ok(c.body)
+    Ok((c.body, format_timestamp(&app.clock.now())))
 }
 
 fn ok(doc: &Doc) -> Response {
@@ -228,11 +233,10 @@ pub fn routes() -> Router<Arc<App>> {
 }
 
 async fn create_collection(State(app): State<Arc<App>>, bytes: Bytes) -> Response {
-    let mut doc = match checked(&app, "helpcenter_collections", COLLECTION_FIELDS, &bytes) {
+    let (mut doc, now) = match checked(&app, "helpcenter_collections", COLLECTION_FIELDS, &bytes) {
         Ok(d) => d,
         Err(r) => return *r,
     };
-    let now = format_timestamp(&app.clock.now());
     let mut shared = app.lock();
     let help = &mut shared.store.help;
     if let Err((status, m)) = help.check_parent(&doc, None) {
@@ -299,11 +303,10 @@ async fn update_collection(
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Response {
-    let doc = match checked(&app, "helpcenter_collections", COLLECTION_FIELDS, &bytes) {
+    let (doc, now) = match checked(&app, "helpcenter_collections", COLLECTION_FIELDS, &bytes) {
         Ok(d) => d,
         Err(r) => return *r,
     };
-    let now = format_timestamp(&app.clock.now());
     let mut shared = app.lock();
     let help = &mut shared.store.help;
     if !help.collections.contains_key(&id) {
@@ -341,11 +344,10 @@ async fn create_article(
     Path(collection): Path<String>,
     bytes: Bytes,
 ) -> Response {
-    let mut doc = match checked(&app, "helpcenter_articles", ARTICLE_FIELDS, &bytes) {
+    let (mut doc, now) = match checked(&app, "helpcenter_articles", ARTICLE_FIELDS, &bytes) {
         Ok(d) => d,
         Err(r) => return *r,
     };
-    let now = format_timestamp(&app.clock.now());
     let mut shared = app.lock();
     let help = &mut shared.store.help;
     if !help.collections.contains_key(&collection) {
@@ -414,39 +416,17 @@ async fn update_article(
     Path((collection, id)): Path<(String, String)>,
     bytes: Bytes,
 ) -> Response {
-    let mut doc = match checked(&app, "helpcenter_articles", ARTICLE_FIELDS, &bytes) {
+    let (mut doc, now) = match checked(&app, "helpcenter_articles", ARTICLE_FIELDS, &bytes) {
         Ok(d) => d,
         Err(r) => return *r,
     };
-    let now = format_timestamp(&app.clock.now());
-    let mut shared = app.lock();
-    let help = &mut shared.store.help;
     let target = doc
         .remove("newCollectionId")
         .and_then(|v| v.as_str().map(str::to_string));
-    if let Some(t) = &target
-        && !help.collections.contains_key(t)
-    {
-        return not_found("Collection");
-    }
     // Where an article lives is changed by a move, not by a field of the update.
     doc.remove("helpcenterCollection");
     doc.remove("docId");
-    let stored = match article_in(help, &collection, &id) {
-        Ok(a) => a,
-        Err(r) => return *r,
-    };
-    for (k, v) in doc {
-        stored.insert(k, v);
-    }
-    if let Some(t) = target {
-        stored.insert("helpcenterCollection".into(), json!(t));
-    }
-    stored.insert("updatedAt".into(), json!(now));
-    let out = stored.clone();
-    drop(shared);
-    written(&app);
-    ok(&out)
+    change_article(&app, &collection, &id, doc, target, Some(now))
 }
 
 async fn move_article(
@@ -460,19 +440,42 @@ async fn move_article(
     let Some(target) = target else {
         return error(StatusCode::BAD_REQUEST, "newCollectionId is required");
     };
+    change_article(&app, &collection, &id, Doc::new(), Some(target), None)
+}
+
+/// Article `id` of collection `collection` given the fields of `doc`, moved to collection
+/// `target` (a 404 if there is none such) and its `updatedAt` set to `now` when given.
+fn change_article(
+    app: &App,
+    collection: &str,
+    id: &str,
+    doc: Doc,
+    target: Option<String>,
+    now: Option<String>,
+) -> Response {
     let mut shared = app.lock();
     let help = &mut shared.store.help;
-    if !help.collections.contains_key(&target) {
+    if let Some(t) = &target
+        && !help.collections.contains_key(t)
+    {
         return not_found("Collection");
     }
-    let stored = match article_in(help, &collection, &id) {
+    let stored = match article_in(help, collection, id) {
         Ok(a) => a,
         Err(r) => return *r,
     };
-    stored.insert("helpcenterCollection".into(), json!(target));
+    for (k, v) in doc {
+        stored.insert(k, v);
+    }
+    if let Some(t) = target {
+        stored.insert("helpcenterCollection".into(), json!(t));
+    }
+    if let Some(now) = now {
+        stored.insert("updatedAt".into(), json!(now));
+    }
     let out = stored.clone();
     drop(shared);
-    written(&app);
+    written(app);
     ok(&out)
 }
 

@@ -363,24 +363,8 @@ fn too_large(size: u64, max: u64) -> String {
     )
 }
 
-/// A transport error, without the URL (it may carry a signature) or any header.
+/// A transport error, without the URL (it may carry a signature) or any header (a broken
+/// body is "the connection failed": the caller says the download broke off).
 fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else {
-        "the connection failed"
-    };
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
-    let mut detail = String::new();
-    while let Some(s) = source {
-        detail = s.to_string();
-        source = s.source();
-    }
-    if detail.is_empty() {
-        kind.to_string()
-    } else {
-        format!("{kind} ({detail})")
-    }
+    crate::gleap::client::describe_transport(e, false)
 }

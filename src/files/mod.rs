@@ -347,6 +347,16 @@ impl Rehoster {
         self.inner.counters.snapshot()
     }
 
+    /// The report's `files` entry: the run's counts and the upload requests.
+    pub fn report_detail(&self) -> Value {
+        let mut files = serde_json::to_value(self.stats()).unwrap_or_default();
+        let (sent, rate_limited, retries) = self.upload_requests();
+        files["upload_requests"] = json!(sent);
+        files["upload_rate_limited"] = json!(rate_limited);
+        files["upload_retries"] = json!(retries);
+        files
+    }
+
     /// Stops sending uploads that have not gone out yet (the stream stops).
     pub fn stop(&self) {
         self.inner.counters.stopped.store(true, Ordering::Relaxed);

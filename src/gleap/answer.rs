@@ -121,9 +121,19 @@ pub fn is_note(doc: &Value) -> bool {
 /// and hard breaks as line breaks), with runs of whitespace made one space and trimmed: what
 /// two forms of the same message have in common.
 pub fn content_text(content: &Value) -> String {
-    fn walk(node: &Value, out: &mut String) {
+    text_lines(content, true)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The text nodes of a TipTap document, each block ended by a line break and hard breaks as
+/// line breaks. `loose`: strings and arrays met on the way are text too (a message content
+/// may be either); else only objects are read.
+pub fn text_lines(doc: &Value, loose: bool) -> String {
+    fn walk(node: &Value, out: &mut String, loose: bool) {
         match node {
-            Value::String(s) => out.push_str(s),
+            Value::String(s) if loose => out.push_str(s),
             Value::Object(o) => {
                 match o.get("type").and_then(Value::as_str) {
                     Some("text") => {
@@ -136,18 +146,20 @@ pub fn content_text(content: &Value) -> String {
                 }
                 if let Some(Value::Array(children)) = o.get("content") {
                     for child in children {
-                        walk(child, out);
+                        walk(child, out, loose);
                     }
-                    out.push('\n');
+                    if !out.ends_with('\n') {
+                        out.push('\n');
+                    }
                 }
             }
-            Value::Array(items) => items.iter().for_each(|i| walk(i, out)),
+            Value::Array(items) if loose => items.iter().for_each(|i| walk(i, out, loose)),
             _ => {}
         }
     }
-    let mut raw = String::new();
-    walk(content, &mut raw);
-    raw.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut out = String::new();
+    walk(doc, &mut out, loose);
+    out
 }
 
 /// Whether two message contents say the same: equal as JSON, or equal as text (a string sent

@@ -836,11 +836,18 @@ fn message_of(body: &Value) -> String {
 
 /// A transport error, without the URL's query or any header.
 fn describe(e: &reqwest::Error) -> String {
+    describe_transport(e, true)
+}
+
+/// A transport error, without the URL (it may carry a signature) or any header: what kind
+/// (a body or decode error named as such with `name_broken_answer`, else "the connection
+/// failed") and its innermost cause.
+pub(crate) fn describe_transport(e: &reqwest::Error, name_broken_answer: bool) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
         "could not connect"
-    } else if e.is_body() || e.is_decode() {
+    } else if name_broken_answer && (e.is_body() || e.is_decode()) {
         "the answer broke off"
     } else {
         "the connection failed"

@@ -448,6 +448,23 @@ fn count_loose_parts<'a>(objects: impl Iterator<Item = &'a Object>) -> HashMap<S
 // ---- values ----
 
 /// An id as a string: strings as they are, integers written out.
+/// The object `value` and its id, else why not (`what`: "a contact") and `value`.
+fn object_with_id(
+    value: Value,
+    what: &str,
+) -> std::result::Result<(Map<String, Value>, String), (String, Value)> {
+    let Value::Object(o) = value else {
+        return Err((
+            format!("{what} that is {}, not an object", kind_of(&value)),
+            value,
+        ));
+    };
+    let Some(id) = id_string(o.get("id")) else {
+        return Err((format!("{what} without an id"), Value::Object(o)));
+    };
+    Ok((o, id))
+}
+
 fn id_string(v: Option<&Value>) -> Option<String> {
     match v? {
         Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
@@ -623,15 +640,7 @@ fn object_or_empty(v: Option<&Value>) -> Value {
 // ---- contacts ----
 
 fn contact(value: Value, known: &Names) -> Found {
-    let Value::Object(c) = value else {
-        return Err((
-            format!("a contact that is {}, not an object", kind_of(&value)),
-            value,
-        ));
-    };
-    let Some(id) = id_string(c.get("id")) else {
-        return Err(("a contact without an id".into(), Value::Object(c)));
-    };
+    let (c, id) = object_with_id(value, "a contact")?;
     let external_id = id_string(c.get("external_id"));
     let key = external_id
         .clone()
@@ -696,15 +705,7 @@ fn contact(value: Value, known: &Names) -> Found {
 // ---- admins ----
 
 fn admin(value: Value) -> Found {
-    let Value::Object(a) = value else {
-        return Err((
-            format!("an admin that is {}, not an object", kind_of(&value)),
-            value,
-        ));
-    };
-    let Some(id) = id_string(a.get("id")) else {
-        return Err(("an admin without an id".into(), Value::Object(a)));
-    };
+    let (a, id) = object_with_id(value, "an admin")?;
     let mut r = Record::new();
     r.insert("id".into(), Value::String(id));
     r.insert("name".into(), text(a.get("name")));
@@ -729,15 +730,7 @@ fn is_customer(author_type: Option<&str>) -> bool {
 /// `loose` gives the number of loose parts (Airbyte `conversation_parts`) the file holds for a
 /// conversation id.
 fn conversation(value: Value, loose: impl Fn(&str) -> u64, known: &Names) -> Found {
-    let Value::Object(c) = value else {
-        return Err((
-            format!("a conversation that is {}, not an object", kind_of(&value)),
-            value,
-        ));
-    };
-    let Some(id) = id_string(c.get("id")) else {
-        return Err(("a conversation without an id".into(), Value::Object(c)));
-    };
+    let (c, id) = object_with_id(value, "a conversation")?;
     let source = opening(&c);
     let title = text(c.get("title"))
         .as_str()
@@ -1021,8 +1014,12 @@ mod tests {
 
     /// Every item of `entity` in the files `pattern` names.
     fn read(entity: &str, pattern: &str) -> Vec<Item> {
-        let config: IntercomSourceConfig =
-            serde_json::from_value(json!({"path": pattern, "entity": entity})).unwrap();
+        read_config(json!({"path": pattern, "entity": entity}))
+    }
+
+    /// Every item the source `config` gives.
+    fn read_config(config: Value) -> Vec<Item> {
+        let config: IntercomSourceConfig = serde_json::from_value(config).unwrap();
         config
             .open()
             .unwrap()
@@ -1211,23 +1208,11 @@ mod tests {
             r#"{"type": "conversation", "id": "1", "tags": {"type": "tag.list", "tags": [{"type": "tag", "id": "9"}, {"type": "tag", "id": "7002", "name": "onboarding"}]}}"#,
         );
         let read_named = |entity: &str, pattern: &str| {
-            let config: IntercomSourceConfig = serde_json::from_value(json!({
+            records(&read_config(json!({
                 "path": dir.path().join(pattern).display().to_string(),
                 "entity": entity,
                 "names_from": format!("{}/*.json", dir.path().display()),
-            }))
-            .unwrap();
-            records(
-                &config
-                    .open()
-                    .unwrap()
-                    .items
-                    .map(|i| match i.unwrap() {
-                        SourceItem::Record(r, p) => Ok((Value::Object(r), p)),
-                        SourceItem::Rejected(r) => Err(Box::new(r)),
-                    })
-                    .collect::<Vec<Item>>(),
-            )
+            })))
         };
         let c = &read_named("contacts", "contacts.json")[0];
         assert_eq!(

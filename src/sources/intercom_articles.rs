@@ -21,10 +21,10 @@ use std::sync::atomic::AtomicU64;
 
 use serde_json::{Map, Value, json};
 
-use super::zendesk_guide::{read_all, whole_files_source};
-use super::{OpenedSource, Rejected, SourceItem};
+use super::zendesk_guide::{Found, id_text, read_objects, records_by_id, whole_files_source};
+use super::{OpenedSource, SourceItem};
 use crate::error::Result;
-use crate::record::{Position, Record, epoch_to_timestamp, format_timestamp};
+use crate::record::{Record, epoch_to_timestamp, format_timestamp};
 
 /// What an Intercom Articles stream reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,73 +39,45 @@ pub fn open(files: Vec<PathBuf>, kind: ArticlesKind) -> OpenedSource {
 }
 
 fn read(files: &[PathBuf], done: &Arc<AtomicU64>, kind: ArticlesKind) -> Result<Vec<SourceItem>> {
-    let mut found: Vec<(Value, Position)> = Vec::new();
-    let mut invalid = Vec::new();
-    let rejected = read_all(files, done, |value, position| {
-        let mut docs = vec![value];
-        while let Some(doc) = docs.pop() {
-            match doc {
-                Value::Array(items) => docs.extend(items.into_iter().rev()),
-                Value::Object(mut o) => {
-                    // Airbyte records.
-                    if let (Some(Value::Object(_)), Some(_)) = (o.get("data"), o.get("stream")) {
-                        docs.push(o.remove("data").expect("checked"));
-                        continue;
-                    }
-                    if let Some(Value::Array(_)) = o.get("data") {
-                        docs.push(o.remove("data").expect("checked"));
-                        continue;
-                    }
-                    // Collections are answered without a `type` (2.x); sections and
-                    // articles with one.
-                    let kind_of = o.get("type").and_then(Value::as_str);
-                    let has = |k: &str| o.contains_key(k);
-                    let wanted = match (kind, kind_of) {
-                        (ArticlesKind::Collections, Some(t)) => {
-                            matches!(t, "collection" | "section")
-                        }
-                        (ArticlesKind::Collections, None) => has("id") && has("name"),
-                        (ArticlesKind::Articles, Some(t)) => t == "article",
-                        (ArticlesKind::Articles, None) => has("id") && has("title") && has("body"),
-                    };
-                    if wanted {
-                        found.push((Value::Object(o), position.clone()));
-                    }
-                }
-                other => invalid.push(Rejected {
-                    position: position.clone(),
-                    record: other,
-                    reason: "not a JSON object".into(),
-                }),
+    let mut found: Vec<Found> = Vec::new();
+    let rejected = read_objects(files, done, |mut o, position, docs, _| {
+        // Airbyte records.
+        if let (Some(Value::Object(_)), Some(_)) = (o.get("data"), o.get("stream")) {
+            docs.push(o.remove("data").expect("checked"));
+            return;
+        }
+        if let Some(Value::Array(_)) = o.get("data") {
+            docs.push(o.remove("data").expect("checked"));
+            return;
+        }
+        // Collections are answered without a `type` (2.x); sections and
+        // articles with one.
+        let kind_of = o.get("type").and_then(Value::as_str);
+        let has = |k: &str| o.contains_key(k);
+        let wanted = match (kind, kind_of) {
+            (ArticlesKind::Collections, Some(t)) => {
+                matches!(t, "collection" | "section")
             }
+            (ArticlesKind::Collections, None) => has("id") && has("name"),
+            (ArticlesKind::Articles, Some(t)) => t == "article",
+            (ArticlesKind::Articles, None) => has("id") && has("title") && has("body"),
+        };
+        if wanted {
+            found.push(Found {
+                value: Value::Object(o),
+                position: position.clone(),
+            });
         }
     })?;
-    let mut items: Vec<SourceItem> = rejected
-        .into_iter()
-        .chain(invalid)
-        .map(SourceItem::Rejected)
-        .collect();
-    let mut seen = std::collections::HashSet::new();
-    for (value, position) in found {
-        let Value::Object(o) = value else { continue };
-        let Some(id) = o.get("id").and_then(id_text) else {
-            items.push(SourceItem::Rejected(Rejected {
-                position,
-                record: Value::Object(o),
-                reason: "an object without an `id`".into(),
-            }));
-            continue;
-        };
-        if !seen.insert(id.clone()) {
-            continue;
-        }
-        let record = match kind {
+    Ok(records_by_id(
+        rejected,
+        found,
+        "an object without an `id`",
+        |id, o| match kind {
             ArticlesKind::Collections => collection(id, o),
             ArticlesKind::Articles => article(id, o),
-        };
-        items.push(SourceItem::Record(record, position));
-    }
-    Ok(items)
+        },
+    ))
 }
 
 /// `{locale: value}` of `field` from the object (under `locale`) and its
@@ -134,7 +106,9 @@ fn localized(o: &Map<String, Value>, locale: &str, fields: &[&str]) -> Value {
     Value::Object(out)
 }
 
-fn collection(id: String, mut o: Map<String, Value>) -> Record {
+/// A record of `id`, `title` (from the first of `title_fields` given) and `description`,
+/// and the object's locale (`default_locale`, else `en`).
+fn localized_record(id: String, o: &Map<String, Value>, title_fields: &[&str]) -> (Record, String) {
     let locale = o
         .get("default_locale")
         .and_then(Value::as_str)
@@ -142,49 +116,44 @@ fn collection(id: String, mut o: Map<String, Value>) -> Record {
         .to_string();
     let mut r = Record::new();
     r.insert("id".into(), json!(id));
-    r.insert("title".into(), localized(&o, &locale, &["name", "title"]));
+    r.insert("title".into(), localized(o, &locale, title_fields));
     r.insert(
         "description".into(),
-        localized(&o, &locale, &["description"]),
+        localized(o, &locale, &["description"]),
     );
+    (r, locale)
+}
+
+/// Copies `keys` of `o` that are there and not null to `r`.
+fn keep(r: &mut Record, o: &mut Map<String, Value>, keys: &[&str]) {
+    for key in keys {
+        if let Some(v) = o.remove(*key).filter(|v| !v.is_null()) {
+            r.insert((*key).into(), v);
+        }
+    }
+}
+
+fn collection(id: String, mut o: Map<String, Value>) -> Record {
+    let (mut r, locale) = localized_record(id, &o, &["name", "title"]);
     if let Some(p) = o.get("parent_id").and_then(id_text) {
         r.insert("parent".into(), json!(p));
     }
     let kind = o.remove("type").unwrap_or_else(|| json!("collection"));
     r.insert("kind".into(), kind);
-    for key in ["icon", "url", "order"] {
-        if let Some(v) = o.remove(key).filter(|v| !v.is_null()) {
-            r.insert(key.into(), v);
-        }
-    }
+    keep(&mut r, &mut o, &["icon", "url", "order"]);
     r.insert("locale".into(), json!(locale));
     r
 }
 
 fn article(id: String, mut o: Map<String, Value>) -> Record {
-    let locale = o
-        .get("default_locale")
-        .and_then(Value::as_str)
-        .unwrap_or("en")
-        .to_string();
-    let mut r = Record::new();
-    r.insert("id".into(), json!(id));
-    r.insert("title".into(), localized(&o, &locale, &["title"]));
-    r.insert(
-        "description".into(),
-        localized(&o, &locale, &["description"]),
-    );
+    let (mut r, locale) = localized_record(id, &o, &["title"]);
     r.insert("body".into(), localized(&o, &locale, &["body"]));
     if let Some(p) = o.get("parent_id").and_then(id_text) {
         r.insert("collection".into(), json!(p));
     }
     let state = o.get("state").and_then(Value::as_str).unwrap_or("draft");
     r.insert("draft".into(), json!(state != "published"));
-    for key in ["parent_type", "url", "author_id"] {
-        if let Some(v) = o.remove(key).filter(|v| !v.is_null()) {
-            r.insert(key.into(), v);
-        }
-    }
+    keep(&mut r, &mut o, &["parent_type", "url", "author_id"]);
     for key in ["created_at", "updated_at"] {
         let t = match o.get(key) {
             Some(Value::Number(n)) => n
@@ -200,14 +169,6 @@ fn article(id: String, mut o: Map<String, Value>) -> Record {
     }
     r.insert("locale".into(), json!(locale));
     r
-}
-
-fn id_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

@@ -87,6 +87,65 @@ pub fn read_all(
     Ok(rejected)
 }
 
+/// Reads every document of `files` as [`read_all`] does, arrays taken element by element:
+/// each object goes to `visit` with its position, the stack of documents still to read (to
+/// push what it unwraps) and the rejected list; anything else is rejected as not a JSON
+/// object. Gives the documents that were not JSON, then the rest rejected.
+pub fn read_objects(
+    files: &[PathBuf],
+    done: &Arc<AtomicU64>,
+    mut visit: impl FnMut(Map<String, Value>, &Position, &mut Vec<Value>, &mut Vec<Rejected>),
+) -> Result<Vec<Rejected>> {
+    let mut invalid = Vec::new();
+    let rejected = read_all(files, done, |value, position| {
+        let mut docs = vec![value];
+        while let Some(doc) = docs.pop() {
+            match doc {
+                Value::Array(items) => docs.extend(items.into_iter().rev()),
+                Value::Object(o) => visit(o, &position, &mut docs, &mut invalid),
+                other => invalid.push(Rejected {
+                    position: position.clone(),
+                    record: other,
+                    reason: "not a JSON object".into(),
+                }),
+            }
+        }
+    })?;
+    Ok(rejected.into_iter().chain(invalid).collect())
+}
+
+/// The items of a help-centre stream: `rejected` first, then a record made by `record` of
+/// each object found, the first of each `id` (later ones are skipped); an object without an
+/// `id` is rejected with `no_id` as the reason.
+pub fn records_by_id(
+    rejected: Vec<Rejected>,
+    objects: Vec<Found>,
+    no_id: &str,
+    mut record: impl FnMut(String, Map<String, Value>) -> Record,
+) -> Vec<SourceItem> {
+    let mut items: Vec<SourceItem> = rejected.into_iter().map(SourceItem::Rejected).collect();
+    let mut seen = std::collections::HashSet::new();
+    for Found { value, position } in objects {
+        let Value::Object(o) = value else {
+            continue;
+        };
+        let Some(id) = o.get("id").and_then(id_text) else {
+            items.push(SourceItem::Rejected(Rejected {
+                position,
+                record: Value::Object(o),
+                reason: no_id.to_string(),
+            }));
+            continue;
+        };
+        // The same object in several pages (Guide: one per locale): the first is the record.
+        if !seen.insert(id.clone()) {
+            continue;
+        }
+        items.push(SourceItem::Record(record(id, o), position));
+    }
+    items
+}
+
 /// A source whose items are made, on first read, from all its files by `build`.
 pub fn whole_files_source(
     files: Vec<PathBuf>,
@@ -122,7 +181,6 @@ fn read(files: &[PathBuf], done: &Arc<AtomicU64>, kind: GuideKind) -> Result<Vec
     let (page_key, one_key, source_type) = kind.keys();
     let mut objects: Vec<Found> = Vec::new();
     let mut translations: HashMap<String, Vec<Value>> = HashMap::new();
-    let mut invalid: Vec<Rejected> = Vec::new();
     let add_translation = |t: Value, translations: &mut HashMap<String, Vec<Value>>| {
         let of_kind = t
             .get("source_type")
@@ -132,91 +190,60 @@ fn read(files: &[PathBuf], done: &Arc<AtomicU64>, kind: GuideKind) -> Result<Vec
             translations.entry(id).or_default().push(t);
         }
     };
-    let rejected = read_all(files, done, |value, position| {
-        let mut docs = vec![value];
-        while let Some(doc) = docs.pop() {
-            match doc {
-                Value::Array(items) => docs.extend(items.into_iter().rev()),
-                Value::Object(mut o) => {
-                    let list = |o: &mut Map<String, Value>, key: &str| match o.remove(key) {
-                        Some(Value::Array(items)) => items,
-                        Some(one @ Value::Object(_)) => vec![one],
-                        _ => Vec::new(),
-                    };
-                    if o.contains_key("id") && !o.contains_key(page_key) {
-                        // A record itself (JSON lines, an element of an array).
-                        if o.contains_key("source_id") && o.contains_key("source_type") {
-                            add_translation(Value::Object(o), &mut translations);
-                        } else {
-                            objects.push(Found {
-                                value: Value::Object(o),
-                                position: position.clone(),
-                            });
-                        }
-                        continue;
-                    }
-                    for t in list(&mut o, "translations")
-                        .into_iter()
-                        .chain(list(&mut o, "translation"))
-                    {
-                        add_translation(t, &mut translations);
-                    }
-                    for item in list(&mut o, page_key)
-                        .into_iter()
-                        .chain(list(&mut o, one_key))
-                    {
-                        match item {
-                            Value::Object(_) => objects.push(Found {
-                                value: item,
-                                position: position.clone(),
-                            }),
-                            other => invalid.push(Rejected {
-                                position: position.clone(),
-                                record: other,
-                                reason: format!("an element of `{page_key}` is not a JSON object"),
-                            }),
-                        }
-                    }
-                }
+    let rejected = read_objects(files, done, |mut o, position, _, invalid| {
+        let list = |o: &mut Map<String, Value>, key: &str| match o.remove(key) {
+            Some(Value::Array(items)) => items,
+            Some(one @ Value::Object(_)) => vec![one],
+            _ => Vec::new(),
+        };
+        if o.contains_key("id") && !o.contains_key(page_key) {
+            // A record itself (JSON lines, an element of an array).
+            if o.contains_key("source_id") && o.contains_key("source_type") {
+                add_translation(Value::Object(o), &mut translations);
+            } else {
+                objects.push(Found {
+                    value: Value::Object(o),
+                    position: position.clone(),
+                });
+            }
+            return;
+        }
+        for t in list(&mut o, "translations")
+            .into_iter()
+            .chain(list(&mut o, "translation"))
+        {
+            add_translation(t, &mut translations);
+        }
+        for item in list(&mut o, page_key)
+            .into_iter()
+            .chain(list(&mut o, one_key))
+        {
+            match item {
+                Value::Object(_) => objects.push(Found {
+                    value: item,
+                    position: position.clone(),
+                }),
                 other => invalid.push(Rejected {
                     position: position.clone(),
                     record: other,
-                    reason: "not a JSON object".into(),
+                    reason: format!("an element of `{page_key}` is not a JSON object"),
                 }),
             }
         }
     })?;
-    let mut items: Vec<SourceItem> = rejected
-        .into_iter()
-        .chain(invalid)
-        .map(SourceItem::Rejected)
-        .collect();
-    let mut seen = std::collections::HashSet::new();
-    for Found { value, position } in objects {
-        let Value::Object(mut o) = value else {
-            continue;
-        };
-        let Some(id) = o.get("id").and_then(id_text) else {
-            items.push(SourceItem::Rejected(Rejected {
-                position,
-                record: Value::Object(o),
-                reason: format!("an element of `{page_key}` without an `id`"),
-            }));
-            continue;
-        };
-        // The same object in several pages (one per locale): the first is the record; the
-        // others are translations.
-        if !seen.insert(id.clone()) {
-            continue;
-        }
-        let mut own: Vec<Value> = match o.remove("translations") {
-            Some(Value::Array(t)) => t,
-            _ => Vec::new(),
-        };
-        own.extend(translations.remove(&id).unwrap_or_default());
-        items.push(SourceItem::Record(record(kind, id, o, own), position));
-    }
-    Ok(items)
+    Ok(records_by_id(
+        rejected,
+        objects,
+        &format!("an element of `{page_key}` without an `id`"),
+        |id, mut o| {
+            let mut own: Vec<Value> = match o.remove("translations") {
+                Some(Value::Array(t)) => t,
+                _ => Vec::new(),
+            };
+            own.extend(translations.remove(&id).unwrap_or_default());
+            record(kind, id, o, own)
+        },
+    ))
 }
 
 /// A record with its localized fields: the object's own locale first, then each
@@ -314,7 +341,7 @@ fn record(
     r
 }
 
-fn id_text(v: &Value) -> Option<String> {
+pub(super) fn id_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),

@@ -254,29 +254,7 @@ pub fn prepare(
 /// The text of a TipTap document, blocks on lines of their own (Gleap's search reads
 /// `plainContent`).
 fn plain_text(doc: &Value) -> String {
-    fn walk(node: &Value, out: &mut String) {
-        let Value::Object(o) = node else { return };
-        match o.get("type").and_then(Value::as_str) {
-            Some("text") => {
-                if let Some(t) = o.get("text").and_then(Value::as_str) {
-                    out.push_str(t);
-                }
-            }
-            Some("hardBreak") => out.push('\n'),
-            _ => {}
-        }
-        if let Some(Value::Array(children)) = o.get("content") {
-            for child in children {
-                walk(child, out);
-            }
-            if !out.ends_with('\n') {
-                out.push('\n');
-            }
-        }
-    }
-    let mut out = String::new();
-    walk(doc, &mut out);
-    out.trim().to_string()
+    answer::text_lines(doc, false).trim().to_string()
 }
 
 /// Where an article lives in Gleap: its collection, its id and its `docId` (the number of
@@ -1163,12 +1141,7 @@ impl Sink for HelpCentreSink {
             "concurrency": self.client.concurrency(),
         });
         if let Some(rehoster) = &self.rehoster {
-            let mut files = serde_json::to_value(rehoster.stats()).unwrap_or_default();
-            let (sent, rate_limited, retries) = rehoster.upload_requests();
-            files["upload_requests"] = json!(sent);
-            files["upload_rate_limited"] = json!(rate_limited);
-            files["upload_retries"] = json!(retries);
-            detail["files"] = files;
+            detail["files"] = rehoster.report_detail();
         }
         if self.config.entity == Entity::Articles {
             detail["links_rewritten"] = json!(c.links_rewritten);

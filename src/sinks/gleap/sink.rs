@@ -1382,12 +1382,7 @@ impl Sink for GleapSink {
             detail["parent_gone"] = json!(c.parent_gone);
         }
         if let Some(rehoster) = &inner.rehoster {
-            let mut files = serde_json::to_value(rehoster.stats()).unwrap_or_default();
-            let (sent, rate_limited, retries) = rehoster.upload_requests();
-            files["upload_requests"] = json!(sent);
-            files["upload_rate_limited"] = json!(rate_limited);
-            files["upload_retries"] = json!(retries);
-            detail["files"] = files;
+            detail["files"] = rehoster.report_detail();
         }
         if let Some(agents) = &inner.agents {
             detail["agents"] = agents.summary();
