@@ -550,11 +550,11 @@ async fn rehost_samples(case: Case) {
         };
     }
     cmd.current_dir(repo())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     verify = cmd;
     let uploads_before = emulator.uploads().as_array().unwrap().len();
-    let checked = run(verify).await;
+    let checked = crate::util::output(verify).await;
     assert_eq!(checked.code, 0, "{checked:?}");
     assert!(checked.stdout.contains("\"ok\": true"), "{checked:?}");
     assert_eq!(emulator.uploads().as_array().unwrap().len(), uploads_before);

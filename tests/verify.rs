@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use gleap_etl::emulator::{Emulator, EmulatorConfig};
 use serde_json::{Value, json};
 
-use crate::util::{Api, Dir, Run, repo, write_helpdesk};
+use crate::util::{Api, Dir, Run, output, repo, write_helpdesk};
 
 const KEY: &str = "sk-live-TEST-verify-7c1d";
 const PROJECT: &str = "65a0000000000000000000dd";
@@ -31,12 +31,6 @@ fn command(emulator: &Emulator, dir: &Path, args: &[&str]) -> Command {
     cmd
 }
 
-async fn run(mut cmd: Command) -> Run {
-    tokio::task::spawn_blocking(move || Run::from(cmd.output().expect("gleap-etl runs")))
-        .await
-        .unwrap()
-}
-
 fn requests(emulator: &Emulator) -> u64 {
     emulator.stats()["total_requests"].as_u64().unwrap()
 }
@@ -46,7 +40,7 @@ async fn verify(emulator: &Emulator, dir: &Path, extra: &[&str]) -> (Run, Value,
     let before = requests(emulator);
     let mut args = vec!["verify", "--json"];
     args.extend(extra);
-    let out = run(command(emulator, dir, &args)).await;
+    let out = output(command(emulator, dir, &args)).await;
     let report: Value = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("verify --json prints JSON ({e}): {out:?}"));
     (out, report, requests(emulator) - before)
@@ -102,7 +96,7 @@ async fn verify_names_exactly_the_four_problems_of_a_corrupted_run() {
     let dir = Dir::new();
     // 12 contacts, 10 tickets of 3 comments: ticket i has M-(3i+1) .. M-(3i+3).
     write_helpdesk(&dir.join("data"), 12, 10, 3);
-    let first = run(command(&emulator, dir.path(), &["run", "--no-progress"])).await;
+    let first = output(command(&emulator, dir.path(), &["run", "--no-progress"])).await;
     assert_eq!(first.code, 0, "{first:?}");
 
     // A clean run: all arrived and equal, exit 0; 2 list pages of sessions (12, then an
@@ -244,7 +238,7 @@ async fn verify_names_exactly_the_four_problems_of_a_corrupted_run() {
     );
 
     // The table names the same problems for a person.
-    let table = run(command(&emulator, dir.path(), &["verify"])).await;
+    let table = output(command(&emulator, dir.path(), &["verify"])).await;
     assert_eq!(table.code, 1, "{table:?}");
     for line in [
         "messages M-000002 (ticket T-00000): missing",
@@ -290,7 +284,7 @@ async fn verify_names_copies_leftovers_and_records_never_sent() {
     let dir = Dir::new();
     // 4 tickets of 2 comments: ticket i has M-(2i+1) and M-(2i+2).
     write_helpdesk(&dir.join("data"), 6, 4, 2);
-    let first = run(command(&emulator, dir.path(), &["run", "--no-progress"])).await;
+    let first = output(command(&emulator, dir.path(), &["run", "--no-progress"])).await;
     assert_eq!(first.code, 0, "{first:?}");
 
     // In Gleap: a copy of M-000003's text on its ticket.
@@ -401,7 +395,7 @@ async fn a_sample_costs_list_pages_and_a_request_per_sampled_ticket() {
     let dir = Dir::new();
     write_helpdesk(&dir.join("data"), 1200, 1100, 2);
     let records = 1200 + 1100 + 2200;
-    let first = run(command(&emulator, dir.path(), &["run", "--no-progress"])).await;
+    let first = output(command(&emulator, dir.path(), &["run", "--no-progress"])).await;
     assert_eq!(first.code, 0, "{first:?}");
 
     let (out, report, sent) = verify(&emulator, dir.path(), &["--sample", "5"]).await;
@@ -461,7 +455,7 @@ async fn capped_pages_and_an_ignored_ticket_filter_change_no_verdict() {
     .unwrap();
     let dir = Dir::new();
     write_helpdesk(&dir.join("data"), 40, 10, 3);
-    let first = run(command(&emulator, dir.path(), &["run", "--no-progress"])).await;
+    let first = output(command(&emulator, dir.path(), &["run", "--no-progress"])).await;
     assert_eq!(first.code, 0, "{first:?}");
     let (out, report, _) = verify(&emulator, dir.path(), &[]).await;
     assert_eq!(out.code, 0, "{out:?}");
