@@ -1,4 +1,4 @@
-//! The command line: `validate`, `plan`, `run` and `schema`.
+//! The command line: `validate`, `plan`, `run`, `verify` and the rest.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -50,6 +50,11 @@ pub enum Command {
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },
+    /// Prove a migration: read the source again through the transforms and compare every
+    /// record with what Gleap holds (arrived and equal, missing, present twice, changed,
+    /// messages out of order, gone from the source). Exit 0 when all arrived and equal, 1
+    /// otherwise, 2 when it could not check.
+    Verify(VerifyArgs),
     /// Print the JSON Schema of the pipeline format (for editors).
     Schema,
     /// Run a local emulator of Gleap's API v3 (sessions, tickets, messages) for rehearsals,
@@ -59,6 +64,27 @@ pub enum Command {
     /// filters, index lag, what a second create does; creates one probe session, ticket and
     /// note, and deletes them. Exit 1 where a migration would go wrong.
     Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    pub pipeline: PathBuf,
+    /// The state directory, if not the pipeline's.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Check N random tickets message by message (text and order), the other tickets'
+    /// messages by counts (default: every ticket message by message, a request each).
+    #[arg(long, value_name = "N")]
+    pub sample: Option<usize>,
+    /// Seed of the sample (default: random), to check the same tickets again.
+    #[arg(long, requires = "sample")]
+    pub seed: Option<u64>,
+    /// Print the findings as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Verify what `run --emulator` wrote to the embedded emulator (<state_dir>/emulator.json).
+    #[arg(long)]
+    pub emulator: bool,
 }
 
 #[derive(Debug, Args)]
@@ -325,6 +351,7 @@ where
         Command::Emulator(args) => emulator(&args),
         Command::Export(args) => export(&args),
         Command::Doctor(args) => doctor(&args),
+        Command::Verify(args) => verify(&args),
         Command::Status {
             pipeline,
             state_dir,
@@ -902,6 +929,71 @@ fn doctor(args: &DoctorArgs) -> i32 {
     };
     match print_out(&text) {
         EXIT_OK if report.failed() => EXIT_DEAD_LETTERS,
+        code => code,
+    }
+}
+
+fn verify(args: &VerifyArgs) -> i32 {
+    let pipeline = match load(&args.pipeline) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let state_dir = pipeline.state_dir(args.state_dir.as_deref());
+    let mut emulator = None;
+    let mut gleap_target = None;
+    if args.emulator {
+        let data = state_dir.join("emulator.json");
+        if !data.exists() {
+            eprintln!(
+                "error: --emulator: no {} (run the pipeline with --emulator first)",
+                data.display()
+            );
+            return EXIT_FAILED;
+        }
+        let config = crate::emulator::EmulatorConfig {
+            quota: None,
+            data_file: Some(data),
+            ..Default::default()
+        };
+        match crate::emulator::BackgroundEmulator::start(config) {
+            Ok(e) => {
+                gleap_target = Some(engine::GleapTarget {
+                    base_url: e.base_url.clone(),
+                    api_key: crate::gleap::client::Secret::new(e.api_key.clone()),
+                    project: e.project.clone(),
+                });
+                emulator = Some(e);
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_FAILED;
+            }
+        }
+    }
+    let options = crate::verify::VerifyOptions {
+        state_dir: args.state_dir.clone(),
+        sample: args.sample,
+        seed: args.seed,
+        gleap_target,
+    };
+    let result = crate::verify::verify(&pipeline, &options, |estimate| {
+        eprintln!("verify {}: {}", pipeline.name(), estimate.describe());
+    });
+    drop(emulator);
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let text = if args.json {
+        serde_json::to_string_pretty(&report).expect("JSON") + "\n"
+    } else {
+        report.table()
+    };
+    match print_out(&text) {
+        EXIT_OK => report.exit_code(),
         code => code,
     }
 }

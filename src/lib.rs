@@ -17,5 +17,6 @@ pub mod sinks;
 pub mod sources;
 pub mod state;
 pub mod transforms;
+pub mod verify;
 
 pub use error::{Error, Result};

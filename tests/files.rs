@@ -536,6 +536,28 @@ async fn rehost_samples(case: Case) {
         .filter(|e| e.path().is_file())
         .collect();
     assert!(vault.len() >= expected_contents.len());
+
+    // `verify` compares the records with the Gleap URLs of their files, from the state
+    // store: all arrived and equal, and nothing downloaded or uploaded for it.
+    let mut verify = command(&case, &dump, &state, &emulator, &report_path);
+    let args: Vec<std::ffi::OsString> = verify.get_args().map(Into::into).collect();
+    let mut cmd = Command::new(verify.get_program());
+    cmd.arg("verify").arg(&args[1]).arg("--json");
+    for (k, v) in verify.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd.current_dir(repo())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    verify = cmd;
+    let uploads_before = emulator.uploads().as_array().unwrap().len();
+    let checked = crate::util::output(verify).await;
+    assert_eq!(checked.code, 0, "{checked:?}");
+    assert!(checked.stdout.contains("\"ok\": true"), "{checked:?}");
+    assert_eq!(emulator.uploads().as_array().unwrap().len(), uploads_before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

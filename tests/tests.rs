@@ -18,3 +18,4 @@ mod migrations;
 mod people;
 mod pipelines;
 mod validate;
+mod verify;

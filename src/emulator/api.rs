@@ -100,6 +100,13 @@ impl App {
         ids
     }
 
+    /// Swaps two messages of a ticket's conversation (see `Emulator::swap_messages`).
+    pub fn swap_messages(&self, ticket: &str, a: usize, b: usize) -> bool {
+        let swapped = self.lock().store.swap_messages(ticket, a, b);
+        self.dirty.store(true, Ordering::Relaxed);
+        swapped
+    }
+
     fn handled(&self, _route: &str) {
         let n = self.handled.fetch_add(1, Ordering::SeqCst) + 1;
         if let Some(hook) = &self.on_request {

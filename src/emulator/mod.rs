@@ -224,6 +224,13 @@ impl Emulator {
         self.app.touch_sessions(n)
     }
 
+    /// Swaps the messages at positions `a` and `b` (from 0) of a ticket's conversation, as
+    /// if they had been created the other way round; false when there are none there. For
+    /// tests of `verify`.
+    pub fn swap_messages(&self, ticket: &str, a: usize, b: usize) -> bool {
+        self.app.swap_messages(ticket, a, b)
+    }
+
     /// Stops serving and saves the data file.
     pub async fn shutdown(self) -> Result<()> {
         let _ = self.stop.send(true);

@@ -266,6 +266,17 @@ impl Store {
         (page, Some(total))
     }
 
+    /// Swaps the messages at positions `a` and `b` of a ticket's conversation order.
+    pub fn swap_messages(&mut self, ticket: &str, a: usize, b: usize) -> bool {
+        match self.messages_by_ticket.get_mut(ticket) {
+            Some(ids) if a < ids.len() && b < ids.len() => {
+                ids.swap(a, b);
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn stamp(&mut self, now: DateTime<Utc>, mut body: Doc) -> (String, Doc) {
         let id = self.ids.next(now);
         let at = Value::String(format_timestamp(&now));

@@ -357,8 +357,19 @@ fn gleap_run(
     }) {
         return Ok(None);
     }
+    let settings = gleap_settings(pipeline, options.gleap_target.as_ref())?;
+    let mut run = GleapRun::start(state_dir, settings)?;
+    run.adopt_existing = options.adopt_existing;
+    Ok(Some(Arc::new(run)))
+}
+
+/// The client settings of the pipeline's `gleap:` block, or of `target` (`--emulator`).
+pub fn gleap_settings(
+    pipeline: &Pipeline,
+    target: Option<&GleapTarget>,
+) -> Result<crate::gleap::client::ClientSettings> {
     let config = pipeline.config.gleap.clone().unwrap_or_default();
-    let overrides = options.gleap_target.clone();
+    let overrides = target.cloned();
     let env = move |name: &str| -> Option<String> {
         if let Some(t) = &overrides {
             match name {
@@ -371,16 +382,13 @@ fn gleap_run(
         std::env::var(name).ok()
     };
     let mut config = config;
-    if options.gleap_target.is_some() {
+    if target.is_some() {
         // --emulator wins over the pipeline's own target.
         config.base_url = None;
         config.api_key = None;
         config.project = None;
     }
-    let settings = config.resolve(&env)?;
-    let mut run = GleapRun::start(state_dir, settings)?;
-    run.adopt_existing = options.adopt_existing;
-    Ok(Some(Arc::new(run)))
+    config.resolve(&env)
 }
 
 /// What `plan` shows of one stream.

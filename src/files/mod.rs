@@ -513,6 +513,38 @@ impl Inner {
 
 /// Every file reference in `value`: `attachments[i].url` of any object, and `attrs.src` of
 /// any TipTap node of type `image`.
+/// Rewrites the file URLs in `value` that earlier runs re-hosted to `target` (the upload URL
+/// and project, as [`Rehoster`] names it) to their Gleap URLs, from the state store alone:
+/// no download, no upload (`verify`). Returns how many it rewrote.
+pub fn rewrite_rehosted(store: &StateStore, target: &str, value: &mut Value) -> usize {
+    let mut refs = Vec::new();
+    collect(value, &mut String::new(), &mut refs);
+    let mut rewritten = 0;
+    for r in refs {
+        let Ok(Some(crate::state::FileSource {
+            sha256: Some(sha), ..
+        })) = store.file_source(&r.url)
+        else {
+            continue;
+        };
+        if let Ok(Some(FileUpload {
+            file_url: Some(url),
+            ..
+        })) = store.file_upload(target, &sha)
+            && let Some(slot) = value.pointer_mut(&r.pointer)
+        {
+            *slot = Value::String(url);
+            rewritten += 1;
+        }
+    }
+    rewritten
+}
+
+/// The `target` [`Rehoster`] records uploads under for `client`.
+pub fn upload_target(client: &GleapClient) -> String {
+    format!("{} {}", client.upload_url(), client.settings().project)
+}
+
 fn collect(value: &Value, path: &mut String, out: &mut Vec<FileRef>) {
     match value {
         Value::Object(map) => {

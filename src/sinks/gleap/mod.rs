@@ -593,8 +593,20 @@ const NOT_ANSWERED: [&str; 6] = [
 /// by id (a reference may come back as an object), a message's `comment` with its content
 /// (`data.content`) and `isNote` with its type ([`crate::gleap::answer`]).
 pub fn matches_remote(body: &Map<String, Value>, remote: &Value) -> bool {
+    body.iter().all(|(k, v)| same_field(k, v, remote))
+}
+
+/// The fields of `body` a stored Gleap document does not hold as sent ([`matches_remote`]).
+pub fn differing_fields(body: &Map<String, Value>, remote: &Value) -> Vec<String> {
+    body.iter()
+        .filter(|(k, v)| !same_field(k, v, remote))
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+fn same_field(k: &str, v: &Value, remote: &Value) -> bool {
     use crate::gleap::answer;
-    body.iter().all(|(k, v)| match (k.as_str(), remote.get(k)) {
+    match (k, remote.get(k)) {
         ("comment", _) => {
             answer::message_content(remote).is_some_and(|c| answer::same_content(c, v))
         }
@@ -603,7 +615,7 @@ pub fn matches_remote(body: &Map<String, Value>, remote: &Value) -> bool {
         (_, Some(r @ Value::Object(_))) if v.is_string() => answer::ref_id(r) == v.as_str(),
         (_, Some(r)) => r == v,
         (_, None) => v.is_null(),
-    })
+    }
 }
 
 impl GleapRun {
