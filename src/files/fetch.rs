@@ -251,6 +251,12 @@ impl Fetcher {
 
     /// The credential for this URL's host, if one is configured for exactly that host.
     fn credential_for(&self, url: &reqwest::Url) -> Option<&Credential> {
+        // Never in clear text to the open internet (a redirect to http:// of the same host
+        // included); plain http only where private hosts are allowed (a helpdesk on your own
+        // network, the tests' file server).
+        if url.scheme() != "https" && !self.settings.allow_private {
+            return None;
+        }
         let host = url.host_str()?.to_ascii_lowercase();
         let with_port = url.port().map(|p| format!("{host}:{p}"));
         self.settings
@@ -367,4 +373,63 @@ fn too_large(size: u64, max: u64) -> String {
 /// body is "the connection failed": the caller says the download broke off).
 fn describe(e: &reqwest::Error) -> String {
     crate::gleap::client::describe_transport(e, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fetcher(allow_private: bool) -> Fetcher {
+        Fetcher::new(FetchSettings {
+            max_bytes: 1024,
+            max_redirects: 5,
+            allow_private,
+            max_attempts: 1,
+            timeout: Duration::from_secs(1),
+            per_host: 1,
+            dir: None,
+            auth: vec![(
+                "acme.zendesk.com".into(),
+                Credential::Bearer("secret-token".into()),
+            )],
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn credentials_go_to_their_host_over_https_only() {
+        let url = |u: &str| reqwest::Url::parse(u).unwrap();
+        let strict = fetcher(false);
+        assert!(
+            strict
+                .credential_for(&url("https://acme.zendesk.com/a"))
+                .is_some()
+        );
+        assert!(
+            strict
+                .credential_for(&url("https://ACME.zendesk.com/a"))
+                .is_some()
+        );
+        assert!(
+            strict
+                .credential_for(&url("http://acme.zendesk.com/a"))
+                .is_none()
+        );
+        assert!(
+            strict
+                .credential_for(&url("https://cdn.zendesk.com/a"))
+                .is_none()
+        );
+        assert!(
+            strict
+                .credential_for(&url("https://acme.zendesk.com.evil.io/a"))
+                .is_none()
+        );
+        let private = fetcher(true);
+        assert!(
+            private
+                .credential_for(&url("http://acme.zendesk.com/a"))
+                .is_some()
+        );
+    }
 }
