@@ -55,6 +55,11 @@ pub enum Command {
     /// messages out of order, gone from the source). Exit 0 when all arrived and equal, 1
     /// otherwise, 2 when it could not check.
     Verify(VerifyArgs),
+    /// Take a migration back: delete from Gleap what a run (or every run) of the pipeline
+    /// created, as the state store records it (messages, then tickets, then sessions, newest
+    /// first). Records it found in Gleap and only updated are listed, not reverted. Shows the
+    /// counts and asks first unless --yes; run it again after an interruption.
+    Undo(UndoArgs),
     /// Print the JSON Schema of the pipeline format (for editors).
     Schema,
     /// Run a local emulator of Gleap's API v3 (sessions, tickets, messages) for rehearsals,
@@ -83,6 +88,27 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub json: bool,
     /// Verify what `run --emulator` wrote to the embedded emulator (<state_dir>/emulator.json).
+    #[arg(long)]
+    pub emulator: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("which").required(true).args(["run", "all"])))]
+pub struct UndoArgs {
+    pub pipeline: PathBuf,
+    /// The state directory, if not the pipeline's.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Undo only what this run created (`gleap-etl status` lists the runs).
+    #[arg(long, value_name = "ID")]
+    pub run: Option<i64>,
+    /// Undo what every run created.
+    #[arg(long)]
+    pub all: bool,
+    /// Delete without asking (needed when no terminal can answer).
+    #[arg(long)]
+    pub yes: bool,
+    /// Undo in the embedded emulator `run --emulator` wrote to (<state_dir>/emulator.json).
     #[arg(long)]
     pub emulator: bool,
 }
@@ -352,6 +378,7 @@ where
         Command::Export(args) => export(&args),
         Command::Doctor(args) => doctor(&args),
         Command::Verify(args) => verify(&args),
+        Command::Undo(args) => undo(&args),
         Command::Status {
             pipeline,
             state_dir,
@@ -933,43 +960,119 @@ fn doctor(args: &DoctorArgs) -> i32 {
     }
 }
 
+/// `--emulator` of `verify` and `undo`: the embedded emulator over what `run --emulator`
+/// wrote (<state_dir>/emulator.json), and the target that points at it.
+fn embedded_emulator(
+    pipeline: &Pipeline,
+    state_dir: Option<&std::path::Path>,
+    wanted: bool,
+) -> Result<
+    (
+        Option<crate::emulator::BackgroundEmulator>,
+        Option<engine::GleapTarget>,
+    ),
+    i32,
+> {
+    if !wanted {
+        return Ok((None, None));
+    }
+    let data = pipeline.state_dir(state_dir).join("emulator.json");
+    if !data.exists() {
+        eprintln!(
+            "error: --emulator: no {} (run the pipeline with --emulator first)",
+            data.display()
+        );
+        return Err(EXIT_FAILED);
+    }
+    let config = crate::emulator::EmulatorConfig {
+        quota: None,
+        data_file: Some(data),
+        ..Default::default()
+    };
+    match crate::emulator::BackgroundEmulator::start(config) {
+        Ok(e) => {
+            let target = engine::GleapTarget {
+                base_url: e.base_url.clone(),
+                api_key: crate::gleap::client::Secret::new(e.api_key.clone()),
+                project: e.project.clone(),
+            };
+            Ok((Some(e), Some(target)))
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(EXIT_FAILED)
+        }
+    }
+}
+
+fn undo(args: &UndoArgs) -> i32 {
+    use std::io::{BufRead, IsTerminal};
+    let pipeline = match load(&args.pipeline) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let (emulator, gleap_target) =
+        match embedded_emulator(&pipeline, args.state_dir.as_deref(), args.emulator) {
+            Ok(e) => e,
+            Err(code) => return code,
+        };
+    let options = crate::undo::UndoOptions {
+        state_dir: args.state_dir.clone(),
+        run: args.run,
+        gleap_target,
+    };
+    let mut undo = match crate::undo::plan(&pipeline, &options) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    eprint!("{}", undo.describe());
+    let n = undo.to_delete();
+    if n == 0 {
+        eprintln!("nothing to delete");
+    } else if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            eprintln!(
+                "error: undo deletes {n} records from Gleap and asks first, but no terminal can answer: add --yes"
+            );
+            return EXIT_FAILED;
+        }
+        eprint!("Delete these {n} records from Gleap? [y/N] ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+            eprintln!("nothing deleted");
+            return EXIT_FAILED;
+        }
+    }
+    let result = if n == 0 { Ok(()) } else { undo.execute() };
+    drop(emulator);
+    let code = match print_out(&undo.report()) {
+        EXIT_OK if undo.failed() => EXIT_DEAD_LETTERS,
+        code => code,
+    };
+    match result {
+        Ok(()) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FAILED
+        }
+    }
+}
+
 fn verify(args: &VerifyArgs) -> i32 {
     let pipeline = match load(&args.pipeline) {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let state_dir = pipeline.state_dir(args.state_dir.as_deref());
-    let mut emulator = None;
-    let mut gleap_target = None;
-    if args.emulator {
-        let data = state_dir.join("emulator.json");
-        if !data.exists() {
-            eprintln!(
-                "error: --emulator: no {} (run the pipeline with --emulator first)",
-                data.display()
-            );
-            return EXIT_FAILED;
-        }
-        let config = crate::emulator::EmulatorConfig {
-            quota: None,
-            data_file: Some(data),
-            ..Default::default()
+    let (emulator, gleap_target) =
+        match embedded_emulator(&pipeline, args.state_dir.as_deref(), args.emulator) {
+            Ok(e) => e,
+            Err(code) => return code,
         };
-        match crate::emulator::BackgroundEmulator::start(config) {
-            Ok(e) => {
-                gleap_target = Some(engine::GleapTarget {
-                    base_url: e.base_url.clone(),
-                    api_key: crate::gleap::client::Secret::new(e.api_key.clone()),
-                    project: e.project.clone(),
-                });
-                emulator = Some(e);
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_FAILED;
-            }
-        }
-    }
     let options = crate::verify::VerifyOptions {
         state_dir: args.state_dir.clone(),
         sample: args.sample,

@@ -17,6 +17,7 @@ pub mod sinks;
 pub mod sources;
 pub mod state;
 pub mod transforms;
+pub mod undo;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -42,10 +42,43 @@ pub struct Checkpoint {
     pub complete: bool,
 }
 
+/// Who made the Gleap record a mapping points to, for `undo`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Created by this pipeline (this run, or an earlier attempt whose answer was lost).
+    Created,
+    /// Found in Gleap and taken over (a session found by userId, `--adopt-existing`).
+    Adopted,
+}
+
+impl Origin {
+    fn text(self) -> &'static str {
+        match self {
+            Origin::Created => "created",
+            Origin::Adopted => "adopted",
+        }
+    }
+}
+
+/// One mapping as `undo` sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provenance {
+    pub source_id: String,
+    pub gleap_id: String,
+    /// `None`: not known (a mapping written before gleap-etl recorded it, or by a sink that
+    /// does not): treated as not created by us.
+    pub origin: Option<Origin>,
+    /// The run that confirmed the create, or took the record over.
+    pub origin_run: Option<i64>,
+}
+
 /// Confirmations to commit together with a checkpoint.
 #[derive(Debug, Default)]
 pub struct Commit {
     pub confirmed: Vec<(String, MapEntry)>,
+    /// For confirmed records whose Gleap record is new to the map: who made it. A confirmed
+    /// record not named here keeps what the map knew.
+    pub origins: HashMap<String, Origin>,
     /// Intents resolved without a confirmation (found absent, or dead-lettered).
     pub cleared: Vec<String>,
     pub done_through: Option<u64>,
@@ -103,6 +136,8 @@ pub struct StreamState {
 pub struct StateStore {
     conn: Mutex<Connection>,
     path: PathBuf,
+    /// The run begun through this store (`begin_run`): creates are recorded as its.
+    run: Mutex<Option<i64>>,
 }
 
 fn db_error(path: &Path, e: rusqlite::Error) -> Error {
@@ -155,6 +190,7 @@ impl StateStore {
                  updated_at TEXT NOT NULL, PRIMARY KEY (target, sha256));",
         )
         .map_err(|e| db_error(&path, e))?;
+        add_provenance_columns(&conn).map_err(|e| db_error(&path, e))?;
         let version: Option<String> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'schema_version'",
@@ -182,6 +218,7 @@ impl StateStore {
         Ok(StateStore {
             conn: Mutex::new(conn),
             path,
+            run: Mutex::new(None),
         })
     }
 
@@ -255,6 +292,7 @@ impl StateStore {
         if commit.is_empty() {
             return Ok(());
         }
+        let run = *self.run.lock().unwrap_or_else(|p| p.into_inner());
         self.with(|c| {
             let tx = c.transaction()?;
             {
@@ -263,9 +301,17 @@ impl StateStore {
                      ON CONFLICT (stream, source_id) DO UPDATE SET gleap_id = excluded.gleap_id,
                      hash = excluded.hash, updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')",
                 )?;
+                // Who made the record: set when the map learns of it (a create, a record
+                // taken over, another record than before); kept on updates.
+                let mut provenance = tx.prepare_cached(
+                    "UPDATE id_map SET origin = ?3, origin_run = ?4 WHERE stream = ?1 AND source_id = ?2",
+                )?;
                 let mut clear = tx.prepare_cached("DELETE FROM intents WHERE stream = ?1 AND source_id = ?2")?;
                 for (source_id, entry) in &commit.confirmed {
                     upsert.execute(params![stream, source_id, entry.gleap_id, hash_text(entry.hash)])?;
+                    if let Some(origin) = commit.origins.get(source_id) {
+                        provenance.execute(params![stream, source_id, origin.text(), run])?;
+                    }
                     clear.execute(params![stream, source_id])?;
                 }
                 for source_id in &commit.cleared {
@@ -325,13 +371,64 @@ impl StateStore {
     }
 
     pub fn begin_run(&self, pipeline: &str, started_at: &str) -> Result<i64> {
-        self.with(|c| {
+        let id = self.with(|c| {
             c.execute(
                 "INSERT INTO runs (pipeline, started_at, status) VALUES (?1, ?2, 'running')",
                 params![pipeline, started_at],
             )?;
             Ok(c.last_insert_rowid())
+        })?;
+        *self.run.lock().unwrap_or_else(|p| p.into_inner()) = Some(id);
+        Ok(id)
+    }
+
+    /// The mappings of a stream with who made their records, newest first (the run that
+    /// created them, then the order the map learned of them).
+    pub fn provenance(&self, stream: &str) -> Result<Vec<Provenance>> {
+        self.with(|c| {
+            let mut stmt = c.prepare(
+                "SELECT source_id, gleap_id, origin, origin_run FROM id_map WHERE stream = ?1
+                 ORDER BY origin_run DESC, rowid DESC",
+            )?;
+            let rows = stmt.query_map([stream], |r| {
+                let origin: Option<String> = r.get(2)?;
+                Ok(Provenance {
+                    source_id: r.get(0)?,
+                    gleap_id: r.get(1)?,
+                    origin: match origin.as_deref() {
+                        Some("created") => Some(Origin::Created),
+                        Some("adopted") => Some(Origin::Adopted),
+                        _ => None,
+                    },
+                    origin_run: r.get(3)?,
+                })
+            })?;
+            rows.collect()
         })
+    }
+
+    /// Forgets a mapping if it still points to `gleap_id` (the record was deleted): the
+    /// next run creates it again.
+    pub fn forget_deleted(&self, stream: &str, source_id: &str, gleap_id: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM id_map WHERE stream = ?1 AND source_id = ?2 AND gleap_id = ?3",
+                params![stream, source_id, gleap_id],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// The next run of a stream reads its input from the start again (records whose
+    /// mappings are kept are unchanged and cost nothing; forgotten ones are created).
+    pub fn rewind_stream(&self, stream: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE checkpoints SET done_through = NULL, complete = 0 WHERE stream = ?1",
+                [stream],
+            )
+        })
+        .map(|_| ())
     }
 
     pub fn finish_run(
@@ -672,6 +769,21 @@ impl StateStore {
     }
 }
 
+/// `origin` and `origin_run` on `id_map`, added to stores made before `undo`; their
+/// rows keep NULL (not known).
+fn add_provenance_columns(c: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = c.prepare("SELECT name FROM pragma_table_info('id_map')")?;
+    let columns: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (column, ty) in [("origin", "TEXT"), ("origin_run", "INTEGER")] {
+        if !columns.iter().any(|c| c == column) {
+            c.execute_batch(&format!("ALTER TABLE id_map ADD COLUMN {column} {ty}"))?;
+        }
+    }
+    Ok(())
+}
+
 fn set_cursor(c: &Connection, stream: &str, cursor: &str) -> rusqlite::Result<usize> {
     c.execute(
         "INSERT INTO source_cursors (stream, cursor, updated_at)
@@ -704,6 +816,7 @@ mod tests {
                 )],
                 cleared: vec![],
                 done_through: Some(7),
+                ..Commit::default()
             };
             store.commit("users", &commit).unwrap();
         }
@@ -737,6 +850,73 @@ mod tests {
             None
         );
         assert_eq!(store.stream_state("users").unwrap().mapped, 1);
+    }
+
+    #[test]
+    fn provenance_is_recorded_per_run_and_old_stores_read_as_not_known() {
+        let dir = tempfile::tempdir().unwrap();
+        // A store from before `undo`: id_map without the provenance columns, one mapping.
+        {
+            let c = Connection::open(dir.path().join("state.sqlite")).unwrap();
+            c.execute_batch(
+                "CREATE TABLE id_map (stream TEXT NOT NULL, source_id TEXT NOT NULL, gleap_id TEXT NOT NULL,
+                 hash TEXT NOT NULL, updated_at TEXT NOT NULL DEFAULT '', PRIMARY KEY (stream, source_id));
+                 INSERT INTO id_map (stream, source_id, gleap_id, hash) VALUES ('users', 'old', 'g0', '0');",
+            )
+            .unwrap();
+        }
+        let store = StateStore::open(dir.path()).unwrap();
+        let entry = |id: &str| MapEntry {
+            gleap_id: id.into(),
+            hash: 1,
+        };
+        let commit = |confirmed: &[(&str, &str)], origins: &[(&str, Origin)]| Commit {
+            confirmed: confirmed
+                .iter()
+                .map(|(s, g)| (s.to_string(), entry(g)))
+                .collect(),
+            origins: origins.iter().map(|(s, o)| (s.to_string(), *o)).collect(),
+            ..Commit::default()
+        };
+        let first = store.begin_run("p", "t1").unwrap();
+        store
+            .commit(
+                "users",
+                &commit(
+                    &[("a", "g1"), ("b", "g2")],
+                    &[("a", Origin::Created), ("b", Origin::Adopted)],
+                ),
+            )
+            .unwrap();
+        let second = store.begin_run("p", "t2").unwrap();
+        // An update of `a` (no origin) keeps run 1's create; `c` is run 2's.
+        store
+            .commit(
+                "users",
+                &commit(&[("a", "g1"), ("c", "g3")], &[("c", Origin::Created)]),
+            )
+            .unwrap();
+        let seen: Vec<_> = store
+            .provenance("users")
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.source_id, p.origin, p.origin_run))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("c".to_string(), Some(Origin::Created), Some(second)),
+                ("b".to_string(), Some(Origin::Adopted), Some(first)),
+                ("a".to_string(), Some(Origin::Created), Some(first)),
+                ("old".to_string(), None, None),
+            ]
+        );
+        // Forgotten only while it still points to the deleted record.
+        store.forget_deleted("users", "a", "other").unwrap();
+        store.forget_deleted("users", "c", "g3").unwrap();
+        let left: Vec<_> = store.load_map("users").unwrap().into_keys().collect();
+        assert_eq!(left.len(), 3);
+        assert!(!left.contains(&"c".to_string()));
     }
 
     #[test]

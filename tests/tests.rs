@@ -17,5 +17,6 @@ mod hostile_signals;
 mod migrations;
 mod people;
 mod pipelines;
+mod undo;
 mod validate;
 mod verify;

@@ -412,8 +412,7 @@ impl HelpCentreSink {
     fn confirm(&self, source_id: &str, gleap_id: String, hash: u128) -> Result<()> {
         let commit = Commit {
             confirmed: vec![(source_id.to_string(), MapEntry { gleap_id, hash })],
-            cleared: Vec::new(),
-            done_through: None,
+            ..Commit::default()
         };
         self.store.commit(&self.stream, &commit)
     }

@@ -39,7 +39,7 @@ use crate::gleap::model::field;
 use crate::gleap::paging::list_all;
 use crate::record::{Position, Record};
 use crate::sinks::{Sink, SinkContext, SinkSummary};
-use crate::state::{Commit, MapEntry, StateStore};
+use crate::state::{Commit, MapEntry, Origin, StateStore};
 
 /// Jobs queued or in flight at once (they wait for the rate limit and their lane, not for
 /// memory): enough lanes side by side to keep the quota in use behind a long thread.
@@ -431,6 +431,7 @@ impl Inner {
             let mut state = self.lock();
             state.pending.confirmed.append(&mut commit.confirmed);
             state.pending.cleared.append(&mut commit.cleared);
+            state.pending.origins.extend(commit.origins);
             return Err(e);
         }
         Ok(())
@@ -661,9 +662,22 @@ fn finish_job(
                 gleap_id: gleap_id.clone(),
                 hash: job.prepared.hash,
             };
-            state.map.insert(source_id.clone(), entry.clone());
+            // An intent: a create of ours went out (this run, or a killed one), so the
+            // record found or made is ours; else one the map did not point to was found in
+            // Gleap and taken over (a session by userId, `--adopt-existing`).
+            let had_intent = state.intents.remove(source_id);
+            let previous = state.map.insert(source_id.clone(), entry.clone());
+            let origin = if had_intent || matches!(how, Done::Created | Done::Recreated) {
+                Some(Origin::Created)
+            } else if previous.is_none_or(|p| p.gleap_id != gleap_id) {
+                Some(Origin::Adopted)
+            } else {
+                None
+            };
+            if let Some(origin) = origin {
+                state.pending.origins.insert(source_id.clone(), origin);
+            }
             state.mapped_ids.insert(gleap_id);
-            state.intents.remove(source_id);
             state.pending.confirmed.push((source_id.clone(), entry));
             if entity == Entity::Sessions {
                 state.written_this_run.insert(source_id.clone());
