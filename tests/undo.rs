@@ -6,34 +6,18 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use gleap_etl::emulator::{Emulator, EmulatorConfig};
 use serde_json::{Value, json};
 
-use crate::util::{Api, Dir, Killer, Run, output, repo, write_helpdesk};
+use crate::util::{Api, Dir, Killer, Run, output, write_helpdesk};
 
 const KEY: &str = "sk-live-TEST-undo-41e7";
 const PROJECT: &str = "65a0000000000000000000ee";
 
 fn command(emulator: &Emulator, dir: &Path, args: &[&str]) -> Command {
-    let pipeline = repo().join("pipelines/csv-to-gleap.yaml");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gleap-etl"));
-    cmd.args(&args[..1])
-        .arg(pipeline)
-        .args(&args[1..])
-        .current_dir(dir)
-        .env("GLEAP_BASE_URL", emulator.base_url())
-        .env("GLEAP_API_KEY", KEY)
-        .env("GLEAP_PROJECT_ID", PROJECT)
-        .env("GLEAP_REQUESTS_PER_MINUTE", "600000")
-        .env("DATA_DIR", dir.join("data"))
-        .env("STATE_DIR", dir.join("state"))
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
+    crate::util::csv_to_gleap(&emulator.base_url(), KEY, PROJECT, dir, args)
 }
 
 async fn start(killer: &Killer) -> Emulator {

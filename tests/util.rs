@@ -357,3 +357,31 @@ impl Killer {
         self.disarm();
     }
 }
+
+/// `gleap-etl <args[0]> pipelines/csv-to-gleap.yaml <args[1..]>` run in `dir` against an
+/// emulator, reading the helpdesk files `write_helpdesk` put in `dir/data`, its state in
+/// `dir/state`; no terminal on stdin.
+pub fn csv_to_gleap(
+    base_url: &str,
+    key: &str,
+    project: &str,
+    dir: &Path,
+    args: &[&str],
+) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gleap-etl"));
+    cmd.args(&args[..1])
+        .arg(repo().join("pipelines/csv-to-gleap.yaml"))
+        .args(&args[1..])
+        .current_dir(dir)
+        .env("GLEAP_BASE_URL", base_url)
+        .env("GLEAP_API_KEY", key)
+        .env("GLEAP_PROJECT_ID", project)
+        .env("GLEAP_REQUESTS_PER_MINUTE", "600000")
+        .env("DATA_DIR", dir.join("data"))
+        .env("STATE_DIR", dir.join("state"))
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd
+}
