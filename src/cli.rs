@@ -71,12 +71,22 @@ pub enum Command {
     Doctor(DoctorArgs),
 }
 
+/// The pipeline and state a command reads after `run`: `verify`, `undo`.
 #[derive(Debug, Args)]
-pub struct VerifyArgs {
+pub struct RunStateArgs {
     pub pipeline: PathBuf,
     /// The state directory, if not the pipeline's.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Work on the embedded emulator `run --emulator` wrote to (<state_dir>/emulator.json).
+    #[arg(long)]
+    pub emulator: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub target: RunStateArgs,
     /// Check N random tickets message by message (text and order), the other tickets'
     /// messages by counts (default: every ticket message by message, a request each).
     #[arg(long, value_name = "N")]
@@ -87,18 +97,13 @@ pub struct VerifyArgs {
     /// Print the findings as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Verify what `run --emulator` wrote to the embedded emulator (<state_dir>/emulator.json).
-    #[arg(long)]
-    pub emulator: bool,
 }
 
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("which").required(true).args(["run", "all"])))]
 pub struct UndoArgs {
-    pub pipeline: PathBuf,
-    /// The state directory, if not the pipeline's.
-    #[arg(long)]
-    pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: RunStateArgs,
     /// Undo only what this run created (`gleap-etl status` lists the runs).
     #[arg(long, value_name = "ID")]
     pub run: Option<i64>,
@@ -108,9 +113,6 @@ pub struct UndoArgs {
     /// Delete without asking (needed when no terminal can answer).
     #[arg(long)]
     pub yes: bool,
-    /// Undo in the embedded emulator `run --emulator` wrote to (<state_dir>/emulator.json).
-    #[arg(long)]
-    pub emulator: bool,
 }
 
 #[derive(Debug, Args)]
@@ -960,6 +962,27 @@ fn doctor(args: &DoctorArgs) -> i32 {
     }
 }
 
+impl RunStateArgs {
+    /// The pipeline, and with `--emulator` the embedded emulator and the target that
+    /// points at it; a failure is printed and answered with its exit code.
+    #[allow(clippy::type_complexity)]
+    fn open(
+        &self,
+    ) -> Result<
+        (
+            Pipeline,
+            Option<crate::emulator::BackgroundEmulator>,
+            Option<engine::GleapTarget>,
+        ),
+        i32,
+    > {
+        let pipeline = load(&self.pipeline)?;
+        let (emulator, target) =
+            embedded_emulator(&pipeline, self.state_dir.as_deref(), self.emulator)?;
+        Ok((pipeline, emulator, target))
+    }
+}
+
 /// `--emulator` of `verify` and `undo`: the embedded emulator over what `run --emulator`
 /// wrote (<state_dir>/emulator.json), and the target that points at it.
 fn embedded_emulator(
@@ -1007,17 +1030,12 @@ fn embedded_emulator(
 
 fn undo(args: &UndoArgs) -> i32 {
     use std::io::{BufRead, IsTerminal};
-    let pipeline = match load(&args.pipeline) {
-        Ok(p) => p,
+    let (pipeline, emulator, gleap_target) = match args.target.open() {
+        Ok(opened) => opened,
         Err(code) => return code,
     };
-    let (emulator, gleap_target) =
-        match embedded_emulator(&pipeline, args.state_dir.as_deref(), args.emulator) {
-            Ok(e) => e,
-            Err(code) => return code,
-        };
     let options = crate::undo::UndoOptions {
-        state_dir: args.state_dir.clone(),
+        state_dir: args.target.state_dir.clone(),
         run: args.run,
         gleap_target,
     };
@@ -1064,17 +1082,12 @@ fn undo(args: &UndoArgs) -> i32 {
 }
 
 fn verify(args: &VerifyArgs) -> i32 {
-    let pipeline = match load(&args.pipeline) {
-        Ok(p) => p,
+    let (pipeline, emulator, gleap_target) = match args.target.open() {
+        Ok(opened) => opened,
         Err(code) => return code,
     };
-    let (emulator, gleap_target) =
-        match embedded_emulator(&pipeline, args.state_dir.as_deref(), args.emulator) {
-            Ok(e) => e,
-            Err(code) => return code,
-        };
     let options = crate::verify::VerifyOptions {
-        state_dir: args.state_dir.clone(),
+        state_dir: args.target.state_dir.clone(),
         sample: args.sample,
         seed: args.seed,
         gleap_target,
