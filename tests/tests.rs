@@ -17,6 +17,7 @@ mod hostile_signals;
 mod migrations;
 mod people;
 mod pipelines;
+mod reconcile;
 mod undo;
 mod validate;
 mod verify;

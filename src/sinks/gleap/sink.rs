@@ -892,32 +892,65 @@ async fn update(
     }
 }
 
-/// Before a fresh tickets stream's first create: does Gleap hold this ticket already (an
-/// earlier run made it, and its state is lost or elsewhere)? One request.
+/// Before a fresh tickets stream's first create: does Gleap hold tickets an earlier run of
+/// this stream made (its state lost or elsewhere)? One request: the tickets with the first
+/// record's import marker; every ticket answered is looked at, so that a project that
+/// ignores the filter still shows this stream's markers among the tickets it answers.
 async fn check_lost_state(inner: &Inner, p: &Prepared) -> std::result::Result<(), String> {
-    let found = find_once(inner, p).await.map_err(|f| f.reason)?;
-    let ids = match found {
-        LookUp::Absent => return Ok(()),
-        LookUp::Found(id, _) => vec![id],
-        LookUp::Ambiguous(ids) => ids,
-        // Gleap ignores the filter: the check cannot tell, and the import goes on as before.
-        LookUp::Untrusted(reason) => {
-            tracing::warn!(
-                "stream `{}`: cannot check whether an earlier run created these tickets: {reason}",
-                inner.stream
-            );
-            return Ok(());
-        }
+    const ANSWERED: usize = 100;
+    let import_id = inner.preparer.import_id(&p.source_id);
+    let limit = ANSWERED.to_string();
+    let answer = inner
+        .client
+        .call(
+            Method::GET,
+            "/tickets",
+            &[("customData.importId", &import_id), ("limit", &limit)],
+            None,
+            false,
+            &inner.counters,
+        )
+        .await
+        .map_err(|e| format!("checking for tickets of an earlier run: {e}"))?;
+    let tickets = listed("checking for tickets of an earlier run", answer).map_err(|f| f.reason)?;
+    let marker = |t: &Value| {
+        t.get("customData")
+            .and_then(|c| c.get("importId"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
     };
+    let prefix = super::import_id(&inner.stream, "");
+    let ours: Vec<(String, String)> = tickets
+        .iter()
+        .filter_map(|t| Some((answer::id(t)?.to_string(), marker(t)?)))
+        .filter(|(_, m)| m.starts_with(&prefix))
+        .collect();
+    if ours.is_empty() {
+        if tickets
+            .iter()
+            .any(|t| marker(t).as_deref() != Some(import_id.as_str()))
+        {
+            tracing::warn!(
+                "stream `{}`: GET /tickets?customData.importId={import_id} answered other tickets (the filter is ignored); none of the {} answered carries this stream's marker, so the check for an earlier run's tickets goes no further",
+                inner.stream,
+                tickets.len()
+            );
+        }
+        return Ok(());
+    }
     let state = inner.store.path();
     let state = std::path::absolute(state).unwrap_or_else(|_| state.to_path_buf());
     let cwd = std::env::current_dir()
         .map(|d| d.display().to_string())
         .unwrap_or_else(|_| "?".into());
+    let (id, marker) = &ours[0];
     Err(format!(
-        "Gleap already holds ticket {} with customData.importId {:?}, made by an earlier run of this pipeline, but the state store {} knows nothing of stream `{}`: it was lost (emptied or deleted), or this run uses another state dir (a relative `state_dir` is taken from the folder the run starts in, here {cwd}). Nothing was created. Point `state_dir` (or --state-dir) at the earlier run's state, or run with --adopt-existing to look each record up in Gleap and adopt what is there (a request more per record)",
-        ids.join(", "),
-        inner.preparer.import_id(&p.source_id),
+        "Gleap already holds ticket {id} with customData.importId {marker:?}{}, made by an earlier run of this pipeline, but the state store {} knows nothing of stream `{}`: it was lost (emptied or deleted), or this run uses another state dir (a relative `state_dir` is taken from the folder the run starts in, here {cwd}). Nothing was created. Point `state_dir` (or --state-dir) at the earlier run's state, or run `gleap-etl reconcile PIPELINE` (with the same state dir) to rebuild the id map from Gleap (a list page per 1000 sessions or tickets and a request per ticket) and run again, or run with --adopt-existing to look each record up in Gleap (a request more per record)",
+        if ours.len() > 1 {
+            format!(" (and {} more)", ours.len() - 1)
+        } else {
+            String::new()
+        },
         state.display(),
         inner.stream,
     ))
@@ -1249,7 +1282,7 @@ fn listed(what: &str, answer: Answer) -> std::result::Result<Vec<Value>, Failure
 
 /// Whether a stored message is the one `body` would create: the same content (as text, if
 /// Gleap changed its form), note or not, and author.
-fn same_message(body: &serde_json::Map<String, Value>, remote: &Value) -> bool {
+pub(crate) fn same_message(body: &serde_json::Map<String, Value>, remote: &Value) -> bool {
     let content_same = match (body.get("comment"), answer::message_content(remote)) {
         (Some(sent), Some(stored)) => answer::same_content(sent, stored),
         (None | Some(Value::Null), None) => true,
