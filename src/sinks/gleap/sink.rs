@@ -207,6 +207,8 @@ struct Inner {
     /// A tickets stream the state store knows nothing of: before its first create, whether
     /// Gleap holds a ticket of an earlier run ([`check_lost_state`]).
     lost_state_check: Option<tokio::sync::OnceCell<std::result::Result<(), String>>>,
+    /// Set once a ticket look-up found the importId filter ignored (warned once).
+    filter_ignored: AtomicBool,
     /// Gleap ids of referenced records found gone from Gleap.
     gone_parents: Mutex<HashSet<String>>,
     /// `attachments: rehost`: files re-hosted before a record is sent.
@@ -364,6 +366,7 @@ impl GleapSinkConfig {
             intent_writer: IntentWriter::start(store.clone(), stream.clone())?,
             adopt_existing,
             lost_state_check,
+            filter_ignored: AtomicBool::new(false),
             gone_parents: Mutex::new(HashSet::new()),
             store,
             context,
@@ -1225,12 +1228,41 @@ async fn find_once(inner: &Inner, p: &Prepared) -> std::result::Result<LookUp, F
                     .and_then(Value::as_str)
                     == Some(import_id.as_str())
             };
-            Ok(verify(
-                &format!("GET /tickets?customData.importId={import_id}"),
-                candidates,
-                has_import_id,
-                unmapped,
-            ))
+            let what_request = format!("GET /tickets?customData.importId={import_id}");
+            match verify(&what_request, candidates, has_import_id, unmapped) {
+                // The filter is not applied: every ticket is read and looked at here (a page
+                // of 1000 each), which costs more but creates nothing twice.
+                LookUp::Untrusted(reason) if reason.contains("did not apply the filter") => {
+                    if !inner.filter_ignored.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "stream `{}`: {what_request} answered tickets without that importId (Gleap ignores the filter): tickets whose create answer was lost are looked for in the list of all tickets instead",
+                            inner.stream
+                        );
+                    }
+                    let mut all = Vec::new();
+                    list_all(
+                        &inner.client,
+                        &inner.counters,
+                        "/tickets",
+                        &[],
+                        MAX_PAGE_SIZE,
+                        |page| all.extend(page.into_iter().filter(|t| has_import_id(t))),
+                    )
+                    .await
+                    .map_err(|e| Failure {
+                        reason: format!("{what}: listing every ticket: {e}"),
+                        keep_intent: true,
+                        stop: true,
+                    })?;
+                    Ok(verify(
+                        &format!("GET /tickets (every page), importId {import_id}"),
+                        all,
+                        |_| true,
+                        unmapped,
+                    ))
+                }
+                other => Ok(other),
+            }
         }
         Entity::Messages => {
             let ticket = p
