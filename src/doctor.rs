@@ -1214,7 +1214,7 @@ async fn checks(d: &mut Doctor<'_>, probe: &str, created: &mut Created) {
                 } else {
                     format!("answered {} messages of other tickets: ignored", items.len())
                 },
-                "finds lost messages and exports messages ticket by ticket with it; where it is ignored, both stop with an error",
+                "finds lost messages and exports messages ticket by ticket with it; where it is ignored, a lost message is looked for among all messages (every page) and an export of messages stops with an error",
             );
         }
         Err(CallError::Rejected { status, .. }) => d.note(

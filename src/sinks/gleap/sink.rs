@@ -207,7 +207,8 @@ struct Inner {
     /// A tickets stream the state store knows nothing of: before its first create, whether
     /// Gleap holds a ticket of an earlier run ([`check_lost_state`]).
     lost_state_check: Option<tokio::sync::OnceCell<std::result::Result<(), String>>>,
-    /// Set once a ticket look-up found the importId filter ignored (warned once).
+    /// Set once a look-up found its filter (`customData.importId`, `ticket`) ignored
+    /// (warned once).
     filter_ignored: AtomicBool,
     /// Gleap ids of referenced records found gone from Gleap.
     gone_parents: Mutex<HashSet<String>>,
@@ -1286,12 +1287,22 @@ async fn find_once(inner: &Inner, p: &Prepared) -> std::result::Result<LookUp, F
                 keep_intent: true,
                 stop: e.is_paging(),
             })?;
-            // A message that names no ticket cannot prove the filter was ignored.
+            // Every page was read: where Gleap ignored the filter (messages of other tickets
+            // came back), they are left out here and what remains is the whole ticket. A
+            // message that names no ticket stays a candidate.
             let on_ticket = |m: &Value| answer::field_ref(m, "ticket").is_none_or(|t| t == ticket);
+            let all = candidates.len();
+            candidates.retain(on_ticket);
+            if candidates.len() < all && !inner.filter_ignored.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "stream `{}`: GET /messages?ticket={ticket} answered messages of other tickets (Gleap ignores the filter): messages whose create answer was lost are looked for among all messages, every page read",
+                    inner.stream
+                );
+            }
             Ok(verify(
-                &format!("GET /messages?ticket={ticket}"),
+                &format!("GET /messages?ticket={ticket} (every page)"),
                 candidates,
-                on_ticket,
+                |_| true,
                 |m| unmapped(m) && same_message(&p.body, m),
             ))
         }
