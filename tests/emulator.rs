@@ -154,6 +154,35 @@ async fn tickets_create_get_update_list_with_bug_ids_and_populated_sessions() {
     assert_eq!(list["totalCount"], 2);
     assert_eq!(list["tickets"][0]["title"], "Second");
     assert_eq!(api.get("/tickets/000000000000000000000000").await.0, 404);
+
+    // Gleap's ArchiveTicket / UnarchiveTicket: archived tickets stay listed unless
+    // `ignoreArchived=true`.
+    let (status, archived) = api.put(&format!("/tickets/{tid}/archive"), json!({})).await;
+    assert_eq!(
+        (status, &archived["archived"]),
+        (200, &json!(true)),
+        "{archived}"
+    );
+    assert!(archived["archivedAt"].is_string(), "{archived}");
+    assert_eq!(api.get("/tickets").await.1["totalCount"], 2);
+    assert_eq!(
+        api.get("/tickets?ignoreArchived=true").await.1["totalCount"],
+        1
+    );
+    let (status, back) = api
+        .put(&format!("/tickets/{tid}/unarchive"), json!({}))
+        .await;
+    assert_eq!((status, &back["archived"]), (200, &json!(false)), "{back}");
+    assert_eq!(
+        api.get("/tickets?ignoreArchived=true").await.1["totalCount"],
+        2
+    );
+    assert_eq!(
+        api.put("/tickets/000000000000000000000000/archive", json!({}))
+            .await
+            .0,
+        404
+    );
     emulator.shutdown().await.unwrap();
 }
 

@@ -128,6 +128,11 @@ pub fn router(app: Arc<App>) -> Router {
             "/tickets/{id}",
             get(get_ticket).put(update_ticket).delete(delete_ticket),
         )
+        .route("/tickets/{id}/archive", axum::routing::put(archive_ticket))
+        .route(
+            "/tickets/{id}/unarchive",
+            axum::routing::put(unarchive_ticket),
+        )
         .route("/messages", post(create_message).get(list_messages))
         .route(
             "/messages/{id}",
@@ -381,6 +386,33 @@ async fn update_ticket(
     bytes: Bytes,
 ) -> Response {
     update(app, Kind::Tickets, UPDATE_TICKET_FIELDS, id, bytes).await
+}
+
+/// `PUT /tickets/{id}/archive` and `/unarchive` (Gleap's spec: `ArchiveTicket`,
+/// `UnarchiveTicket`, no body): set `archived` (and `archivedAt`).
+async fn archive_ticket(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    set_archived(&app, &id, true)
+}
+
+async fn unarchive_ticket(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {
+    set_archived(&app, &id, false)
+}
+
+fn set_archived(app: &Arc<App>, id: &str, archived: bool) -> Response {
+    let now = app.clock.now();
+    let mut doc = super::store::Doc::new();
+    doc.insert("archived".into(), Value::Bool(archived));
+    doc.insert(
+        "archivedAt".into(),
+        if archived {
+            Value::String(crate::record::format_timestamp(&now))
+        } else {
+            Value::Null
+        },
+    );
+    let result = app.lock().store.update(Kind::Tickets, id, now, doc);
+    written(app);
+    answer(result)
 }
 
 async fn update_message(
