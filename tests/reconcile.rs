@@ -8,7 +8,7 @@ use std::process::Command;
 use gleap_etl::emulator::{Emulator, EmulatorConfig, Quirks};
 use serde_json::Value;
 
-use crate::util::{Dir, Run, output, repo};
+use crate::util::{Dir, Run, output, repo, shipped_command};
 
 const KEY: &str = "sk-live-TEST-reconcile-42ab";
 const PROJECT: &str = "65a0000000000000000000ab";
@@ -21,21 +21,10 @@ fn gleap(
     state: &Path,
     args: &[&str],
 ) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gleap-etl"));
-    cmd.arg(args[0])
-        .arg(repo().join("pipelines").join(pipeline))
-        .args(&args[1..])
-        .current_dir(repo())
-        .env("GLEAP_BASE_URL", emulator.base_url())
-        .env("GLEAP_API_KEY", KEY)
-        .env("GLEAP_PROJECT_ID", PROJECT)
-        .env("GLEAP_REQUESTS_PER_MINUTE", "600000")
+    let mut cmd = shipped_command(args[0], pipeline, emulator, KEY, PROJECT);
+    cmd.args(&args[1..])
         .env(dir_var, repo().join("samples").join(samples))
-        .env("STATE_DIR", state)
-        .env_remove("RUST_LOG")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
+        .env("STATE_DIR", state);
     cmd
 }
 

@@ -8,6 +8,7 @@ mod fidelity;
 mod files;
 mod fuzz;
 mod gleap_sink;
+mod golden;
 mod helpcentre;
 mod hostile;
 mod hostile_dumps;

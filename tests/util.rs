@@ -91,20 +91,33 @@ pub fn shipped_pipeline(
     key: &str,
     project: &str,
 ) -> Command {
+    let mut cmd = shipped_command("run", pipeline, emulator, key, project);
+    cmd.arg("--no-progress").args(extra);
+    cmd
+}
+
+/// `gleap-etl COMMAND <repo>/pipelines/PIPELINE` (add the arguments after it) run in the
+/// repository against `emulator` with the key and project given (no request rate limit), no
+/// terminal on stdin, its output captured.
+pub fn shipped_command(
+    command: &str,
+    pipeline: &str,
+    emulator: &gleap_etl::emulator::Emulator,
+    key: &str,
+    project: &str,
+) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gleap-etl"));
-    cmd.args([
-        "run",
-        repo().join("pipelines").join(pipeline).to_str().unwrap(),
-        "--no-progress",
-    ])
-    .args(extra)
-    .current_dir(repo())
-    .env("GLEAP_BASE_URL", emulator.base_url())
-    .env("GLEAP_API_KEY", key)
-    .env("GLEAP_PROJECT_ID", project)
-    .env("GLEAP_REQUESTS_PER_MINUTE", "600000")
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped());
+    cmd.arg(command)
+        .arg(repo().join("pipelines").join(pipeline))
+        .current_dir(repo())
+        .env("GLEAP_BASE_URL", emulator.base_url())
+        .env("GLEAP_API_KEY", key)
+        .env("GLEAP_PROJECT_ID", project)
+        .env("GLEAP_REQUESTS_PER_MINUTE", "600000")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     cmd
 }
 
