@@ -47,6 +47,74 @@ pub struct StreamUndo {
     pub failed: Vec<String>,
 }
 
+/// What deleting mapped records did ([`delete_mapped`]).
+#[derive(Debug, Default)]
+pub(crate) struct Deletes {
+    pub deleted: u64,
+    /// Answered 404: gone already (its mapping is forgotten all the same).
+    pub already_gone: u64,
+    /// Records Gleap refused to delete, and why: their mappings are kept.
+    pub failed: Vec<String>,
+}
+
+/// A record Gleap refused to change, named for the report.
+pub(crate) fn refused(entity: Entity, p: &Provenance, status: u16, message: &str) -> String {
+    format!(
+        "{} {} (Gleap {}): Gleap answered {status}: {message}",
+        entity.singular(),
+        p.source_id,
+        p.gleap_id
+    )
+}
+
+/// Deletes the Gleap records of `records` (mappings of `stream`, holding `entity`), in the
+/// order given, and forgets each mapping once its delete is confirmed (a 404: already
+/// gone), so that a killed caller goes on where it stopped. A record Gleap refuses to
+/// delete is named in `done.failed` and kept. Stops at an error that stops every request
+/// (the key refused, Gleap unreachable), or when `stop` is set (`Error::Interrupted`);
+/// `done` holds what was done until then. Shared by `undo` and `run --prune`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn delete_mapped(
+    runtime: &tokio::runtime::Runtime,
+    client: &GleapClient,
+    counters: &RequestCounters,
+    store: &StateStore,
+    (stream, entity): (&str, Entity),
+    records: &[Provenance],
+    done: &mut Deletes,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<()> {
+    for p in records {
+        if stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
+            return Err(Error::Interrupted);
+        }
+        let path = format!("{}/{}", entity.path(), p.gleap_id);
+        let answer =
+            runtime.block_on(client.call(Method::DELETE, &path, &[], None, false, counters));
+        match answer {
+            Ok(Answer { status, .. }) => {
+                store.forget_deleted(stream, &p.source_id, &p.gleap_id)?;
+                if status == 404 {
+                    done.already_gone += 1;
+                } else {
+                    done.deleted += 1;
+                }
+            }
+            Err(CallError::Rejected { status, message }) => {
+                done.failed.push(refused(entity, p, status, &message))
+            }
+            Err(e) => {
+                return Err(Error::Other(format!(
+                    "stream `{stream}`: deleting {} {}: {e}",
+                    entity.singular(),
+                    p.source_id
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// An undo, planned: the counts come first, then `execute`.
 pub struct Undo {
     pub pipeline: String,
@@ -57,7 +125,8 @@ pub struct Undo {
     _lock: crate::dirs::StateDirLock,
 }
 
-fn rank(entity: Entity) -> u8 {
+/// The order records are deleted in: messages, then tickets, then sessions.
+pub(crate) fn rank(entity: Entity) -> u8 {
     match entity {
         Entity::Messages => 0,
         Entity::Tickets => 1,
@@ -214,52 +283,26 @@ impl Undo {
             .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
         let counters = RequestCounters::default();
         for s in &mut self.streams {
-            let mut touched = false;
-            for p in &s.delete {
-                let path = format!("{}/{}", s.entity.path(), p.gleap_id);
-                let answer = runtime.block_on(client.call(
-                    Method::DELETE,
-                    &path,
-                    &[],
-                    None,
-                    false,
-                    &counters,
-                ));
-                match answer {
-                    Ok(Answer { status, .. }) => {
-                        self.store
-                            .forget_deleted(&s.stream, &p.source_id, &p.gleap_id)?;
-                        touched = true;
-                        if status == 404 {
-                            s.already_gone += 1;
-                        } else {
-                            s.deleted += 1;
-                        }
-                    }
-                    Err(CallError::Rejected { status, message }) => s.failed.push(format!(
-                        "{} {} (Gleap {}): Gleap answered {status}: {message}",
-                        s.entity.singular(),
-                        p.source_id,
-                        p.gleap_id
-                    )),
-                    Err(e) => {
-                        if touched {
-                            self.store.rewind_stream(&s.stream)?;
-                        }
-                        return Err(Error::Other(format!(
-                            "stream `{}`: deleting {} {}: {e}; run undo again to go on",
-                            s.stream,
-                            s.entity.singular(),
-                            p.source_id
-                        )));
-                    }
-                }
-            }
+            let mut done = Deletes::default();
+            let result = delete_mapped(
+                &runtime,
+                &client,
+                &counters,
+                &self.store,
+                (&s.stream, s.entity),
+                &s.delete,
+                &mut done,
+                None,
+            );
+            s.deleted = done.deleted;
+            s.already_gone = done.already_gone;
+            s.failed = done.failed;
             // Its checkpoint may pass records whose mappings are gone: the next run reads
             // the input from the start and creates them again.
-            if touched {
+            if s.deleted + s.already_gone > 0 {
                 self.store.rewind_stream(&s.stream)?;
             }
+            result.map_err(|e| Error::Other(format!("{e}; run undo again to go on")))?;
         }
         Ok(())
     }
