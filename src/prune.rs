@@ -188,6 +188,17 @@ impl PruneReport {
                 format!("{} already gone", count(s.already_gone)),
                 format!("{} left", count(s.left)),
             ];
+            if s.left > 0 {
+                parts.last_mut().expect("four parts").push_str(match (s.entity, self.mode) {
+                    ("messages", PruneMode::Archive) => {
+                        " (archiving leaves messages: --prune=delete deletes them)"
+                    }
+                    ("sessions", _) if !self.sessions => {
+                        " (sessions are deleted only with --prune-sessions, and only those this pipeline created)"
+                    }
+                    _ => " (not created by this pipeline: adopted, or made before gleap-etl recorded it)",
+                });
+            }
             if s.archived_earlier > 0 {
                 parts.push(format!(
                     "{} archived by an earlier run",

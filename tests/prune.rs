@@ -186,6 +186,29 @@ async fn a_sync_with_prune_archives_exactly_the_tickets_gone_from_the_source() {
         "{sync:?}"
     );
 
+    // verify: the archived tickets are pruned, not a problem; nothing else is wrong.
+    let verified = run(&emulator, dir.path(), &["verify"]).await;
+    assert_eq!(verified.code, 0, "{verified:?}");
+    assert!(
+        verified.stdout.contains(
+            "tickets: 2 tickets gone from the source and archived in Gleap (run --prune): pruned, not a problem"
+        ),
+        "{verified:?}"
+    );
+    let json = run(&emulator, dir.path(), &["verify", "--json"]).await;
+    let v: Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    let tickets = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stream"] == "tickets")
+        .unwrap();
+    assert_eq!(
+        (&tickets["pruned"], &tickets["gone_from_source"]),
+        (&json!(2), &json!(0))
+    );
+
     // The next night: the same source, no request for the archived tickets.
     let plain_cost = {
         let at = requests(&emulator);
