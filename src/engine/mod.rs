@@ -348,6 +348,15 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
         (None, true, _) => ("dead_letters", EXIT_DEAD_LETTERS),
         _ => ("failed", EXIT_FAILED),
     };
+    // Records Gleap refused to archive or delete (named in the summary): not all done.
+    if report.exit_code == EXIT_OK
+        && report
+            .prune
+            .as_ref()
+            .is_some_and(|p| p.streams.iter().any(|s| !s.failed.is_empty()))
+    {
+        report.exit_code = EXIT_DEAD_LETTERS;
+    }
     if report.dead_lettered == 0 {
         report.dead_letter_file = None;
     }
