@@ -26,18 +26,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use reqwest::Method;
 use serde::Serialize;
-use serde_json::json;
 
 use crate::config::Pipeline;
 use crate::engine::report::{StreamReport, count, plural};
 use crate::error::{Error, Result};
-use crate::gleap::client::{Answer, CallError, RequestCounters};
+use crate::gleap::client::RequestCounters;
 use crate::sinks::SinkConfig;
 use crate::sinks::gleap::{Entity, GleapRun};
 use crate::state::{Origin, Provenance};
-use crate::undo::{Deletes, delete_mapped, rank, refused};
+use crate::undo::{Change, Changed, change_mapped, rank};
 
 /// What `--prune` does to a ticket gone from the source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -390,56 +388,26 @@ fn prune_stream(
             _ => s.left += 1,
         }
     }
-    let mut done = Deletes::default();
-    let deleted = delete_mapped(
-        &gleap.runtime,
-        &gleap.client,
-        counters,
-        store,
-        (&s.stream, entity),
-        &to_delete,
-        &mut done,
-        Some(cancel),
-    );
-    s.deleted = done.deleted;
-    s.already_gone = done.already_gone;
-    s.failed = done.failed;
-    deleted?;
-    for p in &to_archive {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(Error::Interrupted);
-        }
-        let path = format!("{}/{}", entity.path(), p.gleap_id);
-        let body = json!({"archived": true});
-        let answer = gleap.runtime.block_on(gleap.client.call(
-            Method::PUT,
-            &path,
-            &[],
-            Some(&body),
-            false,
+    for (change, records) in [(Change::Delete, &to_delete), (Change::Archive, &to_archive)] {
+        let mut done = Changed::default();
+        let result = change_mapped(
+            &gleap.runtime,
+            &gleap.client,
             counters,
-        ));
-        match answer {
-            Ok(Answer { status: 404, .. }) => {
-                store.forget_deleted(&s.stream, &p.source_id, &p.gleap_id)?;
-                s.already_gone += 1;
-            }
-            Ok(_) => {
-                store.mark_archived(&s.stream, &p.source_id, &p.gleap_id)?;
-                s.archived += 1;
-            }
-            Err(CallError::Rejected { status, message }) => {
-                s.failed.push(refused(entity, p, status, &message))
-            }
-            Err(e) => {
-                return Err(Error::Other(format!(
-                    "stream `{}`: archiving {} {}: {e}",
-                    s.stream,
-                    entity.singular(),
-                    p.source_id
-                )));
-            }
+            store,
+            (&s.stream, entity),
+            change,
+            records,
+            &mut done,
+            Some(cancel),
+        );
+        match change {
+            Change::Delete => s.deleted += done.done,
+            Change::Archive => s.archived += done.done,
         }
+        s.already_gone += done.already_gone;
+        s.failed.extend(done.failed);
+        result?;
     }
     Ok(())
 }

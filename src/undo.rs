@@ -47,65 +47,87 @@ pub struct StreamUndo {
     pub failed: Vec<String>,
 }
 
-/// What deleting mapped records did ([`delete_mapped`]).
+/// What [`change_mapped`] does to each record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// `DELETE`; the mapping is forgotten once Gleap confirms it.
+    Delete,
+    /// `PUT` with `archived: true` (tickets, `run --prune`); remembered in the state store.
+    Archive,
+}
+
+/// What [`change_mapped`] did.
 #[derive(Debug, Default)]
-pub(crate) struct Deletes {
-    pub deleted: u64,
-    /// Answered 404: gone already (its mapping is forgotten all the same).
+pub(crate) struct Changed {
+    /// Deleted or archived.
+    pub done: u64,
+    /// Answered 404: deleted in Gleap already (its mapping is forgotten all the same).
     pub already_gone: u64,
-    /// Records Gleap refused to delete, and why: their mappings are kept.
+    /// Records Gleap refused to change, and why: their mappings are kept.
     pub failed: Vec<String>,
 }
 
-/// A record Gleap refused to change, named for the report.
-pub(crate) fn refused(entity: Entity, p: &Provenance, status: u16, message: &str) -> String {
-    format!(
-        "{} {} (Gleap {}): Gleap answered {status}: {message}",
-        entity.singular(),
-        p.source_id,
-        p.gleap_id
-    )
-}
-
-/// Deletes the Gleap records of `records` (mappings of `stream`, holding `entity`), in the
-/// order given, and forgets each mapping once its delete is confirmed (a 404: already
-/// gone), so that a killed caller goes on where it stopped. A record Gleap refuses to
-/// delete is named in `done.failed` and kept. Stops at an error that stops every request
-/// (the key refused, Gleap unreachable), or when `stop` is set (`Error::Interrupted`);
-/// `done` holds what was done until then. Shared by `undo` and `run --prune`.
+/// Deletes or archives the Gleap records of `records` (mappings of `stream`, holding
+/// `entity`), in the order given, and records each change once Gleap confirmed it (a delete
+/// or a 404 forgets the mapping, an archiving is remembered), so that a killed caller goes
+/// on where it stopped. A record Gleap refuses to change is named in `out.failed` and kept.
+/// Stops at an error that stops every request (the key refused, Gleap unreachable), or when
+/// `stop` is set (`Error::Interrupted`); `out` holds what was done until then. Shared by
+/// `undo` and `run --prune`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn delete_mapped(
+pub(crate) fn change_mapped(
     runtime: &tokio::runtime::Runtime,
     client: &GleapClient,
     counters: &RequestCounters,
     store: &StateStore,
     (stream, entity): (&str, Entity),
+    change: Change,
     records: &[Provenance],
-    done: &mut Deletes,
+    out: &mut Changed,
     stop: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<()> {
+    let (method, body, doing) = match change {
+        Change::Delete => (Method::DELETE, None, "deleting"),
+        Change::Archive => (
+            Method::PUT,
+            Some(serde_json::json!({"archived": true})),
+            "archiving",
+        ),
+    };
     for p in records {
         if stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
             return Err(Error::Interrupted);
         }
         let path = format!("{}/{}", entity.path(), p.gleap_id);
-        let answer =
-            runtime.block_on(client.call(Method::DELETE, &path, &[], None, false, counters));
+        let answer = runtime.block_on(client.call(
+            method.clone(),
+            &path,
+            &[],
+            body.as_ref(),
+            false,
+            counters,
+        ));
         match answer {
-            Ok(Answer { status, .. }) => {
+            Ok(Answer { status: 404, .. }) => {
                 store.forget_deleted(stream, &p.source_id, &p.gleap_id)?;
-                if status == 404 {
-                    done.already_gone += 1;
-                } else {
-                    done.deleted += 1;
+                out.already_gone += 1;
+            }
+            Ok(_) => {
+                match change {
+                    Change::Delete => store.forget_deleted(stream, &p.source_id, &p.gleap_id)?,
+                    Change::Archive => store.mark_archived(stream, &p.source_id, &p.gleap_id)?,
                 }
+                out.done += 1;
             }
-            Err(CallError::Rejected { status, message }) => {
-                done.failed.push(refused(entity, p, status, &message))
-            }
+            Err(CallError::Rejected { status, message }) => out.failed.push(format!(
+                "{} {} (Gleap {}): Gleap answered {status}: {message}",
+                entity.singular(),
+                p.source_id,
+                p.gleap_id
+            )),
             Err(e) => {
                 return Err(Error::Other(format!(
-                    "stream `{stream}`: deleting {} {}: {e}",
+                    "stream `{stream}`: {doing} {} {}: {e}",
                     entity.singular(),
                     p.source_id
                 )));
@@ -283,18 +305,19 @@ impl Undo {
             .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
         let counters = RequestCounters::default();
         for s in &mut self.streams {
-            let mut done = Deletes::default();
-            let result = delete_mapped(
+            let mut done = Changed::default();
+            let result = change_mapped(
                 &runtime,
                 &client,
                 &counters,
                 &self.store,
                 (&s.stream, s.entity),
+                Change::Delete,
                 &s.delete,
                 &mut done,
                 None,
             );
-            s.deleted = done.deleted;
+            s.deleted = done.done;
             s.already_gone = done.already_gone;
             s.failed = done.failed;
             // Its checkpoint may pass records whose mappings are gone: the next run reads

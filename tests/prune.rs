@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use gleap_etl::emulator::{Emulator, EmulatorConfig};
 use serde_json::{Value, json};
 
-use crate::util::{Api, Dir, Run, output, run_with_pid, write_helpdesk};
+use crate::util::{Api, Dir, Run, contents, output, requests, run_with_pid, write_helpdesk};
 
 const KEY: &str = "sk-live-TEST-prune-5c1d";
 const PROJECT: &str = "65a0000000000000000000ef";
@@ -36,30 +36,6 @@ async fn start(hook: Option<gleap_etl::emulator::api::RequestHook>) -> Emulator 
 
 async fn run(emulator: &Emulator, dir: &Path, args: &[&str]) -> Run {
     output(command(emulator, dir, args)).await
-}
-
-fn requests(emulator: &Emulator) -> u64 {
-    emulator.stats()["total_requests"].as_u64().unwrap()
-}
-
-/// Per kind, every document by its id.
-fn contents(emulator: &Emulator) -> BTreeMap<String, BTreeMap<String, Value>> {
-    let dump = emulator.dump();
-    ["sessions", "tickets", "messages"]
-        .iter()
-        .map(|kind| {
-            let docs = dump[kind]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| {
-                    let id = d["_id"].as_str().or(d["id"].as_str()).unwrap();
-                    (id.to_string(), d.clone())
-                })
-                .collect();
-            (kind.to_string(), docs)
-        })
-        .collect()
 }
 
 /// The Gleap id of the ticket migrated from source ticket `source_id`.
@@ -106,6 +82,16 @@ fn report(dir: &Dir) -> Value {
     serde_json::from_str(&dir.read("report.json")).unwrap()
 }
 
+/// `run --no-progress ARGS --report report.json`: what it printed, and its report.
+async fn run_reported(emulator: &Emulator, dir: &Dir, args: &[&str]) -> (Run, Value) {
+    let mut all = vec!["run", "--no-progress"];
+    all.extend(args);
+    all.extend(["--report", "report.json"]);
+    let out = run(emulator, dir.path(), &all).await;
+    let report = report(dir);
+    (out, report)
+}
+
 /// The prune counts of a stream in a run report: gone, archived, deleted, already gone,
 /// archived by an earlier run, left.
 fn pruned(report: &Value, stream: &str) -> [u64; 6] {
@@ -144,12 +130,7 @@ async fn a_sync_with_prune_archives_exactly_the_tickets_gone_from_the_source() {
     assert!(archived(&before).is_empty());
     let gone = [ticket_id(&before, "T-00001"), ticket_id(&before, "T-00003")];
 
-    let sync = run(
-        &emulator,
-        dir.path(),
-        &["run", "--no-progress", "--prune", "--report", "report.json"],
-    )
-    .await;
+    let (sync, r) = run_reported(&emulator, &dir, &["--prune"]).await;
     assert_eq!(sync.code, 0, "{sync:?}");
     let after = contents(&emulator);
     // Exactly those two are archived; every other document is as it was.
@@ -168,7 +149,6 @@ async fn a_sync_with_prune_archives_exactly_the_tickets_gone_from_the_source() {
             }
         }
     }
-    let r = report(&dir);
     assert_eq!(r["prune"]["mode"], "archive");
     assert_eq!(pruned(&r, "tickets"), [2, 2, 0, 0, 0, 0], "{r}");
     // Archiving leaves the messages, and says so; no contact is gone.
@@ -217,19 +197,13 @@ async fn a_sync_with_prune_archives_exactly_the_tickets_gone_from_the_source() {
         requests(&emulator) - at
     };
     let at = requests(&emulator);
-    let again = run(
-        &emulator,
-        dir.path(),
-        &["run", "--no-progress", "--prune", "--report", "report.json"],
-    )
-    .await;
+    let (again, r) = run_reported(&emulator, &dir, &["--prune"]).await;
     assert_eq!(again.code, 0, "{again:?}");
     assert_eq!(
         requests(&emulator) - at,
         plain_cost,
         "a pruning run costs what a plain one does: {again:?}"
     );
-    let r = report(&dir);
     assert_eq!(pruned(&r, "tickets"), [2, 0, 0, 0, 2, 0], "{r}");
     assert_eq!(r["prune"]["requests"], 0, "{r}");
     assert_eq!(contents(&emulator), after);
@@ -237,16 +211,10 @@ async fn a_sync_with_prune_archives_exactly_the_tickets_gone_from_the_source() {
     // T-00001 comes back in the source: the next run un-archives it (and only it).
     std::fs::write(data.join("tickets.csv"), &tickets_csv).unwrap();
     remove_rows(&data.join("tickets.csv"), &["T-00003"]);
-    let back = run(
-        &emulator,
-        dir.path(),
-        &["run", "--no-progress", "--prune", "--report", "report.json"],
-    )
-    .await;
+    let (back, r) = run_reported(&emulator, &dir, &["--prune"]).await;
     assert_eq!(back.code, 0, "{back:?}");
     let now = contents(&emulator);
     assert_eq!(archived(&now), vec![gone[1].clone()], "{back:?}");
-    let r = report(&dir);
     let tickets = r["streams"]
         .as_array()
         .unwrap()
@@ -291,20 +259,7 @@ async fn a_run_stopped_by_max_errors_or_sigterm_prunes_nothing() {
     let mut tickets = std::fs::read_to_string(data.join("tickets.csv")).unwrap();
     tickets.push_str("T-00099,cust-00000,Bad one,OPEN,URGENT,BUG,a,2024-01-01T00:00:00Z\n");
     std::fs::write(data.join("tickets.csv"), &tickets).unwrap();
-    let stopped = run(
-        &emulator,
-        dir.path(),
-        &[
-            "run",
-            "--no-progress",
-            "--prune",
-            "--max-errors",
-            "0",
-            "--report",
-            "report.json",
-        ],
-    )
-    .await;
+    let (stopped, r) = run_reported(&emulator, &dir, &["--prune", "--max-errors", "0"]).await;
     assert_eq!(stopped.code, 2, "{stopped:?}");
     assert!(
         stopped.stderr.contains(
@@ -312,7 +267,6 @@ async fn a_run_stopped_by_max_errors_or_sigterm_prunes_nothing() {
         ),
         "{stopped:?}"
     );
-    let r = report(&dir);
     assert_eq!(r["prune"]["streams"], json!([]), "{r}");
     assert!(
         r["prune"]["not_pruned"][0]
@@ -375,18 +329,7 @@ async fn prune_delete_deletes_the_tickets_and_their_messages() {
         .collect();
     assert_eq!(gone_messages.len(), 4);
 
-    let sync = run(
-        &emulator,
-        dir.path(),
-        &[
-            "run",
-            "--no-progress",
-            "--prune=delete",
-            "--report",
-            "report.json",
-        ],
-    )
-    .await;
+    let (sync, r) = run_reported(&emulator, &dir, &["--prune=delete"]).await;
     assert_eq!(sync.code, 0, "{sync:?}");
     let after = contents(&emulator);
     let mut expected = before.clone();
@@ -397,25 +340,13 @@ async fn prune_delete_deletes_the_tickets_and_their_messages() {
         expected.get_mut("messages").unwrap().remove(id);
     }
     assert_eq!(after, expected, "{sync:?}");
-    let r = report(&dir);
     assert_eq!(r["prune"]["mode"], "delete");
     assert_eq!(pruned(&r, "messages"), [4, 0, 4, 0, 0, 0], "{r}");
     assert_eq!(pruned(&r, "tickets"), [2, 0, 2, 0, 0, 0], "{r}");
     // Deleted records are forgotten: the next run has nothing to prune.
-    let again = run(
-        &emulator,
-        dir.path(),
-        &[
-            "run",
-            "--no-progress",
-            "--prune=delete",
-            "--report",
-            "report.json",
-        ],
-    )
-    .await;
+    let (again, r) = run_reported(&emulator, &dir, &["--prune=delete"]).await;
     assert_eq!(again.code, 0, "{again:?}");
-    assert_eq!(pruned(&report(&dir), "tickets"), [0; 6]);
+    assert_eq!(pruned(&r, "tickets"), [0; 6]);
     assert_eq!(contents(&emulator), after);
 }
 
@@ -466,29 +397,12 @@ async fn prune_sessions_deletes_a_created_session_never_an_adopted_one() {
     assert!(refused.stderr.contains("--prune"), "{refused:?}");
 
     // Without --prune-sessions, contacts are left.
-    let sync = run(
-        &emulator,
-        dir.path(),
-        &["run", "--no-progress", "--prune", "--report", "report.json"],
-    )
-    .await;
+    let (sync, r) = run_reported(&emulator, &dir, &["--prune"]).await;
     assert_eq!(sync.code, 0, "{sync:?}");
-    assert_eq!(pruned(&report(&dir), "users"), [2, 0, 0, 0, 0, 2]);
+    assert_eq!(pruned(&r, "users"), [2, 0, 0, 0, 0, 2]);
     assert_eq!(contents(&emulator), before);
 
-    let sync = run(
-        &emulator,
-        dir.path(),
-        &[
-            "run",
-            "--no-progress",
-            "--prune",
-            "--prune-sessions",
-            "--report",
-            "report.json",
-        ],
-    )
-    .await;
+    let (sync, r) = run_reported(&emulator, &dir, &["--prune", "--prune-sessions"]).await;
     assert_eq!(sync.code, 0, "{sync:?}");
     let after = contents(&emulator);
     let mut expected = before.clone();
@@ -499,5 +413,5 @@ async fn prune_sessions_deletes_a_created_session_never_an_adopted_one() {
         "the adopted one stays"
     );
     // Gone: two; deleted: the one the pipeline created; left: the adopted one.
-    assert_eq!(pruned(&report(&dir), "users"), [2, 0, 1, 0, 0, 1]);
+    assert_eq!(pruned(&r, "users"), [2, 0, 1, 0, 0, 1]);
 }
