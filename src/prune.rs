@@ -411,3 +411,115 @@ fn prune_stream(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline() -> Pipeline {
+        let yaml = "version: 1
+name: p
+streams:
+  - name: users
+    source: { csv: { path: users.csv } }
+    sink: { gleap: { entity: sessions } }
+  - name: tickets
+    source: { csv: { path: tickets.csv } }
+    sink: { gleap: { entity: tickets, refs: { session: users } } }
+  - name: out
+    source: { csv: { path: tickets.csv } }
+    sink: { jsonl: { path: out.jsonl } }
+";
+        Pipeline::parse(
+            yaml,
+            std::path::Path::new("p.yaml"),
+            &crate::config::ProcessEnv,
+        )
+        .unwrap()
+    }
+
+    fn finished(name: &str) -> StreamReport {
+        StreamReport {
+            name: name.into(),
+            status: "ok",
+            ..Default::default()
+        }
+    }
+
+    /// Both Gleap streams finished, the users' sink saw `without_id` records without an id.
+    fn seen(without_id: u64) -> SeenIds {
+        let seen = SeenIds::default();
+        let mut users = StreamSeen::default();
+        users.saw(Some("u1".into()));
+        for _ in 0..without_id {
+            users.saw(None);
+        }
+        seen.finished("users", users);
+        seen.finished("tickets", StreamSeen::default());
+        seen
+    }
+
+    #[test]
+    fn a_run_that_read_its_whole_source_prunes() {
+        let reports = [finished("users"), finished("tickets")];
+        assert!(blockers(&pipeline(), &reports, None, &seen(0)).is_empty());
+        // A stream that does not write to Gleap is not looked at; tickets before sessions.
+        let names: Vec<String> = pruned_streams(&pipeline())
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, ["tickets", "users"]);
+    }
+
+    #[test]
+    fn a_run_that_did_not_read_its_whole_source_says_why() {
+        let p = pipeline();
+        let why = |reports: &[StreamReport], error: Option<&Error>, seen: &SeenIds| {
+            blockers(&p, reports, error, seen)
+        };
+        assert_eq!(
+            why(&[], Some(&Error::Interrupted), &seen(0)),
+            ["the run was interrupted (SIGINT/SIGTERM) before it read its whole source"]
+        );
+        let too_many = Error::TooManyErrors {
+            count: 4,
+            max: 3,
+            file: "dl.jsonl".into(),
+        };
+        assert_eq!(
+            why(&[], Some(&too_many), &seen(0)),
+            [
+                "more than 3 records went to the dead-letter file (--max-errors), so the run stopped before it read its whole source"
+            ]
+        );
+        let mut resumed = finished("tickets");
+        resumed.skipped = 7;
+        resumed.resumed_after = Some(6);
+        let mut rejected = finished("users");
+        rejected.source_rejected = 1;
+        rejected.transform_rejected = 1;
+        assert_eq!(
+            why(&[rejected, resumed], None, &seen(0)),
+            [
+                "stream `tickets` resumed an interrupted run and did not see the 7 records before its checkpoint: prune at the next full run",
+                "stream `users`: 2 records dead-lettered before the sink (their ids are not known, so they might be among the records gone from the source)",
+            ]
+        );
+        let mut failed = finished("tickets");
+        failed.status = "failed";
+        assert_eq!(
+            why(&[finished("users"), failed], None, &seen(1)),
+            [
+                "stream `tickets` failed",
+                "stream `users`: 1 record without a source id reached the sink (whose they are is not known)",
+            ]
+        );
+        // A stream whose sink did not hand over what it saw did not reach its end.
+        let partial = SeenIds::default();
+        partial.finished("users", StreamSeen::default());
+        assert_eq!(
+            why(&[finished("users"), finished("tickets")], None, &partial),
+            ["stream `tickets` did not reach its end"]
+        );
+    }
+}

@@ -966,6 +966,43 @@ mod tests {
     }
 
     #[test]
+    fn archived_records_are_remembered_until_back_or_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let run = store.begin_run("p", "t1").unwrap();
+        store.mark_archived("tickets", "t1", "g1").unwrap();
+        store.mark_archived("tickets", "t2", "g2").unwrap();
+        store.mark_archived("tickets", "t3", "g3").unwrap();
+        assert_eq!(store.archived("tickets").unwrap().len(), 3);
+        assert!(store.archived("other").unwrap().is_empty());
+        let row: (String, Option<i64>) = store
+            .with(|c| {
+                c.query_row(
+                    "SELECT gleap_id, run FROM pruned WHERE source_id = 't1'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+            })
+            .unwrap();
+        assert_eq!(row, ("g1".to_string(), Some(run)));
+        // t1 is back in the source (updated with archived: false); t2 is deleted.
+        store
+            .commit(
+                "tickets",
+                &Commit {
+                    unarchived: vec!["t1".into()],
+                    ..Commit::default()
+                },
+            )
+            .unwrap();
+        store.forget_deleted("tickets", "t2", "g2").unwrap();
+        // Another record now: not forgotten.
+        store.forget_deleted("tickets", "t3", "other").unwrap();
+        let left = store.archived("tickets").unwrap();
+        assert_eq!(left, HashMap::from([("t3".to_string(), "g3".to_string())]));
+    }
+
+    #[test]
     fn runs_are_recorded() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).unwrap();

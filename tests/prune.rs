@@ -112,19 +112,25 @@ fn pruned(report: &Value, stream: &str) -> [u64; 6] {
     .map(|k| s[k].as_u64().unwrap())
 }
 
+/// Migrates 6 contacts and 5 tickets of 2 comments each; then tickets T-00001 and T-00003
+/// and their comments are deleted from the source (`dir/data`). Gives tickets.csv as it was.
+async fn migrated_then_two_tickets_removed(emulator: &Emulator, dir: &Dir) -> String {
+    let data = dir.join("data");
+    write_helpdesk(&data, 6, 5, 2);
+    let first = run(emulator, dir.path(), &["run", "--no-progress"]).await;
+    assert_eq!(first.code, 0, "{first:?}");
+    let tickets_csv = std::fs::read_to_string(data.join("tickets.csv")).unwrap();
+    remove_rows(&data.join("tickets.csv"), &["T-00001", "T-00003"]);
+    remove_rows(&data.join("messages.csv"), &["T-00001", "T-00003"]);
+    tickets_csv
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_with_prune_archives_exactly_the_tickets_gone_from_the_source() {
     let emulator = start(None).await;
     let dir = Dir::new();
     let data = dir.join("data");
-    write_helpdesk(&data, 6, 5, 2);
-    let first = run(&emulator, dir.path(), &["run", "--no-progress"]).await;
-    assert_eq!(first.code, 0, "{first:?}");
-    let tickets_csv = std::fs::read_to_string(data.join("tickets.csv")).unwrap();
-
-    // Two tickets and their comments are deleted in the helpdesk.
-    remove_rows(&data.join("tickets.csv"), &["T-00001", "T-00003"]);
-    remove_rows(&data.join("messages.csv"), &["T-00001", "T-00003"]);
+    let tickets_csv = migrated_then_two_tickets_removed(&emulator, &dir).await;
     let before = contents(&emulator);
     assert_eq!(before["tickets"].len(), 5);
     assert!(archived(&before).is_empty());
@@ -248,11 +254,7 @@ async fn a_run_stopped_by_max_errors_or_sigterm_prunes_nothing() {
     let emulator = start(Some(hook)).await;
     let dir = Dir::new();
     let data = dir.join("data");
-    write_helpdesk(&data, 6, 5, 2);
-    let first = run(&emulator, dir.path(), &["run", "--no-progress"]).await;
-    assert_eq!(first.code, 0, "{first:?}");
-    remove_rows(&data.join("tickets.csv"), &["T-00001", "T-00003"]);
-    remove_rows(&data.join("messages.csv"), &["T-00001", "T-00003"]);
+    migrated_then_two_tickets_removed(&emulator, &dir).await;
     let before = contents(&emulator);
 
     // A ticket Gleap would refuse, with --max-errors 0: the run stops, nothing is pruned.
@@ -315,12 +317,7 @@ async fn a_run_stopped_by_max_errors_or_sigterm_prunes_nothing() {
 async fn prune_delete_deletes_the_tickets_and_their_messages() {
     let emulator = start(None).await;
     let dir = Dir::new();
-    let data = dir.join("data");
-    write_helpdesk(&data, 6, 5, 2);
-    let first = run(&emulator, dir.path(), &["run", "--no-progress"]).await;
-    assert_eq!(first.code, 0, "{first:?}");
-    remove_rows(&data.join("tickets.csv"), &["T-00001", "T-00003"]);
-    remove_rows(&data.join("messages.csv"), &["T-00001", "T-00003"]);
+    migrated_then_two_tickets_removed(&emulator, &dir).await;
     let before = contents(&emulator);
     let gone_tickets = [ticket_id(&before, "T-00001"), ticket_id(&before, "T-00003")];
     let gone_messages: Vec<String> = gone_tickets
