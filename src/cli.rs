@@ -60,6 +60,11 @@ pub enum Command {
     /// first). Records it found in Gleap and only updated are listed, not reverted. Shows the
     /// counts and asks first unless --yes; run it again after an interruption.
     Undo(UndoArgs),
+    /// Rebuild a lost (or emptied) state store's id map from what Gleap holds: sessions by
+    /// userId (or email), tickets by this pipeline's `customData.importId`, messages per
+    /// ticket by text, note and author in the source's order. Reports what it could not
+    /// match; the next run then creates nothing twice. Exit 1 when a record is ambiguous.
+    Reconcile(ReconcileArgs),
     /// Print the JSON Schema of the pipeline format (for editors).
     Schema,
     /// Run a local emulator of Gleap's API v3 (sessions, tickets, messages) for rehearsals,
@@ -113,6 +118,15 @@ pub struct UndoArgs {
     /// Delete without asking (needed when no terminal can answer).
     #[arg(long)]
     pub yes: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    #[command(flatten)]
+    pub target: RunStateArgs,
+    /// Print the findings as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -390,6 +404,7 @@ where
         Command::Doctor(args) => doctor(&args),
         Command::Verify(args) => verify(&args),
         Command::Undo(args) => undo(&args),
+        Command::Reconcile(args) => reconcile(&args),
         Command::Status {
             pipeline,
             state_dir,
@@ -1098,6 +1113,37 @@ fn undo(args: &UndoArgs) -> i32 {
             eprintln!("error: {e}");
             EXIT_FAILED
         }
+    }
+}
+
+fn reconcile(args: &ReconcileArgs) -> i32 {
+    let (pipeline, emulator, gleap_target) = match args.target.open() {
+        Ok(opened) => opened,
+        Err(code) => return code,
+    };
+    let options = crate::reconcile::ReconcileOptions {
+        state_dir: args.target.state_dir.clone(),
+        gleap_target,
+    };
+    let result = crate::reconcile::reconcile(&pipeline, &options, |_, estimate| {
+        eprintln!("reconcile {}: {estimate}", pipeline.name());
+    });
+    drop(emulator);
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    let text = if args.json {
+        serde_json::to_string_pretty(&report).expect("JSON") + "\n"
+    } else {
+        report.table()
+    };
+    match print_out(&text) {
+        EXIT_OK => report.exit_code(),
+        code => code,
     }
 }
 

@@ -1059,7 +1059,7 @@ async fn checks(d: &mut Doctor<'_>, probe: &str, created: &mut Created) {
         import_ignored |= !items.is_empty();
         let (status, observed) = match (import_ignored, found_probe) {
             (true, _) => (
-                Status::Fail,
+                Status::Warn,
                 "answered tickets with other importIds: ignored",
             ),
             (false, true) => (Status::Ok, "applied"),
@@ -1070,7 +1070,7 @@ async fn checks(d: &mut Doctor<'_>, probe: &str, created: &mut Created) {
             status,
             "GET /tickets?customData.importId=X answers only the tickets with that import id",
             observed,
-            "finds a ticket whose create answer was lost by it; where it is ignored, the import stops with an error at such a ticket rather than create it twice",
+            "finds a ticket whose create answer was lost by it; where it is ignored, reads every ticket instead (a page per 1000 tickets for each such ticket) rather than create it twice",
         );
     }
     if d.room_for(1)
@@ -1214,7 +1214,7 @@ async fn checks(d: &mut Doctor<'_>, probe: &str, created: &mut Created) {
                 } else {
                     format!("answered {} messages of other tickets: ignored", items.len())
                 },
-                "finds lost messages and exports messages ticket by ticket with it; where it is ignored, both stop with an error",
+                "finds lost messages and exports messages ticket by ticket with it; where it is ignored, a lost message is looked for among all messages (every page) and an export of messages stops with an error",
             );
         }
         Err(CallError::Rejected { status, .. }) => d.note(

@@ -12,6 +12,7 @@ pub mod files;
 pub mod gleap;
 pub mod jq;
 pub mod prune;
+pub mod reconcile;
 pub mod record;
 pub mod redact;
 pub mod sinks;

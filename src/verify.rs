@@ -186,109 +186,124 @@ impl Estimate {
 }
 
 /// A record as the sink would send it.
-struct Item {
-    source_id: String,
-    body: Map<String, Value>,
+pub(crate) struct Item {
+    pub source_id: String,
+    /// The hash the sink keeps of what it sent.
+    pub hash: u128,
+    pub body: Map<String, Value>,
     /// Messages: (source id, Gleap id) of their ticket.
-    ticket: Option<(String, String)>,
+    pub ticket: Option<(String, String)>,
 }
 
 /// One Gleap stream of the pipeline, read and prepared.
-struct Prepared {
-    name: String,
-    config: GleapSinkConfig,
-    items: Vec<Item>,
-    map: HashMap<String, MapEntry>,
+pub(crate) struct Prepared {
+    pub name: String,
+    pub config: GleapSinkConfig,
+    pub items: Vec<Item>,
+    pub map: HashMap<String, MapEntry>,
     /// Records the pipeline dead-letters: (the record's source id, or where it is; why).
-    not_sent: Vec<(String, String)>,
+    pub not_sent: Vec<(String, String)>,
 }
 
-/// List pages a listing of `n` records takes: full pages, then a short or empty one.
-fn pages(n: u64) -> u64 {
-    if n == 0 {
-        1
-    } else if n < PAGE as u64 {
-        2
-    } else {
-        n / PAGE as u64 + 1
-    }
+/// The source of a pipeline's Gleap streams read again through its transforms, and the
+/// client to compare it with Gleap: what `verify` and `reconcile` start from.
+pub(crate) struct SourceReading {
+    previews: Vec<engine::StreamPreview>,
+    pub client: Arc<GleapClient>,
+    pub runtime: tokio::runtime::Runtime,
+    team: Option<crate::sinks::gleap::agents::TeamCache>,
+    upload_target: String,
+    /// The streams writing sessions, tickets or messages, in the pipeline's order.
+    pub streams: Vec<(String, GleapSinkConfig)>,
+    /// The Gleap streams left out (help centre), and why.
+    pub not_covered: Vec<String>,
 }
 
-/// Requests to read one ticket's `n` messages: one while the page is shorter than any cap.
-fn ticket_cost(n: u64) -> u64 {
-    if n < SMALLEST_PAGE_CAP as u64 {
-        1
-    } else {
-        n / PAGE as u64 + 2
-    }
-}
-
-/// Verifies `pipeline`; `on_estimate` hears the cost before the first request.
-pub fn verify(
-    pipeline: &Pipeline,
-    options: &VerifyOptions,
-    on_estimate: impl FnOnce(&Estimate),
-) -> Result<VerifyReport> {
-    let state_dir = pipeline.state_dir(options.state_dir.as_deref());
-    if !state_dir.join("state.sqlite").exists() {
-        return Err(Error::Other(format!(
-            "no state store in {}: verify compares through the id map of earlier runs, and no run has written to Gleap from there (a different --state-dir?)",
-            state_dir.display()
-        )));
-    }
-    let store = StateStore::open(&state_dir)?;
-    let mut not_verified = Vec::new();
-    let mut gleap_streams = Vec::new();
-    for stream in &pipeline.config.streams {
-        if let SinkConfig::Gleap(g) = &stream.sink {
-            if g.entity.is_help_centre() {
-                not_verified.push(format!(
-                    "{}: help-centre {} are not verified yet",
-                    stream.name.value,
-                    g.entity.name()
-                ));
-            } else {
-                gleap_streams.push((stream.name.value.clone(), g.clone()));
+impl SourceReading {
+    /// Reads the source of every stream; `command` names what reads it in errors.
+    pub fn open(
+        pipeline: &Pipeline,
+        gleap_target: Option<&GleapTarget>,
+        command: &str,
+    ) -> Result<SourceReading> {
+        let mut not_covered = Vec::new();
+        let mut streams = Vec::new();
+        for stream in &pipeline.config.streams {
+            if let SinkConfig::Gleap(g) = &stream.sink {
+                if g.entity.is_help_centre() {
+                    not_covered.push(format!(
+                        "{}: help-centre {} are not covered by {command} yet",
+                        stream.name.value,
+                        g.entity.name()
+                    ));
+                } else {
+                    streams.push((stream.name.value.clone(), g.clone()));
+                }
             }
         }
-    }
-    if gleap_streams.is_empty() {
-        return Err(Error::Other(format!(
-            "{}: no stream writes sessions, tickets or messages to Gleap; nothing to verify",
-            pipeline.name()
-        )));
+        if streams.is_empty() {
+            return Err(Error::Other(format!(
+                "{}: no stream writes sessions, tickets or messages to Gleap; nothing to {command}",
+                pipeline.name()
+            )));
+        }
+        // The source, through the transforms, as `plan` reads it.
+        let previews = engine::plan(pipeline, usize::MAX);
+        let settings = engine::gleap_settings(pipeline, gleap_target)?;
+        let client = Arc::new(GleapClient::new(settings)?);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
+        let team = streams
+            .iter()
+            .any(|(_, g)| g.agents.is_some())
+            .then(crate::sinks::gleap::agents::TeamCache::default);
+        Ok(SourceReading {
+            previews,
+            upload_target: crate::files::upload_target(&client),
+            client,
+            runtime,
+            team,
+            streams,
+            not_covered,
+        })
     }
 
-    // The source, through the transforms, as `plan` reads it.
-    let previews = engine::plan(pipeline, usize::MAX);
-    let settings = engine::gleap_settings(pipeline, options.gleap_target.as_ref())?;
-    let client = Arc::new(GleapClient::new(settings)?);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
-    let target = crate::files::upload_target(&client);
-    let mut team_requests = 0;
-    let team = if gleap_streams.iter().any(|(_, g)| g.agents.is_some()) {
-        team_requests = 1;
-        Some(crate::sinks::gleap::agents::TeamCache::default())
-    } else {
-        None
-    };
-    let mut streams = Vec::new();
-    for (name, config) in &gleap_streams {
-        let preview = previews
+    /// Records stream `name`'s source yields after the transforms.
+    pub fn source_len(&self, name: &str) -> u64 {
+        self.previews
             .iter()
-            .find(|p| &p.name == name)
+            .find(|p| p.name == name)
+            .map_or(0, |p| (p.records.len() + p.dead_letters.len()) as u64)
+    }
+
+    /// Whether a stream sends agents, so that the team is read (one request).
+    pub fn has_team(&self) -> bool {
+        self.team.is_some()
+    }
+
+    /// Stream `name`'s records as its sink would send them, with references resolved
+    /// through the id map `store` holds now.
+    pub fn prepare(
+        &self,
+        name: &str,
+        config: &GleapSinkConfig,
+        store: &StateStore,
+    ) -> Result<Prepared> {
+        let preview = self
+            .previews
+            .iter()
+            .find(|p| p.name == name)
             .ok_or_else(|| Error::Other(format!("stream `{name}` was not read")))?;
         if let Some(e) = &preview.error {
             return Err(Error::Other(format!(
                 "stream `{name}`: cannot read its source: {e}"
             )));
         }
-        let mut preparer = Preparer::new(name, config, &store)?;
-        if let (Some(agents), Some(team)) = (&config.agents, &team) {
-            let members = runtime.block_on(team.get(&client));
+        let mut preparer = Preparer::new(name, config, store)?;
+        if let (Some(agents), Some(team)) = (&config.agents, &self.team) {
+            let members = self.runtime.block_on(team.get(&self.client));
             let agents = crate::sinks::gleap::agents::Agents::new(agents, config.entity, members)?;
             preparer = preparer.with_agents(Arc::new(agents));
         }
@@ -322,7 +337,7 @@ pub fn verify(
                     if config.attachments == crate::files::AttachmentsMode::Rehost {
                         // Sent with the Gleap URLs of the files earlier runs re-hosted.
                         let mut body = Value::Object(std::mem::take(&mut p.body));
-                        crate::files::rewrite_rehosted(&store, &target, &mut body);
+                        crate::files::rewrite_rehosted(store, &self.upload_target, &mut body);
                         if let Value::Object(map) = body {
                             p.body = map;
                         }
@@ -334,6 +349,7 @@ pub fn verify(
                         .map(|r| (r.source_id.clone(), r.gleap_id.clone()));
                     items.push(Item {
                         source_id: p.source_id,
+                        hash: p.hash,
                         body: p.body,
                         ticket,
                     });
@@ -343,14 +359,60 @@ pub fn verify(
                 }
             }
         }
-        streams.push(Prepared {
-            name: name.clone(),
+        Ok(Prepared {
+            name: name.to_string(),
             config: config.clone(),
             map: store.load_map(name)?,
             items,
             not_sent,
-        });
+        })
     }
+}
+
+/// List pages a listing of `n` records takes: full pages, then a short or empty one.
+pub(crate) fn pages(n: u64) -> u64 {
+    if n == 0 {
+        1
+    } else if n < PAGE as u64 {
+        2
+    } else {
+        n / PAGE as u64 + 1
+    }
+}
+
+/// Requests to read one ticket's `n` messages: one while the page is shorter than any cap.
+pub(crate) fn ticket_cost(n: u64) -> u64 {
+    if n < SMALLEST_PAGE_CAP as u64 {
+        1
+    } else {
+        n / PAGE as u64 + 2
+    }
+}
+
+/// Verifies `pipeline`; `on_estimate` hears the cost before the first request.
+pub fn verify(
+    pipeline: &Pipeline,
+    options: &VerifyOptions,
+    on_estimate: impl FnOnce(&Estimate),
+) -> Result<VerifyReport> {
+    let state_dir = pipeline.state_dir(options.state_dir.as_deref());
+    if !state_dir.join("state.sqlite").exists() {
+        return Err(Error::Other(format!(
+            "no state store in {}: verify compares through the id map of earlier runs, and no run has written to Gleap from there (a different --state-dir?)",
+            state_dir.display()
+        )));
+    }
+    let store = StateStore::open(&state_dir)?;
+    let reading = SourceReading::open(pipeline, options.gleap_target.as_ref(), "verify")?;
+    let not_verified = reading.not_covered.clone();
+    let team_requests = u64::from(reading.has_team());
+    let mut streams = Vec::new();
+    for (name, config) in &reading.streams {
+        streams.push(reading.prepare(name, config, &store)?);
+    }
+    let SourceReading {
+        client, runtime, ..
+    } = reading;
 
     // Which tickets are checked deeply.
     let mut rng = fastrand::Rng::with_seed(options.seed.unwrap_or_else(|| fastrand::u64(..)));
@@ -561,7 +623,7 @@ async fn fetch(
 /// `GET /messages?ticket=ID`, every page: a page shorter than asked and than any cap on page
 /// length ([`SMALLEST_PAGE_CAP`]) ends it, so a ticket of a usual length costs one request.
 /// Messages of other tickets (an ignored filter) are left out.
-async fn ticket_messages(
+pub(crate) async fn ticket_messages(
     client: &GleapClient,
     counters: &RequestCounters,
     ticket: &str,
@@ -643,7 +705,7 @@ fn changes(body: &Map<String, Value>, remote: &Value, fields: &[String]) -> Stri
         .join("; ")
 }
 
-fn id_text(v: &Value) -> Option<String> {
+pub(crate) fn id_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
@@ -792,7 +854,7 @@ fn check_tickets(s: &Prepared, docs: &[Value]) -> Vec<Problem> {
                 .and_then(Value::as_str)
                 .map(str::to_string)
         },
-        &|i| format!("{}:{}", s.name, i.source_id),
+        &|i| crate::sinks::gleap::import_id(&s.name, &i.source_id),
         "customData.importId",
     )
 }
@@ -1016,6 +1078,37 @@ fn misplaced(in_gleap: &[usize]) -> Vec<usize> {
         .collect()
 }
 
+/// Rows as aligned columns: the first `left` columns flush left, the others (counts) right.
+pub(crate) fn render_table(rows: &[Vec<String>], left: usize) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .map(|r| r.get(c).map_or(0, |cell| cell.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(c, (cell, w))| {
+                if c < left {
+                    format!("{cell:<w$}")
+                } else {
+                    format!("{cell:>w$}")
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 impl VerifyReport {
     /// Exit 0 when all arrived and equal, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
@@ -1064,25 +1157,7 @@ impl VerifyReport {
                 s.dead_lettered.to_string(),
             ]);
         }
-        let widths: Vec<usize> = (0..header.len())
-            .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-            .collect();
-        for row in &rows {
-            let cells: Vec<String> = row
-                .iter()
-                .zip(&widths)
-                .enumerate()
-                .map(|(c, (cell, w))| {
-                    if c < 2 {
-                        format!("{cell:<w$}")
-                    } else {
-                        format!("{cell:>w$}")
-                    }
-                })
-                .collect();
-            out.push_str(cells.join("  ").trim_end());
-            out.push('\n');
-        }
+        out.push_str(&render_table(&rows, 2));
         for s in &self.streams {
             if s.pruned > 0 {
                 out.push_str(&format!(
@@ -1164,6 +1239,7 @@ mod tests {
                                       "sendToChannel": false});
         Item {
             source_id: id.into(),
+            hash: 0,
             body: body.as_object().unwrap().clone(),
             ticket: Some(("T1".into(), "g-t1".into())),
         }

@@ -363,8 +363,8 @@ async fn ignored_skip_export_pages_by_time_or_stops_clearly() {
 // ------------------------------------------------------------------------ --ignore-filter
 
 /// Tickets whose create answer was lost are looked up by `customData.importId`; a project
-/// that ignores that filter answers other tickets, and the import stops there with an error
-/// naming the problem instead of creating a ticket twice or writing over another.
+/// that ignores that filter answers other tickets, and the look-up reads every ticket
+/// instead (saying so once): the import finishes with each ticket once, none written over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ignored_import_id_filter_never_duplicates_or_overwrites_tickets() {
     let quirks = Quirks {
@@ -394,23 +394,25 @@ async fn an_ignored_import_id_filter_never_duplicates_or_overwrites_tickets() {
             "ticket {import_id} holds another's title: {t}"
         );
     }
-    match r.code {
-        0 => assert_eq!(tickets.len(), 150),
-        2 => assert!(
-            r.stderr.contains("customData.importId")
-                && r.stderr.contains("did not apply the filter"),
-            "{r:?}"
-        ),
-        _ => panic!("{r:?}"),
-    }
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(tickets.len(), 150, "each ticket once");
+    assert!(
+        emulator.stats()["faults"]["lost_responses"]
+            .as_u64()
+            .unwrap()
+            > 3,
+        "5% lost answers: look-ups happened"
+    );
     assert_eq!(
-        r.code, 2,
-        "5% lost answers over 150 tickets: a look-up happened: {r:?}"
+        r.stderr.matches("Gleap ignores the filter").count(),
+        1,
+        "said once: {r:?}"
     );
 }
 
-/// The same for messages (looked up by `ticket=`); and an export of messages, read ticket
-/// by ticket, stops with an error instead of reading other tickets' messages.
+/// The same for messages (looked up by `ticket=`, every page read); and an export of
+/// messages, read ticket by ticket, stops with an error instead of reading other tickets'
+/// messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ignored_ticket_filter_never_duplicates_messages_and_stops_exports() {
     let quirks = Quirks {
@@ -426,11 +428,11 @@ async fn an_ignored_ticket_filter_never_duplicates_messages_and_stops_exports() 
     for m in dump["messages"].as_array().unwrap() {
         assert!(comments.insert(m["comment"].as_str().unwrap()), "{m} twice");
     }
-    match r.code {
-        0 => assert_eq!(comments.len(), 200),
-        2 => assert!(r.stderr.contains("did not apply the filter"), "{r:?}"),
-        _ => panic!("{r:?}"),
-    }
+    // Every page of messages is read for a look-up and the other tickets' left out: the
+    // import finishes, each message once.
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(comments.len(), 200);
+    assert!(r.stderr.contains("Gleap ignores the filter"), "{r:?}");
     let e = run(export(&emulator, &dir, "messages", &[])).await;
     assert_eq!(e.code, 2, "{e:?}");
     assert!(e.stderr.contains("ignores the `ticket` filter"), "{e:?}");
@@ -734,7 +736,8 @@ fn doctor_names_an_ignored_skip() {
 #[test]
 fn doctor_names_an_ignored_import_id_filter() {
     let flags = ["--ignore-filter", "customData.importId"];
-    assert_doctor_names(&flags, 1, "filter.customData.importId", "fail");
+    // gleap-etl copes (every ticket read instead): a warning.
+    assert_doctor_names(&flags, 0, "filter.customData.importId", "warn");
 }
 
 #[test]

@@ -353,6 +353,7 @@ async fn a_lost_state_is_refused_before_anything_is_created_again() {
         "names the state dir: {r:?}"
     );
     assert!(r.stderr.contains("--adopt-existing"), "{r:?}");
+    assert!(r.stderr.contains("gleap-etl reconcile"), "{r:?}");
     assert_eq!(tickets(&emulator), 2, "nothing created twice");
 
     // Adopting what Gleap holds rebuilds the state, creating nothing.

@@ -22,6 +22,13 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 pub use sink::GleapSink;
+pub(crate) use sink::same_message;
+
+/// The `customData.importId` of stream `stream`'s ticket `source_id`: this pipeline's
+/// import marker.
+pub fn import_id(stream: &str, source_id: &str) -> String {
+    format!("{stream}:{source_id}")
+}
 
 use crate::config::did_you_mean;
 use crate::error::{Error, Result};
@@ -384,7 +391,7 @@ impl Preparer {
 
     /// The `customData.importId` a ticket carries.
     pub fn import_id(&self, source_id: &str) -> String {
-        format!("{}:{source_id}", self.stream)
+        import_id(&self.stream, source_id)
     }
 
     /// The body for a record, or why it cannot be sent.

@@ -212,6 +212,9 @@ struct Inner {
     /// A tickets stream the state store knows nothing of: before its first create, whether
     /// Gleap holds a ticket of an earlier run ([`check_lost_state`]).
     lost_state_check: Option<tokio::sync::OnceCell<std::result::Result<(), String>>>,
+    /// Set once a look-up found its filter (`customData.importId`, `ticket`) ignored
+    /// (warned once).
+    filter_ignored: AtomicBool,
     /// Gleap ids of referenced records found gone from Gleap.
     gone_parents: Mutex<HashSet<String>>,
     /// `attachments: rehost`: files re-hosted before a record is sent.
@@ -376,6 +379,7 @@ impl GleapSinkConfig {
             intent_writer: IntentWriter::start(store.clone(), stream.clone())?,
             adopt_existing,
             lost_state_check,
+            filter_ignored: AtomicBool::new(false),
             gone_parents: Mutex::new(HashSet::new()),
             store,
             context,
@@ -924,32 +928,65 @@ async fn update(
     }
 }
 
-/// Before a fresh tickets stream's first create: does Gleap hold this ticket already (an
-/// earlier run made it, and its state is lost or elsewhere)? One request.
+/// Before a fresh tickets stream's first create: does Gleap hold tickets an earlier run of
+/// this stream made (its state lost or elsewhere)? One request: the tickets with the first
+/// record's import marker; every ticket answered is looked at, so that a project that
+/// ignores the filter still shows this stream's markers among the tickets it answers.
 async fn check_lost_state(inner: &Inner, p: &Prepared) -> std::result::Result<(), String> {
-    let found = find_once(inner, p).await.map_err(|f| f.reason)?;
-    let ids = match found {
-        LookUp::Absent => return Ok(()),
-        LookUp::Found(id, _) => vec![id],
-        LookUp::Ambiguous(ids) => ids,
-        // Gleap ignores the filter: the check cannot tell, and the import goes on as before.
-        LookUp::Untrusted(reason) => {
-            tracing::warn!(
-                "stream `{}`: cannot check whether an earlier run created these tickets: {reason}",
-                inner.stream
-            );
-            return Ok(());
-        }
+    const ANSWERED: usize = 100;
+    let import_id = inner.preparer.import_id(&p.source_id);
+    let limit = ANSWERED.to_string();
+    let answer = inner
+        .client
+        .call(
+            Method::GET,
+            "/tickets",
+            &[("customData.importId", &import_id), ("limit", &limit)],
+            None,
+            false,
+            &inner.counters,
+        )
+        .await
+        .map_err(|e| format!("checking for tickets of an earlier run: {e}"))?;
+    let tickets = listed("checking for tickets of an earlier run", answer).map_err(|f| f.reason)?;
+    let marker = |t: &Value| {
+        t.get("customData")
+            .and_then(|c| c.get("importId"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
     };
+    let prefix = super::import_id(&inner.stream, "");
+    let ours: Vec<(String, String)> = tickets
+        .iter()
+        .filter_map(|t| Some((answer::id(t)?.to_string(), marker(t)?)))
+        .filter(|(_, m)| m.starts_with(&prefix))
+        .collect();
+    if ours.is_empty() {
+        if tickets
+            .iter()
+            .any(|t| marker(t).as_deref() != Some(import_id.as_str()))
+        {
+            tracing::warn!(
+                "stream `{}`: GET /tickets?customData.importId={import_id} answered other tickets (the filter is ignored); none of the {} answered carries this stream's marker, so the check for an earlier run's tickets goes no further",
+                inner.stream,
+                tickets.len()
+            );
+        }
+        return Ok(());
+    }
     let state = inner.store.path();
     let state = std::path::absolute(state).unwrap_or_else(|_| state.to_path_buf());
     let cwd = std::env::current_dir()
         .map(|d| d.display().to_string())
         .unwrap_or_else(|_| "?".into());
+    let (id, marker) = &ours[0];
     Err(format!(
-        "Gleap already holds ticket {} with customData.importId {:?}, made by an earlier run of this pipeline, but the state store {} knows nothing of stream `{}`: it was lost (emptied or deleted), or this run uses another state dir (a relative `state_dir` is taken from the folder the run starts in, here {cwd}). Nothing was created. Point `state_dir` (or --state-dir) at the earlier run's state, or run with --adopt-existing to look each record up in Gleap and adopt what is there (a request more per record)",
-        ids.join(", "),
-        inner.preparer.import_id(&p.source_id),
+        "Gleap already holds ticket {id} with customData.importId {marker:?}{}, made by an earlier run of this pipeline, but the state store {} knows nothing of stream `{}`: it was lost (emptied or deleted), or this run uses another state dir (a relative `state_dir` is taken from the folder the run starts in, here {cwd}). Nothing was created. Point `state_dir` (or --state-dir) at the earlier run's state, or run `gleap-etl reconcile PIPELINE` (with the same state dir) to rebuild the id map from Gleap (a list page per 1000 sessions or tickets and a request per ticket) and run again, or run with --adopt-existing to look each record up in Gleap (a request more per record)",
+        if ours.len() > 1 {
+            format!(" (and {} more)", ours.len() - 1)
+        } else {
+            String::new()
+        },
         state.display(),
         inner.stream,
     ))
@@ -1224,12 +1261,41 @@ async fn find_once(inner: &Inner, p: &Prepared) -> std::result::Result<LookUp, F
                     .and_then(Value::as_str)
                     == Some(import_id.as_str())
             };
-            Ok(verify(
-                &format!("GET /tickets?customData.importId={import_id}"),
-                candidates,
-                has_import_id,
-                unmapped,
-            ))
+            let what_request = format!("GET /tickets?customData.importId={import_id}");
+            match verify(&what_request, candidates, has_import_id, unmapped) {
+                // The filter is not applied: every ticket is read and looked at here (a page
+                // of 1000 each), which costs more but creates nothing twice.
+                LookUp::Untrusted(reason) if reason.contains("did not apply the filter") => {
+                    if !inner.filter_ignored.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "stream `{}`: {what_request} answered tickets without that importId (Gleap ignores the filter): tickets whose create answer was lost are looked for in the list of all tickets instead",
+                            inner.stream
+                        );
+                    }
+                    let mut all = Vec::new();
+                    list_all(
+                        &inner.client,
+                        &inner.counters,
+                        "/tickets",
+                        &[],
+                        MAX_PAGE_SIZE,
+                        |page| all.extend(page.into_iter().filter(|t| has_import_id(t))),
+                    )
+                    .await
+                    .map_err(|e| Failure {
+                        reason: format!("{what}: listing every ticket: {e}"),
+                        keep_intent: true,
+                        stop: true,
+                    })?;
+                    Ok(verify(
+                        &format!("GET /tickets (every page), importId {import_id}"),
+                        all,
+                        |_| true,
+                        unmapped,
+                    ))
+                }
+                other => Ok(other),
+            }
         }
         Entity::Messages => {
             let ticket = p
@@ -1253,12 +1319,22 @@ async fn find_once(inner: &Inner, p: &Prepared) -> std::result::Result<LookUp, F
                 keep_intent: true,
                 stop: e.is_paging(),
             })?;
-            // A message that names no ticket cannot prove the filter was ignored.
+            // Every page was read: where Gleap ignored the filter (messages of other tickets
+            // came back), they are left out here and what remains is the whole ticket. A
+            // message that names no ticket stays a candidate.
             let on_ticket = |m: &Value| answer::field_ref(m, "ticket").is_none_or(|t| t == ticket);
+            let all = candidates.len();
+            candidates.retain(on_ticket);
+            if candidates.len() < all && !inner.filter_ignored.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "stream `{}`: GET /messages?ticket={ticket} answered messages of other tickets (Gleap ignores the filter): messages whose create answer was lost are looked for among all messages, every page read",
+                    inner.stream
+                );
+            }
             Ok(verify(
-                &format!("GET /messages?ticket={ticket}"),
+                &format!("GET /messages?ticket={ticket} (every page)"),
                 candidates,
-                on_ticket,
+                |_| true,
                 |m| unmapped(m) && same_message(&p.body, m),
             ))
         }
@@ -1281,7 +1357,7 @@ fn listed(what: &str, answer: Answer) -> std::result::Result<Vec<Value>, Failure
 
 /// Whether a stored message is the one `body` would create: the same content (as text, if
 /// Gleap changed its form), note or not, and author.
-fn same_message(body: &serde_json::Map<String, Value>, remote: &Value) -> bool {
+pub(crate) fn same_message(body: &serde_json::Map<String, Value>, remote: &Value) -> bool {
     let content_same = match (body.get("comment"), answer::message_content(remote)) {
         (Some(sent), Some(stored)) => answer::same_content(sent, stored),
         (None | Some(Value::Null), None) => true,
