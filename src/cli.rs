@@ -265,6 +265,15 @@ pub struct RunArgs {
     pub pipeline: PathBuf,
     #[command(flatten)]
     pub flags: RunFlags,
+    /// For scheduled syncs of a full source: after a run that read its whole source, archive
+    /// the tickets this pipeline created that are gone from it (`--prune=delete`: delete
+    /// them and their messages). A run that did not read it all prunes nothing.
+    #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "archive", value_name = "archive|delete")]
+    pub prune: Option<crate::prune::PruneMode>,
+    /// With --prune: also delete the sessions this pipeline created that are gone from the
+    /// source (sessions cannot be archived).
+    #[arg(long, requires = "prune")]
+    pub prune_sessions: bool,
 }
 
 /// How to run a pipeline (`run`, `export`).
@@ -567,7 +576,13 @@ fn plan(path: &Path, limit: usize) -> i32 {
 
 fn run(args: &RunArgs) -> i32 {
     match load(&args.pipeline) {
-        Ok(p) => run_pipeline(&p, &args.flags),
+        Ok(p) => {
+            let prune = args.prune.map(|mode| crate::prune::PruneOptions {
+                mode,
+                sessions: args.prune_sessions,
+            });
+            run_pipeline(&p, &args.flags, prune)
+        }
         Err(code) => code,
     }
 }
@@ -614,7 +629,7 @@ streams:
     );
     let file = PathBuf::from(format!("<export {entity}>"));
     match Pipeline::parse(&text, &file, &crate::config::ProcessEnv) {
-        Ok(p) => run_pipeline(&p, &args.flags),
+        Ok(p) => run_pipeline(&p, &args.flags, None),
         Err(e) => {
             eprintln!("{e}");
             EXIT_FAILED
@@ -627,7 +642,11 @@ fn yaml_string(s: &str) -> String {
     serde_json::to_string(s).expect("strings are JSON")
 }
 
-fn run_pipeline(pipeline: &Pipeline, args: &RunFlags) -> i32 {
+fn run_pipeline(
+    pipeline: &Pipeline,
+    args: &RunFlags,
+    prune: Option<crate::prune::PruneOptions>,
+) -> i32 {
     // Checked before anything runs: a report that cannot be written must not fail a run
     // that has done its work.
     if let Some(dir) = args
@@ -732,6 +751,7 @@ fn run_pipeline(pipeline: &Pipeline, args: &RunFlags) -> i32 {
         interrupt: Some(interrupt),
         gleap_target,
         adopt_existing: args.adopt_existing,
+        prune,
     };
     let mut report = engine::run(pipeline, &options);
     if !args.quiet {

@@ -6,6 +6,8 @@
 //! - a checkpoint per stream: the position in the input below which every record is confirmed
 //!   (or dead-lettered), with a fingerprint of the input it belongs to;
 //! - run history;
+//! - the tickets `run --prune` archived (gone from the source), so that a nightly sync
+//!   archives each once and a ticket that comes back is un-archived;
 //! - for sources that read an API (the Gleap source), the cursor they resume from;
 //! - for Parquet datasets, the parts committed so far and which generation is current.
 //!
@@ -81,12 +83,18 @@ pub struct Commit {
     pub origins: HashMap<String, Origin>,
     /// Intents resolved without a confirmation (found absent, or dead-lettered).
     pub cleared: Vec<String>,
+    /// Records `run --prune` had archived, back in the source and updated with
+    /// `archived: false`: no longer pruned.
+    pub unarchived: Vec<String>,
     pub done_through: Option<u64>,
 }
 
 impl Commit {
     pub fn is_empty(&self) -> bool {
-        self.confirmed.is_empty() && self.cleared.is_empty() && self.done_through.is_none()
+        self.confirmed.is_empty()
+            && self.cleared.is_empty()
+            && self.unarchived.is_empty()
+            && self.done_through.is_none()
     }
 }
 
@@ -187,7 +195,11 @@ impl StateStore {
                  attempts INTEGER NOT NULL DEFAULT 0, updated_at TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS file_uploads (
                  target TEXT NOT NULL, sha256 TEXT NOT NULL, file_url TEXT, attempts INTEGER NOT NULL DEFAULT 0,
-                 updated_at TEXT NOT NULL, PRIMARY KEY (target, sha256));",
+                 updated_at TEXT NOT NULL, PRIMARY KEY (target, sha256));
+             CREATE TABLE IF NOT EXISTS pruned (
+                 stream TEXT NOT NULL, source_id TEXT NOT NULL, gleap_id TEXT NOT NULL,
+                 run INTEGER, pruned_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+                 PRIMARY KEY (stream, source_id));",
         )
         .map_err(|e| db_error(&path, e))?;
         add_provenance_columns(&conn).map_err(|e| db_error(&path, e))?;
@@ -307,6 +319,11 @@ impl StateStore {
                     "UPDATE id_map SET origin = ?3, origin_run = ?4 WHERE stream = ?1 AND source_id = ?2",
                 )?;
                 let mut clear = tx.prepare_cached("DELETE FROM intents WHERE stream = ?1 AND source_id = ?2")?;
+                let mut unarchive =
+                    tx.prepare_cached("DELETE FROM pruned WHERE stream = ?1 AND source_id = ?2")?;
+                for source_id in &commit.unarchived {
+                    unarchive.execute(params![stream, source_id])?;
+                }
                 for (source_id, entry) in &commit.confirmed {
                     upsert.execute(params![stream, source_id, entry.gleap_id, hash_text(entry.hash)])?;
                     if let Some(origin) = commit.origins.get(source_id) {
@@ -408,12 +425,41 @@ impl StateStore {
     }
 
     /// Forgets a mapping if it still points to `gleap_id` (the record was deleted): the
-    /// next run creates it again.
+    /// next run creates it again. An archiving of it by `run --prune` is forgotten too.
     pub fn forget_deleted(&self, stream: &str, source_id: &str, gleap_id: &str) -> Result<()> {
         self.with(|c| {
+            let tx = c.transaction()?;
+            for table in ["id_map", "pruned"] {
+                tx.execute(
+                    &format!(
+                        "DELETE FROM {table} WHERE stream = ?1 AND source_id = ?2 AND gleap_id = ?3"
+                    ),
+                    params![stream, source_id, gleap_id],
+                )?;
+            }
+            tx.commit()
+        })
+    }
+
+    /// The records of a stream `run --prune` archived: source id -> Gleap id.
+    pub fn archived(&self, stream: &str) -> Result<HashMap<String, String>> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT source_id, gleap_id FROM pruned WHERE stream = ?1")?;
+            let rows = stmt.query_map([stream], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
+    /// `run --prune` archived a record (Gleap confirmed it), in the run begun through this
+    /// store.
+    pub fn mark_archived(&self, stream: &str, source_id: &str, gleap_id: &str) -> Result<()> {
+        let run = *self.run.lock().unwrap_or_else(|p| p.into_inner());
+        self.with(|c| {
             c.execute(
-                "DELETE FROM id_map WHERE stream = ?1 AND source_id = ?2 AND gleap_id = ?3",
-                params![stream, source_id, gleap_id],
+                "INSERT INTO pruned (stream, source_id, gleap_id, run) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (stream, source_id) DO UPDATE SET gleap_id = excluded.gleap_id,
+                 run = excluded.run, pruned_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')",
+                params![stream, source_id, gleap_id, run],
             )
             .map(|_| ())
         })
@@ -917,6 +963,43 @@ mod tests {
         let left: Vec<_> = store.load_map("users").unwrap().into_keys().collect();
         assert_eq!(left.len(), 3);
         assert!(!left.contains(&"c".to_string()));
+    }
+
+    #[test]
+    fn archived_records_are_remembered_until_back_or_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        let run = store.begin_run("p", "t1").unwrap();
+        store.mark_archived("tickets", "t1", "g1").unwrap();
+        store.mark_archived("tickets", "t2", "g2").unwrap();
+        store.mark_archived("tickets", "t3", "g3").unwrap();
+        assert_eq!(store.archived("tickets").unwrap().len(), 3);
+        assert!(store.archived("other").unwrap().is_empty());
+        let row: (String, Option<i64>) = store
+            .with(|c| {
+                c.query_row(
+                    "SELECT gleap_id, run FROM pruned WHERE source_id = 't1'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+            })
+            .unwrap();
+        assert_eq!(row, ("g1".to_string(), Some(run)));
+        // t1 is back in the source (updated with archived: false); t2 is deleted.
+        store
+            .commit(
+                "tickets",
+                &Commit {
+                    unarchived: vec!["t1".into()],
+                    ..Commit::default()
+                },
+            )
+            .unwrap();
+        store.forget_deleted("tickets", "t2", "g2").unwrap();
+        // Another record now: not forgotten.
+        store.forget_deleted("tickets", "t3", "other").unwrap();
+        let left = store.archived("tickets").unwrap();
+        assert_eq!(left, HashMap::from([("t3".to_string(), "g3".to_string())]));
     }
 
     #[test]

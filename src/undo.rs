@@ -47,6 +47,96 @@ pub struct StreamUndo {
     pub failed: Vec<String>,
 }
 
+/// What [`change_mapped`] does to each record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// `DELETE`; the mapping is forgotten once Gleap confirms it.
+    Delete,
+    /// `PUT` with `archived: true` (tickets, `run --prune`); remembered in the state store.
+    Archive,
+}
+
+/// What [`change_mapped`] did.
+#[derive(Debug, Default)]
+pub(crate) struct Changed {
+    /// Deleted or archived.
+    pub done: u64,
+    /// Answered 404: deleted in Gleap already (its mapping is forgotten all the same).
+    pub already_gone: u64,
+    /// Records Gleap refused to change, and why: their mappings are kept.
+    pub failed: Vec<String>,
+}
+
+/// Deletes or archives the Gleap records of `records` (mappings of `stream`, holding
+/// `entity`), in the order given, and records each change once Gleap confirmed it (a delete
+/// or a 404 forgets the mapping, an archiving is remembered), so that a killed caller goes
+/// on where it stopped. A record Gleap refuses to change is named in `out.failed` and kept.
+/// Stops at an error that stops every request (the key refused, Gleap unreachable), or when
+/// `stop` is set (`Error::Interrupted`); `out` holds what was done until then. Shared by
+/// `undo` and `run --prune`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn change_mapped(
+    runtime: &tokio::runtime::Runtime,
+    client: &GleapClient,
+    counters: &RequestCounters,
+    store: &StateStore,
+    (stream, entity): (&str, Entity),
+    change: Change,
+    records: &[Provenance],
+    out: &mut Changed,
+    stop: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<()> {
+    let (method, body, doing) = match change {
+        Change::Delete => (Method::DELETE, None, "deleting"),
+        Change::Archive => (
+            Method::PUT,
+            Some(serde_json::json!({"archived": true})),
+            "archiving",
+        ),
+    };
+    for p in records {
+        if stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
+            return Err(Error::Interrupted);
+        }
+        let path = format!("{}/{}", entity.path(), p.gleap_id);
+        let answer = runtime.block_on(client.call(
+            method.clone(),
+            &path,
+            &[],
+            body.as_ref(),
+            false,
+            counters,
+        ));
+        match answer {
+            Ok(Answer { status: 404, .. }) => {
+                store.forget_deleted(stream, &p.source_id, &p.gleap_id)?;
+                out.already_gone += 1;
+            }
+            Ok(_) => {
+                match change {
+                    Change::Delete => store.forget_deleted(stream, &p.source_id, &p.gleap_id)?,
+                    Change::Archive => store.mark_archived(stream, &p.source_id, &p.gleap_id)?,
+                }
+                out.done += 1;
+            }
+            Err(CallError::Rejected { status, message }) => out.failed.push(format!(
+                "{} {} (Gleap {}): Gleap answered {status}: {message}",
+                entity.singular(),
+                p.source_id,
+                p.gleap_id
+            )),
+            Err(e) => {
+                return Err(Error::Other(format!(
+                    "stream `{stream}`: {doing} {} {}: {e}",
+                    entity.singular(),
+                    p.source_id
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// An undo, planned: the counts come first, then `execute`.
 pub struct Undo {
     pub pipeline: String,
@@ -57,7 +147,8 @@ pub struct Undo {
     _lock: crate::dirs::StateDirLock,
 }
 
-fn rank(entity: Entity) -> u8 {
+/// The order records are deleted in: messages, then tickets, then sessions.
+pub(crate) fn rank(entity: Entity) -> u8 {
     match entity {
         Entity::Messages => 0,
         Entity::Tickets => 1,
@@ -214,52 +305,27 @@ impl Undo {
             .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
         let counters = RequestCounters::default();
         for s in &mut self.streams {
-            let mut touched = false;
-            for p in &s.delete {
-                let path = format!("{}/{}", s.entity.path(), p.gleap_id);
-                let answer = runtime.block_on(client.call(
-                    Method::DELETE,
-                    &path,
-                    &[],
-                    None,
-                    false,
-                    &counters,
-                ));
-                match answer {
-                    Ok(Answer { status, .. }) => {
-                        self.store
-                            .forget_deleted(&s.stream, &p.source_id, &p.gleap_id)?;
-                        touched = true;
-                        if status == 404 {
-                            s.already_gone += 1;
-                        } else {
-                            s.deleted += 1;
-                        }
-                    }
-                    Err(CallError::Rejected { status, message }) => s.failed.push(format!(
-                        "{} {} (Gleap {}): Gleap answered {status}: {message}",
-                        s.entity.singular(),
-                        p.source_id,
-                        p.gleap_id
-                    )),
-                    Err(e) => {
-                        if touched {
-                            self.store.rewind_stream(&s.stream)?;
-                        }
-                        return Err(Error::Other(format!(
-                            "stream `{}`: deleting {} {}: {e}; run undo again to go on",
-                            s.stream,
-                            s.entity.singular(),
-                            p.source_id
-                        )));
-                    }
-                }
-            }
+            let mut done = Changed::default();
+            let result = change_mapped(
+                &runtime,
+                &client,
+                &counters,
+                &self.store,
+                (&s.stream, s.entity),
+                Change::Delete,
+                &s.delete,
+                &mut done,
+                None,
+            );
+            s.deleted = done.done;
+            s.already_gone = done.already_gone;
+            s.failed = done.failed;
             // Its checkpoint may pass records whose mappings are gone: the next run reads
             // the input from the start and creates them again.
-            if touched {
+            if s.deleted + s.already_gone > 0 {
                 self.store.rewind_stream(&s.stream)?;
             }
+            result.map_err(|e| Error::Other(format!("{e}; run undo again to go on")))?;
         }
         Ok(())
     }

@@ -110,6 +110,9 @@ pub struct StreamSummary {
     pub changed: u64,
     pub out_of_order: u64,
     pub gone_from_source: u64,
+    /// Tickets this pipeline created, gone from the source and archived in Gleap (what
+    /// `run --prune` does): not a problem.
+    pub pruned: u64,
     /// Records the pipeline dead-letters: never sent, so not in Gleap (each a problem).
     pub dead_lettered: u64,
     /// Messages on tickets outside `--sample`: checked for presence and copies, not for
@@ -501,6 +504,22 @@ pub fn verify(
             Entity::Tickets => check_tickets(s, &gleap.tickets),
             _ => check_messages(s, &gleap, &deep_set, &mut summary),
         };
+        if s.config.entity == Entity::Tickets {
+            // Gone from the source and archived: pruned (`run --prune`), as it should be.
+            let archived: HashSet<&str> = gleap
+                .tickets
+                .iter()
+                .filter(|d| d.get("archived") == Some(&Value::Bool(true)))
+                .filter_map(answer::id)
+                .collect();
+            found.retain(|p| {
+                let pruned = p.kind == ProblemKind::GoneFromSource
+                    && !p.gleap_ids.is_empty()
+                    && p.gleap_ids.iter().all(|id| archived.contains(id.as_str()));
+                summary.pruned += u64::from(pruned);
+                !pruned
+            });
+        }
         for (record, reason) in &s.not_sent {
             found.push(problem(
                 &s.name,
@@ -1140,6 +1159,13 @@ impl VerifyReport {
         }
         out.push_str(&render_table(&rows, 2));
         for s in &self.streams {
+            if s.pruned > 0 {
+                out.push_str(&format!(
+                    "\n{}: {} gone from the source and archived in Gleap (run --prune): pruned, not a problem\n",
+                    s.stream,
+                    crate::engine::report::plural(s.pruned, "ticket", "tickets")
+                ));
+            }
             if s.entity == "messages" {
                 out.push_str(&format!(
                     "\n{}: {} tickets checked message by message (text and order){}{}\n",

@@ -18,6 +18,7 @@ mod hostile_signals;
 mod migrations;
 mod people;
 mod pipelines;
+mod prune;
 mod reconcile;
 mod undo;
 mod validate;

@@ -11,7 +11,7 @@ use std::process::Command;
 use gleap_etl::emulator::{Emulator, EmulatorConfig};
 use serde_json::{Value, json};
 
-use crate::util::{Api, Dir, Killer, Run, output, write_helpdesk};
+use crate::util::{Api, Dir, Killer, Run, contents, output, requests, write_helpdesk};
 
 const KEY: &str = "sk-live-TEST-undo-41e7";
 const PROJECT: &str = "65a0000000000000000000ee";
@@ -30,30 +30,6 @@ async fn start(killer: &Killer) -> Emulator {
     })
     .await
     .unwrap()
-}
-
-fn requests(emulator: &Emulator) -> u64 {
-    emulator.stats()["total_requests"].as_u64().unwrap()
-}
-
-/// Per kind, every document by its id.
-fn contents(emulator: &Emulator) -> BTreeMap<String, BTreeMap<String, Value>> {
-    let dump = emulator.dump();
-    ["sessions", "tickets", "messages"]
-        .iter()
-        .map(|kind| {
-            let docs = dump[kind]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| {
-                    let id = d["_id"].as_str().or(d["id"].as_str()).unwrap();
-                    (id.to_string(), d.clone())
-                })
-                .collect();
-            (kind.to_string(), docs)
-        })
-        .collect()
 }
 
 fn counts(c: &BTreeMap<String, BTreeMap<String, Value>>) -> Vec<usize> {

@@ -398,3 +398,30 @@ pub fn csv_to_gleap(
         .stderr(std::process::Stdio::piped());
     cmd
 }
+
+/// Requests the emulator has answered.
+pub fn requests(emulator: &gleap_etl::emulator::Emulator) -> u64 {
+    emulator.stats()["total_requests"].as_u64().unwrap()
+}
+
+/// The emulator's sessions, tickets and messages: per kind, every document by its id.
+pub fn contents(
+    emulator: &gleap_etl::emulator::Emulator,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, serde_json::Value>> {
+    let dump = emulator.dump();
+    ["sessions", "tickets", "messages"]
+        .iter()
+        .map(|kind| {
+            let docs = dump[kind]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| {
+                    let id = d["_id"].as_str().or(d["id"].as_str()).unwrap();
+                    (id.to_string(), d.clone())
+                })
+                .collect();
+            (kind.to_string(), docs)
+        })
+        .collect()
+}

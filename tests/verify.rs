@@ -8,17 +8,13 @@ use std::process::Command;
 use gleap_etl::emulator::{Emulator, EmulatorConfig};
 use serde_json::{Value, json};
 
-use crate::util::{Api, Dir, Run, output, write_helpdesk};
+use crate::util::{Api, Dir, Run, output, requests, write_helpdesk};
 
 const KEY: &str = "sk-live-TEST-verify-7c1d";
 const PROJECT: &str = "65a0000000000000000000dd";
 
 fn command(emulator: &Emulator, dir: &Path, args: &[&str]) -> Command {
     crate::util::csv_to_gleap(&emulator.base_url(), KEY, PROJECT, dir, args)
-}
-
-fn requests(emulator: &Emulator) -> u64 {
-    emulator.stats()["total_requests"].as_u64().unwrap()
 }
 
 /// `verify --json` and the requests the emulator answered for it.

@@ -43,6 +43,9 @@ pub struct RunOptions {
     pub gleap_target: Option<GleapTarget>,
     /// Gleap sinks look up every record the state store does not know (`--adopt-existing`).
     pub adopt_existing: bool,
+    /// After a run that read its whole source, archive or delete what the pipeline created
+    /// that is gone from it (`--prune`, [`crate::prune`]).
+    pub prune: Option<crate::prune::PruneOptions>,
 }
 
 /// A Gleap API to talk to.
@@ -85,6 +88,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
         streams: Vec::new(),
         error: None,
         emulator: None,
+        prune: None,
     };
     let finish = |mut report: RunReport| {
         report.elapsed_secs = started.elapsed().as_secs_f64();
@@ -321,6 +325,20 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
     report.records_read = report.streams.iter().map(|s| s.read).sum();
     report.records_written = report.streams.iter().map(|s| s.written).sum();
     report.dead_lettered = dead_letters.count();
+    if let Some(prune) = options.prune {
+        let pruned = prune_after_run(
+            pipeline,
+            gleap.as_deref(),
+            prune,
+            &report,
+            &first_error,
+            &cancel,
+        );
+        if let Some(e) = &pruned.error {
+            first_error.get_or_insert(Error::Other(format!("prune: {e}")));
+        }
+        report.prune = Some(pruned);
+    }
     let all_ran = report
         .streams
         .iter()
@@ -330,6 +348,15 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
         (None, true, _) => ("dead_letters", EXIT_DEAD_LETTERS),
         _ => ("failed", EXIT_FAILED),
     };
+    // Records Gleap refused to archive or delete (named in the summary): not all done.
+    if report.exit_code == EXIT_OK
+        && report
+            .prune
+            .as_ref()
+            .is_some_and(|p| p.streams.iter().any(|s| !s.failed.is_empty()))
+    {
+        report.exit_code = EXIT_DEAD_LETTERS;
+    }
     if report.dead_lettered == 0 {
         report.dead_letter_file = None;
     }
@@ -343,6 +370,26 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
         }
     }
     report
+}
+
+/// `--prune`, once every stream has finished: nothing when the run did not read its whole
+/// source (the report says why).
+fn prune_after_run(
+    pipeline: &Pipeline,
+    gleap: Option<&GleapRun>,
+    options: crate::prune::PruneOptions,
+    report: &RunReport,
+    first_error: &Option<Error>,
+    cancel: &AtomicBool,
+) -> crate::prune::PruneReport {
+    use crate::prune::{PruneReport, SeenIds};
+    let none = SeenIds::default();
+    let seen = gleap.and_then(|g| g.prune_seen.as_deref()).unwrap_or(&none);
+    let why = crate::prune::blockers(pipeline, &report.streams, first_error.as_ref(), seen);
+    match gleap {
+        Some(g) if why.is_empty() => crate::prune::prune(pipeline, g, options, seen, cancel),
+        _ => PruneReport::not_run(options, why),
+    }
 }
 
 /// The Gleap client, state store and runtime, when the pipeline has Gleap sinks or sources.
@@ -360,6 +407,7 @@ fn gleap_run(
     let settings = gleap_settings(pipeline, options.gleap_target.as_ref())?;
     let mut run = GleapRun::start(state_dir, settings)?;
     run.adopt_existing = options.adopt_existing;
+    run.prune_seen = options.prune.map(|_| Default::default());
     Ok(Some(Arc::new(run)))
 }
 

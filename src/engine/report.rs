@@ -32,6 +32,10 @@ pub struct RunReport {
     /// faults, `messages_out_of_order`, sessions sharing a userId).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub emulator: Option<serde_json::Value>,
+    /// `--prune`: what was archived, deleted, already gone and left, per stream, or why
+    /// nothing was pruned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prune: Option<crate::prune::PruneReport>,
 }
 
 /// What one stream did.
@@ -245,6 +249,9 @@ impl RunReport {
             }
             out.push_str(&line);
             out.push('\n');
+        }
+        if let Some(prune) = &self.prune {
+            out.push_str(&prune.human());
         }
         if self.dead_lettered > 0
             && let Some(file) = &self.dead_letter_file

@@ -298,6 +298,8 @@ pub struct GleapRun {
     pub adopt_existing: bool,
     /// The project's team members, read once by the first sink with `agents:`.
     pub team: agents::TeamCache,
+    /// `run --prune`: where each stream's sink leaves the source ids it saw.
+    pub prune_seen: Option<Arc<crate::prune::SeenIds>>,
 }
 
 /// A record ready to send.
@@ -376,6 +378,14 @@ impl Preparer {
                 .agents
                 .as_ref()
                 .map(|a| Arc::new(agents::Agents::offline(a, config.entity))),
+        }
+    }
+
+    /// The source id of a record as `prepare` reads it, if it has one.
+    pub fn source_id(&self, record: &Record) -> Option<String> {
+        match self.config.entity {
+            Entity::Sessions => record.get(self.config.key().field()).and_then(id_text),
+            _ => self.config.id_field().get(record).and_then(id_text),
         }
     }
 
@@ -645,6 +655,7 @@ impl GleapRun {
             runtime: Arc::new(runtime),
             adopt_existing: false,
             team: Default::default(),
+            prune_seen: None,
         })
     }
 }

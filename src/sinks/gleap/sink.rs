@@ -103,6 +103,8 @@ struct Counts {
     /// Dead-lettered because a record they reference is gone from Gleap (its mapping is
     /// forgotten: the next run re-creates both).
     parent_gone: u64,
+    /// Archived by `run --prune`, back in the source: updated with `archived: false`.
+    unarchived: u64,
 }
 
 struct State {
@@ -123,6 +125,9 @@ struct State {
     written_this_run: HashSet<String>,
     /// Sessions whose mapped id the prefetch does not hold (deleted in Gleap): created again.
     gone: HashSet<String>,
+    /// Source ids of records `run --prune` archived: sent again, with `archived: false`,
+    /// even when unchanged.
+    archived: HashSet<String>,
     /// Why the stream must stop, until the engine hears it (`write`, `finish`).
     fatal: Option<Error>,
     /// The stream is stopping on an error: lanes start nothing more.
@@ -279,6 +284,9 @@ pub struct GleapSink {
     runtime: Arc<tokio::runtime::Runtime>,
     resume_after: Option<u64>,
     committer: Option<tokio::task::JoinHandle<()>>,
+    /// `run --prune`: the source ids that reached the sink, handed to the run's registry
+    /// when the stream finishes ([`crate::prune`]).
+    seen: Option<(Arc<crate::prune::SeenIds>, crate::prune::StreamSeen)>,
 }
 
 impl GleapSinkConfig {
@@ -306,6 +314,10 @@ impl GleapSinkConfig {
             }
         };
         let map = store.load_map(&stream)?;
+        let archived = match self.entity {
+            Entity::Tickets => store.archived(&stream)?.into_keys().collect(),
+            _ => HashSet::new(),
+        };
         let lost_state_check =
             (self.entity == Entity::Tickets && never_ran && map.is_empty() && !adopt_existing)
                 .then(tokio::sync::OnceCell::new);
@@ -390,6 +402,7 @@ impl GleapSinkConfig {
                 created_since_existing,
                 written_this_run: HashSet::new(),
                 gone: HashSet::new(),
+                archived,
                 fatal: None,
                 failed: false,
                 stopping: false,
@@ -408,6 +421,10 @@ impl GleapSinkConfig {
             runtime: run.runtime.clone(),
             resume_after,
             committer: Some(committer),
+            seen: run
+                .prune_seen
+                .clone()
+                .map(|registry| (registry, Default::default())),
         })
     }
 }
@@ -435,6 +452,7 @@ impl Inner {
             let mut state = self.lock();
             state.pending.confirmed.append(&mut commit.confirmed);
             state.pending.cleared.append(&mut commit.cleared);
+            state.pending.unarchived.append(&mut commit.unarchived);
             state.pending.origins.extend(commit.origins);
             return Err(e);
         }
@@ -683,6 +701,10 @@ fn finish_job(
             }
             state.mapped_ids.insert(gleap_id);
             state.pending.confirmed.push((source_id.clone(), entry));
+            if state.archived.remove(source_id) {
+                state.pending.unarchived.push(source_id.clone());
+                state.counts.unarchived += 1;
+            }
             if entity == Entity::Sessions {
                 state.written_this_run.insert(source_id.clone());
             }
@@ -769,17 +791,27 @@ fn finish_job(
 /// and a create.
 async fn process(inner: &Inner, job: &Job) -> std::result::Result<(String, Done), Failure> {
     let p = &job.prepared;
-    let (known, uncertain) = {
+    let (known, uncertain, archived) = {
         let state = inner.lock();
         let known = state.map.get(&p.source_id).cloned();
         let uncertain =
             state.intents.contains(&p.source_id) || (inner.adopt_existing && known.is_none());
-        (known, uncertain)
+        (known, uncertain, state.archived.contains(&p.source_id))
     };
     if let Some(entry) = &known {
-        if entry.hash == p.hash {
+        if entry.hash == p.hash && !archived {
             return Ok((entry.gleap_id.clone(), Done::Unchanged));
         }
+        // Archived by `run --prune` and back in the source: un-archived with the update.
+        let unarchive;
+        let p = if archived {
+            let mut with_flag = p.clone();
+            with_flag.body.insert("archived".into(), Value::Bool(false));
+            unarchive = with_flag;
+            &unarchive
+        } else {
+            p
+        };
         if let Some(done) = update(inner, &entry.gleap_id, p).await? {
             return Ok((entry.gleap_id.clone(), done));
         }
@@ -1348,6 +1380,9 @@ impl Sink for GleapSink {
             }
             state.tracker.add(seq);
         }
+        if let Some((_, seen)) = &mut self.seen {
+            seen.saw(inner.preparer.source_id(&record));
+        }
         let prepared = match inner.preparer.prepare(record) {
             Ok(p) => p,
             Err((reason, record)) => {
@@ -1366,7 +1401,8 @@ impl Sink for GleapSink {
             let unchanged = state
                 .map
                 .get(&prepared.source_id)
-                .is_some_and(|e| e.hash == prepared.hash);
+                .is_some_and(|e| e.hash == prepared.hash)
+                && !state.archived.contains(&prepared.source_id);
             if unchanged && inner.gone_from_prefetch(state, &prepared) {
                 // Deleted in Gleap: forgotten here, and created again.
                 if let Some(old) = state.map.remove(&prepared.source_id) {
@@ -1431,6 +1467,7 @@ impl Sink for GleapSink {
         self.wait_idle(None);
         self.inner.stop_prefetch();
         self.stop_committer();
+        let seen = self.seen.take();
         let inner = &self.inner;
         // Taken first: the guard must be gone before `commit` locks again.
         let fatal = inner.lock().fatal.take();
@@ -1440,6 +1477,10 @@ impl Sink for GleapSink {
         }
         inner.commit()?;
         inner.store.complete_stream(&inner.stream)?;
+        // Only a stream that reached its end tells `--prune` what its source holds.
+        if let Some((registry, seen)) = seen {
+            registry.finished(&inner.stream, seen);
+        }
         let state = inner.lock();
         let c = &state.counts;
         let (requests, rate_limited, retries) = inner.counters.snapshot();
@@ -1470,6 +1511,9 @@ impl Sink for GleapSink {
         }
         if c.parent_gone > 0 {
             detail["parent_gone"] = json!(c.parent_gone);
+        }
+        if c.unarchived > 0 {
+            detail["unarchived"] = json!(c.unarchived);
         }
         if let Some(rehoster) = &inner.rehoster {
             detail["files"] = rehoster.report_detail();
