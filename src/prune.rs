@@ -1,9 +1,9 @@
 //! `run PIPELINE --prune[=archive|delete] [--prune-sessions]`: nightly syncs that follow
 //! deletions. After a run that read its whole source, the records this pipeline created
 //! earlier (id map provenance `created`) whose source ids did not reach their Gleap sink in
-//! this run are gone from the source: tickets are archived (`PUT /tickets/{id}` with
-//! `{"archived": true}`, a field of Gleap's UpdateTicket schema, `src/gleap/fields.rs`), or
-//! with `delete` deleted with their messages; sessions only with `--prune-sessions`, and
+//! this run are gone from the source: tickets are archived (Gleap's ArchiveTicket,
+//! `PUT /tickets/{id}/archive`, ../shared/reference/gleap-openapi/ticket.yml), or with
+//! `delete` deleted with their messages; sessions only with `--prune-sessions`, and
 //! then deleted (a session cannot be archived). Records the pipeline adopted, or whose
 //! maker the map does not know, are left and counted.
 //!
@@ -20,7 +20,8 @@
 //! newest first. It is resumable: an archived ticket is remembered in the state store
 //! (`pruned`), so the next night sends no request for it, and a delete forgets its mapping
 //! once Gleap confirmed it (as `undo` does, with `undo`'s code). A ticket that comes back in
-//! the source is updated by the next run with `archived: false`.
+//! the source is un-archived by the next run (`PUT /tickets/{id}/unarchive`), and updated if
+//! it changed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -41,7 +42,7 @@ use crate::undo::{Change, Changed, change_mapped, rank};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum PruneMode {
-    /// Tickets are archived (`archived: true`); messages are left.
+    /// Tickets are archived (`PUT /tickets/{id}/archive`); messages are left.
     Archive,
     /// Messages, then tickets are deleted.
     Delete,

@@ -52,7 +52,8 @@ pub struct StreamUndo {
 pub(crate) enum Change {
     /// `DELETE`; the mapping is forgotten once Gleap confirms it.
     Delete,
-    /// `PUT` with `archived: true` (tickets, `run --prune`); remembered in the state store.
+    /// `PUT /tickets/{id}/archive` (Gleap's ArchiveTicket; `run --prune`); remembered in the
+    /// state store.
     Archive,
 }
 
@@ -86,27 +87,19 @@ pub(crate) fn change_mapped(
     out: &mut Changed,
     stop: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<()> {
-    let (method, body, doing) = match change {
-        Change::Delete => (Method::DELETE, None, "deleting"),
-        Change::Archive => (
-            Method::PUT,
-            Some(serde_json::json!({"archived": true})),
-            "archiving",
-        ),
+    // Archiving: Gleap's ArchiveTicket, `PUT /tickets/{id}/archive` without a body
+    // (../shared/reference/gleap-openapi/ticket.yml).
+    let (method, suffix, doing) = match change {
+        Change::Delete => (Method::DELETE, "", "deleting"),
+        Change::Archive => (Method::PUT, "/archive", "archiving"),
     };
     for p in records {
         if stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed)) {
             return Err(Error::Interrupted);
         }
-        let path = format!("{}/{}", entity.path(), p.gleap_id);
-        let answer = runtime.block_on(client.call(
-            method.clone(),
-            &path,
-            &[],
-            body.as_ref(),
-            false,
-            counters,
-        ));
+        let path = format!("{}/{}{suffix}", entity.path(), p.gleap_id);
+        let answer =
+            runtime.block_on(client.call(method.clone(), &path, &[], None, false, counters));
         match answer {
             Ok(Answer { status: 404, .. }) => {
                 store.forget_deleted(stream, &p.source_id, &p.gleap_id)?;

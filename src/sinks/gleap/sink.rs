@@ -802,17 +802,13 @@ async fn process(inner: &Inner, job: &Job) -> std::result::Result<(String, Done)
         if entry.hash == p.hash && !archived {
             return Ok((entry.gleap_id.clone(), Done::Unchanged));
         }
-        // Archived by `run --prune` and back in the source: un-archived with the update.
-        let unarchive;
-        let p = if archived {
-            let mut with_flag = p.clone();
-            with_flag.body.insert("archived".into(), Value::Bool(false));
-            unarchive = with_flag;
-            &unarchive
-        } else {
-            p
-        };
-        if let Some(done) = update(inner, &entry.gleap_id, p).await? {
+        // Archived by `run --prune` and back in the source: un-archived (Gleap's
+        // UnarchiveTicket, `PUT /tickets/{id}/unarchive`), then updated if it changed.
+        let gone = archived && !unarchive(inner, &entry.gleap_id).await?;
+        if !gone && entry.hash == p.hash {
+            return Ok((entry.gleap_id.clone(), Done::Updated));
+        }
+        if !gone && let Some(done) = update(inner, &entry.gleap_id, p).await? {
             return Ok((entry.gleap_id.clone(), done));
         }
         // Deleted in Gleap since (404): the mapping is forgotten and it is created again.
@@ -925,6 +921,20 @@ async fn update(
         Ok(Answer { status: 404, .. }) => Ok(None),
         Ok(_) => Ok(Some(Done::Updated)),
         Err(e) => Err(Failure::from_call("update", e)),
+    }
+}
+
+/// `PUT /tickets/{id}/unarchive`; `false` when the ticket is gone (404).
+async fn unarchive(inner: &Inner, gleap_id: &str) -> std::result::Result<bool, Failure> {
+    let path = format!("{}/{gleap_id}/unarchive", inner.entity.path());
+    match inner
+        .client
+        .call(Method::PUT, &path, &[], None, false, &inner.counters)
+        .await
+    {
+        Ok(Answer { status: 404, .. }) => Ok(false),
+        Ok(_) => Ok(true),
+        Err(e) => Err(Failure::from_call("unarchive", e)),
     }
 }
 
