@@ -1129,22 +1129,11 @@ fn reconcile(args: &ReconcileArgs) -> i32 {
         eprintln!("reconcile {}: {estimate}", pipeline.name());
     });
     drop(emulator);
-    let report = match result {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_FAILED;
-        }
-    };
-    let text = if args.json {
-        serde_json::to_string_pretty(&report).expect("JSON") + "\n"
-    } else {
-        report.table()
-    };
-    match print_out(&text) {
-        EXIT_OK => report.exit_code(),
-        code => code,
-    }
+    let report = result.map(|r| {
+        let (table, code) = (r.table(), r.exit_code());
+        (r, table, code)
+    });
+    print_report(report, args.json)
 }
 
 fn verify(args: &VerifyArgs) -> i32 {
@@ -1162,21 +1151,33 @@ fn verify(args: &VerifyArgs) -> i32 {
         eprintln!("verify {}: {}", pipeline.name(), estimate.describe());
     });
     drop(emulator);
-    let report = match result {
+    let report = result.map(|r| {
+        let (table, code) = (r.table(), r.exit_code());
+        (r, table, code)
+    });
+    print_report(report, args.json)
+}
+
+/// A command's findings on stdout, as JSON or as its table, and its exit code; or the error.
+fn print_report<R: serde::Serialize>(
+    report: crate::error::Result<(R, String, i32)>,
+    json: bool,
+) -> i32 {
+    let (report, table, code) = match report {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
             return EXIT_FAILED;
         }
     };
-    let text = if args.json {
+    let text = if json {
         serde_json::to_string_pretty(&report).expect("JSON") + "\n"
     } else {
-        report.table()
+        table
     };
     match print_out(&text) {
-        EXIT_OK => report.exit_code(),
-        code => code,
+        EXIT_OK => code,
+        failed => failed,
     }
 }
 

@@ -275,6 +275,34 @@ fn found(item: &Item, doc: &Value, summary: &mut StreamReconcile) -> Option<MapE
     })
 }
 
+/// Maps `source_id`; `created`: recorded as made by this pipeline (tickets, messages).
+fn map(commit: &mut Commit, source_id: &str, entry: MapEntry, created: bool) {
+    if created {
+        commit
+            .origins
+            .insert(source_id.to_string(), Origin::Created);
+    }
+    commit.confirmed.push((source_id.to_string(), entry));
+}
+
+/// A source record Gleap does not hold: the next run creates it.
+fn not_in_gleap(
+    s: &Prepared,
+    item: &Item,
+    detail: String,
+    summary: &mut StreamReconcile,
+    unmatched: &mut Vec<Unmatched>,
+) {
+    summary.not_in_gleap += 1;
+    unmatched.push(Unmatched {
+        stream: s.name.clone(),
+        kind: "not_in_gleap",
+        record: item.source_id.clone(),
+        gleap_ids: Vec::new(),
+        detail,
+    });
+}
+
 /// Sessions by key, tickets by import marker.
 fn match_keyed(
     s: &Prepared,
@@ -320,27 +348,24 @@ fn match_keyed(
         }
         let key = key_of_item(&item.source_id);
         match by_key.get(&key).map(Vec::as_slice).unwrap_or_default() {
-            [] => {
-                summary.not_in_gleap += 1;
-                unmatched.push(Unmatched {
-                    stream: s.name.clone(),
-                    kind: "not_in_gleap",
-                    record: item.source_id.clone(),
-                    gleap_ids: Vec::new(),
-                    detail: format!(
-                        "no {} in Gleap has {key_name} {key:?}: the next run creates it",
-                        entity.singular()
-                    ),
-                });
-            }
+            [] => not_in_gleap(
+                s,
+                item,
+                format!(
+                    "no {} in Gleap has {key_name} {key:?}: the next run creates it",
+                    entity.singular()
+                ),
+                summary,
+                unmatched,
+            ),
             [doc] => {
                 if let Some(entry) = found(item, doc, summary) {
-                    if entity == Entity::Tickets {
-                        commit
-                            .origins
-                            .insert(item.source_id.clone(), Origin::Created);
-                    }
-                    commit.confirmed.push((item.source_id.clone(), entry));
+                    map(
+                        &mut commit,
+                        &item.source_id,
+                        entry,
+                        entity == Entity::Tickets,
+                    );
                 }
             }
             several => {
@@ -381,16 +406,11 @@ fn match_keyed(
                 .collect();
             summary.gone_from_source += 1;
             if let [id] = ids.as_slice() {
-                commit.confirmed.push((
-                    source_id.to_string(),
-                    MapEntry {
-                        gleap_id: id.clone(),
-                        hash: 0,
-                    },
-                ));
-                commit
-                    .origins
-                    .insert(source_id.to_string(), Origin::Created);
+                let entry = MapEntry {
+                    gleap_id: id.clone(),
+                    hash: 0,
+                };
+                map(&mut commit, source_id, entry, true);
             }
             unmatched.push(Unmatched {
                 stream: s.name.clone(),
@@ -445,23 +465,17 @@ fn match_messages(
         match at.and_then(|at| found(item, &docs[at], summary).map(|e| (at, e))) {
             Some((at, entry)) => {
                 used[at] = true;
-                commit
-                    .origins
-                    .insert(item.source_id.clone(), Origin::Created);
-                commit.confirmed.push((item.source_id.clone(), entry));
+                map(commit, &item.source_id, entry, true);
             }
-            None => {
-                summary.not_in_gleap += 1;
-                unmatched.push(Unmatched {
-                    stream: s.name.clone(),
-                    kind: "not_in_gleap",
-                    record: item.source_id.clone(),
-                    gleap_ids: Vec::new(),
-                    detail: format!(
-                        "ticket {ticket} has no message with its text, note flag and author left to match: the next run creates it"
-                    ),
-                });
-            }
+            None => not_in_gleap(
+                s,
+                item,
+                format!(
+                    "ticket {ticket} has no message with its text, note flag and author left to match: the next run creates it"
+                ),
+                summary,
+                unmatched,
+            ),
         }
     }
     summary.others_in_gleap += used.iter().filter(|u| !**u).count() as u64;

@@ -11,10 +11,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use gleap_etl::emulator::{Emulator, EmulatorConfig};
+use gleap_etl::emulator::Emulator;
 use serde_json::Value;
 
-use crate::util::{Dir, output, read_parquet, repo, shipped_command};
+use crate::util::{Dir, output, read_parquet, repo, shipped_command, unlimited};
 
 const KEY: &str = "sk-live-TEST-golden-5e5e";
 const PROJECT: &str = "65a000000000000000000060";
@@ -275,14 +275,7 @@ fn normalized_dump(emulator: &Emulator) -> String {
 /// A shipped Gleap pipeline on its samples into a fresh emulator: what Gleap holds, and the
 /// dead-letter file.
 async fn gleap_pipeline(pipeline: &str, dir_var: &str, samples: &str, code: i32) {
-    let emulator = Emulator::start(EmulatorConfig {
-        api_key: Some(KEY.into()),
-        project: Some(PROJECT.into()),
-        quota: None,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let emulator = Emulator::start(unlimited(KEY, PROJECT)).await.unwrap();
     let dir = Dir::new();
     let mut cmd = shipped_command("run", pipeline, &emulator, KEY, PROJECT);
     cmd.arg("--no-progress")

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use gleap_etl::emulator::{Emulator, EmulatorConfig};
 use serde_json::{Value, json};
 
-use crate::util::{Api, Dir, Run, contents, output, requests, run_with_pid, write_helpdesk};
+use crate::util::{
+    Api, Dir, Run, contents, output, requests, run_with_pid, unlimited, write_helpdesk,
+};
 
 const KEY: &str = "sk-live-TEST-prune-5c1d";
 const PROJECT: &str = "65a0000000000000000000ef";
@@ -24,11 +26,8 @@ fn command(emulator: &Emulator, dir: &Path, args: &[&str]) -> Command {
 
 async fn start(hook: Option<gleap_etl::emulator::api::RequestHook>) -> Emulator {
     Emulator::start(EmulatorConfig {
-        api_key: Some(KEY.into()),
-        project: Some(PROJECT.into()),
-        quota: None,
         on_request: hook,
-        ..Default::default()
+        ..unlimited(KEY, PROJECT)
     })
     .await
     .unwrap()

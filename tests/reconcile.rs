@@ -8,7 +8,7 @@ use std::process::Command;
 use gleap_etl::emulator::{Emulator, EmulatorConfig, Quirks};
 use serde_json::Value;
 
-use crate::util::{Dir, Run, output, repo, shipped_command};
+use crate::util::{Dir, Run, output, repo, shipped_command, unlimited};
 
 const KEY: &str = "sk-live-TEST-reconcile-42ab";
 const PROJECT: &str = "65a0000000000000000000ab";
@@ -84,11 +84,8 @@ fn sink_counts(report: &Path) -> Vec<(String, u64, u64, u64)> {
 
 async fn lost_state_is_noticed_and_reconciled(samples: (&str, &str, &str), quirks: Quirks) {
     let emulator = Emulator::start(EmulatorConfig {
-        api_key: Some(KEY.into()),
-        project: Some(PROJECT.into()),
-        quota: None,
         quirks: quirks.clone(),
-        ..Default::default()
+        ..unlimited(KEY, PROJECT)
     })
     .await
     .unwrap();

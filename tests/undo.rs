@@ -11,7 +11,7 @@ use std::process::Command;
 use gleap_etl::emulator::{Emulator, EmulatorConfig};
 use serde_json::{Value, json};
 
-use crate::util::{Api, Dir, Killer, Run, contents, output, requests, write_helpdesk};
+use crate::util::{Api, Dir, Killer, Run, contents, output, requests, unlimited, write_helpdesk};
 
 const KEY: &str = "sk-live-TEST-undo-41e7";
 const PROJECT: &str = "65a0000000000000000000ee";
@@ -22,11 +22,8 @@ fn command(emulator: &Emulator, dir: &Path, args: &[&str]) -> Command {
 
 async fn start(killer: &Killer) -> Emulator {
     Emulator::start(EmulatorConfig {
-        api_key: Some(KEY.into()),
-        project: Some(PROJECT.into()),
-        quota: None,
         on_request: Some(killer.hook()),
-        ..Default::default()
+        ..unlimited(KEY, PROJECT)
     })
     .await
     .unwrap()

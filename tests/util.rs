@@ -121,6 +121,16 @@ pub fn shipped_command(
     cmd
 }
 
+/// An emulator's settings with this key and project and no request quota.
+pub fn unlimited(key: &str, project: &str) -> gleap_etl::emulator::EmulatorConfig {
+    gleap_etl::emulator::EmulatorConfig {
+        api_key: Some(key.into()),
+        project: Some(project.into()),
+        quota: None,
+        ..Default::default()
+    }
+}
+
 /// Runs `cmd` off the async runtime and gives what it did.
 pub async fn output(mut cmd: Command) -> Run {
     tokio::task::spawn_blocking(move || Run::from(cmd.output().unwrap()))

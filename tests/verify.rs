@@ -8,7 +8,7 @@ use std::process::Command;
 use gleap_etl::emulator::{Emulator, EmulatorConfig};
 use serde_json::{Value, json};
 
-use crate::util::{Api, Dir, Run, output, requests, write_helpdesk};
+use crate::util::{Api, Dir, Run, output, requests, unlimited, write_helpdesk};
 
 const KEY: &str = "sk-live-TEST-verify-7c1d";
 const PROJECT: &str = "65a0000000000000000000dd";
@@ -67,14 +67,7 @@ fn strings(v: &[&str]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_names_exactly_the_four_problems_of_a_corrupted_run() {
-    let emulator = Emulator::start(EmulatorConfig {
-        api_key: Some(KEY.into()),
-        project: Some(PROJECT.into()),
-        quota: None,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let emulator = Emulator::start(unlimited(KEY, PROJECT)).await.unwrap();
     let dir = Dir::new();
     // 12 contacts, 10 tickets of 3 comments: ticket i has M-(3i+1) .. M-(3i+3).
     write_helpdesk(&dir.join("data"), 12, 10, 3);
@@ -255,14 +248,7 @@ async fn verify_names_exactly_the_four_problems_of_a_corrupted_run() {
 /// the pipeline cannot send: each named, exit 1.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_names_copies_leftovers_and_records_never_sent() {
-    let emulator = Emulator::start(EmulatorConfig {
-        api_key: Some(KEY.into()),
-        project: Some(PROJECT.into()),
-        quota: None,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let emulator = Emulator::start(unlimited(KEY, PROJECT)).await.unwrap();
     let dir = Dir::new();
     // 4 tickets of 2 comments: ticket i has M-(2i+1) and M-(2i+2).
     write_helpdesk(&dir.join("data"), 6, 4, 2);
@@ -366,14 +352,7 @@ async fn verify_names_copies_leftovers_and_records_never_sent() {
 /// per sampled ticket, as estimated up front.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sample_costs_list_pages_and_a_request_per_sampled_ticket() {
-    let emulator = Emulator::start(EmulatorConfig {
-        api_key: Some(KEY.into()),
-        project: Some(PROJECT.into()),
-        quota: None,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let emulator = Emulator::start(unlimited(KEY, PROJECT)).await.unwrap();
     let dir = Dir::new();
     write_helpdesk(&dir.join("data"), 1200, 1100, 2);
     let records = 1200 + 1100 + 2200;
@@ -423,15 +402,12 @@ async fn a_sample_costs_list_pages_and_a_request_per_sampled_ticket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capped_pages_and_an_ignored_ticket_filter_change_no_verdict() {
     let emulator = Emulator::start(EmulatorConfig {
-        api_key: Some(KEY.into()),
-        project: Some(PROJECT.into()),
-        quota: None,
         quirks: gleap_etl::emulator::Quirks {
             page_cap: Some(25),
             ignore_filters: vec!["ticket".into()],
             ..Default::default()
         },
-        ..Default::default()
+        ..unlimited(KEY, PROJECT)
     })
     .await
     .unwrap();
