@@ -251,6 +251,14 @@ pub struct RunArgs {
     pub pipeline: PathBuf,
     #[command(flatten)]
     pub flags: RunFlags,
+    /// A trial: migrate about N tickets with their messages and sessions, picked to include
+    /// the longest thread, the most attachments, a note, non-ASCII text and a missing author,
+    /// then random ones; `verify` checks them, `undo --all` removes them.
+    #[arg(long, value_name = "N")]
+    pub sample: Option<usize>,
+    /// Seed of the sample's random picks (default: random, printed), to pick the same again.
+    #[arg(long, value_name = "S", requires = "sample")]
+    pub seed: Option<u64>,
 }
 
 /// How to run a pipeline (`run`, `export`).
@@ -551,10 +559,26 @@ fn plan(path: &Path, limit: usize) -> i32 {
 }
 
 fn run(args: &RunArgs) -> i32 {
-    match load(&args.pipeline) {
-        Ok(p) => run_pipeline(&p, &args.flags),
-        Err(code) => code,
-    }
+    let pipeline = match load(&args.pipeline) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let sample = match args.sample {
+        None => None,
+        Some(n) => match crate::sample::select(&pipeline, n, args.seed) {
+            Ok(sample) => {
+                if !args.flags.quiet {
+                    eprint!("{}", sample.table());
+                }
+                Some(Arc::new(sample))
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_FAILED;
+            }
+        },
+    };
+    run_pipeline(&pipeline, &args.flags, sample)
 }
 
 /// `export ENTITY --out DIR`: the pipeline of `pipelines/export_<entity>.yaml`, built from
@@ -599,7 +623,7 @@ streams:
     );
     let file = PathBuf::from(format!("<export {entity}>"));
     match Pipeline::parse(&text, &file, &crate::config::ProcessEnv) {
-        Ok(p) => run_pipeline(&p, &args.flags),
+        Ok(p) => run_pipeline(&p, &args.flags, None),
         Err(e) => {
             eprintln!("{e}");
             EXIT_FAILED
@@ -612,7 +636,11 @@ fn yaml_string(s: &str) -> String {
     serde_json::to_string(s).expect("strings are JSON")
 }
 
-fn run_pipeline(pipeline: &Pipeline, args: &RunFlags) -> i32 {
+fn run_pipeline(
+    pipeline: &Pipeline,
+    args: &RunFlags,
+    sample: Option<Arc<crate::sample::Sample>>,
+) -> i32 {
     // Checked before anything runs: a report that cannot be written must not fail a run
     // that has done its work.
     if let Some(dir) = args
@@ -717,6 +745,7 @@ fn run_pipeline(pipeline: &Pipeline, args: &RunFlags) -> i32 {
         interrupt: Some(interrupt),
         gleap_target,
         adopt_existing: args.adopt_existing,
+        sample,
     };
     let mut report = engine::run(pipeline, &options);
     if !args.quiet {

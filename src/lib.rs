@@ -13,6 +13,7 @@ pub mod gleap;
 pub mod jq;
 pub mod record;
 pub mod redact;
+pub mod sample;
 pub mod sinks;
 pub mod sources;
 pub mod state;

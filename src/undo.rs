@@ -261,6 +261,14 @@ impl Undo {
                 self.store.rewind_stream(&s.stream)?;
             }
         }
+        // The sample a `run --sample` wrote is gone with the run: `verify` no longer
+        // expects it.
+        if !self.failed()
+            && let Some((run, _)) = self.store.sample()?
+            && self.run.is_none_or(|undone| undone == run)
+        {
+            self.store.clear_sample()?;
+        }
         Ok(())
     }
 
