@@ -17,6 +17,7 @@ mod hostile_signals;
 mod migrations;
 mod people;
 mod pipelines;
+mod sample;
 mod undo;
 mod validate;
 mod verify;

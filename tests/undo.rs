@@ -4,14 +4,13 @@
 //! "updated, not reverted"; an undo killed mid-way finishes when run again; `--run ID`
 //! removes only that run's creations; without a terminal and without --yes it refuses.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
 use gleap_etl::emulator::{Emulator, EmulatorConfig};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::util::{Api, Dir, Killer, Run, output, write_helpdesk};
+use crate::util::{Api, Dir, Killer, Run, contents, counts, output, write_helpdesk};
 
 const KEY: &str = "sk-live-TEST-undo-41e7";
 const PROJECT: &str = "65a0000000000000000000ee";
@@ -34,30 +33,6 @@ async fn start(killer: &Killer) -> Emulator {
 
 fn requests(emulator: &Emulator) -> u64 {
     emulator.stats()["total_requests"].as_u64().unwrap()
-}
-
-/// Per kind, every document by its id.
-fn contents(emulator: &Emulator) -> BTreeMap<String, BTreeMap<String, Value>> {
-    let dump = emulator.dump();
-    ["sessions", "tickets", "messages"]
-        .iter()
-        .map(|kind| {
-            let docs = dump[kind]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|d| {
-                    let id = d["_id"].as_str().or(d["id"].as_str()).unwrap();
-                    (id.to_string(), d.clone())
-                })
-                .collect();
-            (kind.to_string(), docs)
-        })
-        .collect()
-}
-
-fn counts(c: &BTreeMap<String, BTreeMap<String, Value>>) -> Vec<usize> {
-    c.values().map(BTreeMap::len).collect()
 }
 
 async fn run(emulator: &Emulator, dir: &Path, args: &[&str]) -> Run {

@@ -368,20 +368,64 @@ pub fn csv_to_gleap(
     dir: &Path,
     args: &[&str],
 ) -> Command {
+    let mut cmd = pipeline_command("csv-to-gleap.yaml", base_url, key, project, dir, args);
+    cmd.env("DATA_DIR", dir.join("data"));
+    cmd
+}
+
+/// `gleap-etl <args[0]> <repo>/pipelines/PIPELINE <args[1..]>` run in `dir` against an
+/// emulator (no request rate limit), its state in `dir/state`; no terminal on stdin, output
+/// captured.
+pub fn pipeline_command(
+    pipeline: &str,
+    base_url: &str,
+    key: &str,
+    project: &str,
+    dir: &Path,
+    args: &[&str],
+) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gleap-etl"));
     cmd.args(&args[..1])
-        .arg(repo().join("pipelines/csv-to-gleap.yaml"))
+        .arg(repo().join("pipelines").join(pipeline))
         .args(&args[1..])
         .current_dir(dir)
         .env("GLEAP_BASE_URL", base_url)
         .env("GLEAP_API_KEY", key)
         .env("GLEAP_PROJECT_ID", project)
         .env("GLEAP_REQUESTS_PER_MINUTE", "600000")
-        .env("DATA_DIR", dir.join("data"))
         .env("STATE_DIR", dir.join("state"))
         .env_remove("RUST_LOG")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     cmd
+}
+
+/// What an emulator holds: per kind (messages, sessions, tickets), every document by its id.
+pub fn contents(
+    emulator: &gleap_etl::emulator::Emulator,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, serde_json::Value>> {
+    let dump = emulator.dump();
+    ["sessions", "tickets", "messages"]
+        .iter()
+        .map(|kind| {
+            let docs = dump[kind]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| {
+                    let id = d["_id"].as_str().or(d["id"].as_str()).unwrap();
+                    (id.to_string(), d.clone())
+                })
+                .collect();
+            (kind.to_string(), docs)
+        })
+        .collect()
+}
+
+/// The numbers of messages, sessions and tickets in [`contents`].
+pub fn counts(
+    c: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, serde_json::Value>>,
+) -> Vec<usize> {
+    c.values().map(std::collections::BTreeMap::len).collect()
 }
