@@ -5,7 +5,8 @@
 //! own code); the emulator then holds exactly the sampled tickets with their threads in
 //! order, `verify` passes and says it checked the sample, and `undo --all` leaves the
 //! emulator as it was. A smaller sample leaves the other tickets out, and a full run after it
-//! writes them and nothing twice. Bad uses of `--sample` fail clearly.
+//! (never resuming a sample run's checkpoint) writes them and nothing twice. Bad uses of
+//! `--sample` fail clearly.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -365,6 +366,46 @@ async fn a_small_sample_leaves_the_rest_out_and_a_full_run_then_writes_it_once()
         !verified.stdout.starts_with("verifying the sample"),
         "{verified:?}"
     );
+}
+
+/// A sample run that did not finish leaves an unfinished checkpoint (here: a finished one
+/// marked unfinished in the state store, as a kill after the last confirmation leaves it);
+/// the full run after it must not resume from it, or it would skip every record the sample
+/// left out before that point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_run_never_resumes_a_sample_runs_checkpoint() {
+    let (all, all_sessions) = migrated_whole(&ZENDESK).await;
+    let emulator = emulator().await;
+    let dir = Dir::new();
+    sample_run(&ZENDESK, &emulator, &dir, "4", "7").await;
+    let state = rusqlite::Connection::open(dir.join("state/state.sqlite")).unwrap();
+    let unfinished = state
+        .execute(
+            "UPDATE checkpoints SET complete = 0 WHERE done_through IS NOT NULL",
+            [],
+        )
+        .unwrap();
+    assert_eq!(unfinished, 3, "users, tickets and comments");
+    drop(state);
+    let status = dir.run_in_repo(&[
+        "status",
+        "pipelines/zendesk_to_gleap.yaml",
+        "--state-dir",
+        dir.join("state").to_str().unwrap(),
+    ]);
+    assert!(
+        status.stdout.contains("comments: interrupted: records 1-"),
+        "{status:?}"
+    );
+    let full = run(&ZENDESK, &emulator, dir.path(), &["run", "--no-progress"]).await;
+    assert_eq!(full.code, 0, "{full:?}");
+    assert!(!full.stderr.contains("resumed"), "{full:?}");
+    assert_eq!(held(&emulator, ZENDESK.tickets), all);
+    assert_eq!(
+        emulator.dump()["sessions"].as_array().unwrap().len(),
+        all_sessions
+    );
+    assert_eq!(emulator.stats()["messages_out_of_order"], 0);
 }
 
 #[test]
