@@ -179,6 +179,25 @@ async fn sample_run(
     (sampled, report)
 }
 
+/// `verify`: its exit code, and its first line: `sample` (the sample of a run), or not about
+/// a sample.
+async fn verify(
+    dump: &Dump,
+    emulator: &Emulator,
+    dir: &Dir,
+    code: i32,
+    sample: Option<&str>,
+) -> Run {
+    let verified = run(dump, emulator, dir.path(), &["verify"]).await;
+    assert_eq!(verified.code, code, "{verified:?}");
+    let first = verified.stdout.lines().next().unwrap_or_default();
+    match sample {
+        Some(line) => assert!(first.starts_with(line), "{verified:?}"),
+        None => assert!(!first.contains("sample"), "{verified:?}"),
+    }
+    verified
+}
+
 /// The picks of a sample run's report: (ticket, its reasons joined).
 fn picks(report: &Value) -> Vec<(String, String)> {
     report["sample"]["picks"]
@@ -272,15 +291,8 @@ async fn sample_of_20(dump: &Dump) {
     assert_eq!(report["sample"]["streams"][dump.sessions], sessions);
 
     // verify checks the sample, and it all arrived.
-    let verified = run(dump, &emulator, dir.path(), &["verify"]).await;
-    assert_eq!(verified.code, 0, "{verified:?}");
-    assert!(
-        verified.stdout.starts_with(&format!(
-            "verifying the sample of run 1: {} tickets",
-            picks.len()
-        )),
-        "{verified:?}"
-    );
+    let sample = format!("verifying the sample of run 1: {} tickets", picks.len());
+    let verified = verify(dump, &emulator, &dir, 0, Some(&sample)).await;
     assert!(verified.stdout.contains("all arrived and equal"));
 
     // undo --all: the emulator is as it was before the trial.
@@ -288,12 +300,7 @@ async fn sample_of_20(dump: &Dump) {
     assert_eq!(undone.code, 0, "{undone:?}");
     assert_eq!(contents(&emulator), before);
     // And verify no longer expects the sample: the whole source is missing.
-    let after = run(dump, &emulator, dir.path(), &["verify"]).await;
-    assert_eq!(after.code, 1, "{after:?}");
-    assert!(
-        !after.stdout.starts_with("verifying the sample"),
-        "{after:?}"
-    );
+    verify(dump, &emulator, &dir, 1, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,30 +349,30 @@ async fn a_small_sample_leaves_the_rest_out_and_a_full_run_then_writes_it_once()
             .contains(&format!("{} outside the sample", all.len() - 4)),
         "{sampled:?}"
     );
-    let verified = run(&ZENDESK, &emulator, dir.path(), &["verify"]).await;
-    assert_eq!(verified.code, 0, "{verified:?}");
-    assert!(
-        verified
-            .stdout
-            .starts_with("verifying the sample of run 1: 4 tickets"),
-        "{verified:?}"
-    );
+    let sample = "verifying the sample of run 1: 4 tickets";
+    verify(&ZENDESK, &emulator, &dir, 0, Some(sample)).await;
 
-    // The full run writes the rest; the sampled records are unchanged, none is sent twice.
-    let full = run(&ZENDESK, &emulator, dir.path(), &["run", "--no-progress"]).await;
+    full_run_writes_the_rest(&emulator, &dir, &all, all_sessions).await;
+}
+
+/// The full run after a sample writes the rest of the Zendesk dump: then Gleap holds what a
+/// straight full run gives (threads in order, nothing twice), and verify checks everything.
+async fn full_run_writes_the_rest(
+    emulator: &Emulator,
+    dir: &Dir,
+    all: &BTreeMap<String, Held>,
+    all_sessions: usize,
+) -> Run {
+    let full = run(&ZENDESK, emulator, dir.path(), &["run", "--no-progress"]).await;
     assert_eq!(full.code, 0, "{full:?}");
-    assert_eq!(held(&emulator, ZENDESK.tickets), all);
+    assert_eq!(&held(emulator, ZENDESK.tickets), all);
     assert_eq!(
         emulator.dump()["sessions"].as_array().unwrap().len(),
         all_sessions
     );
     assert_eq!(emulator.stats()["messages_out_of_order"], 0);
-    let verified = run(&ZENDESK, &emulator, dir.path(), &["verify"]).await;
-    assert_eq!(verified.code, 0, "{verified:?}");
-    assert!(
-        !verified.stdout.starts_with("verifying the sample"),
-        "{verified:?}"
-    );
+    verify(&ZENDESK, emulator, dir, 0, None).await;
+    full
 }
 
 /// A sample run that did not finish leaves an unfinished checkpoint (here: a finished one
@@ -397,15 +404,8 @@ async fn a_full_run_never_resumes_a_sample_runs_checkpoint() {
         status.stdout.contains("comments: interrupted: records 1-"),
         "{status:?}"
     );
-    let full = run(&ZENDESK, &emulator, dir.path(), &["run", "--no-progress"]).await;
-    assert_eq!(full.code, 0, "{full:?}");
+    let full = full_run_writes_the_rest(&emulator, &dir, &all, all_sessions).await;
     assert!(!full.stderr.contains("resumed"), "{full:?}");
-    assert_eq!(held(&emulator, ZENDESK.tickets), all);
-    assert_eq!(
-        emulator.dump()["sessions"].as_array().unwrap().len(),
-        all_sessions
-    );
-    assert_eq!(emulator.stats()["messages_out_of_order"], 0);
 }
 
 #[test]
