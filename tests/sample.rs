@@ -408,6 +408,72 @@ async fn a_full_run_never_resumes_a_sample_runs_checkpoint() {
     assert!(!full.stderr.contains("resumed"), "{full:?}");
 }
 
+/// Streams that do not write Gleap sessions, tickets or messages do not run in a sample run,
+/// and the report says so; the sessions written are those the sampled tickets and messages
+/// name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sample_run_runs_only_the_gleap_streams() {
+    let emulator = emulator().await;
+    let dir = Dir::new();
+    crate::util::write_helpdesk(&dir.join("data"), 8, 6, 4);
+    let mut yaml = std::fs::read_to_string(repo().join("pipelines/csv-to-gleap.yaml")).unwrap();
+    yaml.push_str(concat!(
+        "\n  - name: archive\n",
+        "    source:\n      csv: { path: \"${DATA_DIR}/tickets.csv\" }\n",
+        "    sink:\n      jsonl: { path: out/tickets.jsonl }\n",
+    ));
+    dir.write("pipeline.yaml", yaml);
+    let report = dir.join("report.json");
+    let mut cmd = dir.cmd(&[
+        "run",
+        "pipeline.yaml",
+        "--no-progress",
+        "--sample",
+        "2",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    cmd.env("GLEAP_BASE_URL", emulator.base_url())
+        .env("GLEAP_API_KEY", KEY)
+        .env("GLEAP_PROJECT_ID", PROJECT)
+        .env("DATA_DIR", dir.join("data"))
+        .env("STATE_DIR", dir.join("state"));
+    let sampled = output(cmd).await;
+    assert_eq!(sampled.code, 0, "{sampled:?}");
+    assert!(
+        sampled.stderr.contains(
+            "archive   not run: a sample run writes only Gleap sessions, tickets and messages"
+        ),
+        "{sampled:?}"
+    );
+    assert!(!dir.join("out/tickets.jsonl").exists());
+    let report: Value = serde_json::from_str(&dir.read("report.json")).unwrap();
+    let stream = |name: &str| {
+        report["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(stream("archive")["status"], "not_in_sample");
+    assert_eq!(stream("tickets")["written"], 2);
+    assert_eq!(stream("messages")["written"], 8);
+    let sessions = emulator.dump()["sessions"].as_array().unwrap().len();
+    assert_eq!(report["sample"]["streams"]["users"], sessions);
+    assert_eq!(stream("users")["written"], sessions);
+    assert_eq!(stream("users")["outside_sample"], 8 - sessions);
+    // The contacts of both tickets (write_helpdesk: ticket i's is user 7i mod 8).
+    let ticket_users: std::collections::BTreeSet<String> = emulator.dump()["tickets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["session"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ticket_users.len(), sessions);
+}
+
 #[test]
 fn bad_uses_of_sample_fail_clearly() {
     let dir = Dir::new();
