@@ -298,8 +298,8 @@ pub fn select(pipeline: &Pipeline, n: usize, seed: Option<u64>) -> Result<Sample
         })
         .collect();
 
-    let picks = pick(&features, n, seed.unwrap_or_else(|| fastrand::u64(..)));
-    let (seed, picks) = picks;
+    let seed = seed.unwrap_or_else(|| fastrand::u64(..));
+    let picks = pick(&features, n, seed);
 
     // The streams' selections: the tickets, their messages, the sessions they name.
     let mut streams: IndexMap<String, HashSet<String>> = IndexMap::new();
@@ -416,7 +416,7 @@ fn non_ascii(record: &Record) -> Option<char> {
 /// The picks, in order: longest thread, most attachments, a note, non-ASCII text, a missing
 /// author (each a ticket not picked yet where one qualifies; otherwise the reason is added to
 /// the pick that has it), then random tickets up to `n`.
-fn pick(features: &[Features], n: usize, seed: u64) -> (u64, Vec<Pick>) {
+fn pick(features: &[Features], n: usize, seed: u64) -> Vec<Pick> {
     let mut picks: Vec<Pick> = Vec::new();
     let mut picked: HashMap<usize, usize> = HashMap::new();
     let add = |picks: &mut Vec<Pick>, picked: &mut HashMap<usize, usize>, at: usize, why| {
@@ -501,7 +501,7 @@ fn pick(features: &[Features], n: usize, seed: u64) -> (u64, Vec<Pick>) {
         }
         add(&mut picks, &mut picked, at, "random".to_string());
     }
-    (seed, picks)
+    picks
 }
 
 #[cfg(test)]
@@ -530,7 +530,7 @@ mod tests {
         ];
         features[4].non_ascii = Some(('ü', "the ticket".into()));
         features[1].no_author = Some("message 7".into());
-        let (_, picks) = pick(&features, 5, 1);
+        let picks = pick(&features, 5, 1);
         let ids: Vec<&str> = picks.iter().map(|p| p.ticket.as_str()).collect();
         // b: longest (first of the two with 9); d: most attachments not yet picked; c: the
         // note; e: non-ASCII; the missing author is b's, picked already; one random.
@@ -541,9 +541,9 @@ mod tests {
         assert_eq!(picks[4].reasons, ["random"]);
         assert!(["a", "g"].contains(&ids[4]));
         // The same seed, the same picks; n caps the hard cases too.
-        assert_eq!(pick(&features, 5, 1).1, picks);
-        assert_eq!(pick(&features, 2, 1).1.len(), 2);
-        assert_eq!(pick(&features, 50, 1).1.len(), 6);
+        assert_eq!(pick(&features, 5, 1), picks);
+        assert_eq!(pick(&features, 2, 1).len(), 2);
+        assert_eq!(pick(&features, 50, 1).len(), 6);
     }
 
     #[test]

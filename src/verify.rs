@@ -329,10 +329,12 @@ pub fn verify(
             .collect();
         // A sample run wrote only its sample: the other records are neither checked nor
         // taken for gone from the source; records the transforms reject were never in it.
-        let selected = sample.as_ref().map(|(_, streams)| {
+        let selected = sample
+            .as_ref()
+            .map(|(_, streams)| streams.get(name).cloned().unwrap_or_default());
+        if selected.is_some() {
             not_sent.clear();
-            streams.get(name).cloned().unwrap_or_default()
-        });
+        }
         let mut outside = HashSet::new();
         for record in &preview.records {
             // Read before: the sink takes the id out of the record.
