@@ -15,7 +15,7 @@ use std::process::Command;
 use gleap_etl::emulator::{Emulator, EmulatorConfig};
 use serde_json::{Value, json};
 
-use crate::util::{Api, Dir, Run, contents, counts, output, pipeline_command, repo};
+use crate::util::{Api, Dir, Run, contents, counts, output, pipeline_command, repo, report_stream};
 
 const KEY: &str = "sk-live-TEST-sample-5e2a";
 const PROJECT: &str = "65a0000000000000000000a5";
@@ -333,12 +333,7 @@ async fn a_small_sample_leaves_the_rest_out_and_a_full_run_then_writes_it_once()
         assert_eq!(h.texts, all[id].texts, "the thread of ticket {id}");
     }
     // The others are left out and counted as such, not as filtered or dead-lettered.
-    let tickets = report["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "tickets")
-        .unwrap();
+    let tickets = report_stream(&report, "tickets");
     assert_eq!(tickets["written"], 4);
     assert_eq!(tickets["outside_sample"], all.len() - 4);
     assert_eq!(tickets["dead_lettered"], 0);
@@ -448,15 +443,7 @@ async fn a_sample_run_runs_only_the_gleap_streams() {
     );
     assert!(!dir.join("out/tickets.jsonl").exists());
     let report: Value = serde_json::from_str(&dir.read("report.json")).unwrap();
-    let stream = |name: &str| {
-        report["streams"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == name)
-            .unwrap()
-            .clone()
-    };
+    let stream = |name: &str| report_stream(&report, name);
     assert_eq!(stream("archive")["status"], "not_in_sample");
     assert_eq!(stream("tickets")["written"], 2);
     assert_eq!(stream("messages")["written"], 8);

@@ -429,3 +429,14 @@ pub fn counts(
 ) -> Vec<usize> {
     c.values().map(std::collections::BTreeMap::len).collect()
 }
+
+/// The report of stream `name` in a run report (`--report`).
+pub fn report_stream(report: &serde_json::Value, name: &str) -> serde_json::Value {
+    report["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no stream {name} in {report:#}"))
+        .clone()
+}
