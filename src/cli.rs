@@ -274,6 +274,14 @@ pub struct RunArgs {
     /// source (sessions cannot be archived).
     #[arg(long, requires = "prune")]
     pub prune_sessions: bool,
+    /// A trial: migrate about N tickets with their messages and sessions, picked to include
+    /// the longest thread, the most attachments, a note, non-ASCII text and a missing author,
+    /// then random ones; `verify` checks them, `undo --all` removes them.
+    #[arg(long, value_name = "N")]
+    pub sample: Option<usize>,
+    /// Seed of the sample's random picks (default: random, printed), to pick the same again.
+    #[arg(long, value_name = "S", requires = "sample")]
+    pub seed: Option<u64>,
 }
 
 /// How to run a pipeline (`run`, `export`).
@@ -575,16 +583,36 @@ fn plan(path: &Path, limit: usize) -> i32 {
 }
 
 fn run(args: &RunArgs) -> i32 {
-    match load(&args.pipeline) {
-        Ok(p) => {
-            let prune = args.prune.map(|mode| crate::prune::PruneOptions {
-                mode,
-                sessions: args.prune_sessions,
-            });
-            run_pipeline(&p, &args.flags, prune)
-        }
-        Err(code) => code,
+    let pipeline = match load(&args.pipeline) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let sample = match args.sample {
+        None => None,
+        Some(n) => match crate::sample::select(&pipeline, n, args.seed) {
+            Ok(sample) => {
+                if !args.flags.quiet {
+                    eprint!("{}", sample.table());
+                }
+                Some(Arc::new(sample))
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_FAILED;
+            }
+        },
+    };
+    if sample.is_some() && args.prune.is_some() {
+        eprintln!(
+            "error: --prune follows deletions of a whole source; a --sample run reads only its sample, so it cannot prune: run without one of them"
+        );
+        return EXIT_FAILED;
     }
+    let prune = args.prune.map(|mode| crate::prune::PruneOptions {
+        mode,
+        sessions: args.prune_sessions,
+    });
+    run_pipeline(&pipeline, &args.flags, prune, sample)
 }
 
 /// `export ENTITY --out DIR`: the pipeline of `pipelines/export_<entity>.yaml`, built from
@@ -629,7 +657,7 @@ streams:
     );
     let file = PathBuf::from(format!("<export {entity}>"));
     match Pipeline::parse(&text, &file, &crate::config::ProcessEnv) {
-        Ok(p) => run_pipeline(&p, &args.flags, None),
+        Ok(p) => run_pipeline(&p, &args.flags, None, None),
         Err(e) => {
             eprintln!("{e}");
             EXIT_FAILED
@@ -646,6 +674,7 @@ fn run_pipeline(
     pipeline: &Pipeline,
     args: &RunFlags,
     prune: Option<crate::prune::PruneOptions>,
+    sample: Option<Arc<crate::sample::Sample>>,
 ) -> i32 {
     // Checked before anything runs: a report that cannot be written must not fail a run
     // that has done its work.
@@ -752,6 +781,7 @@ fn run_pipeline(
         gleap_target,
         adopt_existing: args.adopt_existing,
         prune,
+        sample,
     };
     let mut report = engine::run(pipeline, &options);
     if !args.quiet {

@@ -15,6 +15,7 @@ pub mod prune;
 pub mod reconcile;
 pub mod record;
 pub mod redact;
+pub mod sample;
 pub mod sinks;
 pub mod sources;
 pub mod state;

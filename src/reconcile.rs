@@ -31,9 +31,9 @@ use crate::error::{Error, Result};
 use crate::gleap::answer;
 use crate::gleap::client::RequestCounters;
 use crate::gleap::paging::{self, PagingError};
-use crate::sinks::gleap::{Entity, import_id, matches_remote, same_message};
+use crate::sinks::gleap::{Entity, id_text, import_id, matches_remote, same_message};
 use crate::state::{Commit, MapEntry, Origin, StateStore};
-use crate::verify::{Item, PAGE, Prepared, SourceReading, id_text, pages};
+use crate::verify::{Item, PAGE, Prepared, SourceReading, pages};
 
 /// How to reconcile.
 #[derive(Debug, Clone, Default)]
@@ -163,7 +163,7 @@ pub fn reconcile(
     let mut unmatched = Vec::new();
     for (name, config) in &streams {
         // Prepared now: references resolve through the mappings rebuilt just before.
-        let prepared = reading.prepare(name, config, &store)?;
+        let prepared = reading.prepare(name, config, &store, None)?;
         let mut summary = StreamReconcile {
             stream: name.clone(),
             entity: config.entity.name(),

@@ -193,6 +193,9 @@ impl StateStore {
              CREATE TABLE IF NOT EXISTS file_sources (
                  url TEXT PRIMARY KEY, sha256 TEXT, size INTEGER, mime TEXT, failure TEXT,
                  attempts INTEGER NOT NULL DEFAULT 0, updated_at TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS sample (
+                 stream TEXT NOT NULL, source_id TEXT NOT NULL, run INTEGER NOT NULL,
+                 PRIMARY KEY (stream, source_id));
              CREATE TABLE IF NOT EXISTS file_uploads (
                  target TEXT NOT NULL, sha256 TEXT NOT NULL, file_url TEXT, attempts INTEGER NOT NULL DEFAULT 0,
                  updated_at TEXT NOT NULL, PRIMARY KEY (target, sha256));
@@ -491,6 +494,66 @@ impl StateStore {
             )
         })
         .map(|_| ())
+    }
+
+    /// Records the selection of sample run `run` (`run --sample`), replacing an earlier one.
+    /// Streams not named select nothing.
+    pub fn set_sample<'a>(
+        &self,
+        run: i64,
+        streams: impl IntoIterator<Item = (&'a String, &'a HashSet<String>)>,
+    ) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM sample", [])?;
+            // A marker row, so that a sample selecting nothing of any stream is still known.
+            tx.execute(
+                "INSERT INTO sample (stream, source_id, run) VALUES ('', '', ?1)",
+                [run],
+            )?;
+            {
+                let mut insert = tx.prepare(
+                    "INSERT OR IGNORE INTO sample (stream, source_id, run) VALUES (?1, ?2, ?3)",
+                )?;
+                for (stream, ids) in streams {
+                    for id in ids {
+                        insert.execute(params![stream, id, run])?;
+                    }
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// Forgets the sample: a full run wrote everything, or an undo removed the sample.
+    pub fn clear_sample(&self) -> Result<()> {
+        self.with(|c| c.execute("DELETE FROM sample", []).map(|_| ()))
+    }
+
+    /// The selection of the latest sample run, when no full run came after it: the run and,
+    /// per stream, the source ids it wrote.
+    #[allow(clippy::type_complexity)]
+    pub fn sample(&self) -> Result<Option<(i64, HashMap<String, HashSet<String>>)>> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT stream, source_id, run FROM sample")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            let mut run = None;
+            let mut streams: HashMap<String, HashSet<String>> = HashMap::new();
+            for row in rows {
+                let (stream, id, r) = row?;
+                run = Some(r);
+                if !stream.is_empty() {
+                    streams.entry(stream).or_default().insert(id);
+                }
+            }
+            Ok(run.map(|r| (r, streams)))
+        })
     }
 
     /// The latest runs, newest first.

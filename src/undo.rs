@@ -320,6 +320,14 @@ impl Undo {
             }
             result.map_err(|e| Error::Other(format!("{e}; run undo again to go on")))?;
         }
+        // The sample a `run --sample` wrote is gone with the run: `verify` no longer
+        // expects it.
+        if !self.failed()
+            && let Some((run, _)) = self.store.sample()?
+            && self.run.is_none_or(|undone| undone == run)
+        {
+            self.store.clear_sample()?;
+        }
         Ok(())
     }
 

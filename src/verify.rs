@@ -33,7 +33,7 @@ use crate::gleap::answer;
 use crate::gleap::client::{GleapClient, RequestCounters};
 use crate::gleap::paging::{self, PageGuard, PagingError, SMALLEST_PAGE_CAP};
 use crate::sinks::SinkConfig;
-use crate::sinks::gleap::{Entity, GleapSinkConfig, Preparer, differing_fields};
+use crate::sinks::gleap::{Entity, GleapSinkConfig, Preparer, differing_fields, id_text};
 use crate::state::{MapEntry, StateStore};
 
 /// Records per list page.
@@ -125,9 +125,21 @@ pub struct StreamSummary {
     pub others_in_gleap: u64,
 }
 
+/// What `verify` checked after a sample run.
+#[derive(Debug, Serialize)]
+pub struct SampleScope {
+    /// The sample run.
+    pub run: i64,
+    /// `verifying the sample of run 3: 20 tickets, ...`
+    pub description: String,
+}
+
 /// What `verify` found.
 #[derive(Debug, Serialize)]
 pub struct VerifyReport {
+    /// Set when the latest run that wrote was `run --sample`: only its sample was checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample: Option<SampleScope>,
     pub pipeline: String,
     pub estimate: Estimate,
     /// Requests sent (retries included).
@@ -203,6 +215,19 @@ pub(crate) struct Prepared {
     pub map: HashMap<String, MapEntry>,
     /// Records the pipeline dead-letters: (the record's source id, or where it is; why).
     pub not_sent: Vec<(String, String)>,
+    /// In the source, outside the sample the latest run wrote: not checked.
+    pub outside: HashSet<String>,
+}
+
+impl Prepared {
+    /// The source ids the source holds: checked, and outside the sample.
+    fn source_ids(&self) -> HashSet<&str> {
+        self.items
+            .iter()
+            .map(|i| i.source_id.as_str())
+            .chain(self.outside.iter().map(String::as_str))
+            .collect()
+    }
 }
 
 /// The source of a pipeline's Gleap streams read again through its transforms, and the
@@ -284,12 +309,14 @@ impl SourceReading {
     }
 
     /// Stream `name`'s records as its sink would send them, with references resolved
-    /// through the id map `store` holds now.
+    /// through the id map `store` holds now; with `selected`, only those (the others are
+    /// counted as outside).
     pub fn prepare(
         &self,
         name: &str,
         config: &GleapSinkConfig,
         store: &StateStore,
+        selected: Option<&HashSet<String>>,
     ) -> Result<Prepared> {
         let preview = self
             .previews
@@ -318,20 +345,22 @@ impl SourceReading {
                 (at, format!("{}: {}", d.stage, d.reason))
             })
             .collect();
-        let id_field = match config.entity {
-            Entity::Sessions => crate::record::FieldPath::parse(config.key().field()),
-            _ => config
-                .id
-                .clone()
-                .map_or_else(|| crate::record::FieldPath::parse("id"), Ok),
+        // A sample run wrote only its sample: the other records are neither checked nor
+        // taken for gone from the source; records the transforms reject were never in it.
+        if selected.is_some() {
+            not_sent.clear();
         }
-        .map_err(Error::Other)?;
+        let mut outside = HashSet::new();
         for record in &preview.records {
             // Read before: the sink takes the id out of the record.
-            let id = id_field
-                .get(record)
-                .and_then(id_text)
-                .unwrap_or_else(|| "(no id)".into());
+            let id = config.source_id(record);
+            if let Some(selected) = selected
+                && !id.as_ref().is_some_and(|id| selected.contains(id))
+            {
+                outside.extend(id);
+                continue;
+            }
+            let id = id.unwrap_or_else(|| "(no id)".into());
             match preparer.prepare(record.clone()) {
                 Ok(mut p) => {
                     if config.attachments == crate::files::AttachmentsMode::Rehost {
@@ -365,6 +394,7 @@ impl SourceReading {
             map: store.load_map(name)?,
             items,
             not_sent,
+            outside,
         })
     }
 }
@@ -403,12 +433,17 @@ pub fn verify(
         )));
     }
     let store = StateStore::open(&state_dir)?;
+    // After `run --sample` (and no full run since), the sample is what is expected in Gleap.
+    let sample = store.sample()?;
     let reading = SourceReading::open(pipeline, options.gleap_target.as_ref(), "verify")?;
     let not_verified = reading.not_covered.clone();
     let team_requests = u64::from(reading.has_team());
     let mut streams = Vec::new();
     for (name, config) in &reading.streams {
-        streams.push(reading.prepare(name, config, &store)?);
+        let selected = sample
+            .as_ref()
+            .map(|(_, streams)| streams.get(name).cloned().unwrap_or_default());
+        streams.push(reading.prepare(name, config, &store, selected.as_ref())?);
     }
     let SourceReading {
         client, runtime, ..
@@ -552,7 +587,29 @@ pub fn verify(
         summaries.push(summary);
     }
     let (requests, _, _) = client.totals.snapshot();
+    let sample = sample.map(|(run, _)| {
+        let of = |entity: &str| -> u64 {
+            summaries
+                .iter()
+                .filter(|s| s.entity == entity)
+                .map(|s| s.in_source)
+                .sum()
+        };
+        let records = ["tickets", "messages", "sessions"]
+            .iter()
+            .filter(|e| summaries.iter().any(|s| s.entity == **e))
+            .map(|e| format!("{} {e}", of(e)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        SampleScope {
+            run,
+            description: format!(
+                "verifying the sample of run {run}: {records} (what `run --sample` wrote; the other records of the source are not checked until a full run)"
+            ),
+        }
+    });
     Ok(VerifyReport {
+        sample,
         pipeline: pipeline.name().to_string(),
         estimate,
         requests,
@@ -705,14 +762,6 @@ fn changes(body: &Map<String, Value>, remote: &Value, fields: &[String]) -> Stri
         .join("; ")
 }
 
-pub(crate) fn id_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
 fn problem(stream: &str, kind: ProblemKind, record: &str, detail: String) -> Problem {
     Problem {
         stream: stream.to_string(),
@@ -793,7 +842,7 @@ fn check_keyed(
         }
     }
     // Made by this pipeline, gone from the source: mapped ids, and (tickets) importIds.
-    let source_ids: HashSet<&str> = s.items.iter().map(|i| i.source_id.as_str()).collect();
+    let source_ids: HashSet<&str> = s.source_ids();
     let mut gone: Vec<(String, String)> = s
         .map
         .iter()
@@ -808,6 +857,7 @@ fn check_keyed(
         for (key, docs) in &by_key {
             if let Some(sid) = key.strip_prefix(&prefix)
                 && !source_keys.contains(key)
+                && !s.outside.contains(sid)
             {
                 for d in docs {
                     if let Some(id) = answer::id(d)
@@ -888,7 +938,7 @@ fn check_messages(
         .iter()
         .map(|(sid, e)| (e.gleap_id.as_str(), sid.as_str()))
         .collect();
-    let source_ids: HashSet<&str> = s.items.iter().map(|i| i.source_id.as_str()).collect();
+    let source_ids: HashSet<&str> = s.source_ids();
     let mut tickets: Vec<&str> = by_ticket.keys().copied().collect();
     tickets.sort();
     let mut problems = Vec::new();
@@ -1121,10 +1171,15 @@ impl VerifyReport {
 
     /// The human table.
     pub fn table(&self) -> String {
-        let mut out = format!(
+        let mut out = self
+            .sample
+            .as_ref()
+            .map(|s| format!("{}\n", s.description))
+            .unwrap_or_default();
+        out.push_str(&format!(
             "verify {}: {} requests (estimated {})\n\n",
             self.pipeline, self.requests, self.estimate.requests
-        );
+        ));
         let header = [
             "stream",
             "entity",
@@ -1272,6 +1327,7 @@ mod tests {
             ],
             map,
             not_sent: Vec::new(),
+            outside: HashSet::new(),
         };
         // `_id` or `id`; text in data.content (a string for a document sent) or `comment`;
         // a note by its type; a copy of "third"; an agent's reply written in Gleap.

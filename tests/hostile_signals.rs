@@ -271,15 +271,7 @@ fn each_stream_reports_its_own_dead_letters() {
     let run = dir.run(&["run", "p.yaml", "--no-progress", "--report", "r.json"]);
     assert_eq!(run.code, 1, "{run:?}");
     let report: serde_json::Value = serde_json::from_str(&dir.read("r.json")).unwrap();
-    let stream = |name: &str| {
-        report["streams"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == name)
-            .unwrap()
-            .clone()
-    };
+    let stream = |name: &str| crate::util::report_stream(&report, name);
     assert_eq!(stream("a")["dead_lettered"], 1, "{report:#}");
     assert_eq!(stream("a")["status"], "dead_letters", "{report:#}");
     assert_eq!(stream("b")["dead_lettered"], 2, "{report:#}");

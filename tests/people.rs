@@ -178,7 +178,9 @@ fn intercom_files_alone_agents_companies_and_tag_names() {
         unmatched(&m, "parts"),
         json!([
             {"agent": "operator+acme@intercom.io (Fin)", "records": 6},
-            {"agent": "owner@acme.example (Olivia Owner)", "records": 6}
+            {"agent": "owner@acme.example (Olivia Owner)", "records": 6},
+            // A workflow bot without an e-mail (the sample's message with a missing author).
+            {"agent": "Answer Bot (id 5992)", "records": 1}
         ])
     );
     assert_eq!(m.stream("parts")["sink"]["detail"]["agents"]["matched"], 6);
@@ -250,7 +252,10 @@ fn an_agents_file_maps_who_has_another_email_in_gleap() {
     assert!(olivia_note["fallbackUser"].is_null());
     assert_eq!(
         unmatched(&m, "parts"),
-        json!([{"agent": "operator+acme@intercom.io (Fin)", "records": 6}])
+        json!([
+            {"agent": "operator+acme@intercom.io (Fin)", "records": 6},
+            {"agent": "Answer Bot (id 5992)", "records": 1}
+        ])
     );
 }
 
@@ -277,7 +282,7 @@ fn zendesk_organizations_and_agents() {
     let ticket = m.doc("tickets", "tickets", "1009")["_id"].as_str().unwrap();
     assert_eq!(
         thread(&m, "comments", ticket),
-        ["500034", "500035", "500036", "599001"]
+        ["500034", "500035", "500036", "599001", "599002"]
     );
 
     // Sam (a team member) is assigned his tickets; Olivia's ticket stays unassigned.
@@ -299,9 +304,15 @@ fn zendesk_organizations_and_agents() {
     let sam = by_agent(Some(SAM));
     let unassigned = by_agent(None);
     assert!(sam > 0 && unassigned > 0, "sam {sam}, by name {unassigned}");
+    // And an automation's note (author -1, no user) keeps "Zendesk user -1".
+    let automation = m.doc("messages", "comments", "599002");
+    assert_eq!(automation["fallbackUser"]["username"], "Zendesk user -1");
     assert_eq!(
         unmatched(&m, "comments"),
-        json!([{"agent": "owner@acme.example (Olivia Owner)", "records": unassigned}])
+        json!([
+            {"agent": "owner@acme.example (Olivia Owner)", "records": unassigned - 1},
+            {"agent": "id -1", "records": 1}
+        ])
     );
 }
 

@@ -20,6 +20,7 @@ mod people;
 mod pipelines;
 mod prune;
 mod reconcile;
+mod sample;
 mod undo;
 mod validate;
 mod verify;

@@ -4,14 +4,15 @@
 //! "updated, not reverted"; an undo killed mid-way finishes when run again; `--run ID`
 //! removes only that run's creations; without a terminal and without --yes it refuses.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
 use gleap_etl::emulator::{Emulator, EmulatorConfig};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::util::{Api, Dir, Killer, Run, contents, output, requests, unlimited, write_helpdesk};
+use crate::util::{
+    Api, Dir, Killer, Run, contents, counts, output, requests, unlimited, write_helpdesk,
+};
 
 const KEY: &str = "sk-live-TEST-undo-41e7";
 const PROJECT: &str = "65a0000000000000000000ee";
@@ -27,10 +28,6 @@ async fn start(killer: &Killer) -> Emulator {
     })
     .await
     .unwrap()
-}
-
-fn counts(c: &BTreeMap<String, BTreeMap<String, Value>>) -> Vec<usize> {
-    c.values().map(BTreeMap::len).collect()
 }
 
 async fn run(emulator: &Emulator, dir: &Path, args: &[&str]) -> Run {

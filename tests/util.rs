@@ -391,16 +391,31 @@ pub fn csv_to_gleap(
     dir: &Path,
     args: &[&str],
 ) -> Command {
+    let mut cmd = pipeline_command("csv-to-gleap.yaml", base_url, key, project, dir, args);
+    cmd.env("DATA_DIR", dir.join("data"));
+    cmd
+}
+
+/// `gleap-etl <args[0]> <repo>/pipelines/PIPELINE <args[1..]>` run in `dir` against an
+/// emulator (no request rate limit), its state in `dir/state`; no terminal on stdin, output
+/// captured.
+pub fn pipeline_command(
+    pipeline: &str,
+    base_url: &str,
+    key: &str,
+    project: &str,
+    dir: &Path,
+    args: &[&str],
+) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gleap-etl"));
     cmd.args(&args[..1])
-        .arg(repo().join("pipelines/csv-to-gleap.yaml"))
+        .arg(repo().join("pipelines").join(pipeline))
         .args(&args[1..])
         .current_dir(dir)
         .env("GLEAP_BASE_URL", base_url)
         .env("GLEAP_API_KEY", key)
         .env("GLEAP_PROJECT_ID", project)
         .env("GLEAP_REQUESTS_PER_MINUTE", "600000")
-        .env("DATA_DIR", dir.join("data"))
         .env("STATE_DIR", dir.join("state"))
         .env_remove("RUST_LOG")
         .stdin(std::process::Stdio::null())
@@ -434,4 +449,22 @@ pub fn contents(
             (kind.to_string(), docs)
         })
         .collect()
+}
+
+/// The numbers of messages, sessions and tickets in [`contents`].
+pub fn counts(
+    c: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, serde_json::Value>>,
+) -> Vec<usize> {
+    c.values().map(std::collections::BTreeMap::len).collect()
+}
+
+/// The report of stream `name` in a run report (`--report`).
+pub fn report_stream(report: &serde_json::Value, name: &str) -> serde_json::Value {
+    report["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no stream {name} in {report:#}"))
+        .clone()
 }

@@ -46,6 +46,9 @@ pub struct RunOptions {
     /// After a run that read its whole source, archive or delete what the pipeline created
     /// that is gone from it (`--prune`, [`crate::prune`]).
     pub prune: Option<crate::prune::PruneOptions>,
+    /// `--sample`: Gleap sessions, tickets and messages sinks get only the records of the
+    /// sample; other streams do not run.
+    pub sample: Option<Arc<crate::sample::Sample>>,
 }
 
 /// A Gleap API to talk to.
@@ -89,6 +92,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
         error: None,
         emulator: None,
         prune: None,
+        sample: options.sample.clone(),
     };
     let finish = |mut report: RunReport| {
         report.elapsed_secs = started.elapsed().as_secs_f64();
@@ -145,6 +149,22 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
     let run_id = gleap
         .as_ref()
         .and_then(|g| g.store.begin_run(pipeline.name(), &report.started_at).ok());
+    // What `verify` checks next: the sample this run writes, or (a full run) everything.
+    if let (Some(g), Some(id)) = (&gleap, run_id) {
+        let recorded = match &options.sample {
+            Some(sample) => g.store.set_sample(id, &sample.streams),
+            None => g.store.clear_sample(),
+        };
+        if let Err(e) = recorded {
+            report.error = Some(e.to_string());
+            return finish(report);
+        }
+    }
+    // A sample run writes only to Gleap sessions, tickets and messages.
+    let sampled = |s: &crate::config::StreamConfig| match &options.sample {
+        Some(sample) => sample.filter(s).map(Some),
+        None => Some(None),
+    };
 
     let streams = &pipeline.config.streams;
     // Find every input of the streams that can start now before writing anything, so a
@@ -152,7 +172,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
     let mut opened: Vec<Option<OpenedSource>> = Vec::with_capacity(streams.len());
     let mut problems = Vec::new();
     for s in streams {
-        if s.dependencies().is_empty() {
+        if s.dependencies().is_empty() && sampled(s).is_some() {
             match s.source.open_for(&s.name.value, gleap.clone()) {
                 Ok(o) => opened.push(Some(o)),
                 Err(e) => {
@@ -215,6 +235,16 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
                     {
                         continue;
                     }
+                    let Some(sample) = sampled(&streams[i]) else {
+                        states[i] = State::Succeeded;
+                        reports[i] = Some(StreamReport {
+                            name: streams[i].name.value.clone(),
+                            status: "not_in_sample",
+                            ..Default::default()
+                        });
+                        changed = true;
+                        continue;
+                    };
                     let source = match opened[i].take().map_or_else(
                         || {
                             streams[i]
@@ -246,6 +276,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
                         cancel: cancel.clone(),
                         gleap: gleap.clone(),
                         state: state.clone(),
+                        sample,
                     };
                     let done_tx = done_tx.clone();
                     let name = format!("stream-{}", streams[i].name.value);
@@ -474,6 +505,7 @@ pub fn plan(pipeline: &Pipeline, limit: usize) -> Vec<StreamPreview> {
                     cancel: Arc::new(AtomicBool::new(false)),
                     gleap: None,
                     state: None,
+                    sample: None,
                 };
                 let mut target = Target::Preview {
                     limit,

@@ -36,6 +36,9 @@ pub struct RunReport {
     /// nothing was pruned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prune: Option<crate::prune::PruneReport>,
+    /// `--sample`: the tickets picked and why, the seed, and the records per stream.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sample: Option<std::sync::Arc<crate::sample::Sample>>,
 }
 
 /// What one stream did.
@@ -60,6 +63,9 @@ pub struct StreamReport {
     pub filtered: u64,
     /// Records the transform stages rejected.
     pub transform_rejected: u64,
+    /// `--sample`: records not in the sample, not written (neither filtered nor rejected).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub outside_sample: u64,
     /// Rows of lookup tables that could not be read, skipped (each a dead letter).
     pub lookup_rows_skipped: u64,
     pub transforms: Vec<StageStats>,
@@ -72,6 +78,10 @@ pub struct StreamReport {
     pub sink: SinkSummary,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl StreamReport {
@@ -131,10 +141,21 @@ impl RunReport {
             self.pipeline,
             seconds(self.elapsed_secs)
         ));
+        if let Some(sample) = &self.sample {
+            out.push_str(&format!(
+                "  a sample run of {} tickets (seed {}): {}; `gleap-etl verify` checks them, `gleap-etl undo --all` removes them\n",
+                sample.picks.len(),
+                sample.seed,
+                sample.describe()
+            ));
+        }
         let width = self.streams.iter().map(|s| s.name.len()).max().unwrap_or(0);
         for s in &self.streams {
             let mut line = format!("  {:<width$}  ", s.name);
             match s.status {
+                "not_in_sample" => line.push_str(
+                    "not run: a sample run writes only Gleap sessions, tickets and messages",
+                ),
                 "skipped" => {
                     line.push_str(&format!("skipped: {}", s.error.as_deref().unwrap_or("")))
                 }
@@ -147,6 +168,9 @@ impl RunReport {
                     let mut notes = Vec::new();
                     if s.filtered > 0 {
                         notes.push(format!("{} filtered", count(s.filtered)));
+                    }
+                    if s.outside_sample > 0 {
+                        notes.push(format!("{} outside the sample", count(s.outside_sample)));
                     }
                     if s.dead_lettered > 0 {
                         notes.push(format!("{} dead-lettered", count(s.dead_lettered)));

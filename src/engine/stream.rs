@@ -44,6 +44,8 @@ pub struct StreamRun<'a> {
     pub gleap: Option<Arc<crate::sinks::gleap::GleapRun>>,
     /// The run's state store, when it needs one (Gleap, datasets).
     pub state: Option<Arc<crate::state::StateStore>>,
+    /// `--sample`: only the records of the sample reach the sink.
+    pub sample: Option<crate::sample::SampleFilter>,
 }
 
 /// Runs the stream to its end; the report says what happened, `Err` only for failures.
@@ -57,6 +59,7 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
         bar,
         gleap,
         state,
+        sample,
     } = run;
     let name = config.name.value.clone();
     let mut report = StreamReport {
@@ -76,6 +79,7 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
         dead_letters: &dead_letters,
         cancel: &cancel,
         bar: &bar,
+        sample: sample.as_ref(),
     };
 
     let result = (|| -> Result<()> {
@@ -101,7 +105,10 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
                 let context = SinkContext {
                     stream: name.clone(),
                     dead_letters: dead_letters.clone(),
-                    input_fingerprint: fingerprint(&source.files),
+                    input_fingerprint: match &sample {
+                        Some(s) => format!("{}:{}", fingerprint(&source.files), s.fingerprint),
+                        None => fingerprint(&source.files),
+                    },
                     gleap: gleap.clone(),
                     state: state.clone(),
                     cursor: source.cursor.clone(),
@@ -293,6 +300,7 @@ struct Stream<'a> {
     dead_letters: &'a DeadLetters,
     cancel: &'a Arc<AtomicBool>,
     bar: &'a StreamBar,
+    sample: Option<&'a crate::sample::SampleFilter>,
 }
 
 impl Stream<'_> {
@@ -360,6 +368,10 @@ impl Stream<'_> {
                     match output {
                         Output::Writer(writer) => {
                             for out in outputs.drain(..) {
+                                if self.sample.is_some_and(|s| !s.keeps(&out)) {
+                                    report.outside_sample += 1;
+                                    continue;
+                                }
                                 if writer
                                     .push(WriterItem::Record(out, position.clone()))
                                     .is_err()

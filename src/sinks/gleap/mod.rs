@@ -285,6 +285,15 @@ impl GleapSinkConfig {
             .clone()
             .unwrap_or_else(|| FieldPath::parse("id").expect("a valid path"))
     }
+
+    /// The source id a record is keyed by in the id map, read as the sink reads it (sessions:
+    /// the `key` field; tickets and messages: the `id` field), or `None` when it has none.
+    pub fn source_id(&self, record: &Record) -> Option<String> {
+        match self.entity {
+            Entity::Sessions => record.get(self.key().field()).and_then(id_text),
+            _ => self.id_field().get(record).and_then(id_text),
+        }
+    }
 }
 
 /// What the Gleap sinks of a run share: one client (one rate limit), one state store, one
@@ -383,10 +392,7 @@ impl Preparer {
 
     /// The source id of a record as `prepare` reads it, if it has one.
     pub fn source_id(&self, record: &Record) -> Option<String> {
-        match self.config.entity {
-            Entity::Sessions => record.get(self.config.key().field()).and_then(id_text),
-            _ => self.config.id_field().get(record).and_then(id_text),
-        }
+        self.config.source_id(record)
     }
 
     /// The `customData.importId` a ticket carries.
@@ -574,7 +580,7 @@ pub fn sent_hash(entity: Entity, body: &Map<String, Value>) -> u128 {
 }
 
 /// A source id as text: strings as they are, numbers written out.
-fn id_text(value: &Value) -> Option<String> {
+pub(crate) fn id_text(value: &Value) -> Option<String> {
     match value {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
