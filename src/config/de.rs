@@ -558,7 +558,10 @@ impl<'de> SeqAccess<'de> for SeqDeserializer<'de, '_> {
             Some(node) => {
                 let path = self.de.path.index(self.index);
                 self.index += 1;
-                seed.deserialize(self.de.child(node, path)).map(Some)
+                // An error the element's own `Deserialize` raises after reading it (a value
+                // out of its range) is about the element.
+                let r = seed.deserialize(self.de.child(node, path.clone()));
+                self.de.child(node, path).locate(r).map(Some)
             }
             None => Ok(None),
         }
@@ -597,7 +600,10 @@ impl<'de> MapAccess<'de> for MapDeserializer<'de, '_> {
             .value
             .take()
             .expect("next_value_seed follows next_key_seed");
-        seed.deserialize(self.de.child(node, path))
+        // An error the value's own `Deserialize` raises after reading it (`delimiter: ";;"`)
+        // is about the value, not the mapping.
+        let r = seed.deserialize(self.de.child(node, path.clone()));
+        self.de.child(node, path).locate(r)
     }
 
     fn size_hint(&self) -> Option<usize> {

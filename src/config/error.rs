@@ -34,6 +34,10 @@ pub struct ConfigError {
     /// Another place whose error this one explains (a block that lost its indentation
     /// explains why the key above it is empty); that error is not listed separately.
     pub explains: Option<Location>,
+    /// The config path of the option at fault (`streams[0].sink.parquet.compression_level`),
+    /// for a problem found on a typed config without spans: the location is then found by
+    /// following the path in the YAML tree ([`super::locate`]).
+    pub path: Option<String>,
 }
 
 impl ConfigError {
@@ -42,8 +46,33 @@ impl ConfigError {
             location,
             message: message.into(),
             explains: None,
+            path: None,
         }
     }
+
+    /// A problem with the option at config path `path` (`streams[0].sink.parquet.batch_rows`),
+    /// reported as `path: message` where that option (or the nearest part of it that is
+    /// written) is in the file. This is what components' `check` returns.
+    pub fn at(path: impl Into<String>, message: impl fmt::Display) -> Self {
+        let path = path.into();
+        ConfigError {
+            location: Location::UNKNOWN,
+            message: format!("{path}: {message}"),
+            explains: None,
+            path: Some(path),
+        }
+    }
+}
+
+/// The problems a component's `check` found, as the error of its `build` or `open` (which
+/// run the same checks, for configs that did not come through `validate`: tests, lookup
+/// tables, generated pipelines).
+pub fn checked(problems: Vec<ConfigError>) -> Result<(), crate::Error> {
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let messages: Vec<String> = problems.into_iter().map(|e| e.message).collect();
+    Err(crate::Error::Other(messages.join("; ")))
 }
 
 /// Every problem found in one pipeline file, in source order.

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-pub use error::{ConfigError, ConfigErrors, Location, did_you_mean};
+pub use error::{ConfigError, ConfigErrors, Location, checked, did_you_mean};
 pub use interpolate::{Env, ProcessEnv};
 pub use spanned::{Span, Spanned};
 
@@ -100,7 +100,7 @@ impl StreamConfig {
     /// name (their ids must exist first).
     pub fn dependencies(&self) -> Vec<&str> {
         let mut deps: Vec<&str> = self.needs.iter().map(|n| n.value.as_str()).collect();
-        if let SinkConfig::Gleap(g) = &self.sink {
+        if let Some(g) = self.sink.gleap() {
             for parent in g.refs.values() {
                 if !deps.contains(&parent.as_str()) {
                     deps.push(parent);
@@ -171,6 +171,11 @@ impl Pipeline {
             errors.extend(check_piecewise(&root, &side));
         }
         errors.extend(side.into_inner());
+        for e in &mut errors {
+            if let (false, Some(path)) = (e.location.is_known(), &e.path) {
+                e.location = locate(&root, path);
+            }
+        }
         match config {
             Some(config) if errors.is_empty() => Ok(Pipeline {
                 file: file.to_path_buf(),
@@ -193,6 +198,36 @@ impl Pipeline {
             (None, None) => Path::new(".gleap-etl").join(self.name()),
         }
     }
+}
+
+/// Where the option at config path `path` (`streams[0].sink.parquet.compression_level`) is
+/// written: its value, or the nearest enclosing part of the path that is written (an option
+/// left out is reported where its component is).
+pub fn locate(root: &Node, path: &str) -> Location {
+    let mut node = root;
+    for segment in path.split('.') {
+        let (key, indices) = match segment.find('[') {
+            Some(i) => (&segment[..i], &segment[i..]),
+            None => (segment, ""),
+        };
+        if !key.is_empty() {
+            match node.get(key) {
+                Some(n) => node = n,
+                None => return node.location,
+            }
+        }
+        for index in indices.split(['[', ']']).filter(|i| !i.is_empty()) {
+            match index
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| node.as_seq()?.get(i))
+            {
+                Some(n) => node = n,
+                None => return node.location,
+            }
+        }
+    }
+    node.location
 }
 
 /// Deserializes the parts of a pipeline one by one after the whole failed, so that one
@@ -222,15 +257,19 @@ fn check_piecewise(root: &Node, side: &RefCell<Vec<ConfigError>>) -> Vec<ConfigE
             Ok(s) => more.extend(check_stream(&s, &path.to_string())),
             Err(e) => {
                 more.push(e);
-                if let Some(n) = field(stream, "source", STREAM_KEYS)
-                    && let Err(e) = from_node::<SourceConfig>(n, &path.key("source"), side)
-                {
-                    more.push(e);
+                if let Some(n) = field(stream, "source", STREAM_KEYS) {
+                    let at = path.key("source");
+                    match from_node::<SourceConfig>(n, &at, side) {
+                        Ok(s) => more.extend(s.check(&at.to_string())),
+                        Err(e) => more.push(e),
+                    }
                 }
-                if let Some(n) = field(stream, "sink", STREAM_KEYS)
-                    && let Err(e) = from_node::<SinkConfig>(n, &path.key("sink"), side)
-                {
-                    more.push(e);
+                if let Some(n) = field(stream, "sink", STREAM_KEYS) {
+                    let at = path.key("sink");
+                    match from_node::<SinkConfig>(n, &at, side) {
+                        Ok(s) => more.extend(s.check(&at.to_string())),
+                        Err(e) => more.push(e),
+                    }
                 }
                 let transforms = field(stream, "transforms", STREAM_KEYS).and_then(Node::as_seq);
                 for (j, t) in transforms.unwrap_or_default().iter().enumerate() {
@@ -347,16 +386,9 @@ fn check(config: &PipelineConfig, root: &Node) -> Vec<ConfigError> {
         }
     }
     for (i, stream) in config.streams.iter().enumerate() {
-        let SinkConfig::Gleap(g) = &stream.sink else {
+        let Some(g) = stream.sink.gleap() else {
             continue;
         };
-        let at = sink_location(root, i);
-        for problem in g.problems() {
-            errors.push(ConfigError::new(
-                at,
-                format!("streams[{i}].sink.gleap: {problem}"),
-            ));
-        }
         for (field, parent) in &g.refs {
             let target = config.streams.iter().find(|s| s.name.value == *parent);
             let problem = match target {
@@ -369,15 +401,15 @@ fn check(config: &PipelineConfig, root: &Node) -> Vec<ConfigError> {
                         .map(|s| format!(": did you mean `{s}`?"))
                         .unwrap_or_default()
                 )),
-                Some(t) if !matches!(t.sink, SinkConfig::Gleap(_)) => Some(format!(
+                Some(t) if !t.sink.writes_gleap() => Some(format!(
                     "stream `{parent}` does not write to Gleap, so it has no Gleap ids"
                 )),
                 Some(_) => None,
             };
             if let Some(problem) = problem {
-                errors.push(ConfigError::new(
-                    at,
-                    format!("streams[{i}].sink.gleap.refs.{field}: {problem}"),
+                errors.push(ConfigError::at(
+                    format!("streams[{i}].sink.gleap.refs.{field}"),
+                    problem,
                 ));
             }
         }
@@ -422,20 +454,8 @@ fn check_stream(stream: &StreamConfig, path: &str) -> Vec<ConfigError> {
             ));
         }
     }
-    let source_path = format!("{path}.source.{}", stream.source.kind());
-    match &stream.source {
-        SourceConfig::Csv(c) => errors.extend(crate::sources::SizeLimits::check(
-            c.max_field_mib.as_ref(),
-            c.max_record_mib.as_ref(),
-            &source_path,
-        )),
-        SourceConfig::Jsonl(c) => errors.extend(crate::sources::SizeLimits::check(
-            c.max_field_mib.as_ref(),
-            c.max_record_mib.as_ref(),
-            &source_path,
-        )),
-        _ => {}
-    }
+    errors.extend(stream.source.check(&format!("{path}.source")));
+    errors.extend(stream.sink.check(&format!("{path}.sink")));
     errors
 }
 

@@ -9,7 +9,6 @@ use super::yaml::Node;
 use super::{PipelineConfig, StreamConfig};
 use crate::sinks::SinkConfig;
 use crate::sources::SourceConfig;
-use crate::sources::files::PathSpec;
 use crate::transforms::TransformConfig;
 
 /// Every problem with outputs: an output that is also an input, a partition field that is
@@ -30,7 +29,7 @@ pub fn check_outputs(config: &PipelineConfig, root: &Node) -> Vec<ConfigError> {
             continue;
         };
         let at = sink_location(root, i, "path");
-        let folder = matches!(&stream.sink, SinkConfig::Parquet(p) if p.dataset.is_some());
+        let folder = stream.sink.is_dataset();
         for (reader, pattern) in &inputs {
             // A stream that reads what another writes once it has finished is a pipeline.
             let after = *reader != stream.name.value
@@ -50,7 +49,7 @@ pub fn check_outputs(config: &PipelineConfig, root: &Node) -> Vec<ConfigError> {
                 ));
             }
         }
-        errors.extend(check_partition_field(stream, i, root));
+        errors.extend(check_partition_field(stream, i));
     }
     errors
 }
@@ -78,31 +77,13 @@ fn needs_transitively(config: &PipelineConfig, reader: &str, writer: &str) -> bo
 
 /// The paths and globs a stream reads: its source and its lookup tables.
 fn input_patterns(stream: &StreamConfig) -> Vec<&str> {
-    let mut out = source_patterns(&stream.source);
+    let mut out = stream.source.input_patterns();
     for t in &stream.transforms {
         if let TransformConfig::Lookup(l) = t {
-            out.extend(source_patterns(&l.table));
+            out.extend(l.table.input_patterns());
         }
     }
     out
-}
-
-fn spec_patterns(spec: &PathSpec) -> Vec<&str> {
-    match spec {
-        PathSpec::One(p) => vec![p.as_str()],
-        PathSpec::Many(ps) => ps.iter().map(String::as_str).collect(),
-    }
-}
-
-fn source_patterns(source: &SourceConfig) -> Vec<&str> {
-    match source {
-        SourceConfig::Csv(c) => vec![c.path.as_str()],
-        SourceConfig::Parquet(c) => vec![c.path.as_str()],
-        SourceConfig::Jsonl(c) => vec![c.path.as_str()],
-        SourceConfig::Zendesk(c) => spec_patterns(&c.path),
-        SourceConfig::Intercom(c) => spec_patterns(&c.path),
-        SourceConfig::Gleap(_) => Vec::new(),
-    }
 }
 
 /// Whether writing `out` (a file, or a folder of files when `folder`) touches a file that
@@ -152,7 +133,7 @@ fn resolve(path: &Path) -> PathBuf {
 
 /// A dataset's `partition_by` field, where the fields are known before the run: a `gleap`
 /// source's documented fields plus the sink's `schema:`, when no stage may add fields.
-fn check_partition_field(stream: &StreamConfig, i: usize, root: &Node) -> Option<ConfigError> {
+fn check_partition_field(stream: &StreamConfig, i: usize) -> Option<ConfigError> {
     let SinkConfig::Parquet(sink) = &stream.sink else {
         return None;
     };
@@ -183,11 +164,10 @@ fn check_partition_field(stream: &StreamConfig, i: usize, root: &Node) -> Option
     let hint = super::did_you_mean(field, known.keys().map(String::as_str))
         .map(|s| format!(": did you mean `{s}`?"))
         .unwrap_or_default();
-    Some(ConfigError::new(
-        sink_location(root, i, "parquet"),
+    Some(ConfigError::at(
+        format!("streams[{i}].sink.parquet.dataset.partition_by.field"),
         format!(
-            "streams[{i}].sink.parquet.dataset.partition_by.field: `{field}` is not a field of \
-             Gleap {} records nor of the sink's schema{hint}",
+            "`{field}` is not a field of Gleap {} records nor of the sink's schema{hint}",
             source.entity.name()
         ),
     ))

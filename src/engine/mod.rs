@@ -104,9 +104,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
     let setup = (|| -> Result<(Option<Arc<GleapRun>>, Option<Arc<StateStore>>, DeadLetters)> {
         crate::dirs::create(&state_dir, "state dir")?;
         let gleap = gleap_run(pipeline, &state_dir, options)?;
-        let has_dataset = pipeline.config.streams.iter().any(
-            |s| matches!(&s.sink, crate::sinks::SinkConfig::Parquet(p) if p.dataset.is_some()),
-        );
+        let has_dataset = pipeline.config.streams.iter().any(|s| s.sink.is_dataset());
         let state = match &gleap {
             Some(g) => Some(g.store.clone()),
             None if has_dataset => Some(Arc::new(StateStore::open(&state_dir)?)),
@@ -429,10 +427,12 @@ fn gleap_run(
     state_dir: &std::path::Path,
     options: &RunOptions,
 ) -> Result<Option<Arc<GleapRun>>> {
-    if !pipeline.config.streams.iter().any(|s| {
-        matches!(s.sink, crate::sinks::SinkConfig::Gleap(_))
-            || matches!(s.source, crate::sources::SourceConfig::Gleap(_))
-    }) {
+    if !pipeline
+        .config
+        .streams
+        .iter()
+        .any(|s| s.sink.writes_gleap() || s.source.reads_gleap())
+    {
         return Ok(None);
     }
     let settings = gleap_settings(pipeline, options.gleap_target.as_ref())?;

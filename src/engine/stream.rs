@@ -96,11 +96,10 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
         }
         let mut output = match target {
             Target::Sink => {
-                let column_types = match &config.source {
-                    crate::sources::SourceConfig::Gleap(g) if config.transforms.is_empty() => {
-                        g.column_types()
-                    }
-                    _ => Default::default(),
+                let column_types = if config.transforms.is_empty() {
+                    config.source.column_types()
+                } else {
+                    Default::default()
                 };
                 let context = SinkContext {
                     stream: name.clone(),

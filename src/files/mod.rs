@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
+use crate::config::ConfigError;
 use crate::error::{Error, Result};
 use crate::gleap::client::{CallError, FilePart, GleapClient, RequestCounters, backoff};
 use crate::state::{FileUpload, StateStore};
@@ -96,27 +97,49 @@ impl AuthConfig {
 }
 
 impl FilesConfig {
-    /// Problems in these settings, every one.
-    pub fn problems(&self) -> Vec<String> {
+    /// Every problem in these settings; `at` is the `files` option's config path.
+    pub fn check(&self, at: &str) -> Vec<ConfigError> {
         let mut problems = Vec::new();
         if let Some(mib) = self.max_file_mib
             && !(mib > 0.0 && mib.is_finite())
         {
-            problems.push(format!("files: max_file_mib {mib} must be above 0"));
+            problems.push(ConfigError::at(
+                format!("{at}.max_file_mib"),
+                format!("{mib} must be above 0"),
+            ));
         }
         if self.per_host_concurrency == Some(0) {
-            problems.push("files: per_host_concurrency must be 1 or more".into());
+            problems.push(ConfigError::at(
+                format!("{at}.per_host_concurrency"),
+                "must be 1 or more",
+            ));
+        }
+        if self.max_attempts == Some(0) {
+            problems.push(ConfigError::at(
+                format!("{at}.max_attempts"),
+                "must be 1 or more",
+            ));
+        }
+        if let Some(secs) = self.timeout_secs
+            && !(secs > 0.0 && secs.is_finite())
+        {
+            problems.push(ConfigError::at(
+                format!("{at}.timeout_secs"),
+                format!("{secs} must be above 0"),
+            ));
         }
         for (i, a) in self.auth.iter().enumerate().filter(|(_, a)| a.in_use()) {
             if a.host.contains('/') {
-                problems.push(format!(
-                    "files: auth[{i}].host must be a host name such as acme.zendesk.com"
+                problems.push(ConfigError::at(
+                    format!("{at}.auth[{i}].host"),
+                    "must be a host name such as acme.zendesk.com",
                 ));
             }
             match (&a.bearer, &a.user, &a.password) {
                 (Some(_), None, None) | (None, Some(_), Some(_)) => {}
-                _ => problems.push(format!(
-                    "files: auth[{i}] takes either `bearer`, or `user` and `password`"
+                _ => problems.push(ConfigError::at(
+                    format!("{at}.auth[{i}]"),
+                    "takes either `bearer`, or `user` and `password`",
                 )),
             }
         }
@@ -124,10 +147,7 @@ impl FilesConfig {
     }
 
     fn settings(&self) -> Result<FetchSettings> {
-        let problems = self.problems();
-        if !problems.is_empty() {
-            return Err(Error::Other(problems.join("; ")));
-        }
+        crate::config::checked(self.check("files"))?;
         let auth = self
             .auth
             .iter()
@@ -700,7 +720,7 @@ mod tests {
                      {"host": "", "bearer": "t"}, {"host": "c.example", "user": "u", "password": ""}]
         }))
         .unwrap();
-        let p = c.problems();
+        let p = c.check("files");
         assert_eq!(p.len(), 4, "{p:?}");
         assert_eq!(
             c.auth.iter().filter(|a| a.in_use()).count(),
@@ -711,7 +731,7 @@ mod tests {
             "auth": [{"host": "a.example", "user": "u", "password": "p"}]
         }))
         .unwrap();
-        assert!(ok.problems().is_empty());
+        assert!(ok.check("files").is_empty());
         assert_eq!(ok.settings().unwrap().max_bytes, 25 * 1048576);
         assert!(format!("{:?}", ok.settings().unwrap().auth).contains("<hidden>"));
         assert!(!format!("{:?}", ok.settings().unwrap().auth).contains("\"p\""));

@@ -45,7 +45,34 @@ fn default_infer_rows() -> usize {
 }
 
 impl CsvSinkConfig {
+    /// Every problem with the options as written; `at` is the sink's config path.
+    pub fn check(&self, at: &str) -> Vec<crate::config::ConfigError> {
+        let mut errors = super::output::check_path(&self.path, at);
+        errors.extend(crate::sources::csv::check_chars(
+            &[("delimiter", Some(self.delimiter))],
+            at,
+        ));
+        if let Some(columns) = &self.columns {
+            if columns.is_empty() {
+                errors.push(crate::config::ConfigError::at(
+                    format!("{at}.columns"),
+                    "an empty list writes no column: leave `columns` out to take the fields of the records",
+                ));
+            }
+            for (i, c) in columns.iter().enumerate() {
+                if columns[..i].contains(c) {
+                    errors.push(crate::config::ConfigError::at(
+                        format!("{at}.columns[{i}]"),
+                        format!("`{c}` is named twice"),
+                    ));
+                }
+            }
+        }
+        errors
+    }
+
     pub fn build(&self, context: SinkContext) -> Result<CsvSink> {
+        crate::config::checked(self.check("sink.csv"))?;
         let (file, pending) = PendingOutput::create(self.path.as_ref())?;
         let out = TextOutput::new(file, pending.final_path());
         let writer = ::csv::WriterBuilder::new()

@@ -19,7 +19,13 @@ pub struct JsonlSinkConfig {
 }
 
 impl JsonlSinkConfig {
+    /// Every problem with the options as written; `at` is the sink's config path.
+    pub fn check(&self, at: &str) -> Vec<crate::config::ConfigError> {
+        super::output::check_path(&self.path, at)
+    }
+
     pub fn build(&self, _context: SinkContext) -> Result<JsonlSink> {
+        crate::config::checked(self.check("sink.jsonl"))?;
         let (file, pending) = PendingOutput::create(self.path.as_ref())?;
         let out = TextOutput::new(file, pending.final_path());
         Ok(JsonlSink {

@@ -51,6 +51,37 @@ impl SinkConfig {
         }
     }
 
+    /// Every problem with the options as written, found without touching any file; `at` is
+    /// the config path of the sink (`streams[0].sink`). `build` makes the same checks.
+    pub fn check(&self, at: &str) -> Vec<crate::config::ConfigError> {
+        let at = format!("{at}.{}", self.kind());
+        match self {
+            SinkConfig::Parquet(c) => c.check(&at),
+            SinkConfig::Csv(c) => c.check(&at),
+            SinkConfig::Jsonl(c) => c.check(&at),
+            SinkConfig::Gleap(c) => c.check(&at),
+        }
+    }
+
+    /// The Gleap sink's settings, when the sink writes to Gleap.
+    pub fn gleap(&self) -> Option<&gleap::GleapSinkConfig> {
+        match self {
+            SinkConfig::Gleap(g) => Some(g),
+            _ => None,
+        }
+    }
+
+    /// Whether the sink writes to Gleap (it needs the run's client and state store).
+    pub fn writes_gleap(&self) -> bool {
+        self.gleap().is_some()
+    }
+
+    /// Whether the sink writes a Parquet dataset (a folder of parts, committed in the state
+    /// store).
+    pub fn is_dataset(&self) -> bool {
+        matches!(self, SinkConfig::Parquet(p) if p.dataset.is_some())
+    }
+
     /// Creates the output (under a temporary name) and returns the running sink.
     pub fn build(&self, context: SinkContext) -> Result<Box<dyn Sink>> {
         Ok(match self {

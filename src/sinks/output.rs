@@ -8,6 +8,22 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+/// What is wrong with an output file's `path:` as written: empty, or naming a folder
+/// (`out/`, `.`). `at` is the sink's config path.
+pub fn check_path(path: &str, at: &str) -> Vec<crate::config::ConfigError> {
+    let problem = if path.trim().is_empty() {
+        Some("an empty path names no file")
+    } else if path.ends_with(['/', '\\']) || Path::new(path).file_name().is_none() {
+        Some("names a folder; name the file to write")
+    } else {
+        None
+    };
+    problem
+        .map(|p| crate::config::ConfigError::at(format!("{at}.path"), p))
+        .into_iter()
+        .collect()
+}
+
 /// The rename still to be done for an output file.
 #[derive(Debug)]
 pub struct PendingOutput {

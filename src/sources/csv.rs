@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::csv_scan::{Dialect, Flagged, Resume, Scanner};
 use super::{OpenedSource, ProgressUnit, Rejected, SizeLimits, SourceItem, SourceIter, files};
-use crate::config::Spanned;
+use crate::config::{ConfigError, Spanned};
 use crate::error::{Error, Result};
 use crate::record::{FieldType, Position, Record, Value, cast, is_integer_literal};
 
@@ -97,6 +97,36 @@ impl CsvChar {
     }
 }
 
+/// The special characters of a CSV dialect, by option name, as written: none is a line
+/// end, and none but `escape` may be the same as another (`escape` may be the quote: a quote
+/// doubled). `at` is the component's config path.
+pub fn check_chars(chars: &[(&str, Option<CsvChar>)], at: &str) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    for (i, (name, c)) in chars.iter().enumerate() {
+        let Some(c) = c else { continue };
+        if matches!(c.0, b'\n' | b'\r') {
+            errors.push(ConfigError::at(
+                format!("{at}.{name}"),
+                "a line end cannot separate, quote or mark fields",
+            ));
+            continue;
+        }
+        let clash = chars[..i].iter().find(|(other_name, other)| {
+            *other == Some(*c) && !matches!((*other_name, *name), ("quote", "escape"))
+        });
+        if let Some((first, _)) = clash {
+            errors.push(ConfigError::at(
+                format!("{at}.{name}"),
+                format!(
+                    "{:?} is the `{first}` character too: the two must differ",
+                    char::from(c.0)
+                ),
+            ));
+        }
+    }
+    errors
+}
+
 impl<'de> Deserialize<'de> for CsvChar {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -125,13 +155,36 @@ impl JsonSchema for CsvChar {
 }
 
 impl CsvSourceConfig {
-    pub fn open(&self) -> Result<OpenedSource> {
+    /// Every problem with the options as written; `at` is the source's config path.
+    pub fn check(&self, at: &str) -> Vec<ConfigError> {
+        let mut errors: Vec<ConfigError> = files::check_pattern(&self.path, &format!("{at}.path"))
+            .into_iter()
+            .collect();
         if !self.has_header && self.columns.is_none() {
-            return Err(Error::Other(format!(
-                "{}: `has_header: false` needs `columns:` to name the columns",
-                self.path
-            )));
+            errors.push(ConfigError::at(
+                format!("{at}.has_header"),
+                "`has_header: false` needs `columns:` to name the columns",
+            ));
         }
+        errors.extend(check_chars(
+            &[
+                ("delimiter", Some(self.delimiter)),
+                ("quote", Some(self.quote)),
+                ("escape", self.escape),
+                ("comment", self.comment),
+            ],
+            at,
+        ));
+        errors.extend(SizeLimits::check(
+            self.max_field_mib.as_ref(),
+            self.max_record_mib.as_ref(),
+            at,
+        ));
+        errors
+    }
+
+    pub fn open(&self) -> Result<OpenedSource> {
+        crate::config::checked(self.check("source.csv"))?;
         let files = files::expand(&self.path)?;
         let total = files::total_size(&files);
         let config = self.clone();

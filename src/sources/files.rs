@@ -21,8 +21,7 @@ pub fn expand(pattern: &str) -> Result<Vec<PathBuf>> {
         }
         return Ok(vec![path]);
     }
-    let paths = glob::glob(pattern)
-        .map_err(|e| Error::Other(format!("`{pattern}` is not a valid glob: {e}")))?;
+    let paths = glob::glob(pattern).map_err(|e| Error::Other(glob_problem(pattern, &e)))?;
     let mut files = Vec::new();
     for entry in paths {
         let path = entry.map_err(|e| {
@@ -40,6 +39,29 @@ pub fn expand(pattern: &str) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+fn glob_problem(pattern: &str, e: &glob::PatternError) -> String {
+    format!("`{pattern}` is not a valid glob: {e}")
+}
+
+/// What is wrong with a `path:` as written (a glob that does not parse), found without
+/// looking at the disk. `at` is the option's config path.
+pub fn check_pattern(pattern: &str, at: &str) -> Option<crate::config::ConfigError> {
+    if pattern.trim().is_empty() {
+        return Some(crate::config::ConfigError::at(
+            at,
+            "an empty path names no file",
+        ));
+    }
+    if !pattern.contains(['*', '?', '[']) {
+        return None;
+    }
+    let e = glob::Pattern::new(pattern).err()?;
+    Some(crate::config::ConfigError::at(
+        at,
+        glob_problem(pattern, &e),
+    ))
+}
+
 /// One path or glob, or a list of them: `path: dump/users*.json*` or
 /// `path: [dump/comments*, dump/audits*]`.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, schemars::JsonSchema)]
@@ -50,12 +72,33 @@ pub enum PathSpec {
 }
 
 impl PathSpec {
-    /// Every file named, in the order of the patterns, each file once.
-    pub fn expand(&self) -> Result<Vec<PathBuf>> {
-        let patterns: Vec<&str> = match self {
+    /// The paths and globs as written.
+    pub fn patterns(&self) -> Vec<&str> {
+        match self {
             PathSpec::One(p) => vec![p.as_str()],
             PathSpec::Many(ps) => ps.iter().map(String::as_str).collect(),
-        };
+        }
+    }
+
+    /// [`check_pattern`] for each of them; `at` is the option's config path.
+    pub fn check(&self, at: &str) -> Vec<crate::config::ConfigError> {
+        match self {
+            PathSpec::One(p) => check_pattern(p, at).into_iter().collect(),
+            PathSpec::Many(ps) if ps.is_empty() => vec![crate::config::ConfigError::at(
+                at,
+                "an empty list names no file",
+            )],
+            PathSpec::Many(ps) => ps
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| check_pattern(p, &format!("{at}[{i}]")))
+                .collect(),
+        }
+    }
+
+    /// Every file named, in the order of the patterns, each file once.
+    pub fn expand(&self) -> Result<Vec<PathBuf>> {
+        let patterns = self.patterns();
         let mut files: Vec<PathBuf> = Vec::new();
         let mut misses = Vec::new();
         for pattern in &patterns {

@@ -214,6 +214,43 @@ impl CursorLog {
 }
 
 impl GleapSourceConfig {
+    /// Every problem with the options as written; `at` is the source's config path.
+    pub fn check(&self, at: &str) -> Vec<crate::config::ConfigError> {
+        use crate::config::ConfigError;
+        let mut errors = Vec::new();
+        if self.entity.is_help_centre() {
+            errors.push(ConfigError::at(
+                format!("{at}.entity"),
+                format!(
+                    "the gleap source reads sessions, tickets or messages, not {}",
+                    self.entity.name()
+                ),
+            ));
+        }
+        if !(1..=MAX_PAGE_SIZE).contains(&self.page_size) {
+            errors.push(ConfigError::at(
+                format!("{at}.page_size"),
+                format!("{} is not between 1 and {MAX_PAGE_SIZE}", self.page_size),
+            ));
+        }
+        if let Err(e) = self.since() {
+            errors.push(ConfigError::at(format!("{at}.since"), e));
+        }
+        errors
+    }
+
+    /// `since` as an RFC 3339 instant, or why it is not one.
+    fn since(&self) -> std::result::Result<Option<String>, String> {
+        self.since
+            .as_deref()
+            .map(|s| {
+                crate::record::parse_timestamp(s.trim())
+                    .map(|t| crate::record::format_timestamp(&t))
+                    .ok_or_else(|| format!("{s:?} is not a date or an RFC 3339 instant"))
+            })
+            .transpose()
+    }
+
     fn order(&self) -> OrderField {
         // Messages with `since`: their tickets by updatedAt (a new message moves its ticket's),
         // or the messages since then on tickets created before it would be missed.
@@ -275,18 +312,7 @@ impl GleapSourceConfig {
                 "the gleap source reads from Gleap during a run; it cannot be a lookup table or be planned".into(),
             )
         })?;
-        if self.entity.is_help_centre() {
-            return Err(Error::Other(format!(
-                "source.gleap.entity: the gleap source reads sessions, tickets or messages, not {}",
-                self.entity.name()
-            )));
-        }
-        if !(1..=MAX_PAGE_SIZE).contains(&self.page_size) {
-            return Err(Error::Other(format!(
-                "source.gleap.page_size: {} is not between 1 and 1000",
-                self.page_size
-            )));
-        }
+        crate::config::checked(self.check("source.gleap"))?;
         let order = self.order();
         let stored: Option<Cursor> = run
             .store
@@ -294,18 +320,8 @@ impl GleapSourceConfig {
             .and_then(|c| serde_json::from_str(&c).ok())
             .filter(|c: &Cursor| c.entity == self.entity.name() && c.order_by == order.name());
         let since = self
-            .since
-            .as_deref()
-            .map(|s| {
-                crate::record::parse_timestamp(s.trim())
-                    .map(|t| crate::record::format_timestamp(&t))
-                    .ok_or_else(|| {
-                        Error::Other(format!(
-                            "source.gleap.since: {s:?} is not a date or an RFC 3339 instant"
-                        ))
-                    })
-            })
-            .transpose()?;
+            .since()
+            .map_err(|e| Error::Other(format!("source.gleap.since: {e}")))?;
         let fresh = Cursor {
             entity: self.entity.name().into(),
             order_by: order.name().into(),

@@ -69,7 +69,27 @@ pub enum IntercomEntity {
 }
 
 impl IntercomSourceConfig {
+    /// Every problem with the options as written; `at` is the source's config path.
+    pub fn check(&self, at: &str) -> Vec<crate::config::ConfigError> {
+        let mut errors = self.path.check(&format!("{at}.path"));
+        if let Some(spec) = &self.names_from {
+            let at = format!("{at}.names_from");
+            errors.extend(spec.check(&at));
+            if !matches!(
+                self.entity,
+                IntercomEntity::Contacts | IntercomEntity::Conversations
+            ) {
+                errors.push(crate::config::ConfigError::at(
+                    at,
+                    "names tags and companies for `contacts` and `conversations` only",
+                ));
+            }
+        }
+        errors
+    }
+
     pub fn open(&self) -> Result<OpenedSource> {
+        crate::config::checked(self.check("source.intercom"))?;
         let files = self.path.expand()?;
         match self.entity {
             IntercomEntity::Collections => {

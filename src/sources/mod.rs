@@ -55,6 +55,46 @@ impl SourceConfig {
         }
     }
 
+    /// Every problem with the options as written, found without touching any file; `at` is
+    /// the config path of the source (`streams[0].source`). `open` makes the same checks.
+    pub fn check(&self, at: &str) -> Vec<crate::config::ConfigError> {
+        let at = format!("{at}.{}", self.kind());
+        match self {
+            SourceConfig::Csv(c) => c.check(&at),
+            SourceConfig::Parquet(c) => c.check(&at),
+            SourceConfig::Jsonl(c) => c.check(&at),
+            SourceConfig::Zendesk(c) => c.check(&at),
+            SourceConfig::Intercom(c) => c.check(&at),
+            SourceConfig::Gleap(c) => c.check(&at),
+        }
+    }
+
+    /// Whether the source reads from Gleap through the API (it needs the run's client).
+    pub fn reads_gleap(&self) -> bool {
+        matches!(self, SourceConfig::Gleap(_))
+    }
+
+    /// Column types the source knows its records to have (the Gleap source's documented
+    /// fields); none for file sources, whose types are inferred.
+    pub fn column_types(&self) -> indexmap::IndexMap<String, crate::record::FieldType> {
+        match self {
+            SourceConfig::Gleap(g) => g.column_types(),
+            _ => Default::default(),
+        }
+    }
+
+    /// The paths and globs of the files it reads, as written (none for API sources).
+    pub fn input_patterns(&self) -> Vec<&str> {
+        match self {
+            SourceConfig::Csv(c) => vec![c.path.as_str()],
+            SourceConfig::Parquet(c) => vec![c.path.as_str()],
+            SourceConfig::Jsonl(c) => vec![c.path.as_str()],
+            SourceConfig::Zendesk(c) => c.path.patterns(),
+            SourceConfig::Intercom(c) => c.path.patterns(),
+            SourceConfig::Gleap(_) => Vec::new(),
+        }
+    }
+
     /// Finds the input files and prepares to read them. Fails when no file matches.
     pub fn open(&self) -> Result<OpenedSource> {
         self.open_for("", None)

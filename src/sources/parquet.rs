@@ -64,15 +64,34 @@ fn default_batch_size() -> usize {
 }
 
 impl ParquetSourceConfig {
+    /// Every problem with the options as written; `at` is the source's config path.
+    pub fn check(&self, at: &str) -> Vec<crate::config::ConfigError> {
+        let mut errors: Vec<_> = files::check_pattern(&self.path, &format!("{at}.path"))
+            .into_iter()
+            .collect();
+        if self.batch_size == 0 {
+            errors.push(crate::config::ConfigError::at(
+                format!("{at}.batch_size"),
+                "must be at least 1",
+            ));
+        }
+        if let Some(columns) = &self.columns {
+            for (i, c) in columns.iter().enumerate() {
+                if columns[..i].contains(c) {
+                    errors.push(crate::config::ConfigError::at(
+                        format!("{at}.columns[{i}]"),
+                        format!("`{c}` is named twice"),
+                    ));
+                }
+            }
+        }
+        errors
+    }
+
     /// Finds the files, reads their footers (for the row count and to check `columns`), and
     /// prepares to read them. Progress is counted in rows.
     pub fn open(&self) -> Result<OpenedSource> {
-        if self.batch_size == 0 {
-            return Err(Error::Other(format!(
-                "{}: batch_size must be at least 1",
-                self.path
-            )));
-        }
+        crate::config::checked(self.check("source.parquet"))?;
         let files = files::expand(&self.path)?;
         let mut total: u64 = 0;
         for path in &files {

@@ -47,7 +47,13 @@ pub enum ZendeskEntity {
 }
 
 impl ZendeskSourceConfig {
+    /// Every problem with the options as written; `at` is the source's config path.
+    pub fn check(&self, at: &str) -> Vec<crate::config::ConfigError> {
+        self.path.check(&format!("{at}.path"))
+    }
+
     pub fn open(&self) -> Result<OpenedSource> {
+        crate::config::checked(self.check("source.zendesk"))?;
         let files = self.path.expand()?;
         let guide = match self.entity {
             ZendeskEntity::Categories => Some(super::zendesk_guide::GuideKind::Categories),

@@ -49,6 +49,26 @@ pub enum Missing {
 }
 
 impl LookupConfig {
+    /// Every problem with the options as written; `at` is the stage's config path. The
+    /// table is read from files: an API source cannot be one.
+    pub fn check(&self, at: &str) -> Vec<crate::config::ConfigError> {
+        let table = format!("{at}.table");
+        if self.table.reads_gleap() {
+            return vec![crate::config::ConfigError::at(
+                format!("{table}.gleap"),
+                "a lookup table is read from files; the gleap source reads through the API during a run",
+            )];
+        }
+        let mut errors = self.table.check(&table);
+        if self.key.as_deref().is_some_and(|k| k.trim().is_empty()) {
+            errors.push(crate::config::ConfigError::at(
+                format!("{at}.key"),
+                "an empty column name matches nothing",
+            ));
+        }
+        errors
+    }
+
     pub fn key_column(&self) -> String {
         self.key
             .clone()

@@ -71,10 +71,20 @@ impl TransformConfig {
         }
     }
 
-    /// Problems found without touching any file: jq expressions that do not compile.
-    /// `path` is the config path of the stage, for messages.
+    /// Problems found without touching any file: jq expressions that do not compile, options
+    /// that cannot work. `path` is the config path of the stage, for messages.
     pub fn check(&self, path: &str) -> Vec<ConfigError> {
+        let at = format!("{path}.{}", self.kind());
         match self {
+            TransformConfig::Lookup(l) => l.check(&at),
+            TransformConfig::Dedupe(d) if d.key.fields().is_empty() => vec![ConfigError::at(
+                format!("{at}.key"),
+                "name at least one field",
+            )],
+            TransformConfig::HtmlToTiptap(c) if c.from.is_empty() => vec![ConfigError::at(
+                format!("{at}.from"),
+                "name at least one field to convert",
+            )],
             TransformConfig::Filter(e) | TransformConfig::Jq(e) => {
                 e.check(&format!("{path}.{}", self.kind()))
             }
@@ -94,6 +104,17 @@ impl TransformConfig {
 
     /// Builds the running stage; jq stages get `limits` per record.
     pub fn build_with(&self, limits: JqLimits) -> Result<Box<dyn Transform>> {
+        // jq stages are checked by compiling them, below.
+        let jq = matches!(
+            self,
+            TransformConfig::Filter(_)
+                | TransformConfig::Skip(_)
+                | TransformConfig::Set(_)
+                | TransformConfig::Jq(_)
+        );
+        if !jq {
+            crate::config::checked(self.check("stage"))?;
+        }
         let compile = |e: &JqExpr| e.compile().map(|p| p.with_limits(limits));
         Ok(match self {
             TransformConfig::Filter(e) => Box::new(jq_stages::Filter::new(compile(e)?)),

@@ -41,15 +41,21 @@ pub struct AgentsConfig {
 }
 
 impl AgentsConfig {
-    pub fn problems(&self, entity: Entity) -> Vec<String> {
+    /// Every problem with these settings for a sink of `entity`; `at` is the `agents`
+    /// option's config path. The mapping file is read (a mapping that does not parse is a
+    /// problem of the pipeline).
+    pub fn check(&self, at: &str, entity: Entity) -> Vec<crate::config::ConfigError> {
         let mut problems = Vec::new();
         if entity == Entity::Sessions {
-            problems.push("`agents` is for tickets and messages, not sessions".into());
+            problems.push(crate::config::ConfigError::at(
+                at,
+                "`agents` is for tickets and messages, not sessions",
+            ));
         }
         if let Some(file) = self.file()
             && let Err(e) = read_mapping(file)
         {
-            problems.push(format!("agents.file: {e}"));
+            problems.push(crate::config::ConfigError::at(format!("{at}.file"), e));
         }
         problems
     }
@@ -388,7 +394,7 @@ mod tests {
             field: None,
             file: Some(csv),
         };
-        assert!(config.problems(Entity::Tickets).is_empty());
+        assert!(config.check("agents", Entity::Tickets).is_empty());
         let a = Agents::new(&config, Entity::Tickets, Ok(team())).unwrap();
         let mut t = rec(json!({"title": "x", "agent": {"id": "9", "email": "Owner@acme.example"}}));
         a.apply(&mut t);
@@ -414,9 +420,12 @@ mod tests {
             field: None,
             file: Some(bad),
         };
-        let problems = config.problems(Entity::Messages);
+        let problems = config.check("agents", Entity::Messages);
         assert!(
-            problems[0].contains("bad.csv:1: expected two columns"),
+            problems[0].message.starts_with("agents.file: ")
+                && problems[0]
+                    .message
+                    .contains("bad.csv:1: expected two columns"),
             "{problems:?}"
         );
     }

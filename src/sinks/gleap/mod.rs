@@ -30,7 +30,7 @@ pub fn import_id(stream: &str, source_id: &str) -> String {
     format!("{stream}:{source_id}")
 }
 
-use crate::config::did_you_mean;
+use crate::config::{ConfigError, did_you_mean};
 use crate::error::{Error, Result};
 use crate::gleap::client::GleapClient;
 use crate::gleap::fields::{
@@ -210,58 +210,75 @@ impl Entity {
 }
 
 impl GleapSinkConfig {
-    /// Problems in the sink's own settings (stream references are checked with the pipeline).
-    pub fn problems(&self) -> Vec<String> {
+    /// Every problem with the sink's own settings; `at` is the sink's config path. Whether
+    /// the streams `refs` names exist and write to Gleap is checked with the pipeline.
+    pub fn check(&self, at: &str) -> Vec<ConfigError> {
         let mut problems = Vec::new();
+        let mut problem = |option: &str, message: String| {
+            problems.push(ConfigError::at(format!("{at}.{option}"), message));
+        };
         let entity = self.entity.name();
         if !self.entity.is_help_centre() {
             if self.article_url.is_some() {
-                problems.push(format!("`article_url` is for articles, not {entity}"));
+                problem("article_url", format!("is for articles, not {entity}"));
             }
             if !self.article_hosts.is_empty() {
-                problems.push(format!("`article_hosts` is for articles, not {entity}"));
+                problem("article_hosts", format!("is for articles, not {entity}"));
             }
         }
         if let Some(url) = &self.article_url
             && !url.contains("{docId}")
             && !url.contains("{id}")
         {
-            problems.push(format!(
-                "`article_url` {url:?} names no article: put `{{docId}}` (the number in Gleap's article URLs) or `{{id}}` in it"
-            ));
+            problem(
+                "article_url",
+                format!(
+                    "{url:?} names no article: put `{{docId}}` (the number in Gleap's article URLs) or `{{id}}` in it"
+                ),
+            );
         }
         if self.entity == Entity::Articles && !self.refs.contains_key("collection") {
-            problems.push("articles need `refs: {collection: <collections stream>}`: the stream whose collections hold them".into());
+            problem("refs", "articles need `refs: {collection: <collections stream>}`: the stream whose collections hold them".into());
         }
         if self.entity == Entity::Sessions {
             if self.id.is_some() {
-                problems.push("`id` is for tickets and messages; sessions are keyed by `key` (userId or email)".into());
+                problem(
+                    "id",
+                    "is for tickets and messages; sessions are keyed by `key` (userId or email)"
+                        .into(),
+                );
             }
         } else {
             if self.key.is_some() {
-                problems.push(format!("`key` is for sessions; {entity} are keyed by `id`"));
+                problem(
+                    "key",
+                    format!("is for sessions; {entity} are keyed by `id`"),
+                );
             }
             if self.prefetch == PrefetchSetting::Flag(true) {
-                problems.push(format!("`prefetch` is for sessions, not {entity}"));
+                problem("prefetch", format!("is for sessions, not {entity}"));
             }
-        }
-        if let Some(a) = &self.agents {
-            problems.extend(a.problems(self.entity));
         }
         for field in self.refs.keys() {
             let allowed = self.entity.ref_fields();
             if !allowed.contains(&field.as_str()) {
-                problems.push(if allowed.is_empty() {
-                    format!("{entity} take no `refs`")
-                } else {
-                    format!(
-                        "refs: `{field}` is not a reference of {entity}; it takes {}",
-                        allowed.join(", ")
-                    )
-                });
+                problem(
+                    &format!("refs.{field}"),
+                    if allowed.is_empty() {
+                        format!("{entity} take no `refs`")
+                    } else {
+                        format!(
+                            "`{field}` is not a reference of {entity}; it takes {}",
+                            allowed.join(", ")
+                        )
+                    },
+                );
             }
         }
-        problems.extend(self.files.problems());
+        if let Some(a) = &self.agents {
+            problems.extend(a.check(&format!("{at}.agents"), self.entity));
+        }
+        problems.extend(self.files.check(&format!("{at}.files")));
         problems
     }
 
@@ -274,6 +291,7 @@ impl GleapSinkConfig {
         &self,
         context: crate::sinks::SinkContext,
     ) -> Result<Box<dyn crate::sinks::Sink>> {
+        crate::config::checked(self.check("sink.gleap"))?;
         if self.entity.is_help_centre() {
             return Ok(Box::new(helpcentre::HelpCentreSink::new(self, context)?));
         }
@@ -675,6 +693,11 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
+    /// The messages of [`GleapSinkConfig::check`] at path `g`.
+    fn problems(c: &GleapSinkConfig) -> Vec<String> {
+        c.check("g").into_iter().map(|e| e.message).collect()
+    }
+
     /// A ref field, the stream it names, and that stream's (source id, Gleap id) pairs.
     type Parent<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
 
@@ -806,26 +829,30 @@ mod tests {
     #[test]
     fn help_centre_settings_are_checked() {
         assert!(
-            config(json!({"entity": "articles", "refs": {"collection": "c"},
-                          "article_url": "https://h/{locale}/articles/{docId}-{slug}"}))
-            .problems()
+            problems(&config(
+                json!({"entity": "articles", "refs": {"collection": "c"},
+                          "article_url": "https://h/{locale}/articles/{docId}-{slug}"})
+            ))
             .is_empty()
         );
-        let p = config(json!({"entity": "articles", "article_url": "https://h/x"})).problems();
+        let p = problems(&config(
+            json!({"entity": "articles", "article_url": "https://h/x"}),
+        ));
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(p[0].contains("names no article"), "{p:?}");
         assert!(p[1].contains("refs: {collection"), "{p:?}");
-        let p = config(json!({"entity": "tickets", "article_hosts": ["x"]})).problems();
-        assert_eq!(p, ["`article_hosts` is for articles, not tickets"]);
+        let p = problems(&config(
+            json!({"entity": "tickets", "article_hosts": ["x"]}),
+        ));
+        assert_eq!(p, ["g.article_hosts: is for articles, not tickets"]);
     }
 
     #[test]
     fn settings_that_do_not_fit_the_entity_are_problems() {
-        assert!(config(json!({"entity": "sessions"})).problems().is_empty());
-        let p = config(
+        assert!(problems(&config(json!({"entity": "sessions"}))).is_empty());
+        let p = problems(&config(
             json!({"entity": "tickets", "prefetch": true, "key": "email", "refs": {"ticket": "x"}}),
-        )
-        .problems();
+        ));
         assert_eq!(p.len(), 3, "{p:?}");
         assert!(p[2].contains("it takes session"));
     }

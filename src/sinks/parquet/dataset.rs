@@ -84,6 +84,25 @@ pub enum Granularity {
     Year,
 }
 
+impl DatasetConfig {
+    /// Every problem with the options as written; `at` is the `dataset` option's config path.
+    pub fn check(&self, at: &str) -> Vec<crate::config::ConfigError> {
+        let mut errors = Vec::new();
+        for (name, value) in [
+            ("part_rows", self.part_rows),
+            ("max_open_files", self.max_open_files as u64),
+        ] {
+            if value == 0 {
+                errors.push(crate::config::ConfigError::at(
+                    format!("{at}.{name}"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        errors
+    }
+}
+
 impl PartitionBy {
     /// The folder of a record: `createdAt_month=2024-03`, or Hive's default partition.
     fn folder(&self, record: &Record) -> String {
@@ -208,18 +227,11 @@ impl DatasetSink {
         dataset: &DatasetConfig,
         context: SinkContext,
     ) -> Result<DatasetSink> {
-        let invalid = |what: String| Error::Other(format!("sink.parquet: {what}"));
-        schema::validate_declared(&config.schema).map_err(|e| invalid(format!("schema: {e}")))?;
-        if dataset.part_rows == 0 || dataset.max_open_files == 0 {
-            return Err(invalid(
-                "dataset.part_rows and max_open_files must be at least 1".into(),
-            ));
-        }
-        let properties = config.writer_properties().map_err(invalid)?;
-        let store = context
-            .state
-            .clone()
-            .ok_or_else(|| invalid("a dataset needs the run's state store".into()))?;
+        crate::config::checked(config.check("sink.parquet"))?;
+        let properties = config.writer_properties()?;
+        let store = context.state.clone().ok_or_else(|| {
+            Error::Other("sink.parquet: a dataset needs the run's state store".into())
+        })?;
         let dir = PathBuf::from(&config.path);
         crate::dirs::create(&dir, "dataset folder")?;
         let lock = File::open(&dir).map_err(io(&dir))?;

@@ -142,17 +142,47 @@ impl ParquetSinkConfig {
         declared
     }
 
+    /// Every problem with the options as written (dataset options included); `at` is the
+    /// sink's config path. `build` makes the same checks.
+    pub fn check(&self, at: &str) -> Vec<crate::config::ConfigError> {
+        use crate::config::ConfigError;
+        let mut errors = match &self.dataset {
+            // A dataset's path is a folder.
+            Some(_) if self.path.trim().is_empty() => vec![ConfigError::at(
+                format!("{at}.path"),
+                "an empty path names no folder",
+            )],
+            Some(_) => Vec::new(),
+            None => super::output::check_path(&self.path, at),
+        };
+        if let Err(e) = schema::validate_declared(&self.schema) {
+            errors.push(ConfigError::at(format!("{at}.schema"), e));
+        }
+        for (name, value) in [
+            ("row_group_mib", self.row_group_mib),
+            ("infer_rows", self.infer_rows),
+            ("batch_rows", self.batch_rows),
+        ] {
+            if value == 0 {
+                errors.push(ConfigError::at(
+                    format!("{at}.{name}"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        if let Err(e) = self.compression() {
+            errors.push(ConfigError::at(format!("{at}.compression_level"), e));
+        }
+        if let Some(d) = &self.dataset {
+            errors.extend(d.check(&format!("{at}.dataset")));
+        }
+        errors
+    }
+
     /// Checks the settings, creates `<path>.inprogress` and returns the running sink.
     pub fn build(&self, context: SinkContext) -> Result<ParquetSink> {
-        let invalid = |what: String| Error::Other(format!("sink.parquet: {what}"));
-        schema::validate_declared(&self.schema).map_err(|e| invalid(format!("schema: {e}")))?;
-        if self.row_group_mib == 0 {
-            return Err(invalid("row_group_mib must be at least 1".into()));
-        }
-        if self.batch_rows == 0 {
-            return Err(invalid("batch_rows must be at least 1".into()));
-        }
-        let properties = self.writer_properties().map_err(invalid)?;
+        crate::config::checked(self.check("sink.parquet"))?;
+        let properties = self.writer_properties()?;
         let (file, pending) = PendingOutput::create(self.path.as_ref())?;
         Ok(ParquetSink {
             shaper: Shaper::new(self),
@@ -174,14 +204,31 @@ impl ParquetSinkConfig {
     }
 
     /// Every Parquet writer setting, in one place.
-    pub fn writer_properties(&self) -> std::result::Result<WriterProperties, String> {
+    pub fn writer_properties(&self) -> Result<WriterProperties> {
+        let compression = self
+            .compression()
+            .map_err(|e| Error::Other(format!("sink.parquet.compression_level: {e}")))?;
+        Ok(WriterProperties::builder()
+            .set_compression(compression)
+            .set_dictionary_enabled(true)
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
+            .set_max_row_group_bytes(Some(self.row_group_mib.max(1).saturating_mul(1 << 20)))
+            .set_created_by(format!("gleap-etl {}", env!("CARGO_PKG_VERSION")))
+            .build())
+    }
+
+    /// The codec at its level (`compression`, `compression_level`), or why the level does
+    /// not fit the codec.
+    fn compression(&self) -> std::result::Result<Compression, String> {
         let level = self.compression_level;
-        let compression = match self.compression {
+        Ok(match self.compression {
             ParquetCompression::Zstd => {
                 let level = level.unwrap_or(DEFAULT_ZSTD_LEVEL);
-                Compression::ZSTD(ZstdLevel::try_new(level).map_err(|_| {
-                    format!("compression_level {level} is not a zstd level (1 to 22)")
-                })?)
+                Compression::ZSTD(
+                    ZstdLevel::try_new(level)
+                        .map_err(|_| format!("{level} is not a zstd level (1 to 22)"))?,
+                )
             }
             ParquetCompression::Gzip => {
                 let level = level.unwrap_or(DEFAULT_GZIP_LEVEL);
@@ -189,15 +236,13 @@ impl ParquetSinkConfig {
                     u32::try_from(level)
                         .ok()
                         .and_then(|l| GzipLevel::try_new(l).ok())
-                        .ok_or_else(|| {
-                            format!("compression_level {level} is not a gzip level (0 to 10)")
-                        })?,
+                        .ok_or_else(|| format!("{level} is not a gzip level (0 to 10)"))?,
                 )
             }
             other => {
                 if let Some(level) = level {
                     return Err(format!(
-                        "compression_level {level}: only zstd and gzip have levels, not {}",
+                        "{level}: only zstd and gzip have levels, not {}",
                         match other {
                             ParquetCompression::Snappy => "snappy",
                             ParquetCompression::Lz4 => "lz4",
@@ -211,15 +256,7 @@ impl ParquetSinkConfig {
                     _ => Compression::UNCOMPRESSED,
                 }
             }
-        };
-        Ok(WriterProperties::builder()
-            .set_compression(compression)
-            .set_dictionary_enabled(true)
-            .set_statistics_enabled(EnabledStatistics::Page)
-            .set_max_row_group_row_count(Some(MAX_ROW_GROUP_ROWS))
-            .set_max_row_group_bytes(Some(self.row_group_mib.max(1).saturating_mul(1 << 20)))
-            .set_created_by(format!("gleap-etl {}", env!("CARGO_PKG_VERSION")))
-            .build())
+        })
     }
 }
 
