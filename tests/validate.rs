@@ -125,6 +125,8 @@ fn schema_is_json_schema_of_the_format() {
 /// pipeline, the bad value marked `«like this»` (the marks are taken out; the error must be
 /// located where the mark opens), and what the error says.
 struct Bad {
+    /// Top-level settings (the `gleap:` block), if any.
+    head: Option<&'static str>,
     source: &'static str,
     transform: Option<&'static str>,
     sink: &'static str,
@@ -136,6 +138,7 @@ const JSONL_OUT: &str = "jsonl: { path: out/o.jsonl }";
 
 fn bad(source: &'static str, sink: &'static str, says: &'static str) -> Bad {
     Bad {
+        head: None,
         source,
         transform: None,
         sink,
@@ -143,8 +146,19 @@ fn bad(source: &'static str, sink: &'static str, says: &'static str) -> Bad {
     }
 }
 
+fn bad_block(head: &'static str, says: &'static str) -> Bad {
+    Bad {
+        head: Some(head),
+        source: CSV,
+        transform: None,
+        sink: "gleap: { entity: sessions }",
+        says,
+    }
+}
+
 fn bad_stage(transform: &'static str, says: &'static str) -> Bad {
     Bad {
+        head: None,
         source: CSV,
         transform: Some(transform),
         sink: JSONL_OUT,
@@ -520,6 +534,31 @@ fn bad_options() -> Vec<Bad> {
             "gleap: { entity: sessions, agents: «{ field: agent }» }",
             "streams[0].sink.gleap.agents: `agents` is for tickets and messages, not sessions",
         ),
+        // the pipeline's `gleap:` block
+        bad_block(
+            "gleap: { base_url: «\"ftp://gleap\"» }",
+            "gleap.base_url: `ftp://gleap` must start with http:// or https://",
+        ),
+        bad_block(
+            "gleap: { requests_per_minute: «0» }",
+            "gleap.requests_per_minute: must be above 0",
+        ),
+        bad_block("gleap: { concurrency: «many» }", "gleap.concurrency: expected a number or `adaptive`, found \"many\""),
+        // the stream's own options
+        Bad {
+            head: None,
+            source: "csv: { path: in.csv }\n    jq_timeout_ms: «0»",
+            transform: None,
+            sink: JSONL_OUT,
+            says: "streams[0].jq_timeout_ms: must be at least 1",
+        },
+        Bad {
+            head: None,
+            source: "csv: { path: in.csv }\n    needs: [«nope»]",
+            transform: None,
+            sink: JSONL_OUT,
+            says: "streams[0].needs: there is no stream named `nope`",
+        },
     ]
 }
 
@@ -550,8 +589,10 @@ fn validate_and_run_reject_every_bad_option_alike() {
             .map(|t| format!("    transforms:\n      - {t}\n"))
             .unwrap_or_default();
         let text = format!(
-            "version: 1\nname: t\nstreams:\n  - name: s\n    source:\n      {}\n{transforms}    sink:\n      {}\n",
-            case.source, case.sink
+            "version: 1\nname: t\n{}streams:\n  - name: s\n    source:\n      {}\n{transforms}    sink:\n      {}\n",
+            case.head.map(|h| format!("{h}\n")).unwrap_or_default(),
+            case.source,
+            case.sink
         );
         let ((line, column), text) = marked(&text);
         dir.write("p.yaml", &text);

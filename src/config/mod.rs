@@ -326,6 +326,9 @@ fn check(config: &PipelineConfig, root: &Node) -> Vec<ConfigError> {
     if let Some(e) = check_name("name", &config.name) {
         errors.push(e);
     }
+    if let Some(g) = &config.gleap {
+        errors.extend(g.check("gleap"));
+    }
     if config.streams.is_empty() {
         let at = root
             .get("streams")
@@ -457,6 +460,17 @@ fn check_stream(stream: &StreamConfig, path: &str) -> Vec<ConfigError> {
     errors.extend(stream.source.check(&format!("{path}.source")));
     errors.extend(stream.sink.check(&format!("{path}.sink")));
     errors
+}
+
+/// A name listed twice in a list option (`columns: [a, a]`), at each repetition; `at` is the
+/// list's config path.
+pub fn repeated_names(names: &[String], at: &str) -> Vec<ConfigError> {
+    names
+        .iter()
+        .enumerate()
+        .filter(|(i, name)| names[..*i].contains(name))
+        .map(|(i, name)| ConfigError::at(format!("{at}[{i}]"), format!("`{name}` is named twice")))
+        .collect()
 }
 
 fn check_name(path: &str, name: &Spanned<String>) -> Option<ConfigError> {

@@ -168,7 +168,42 @@ pub struct ClientSettings {
     pub upload_token: Option<Secret>,
 }
 
+/// Why a base URL cannot be Gleap's, if it cannot.
+fn base_url_problem(url: &str) -> Option<String> {
+    (!(url.starts_with("http://") || url.starts_with("https://")))
+        .then(|| format!("`{url}` must start with http:// or https://"))
+}
+
+/// Why a request rate cannot be used, if it cannot.
+fn rate_problem(per_minute: f64) -> Option<String> {
+    (!(per_minute > 0.0 && per_minute.is_finite())).then(|| "must be above 0".to_string())
+}
+
 impl GleapConfig {
+    /// Every problem with the settings written in the pipeline file (what comes from the
+    /// environment is checked when the run starts); `at` is the block's config path.
+    pub fn check(&self, at: &str) -> Vec<crate::config::ConfigError> {
+        let mut errors = Vec::new();
+        if let Some(problem) = self
+            .base_url
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            .and_then(|u| base_url_problem(u.trim_end_matches('/')))
+        {
+            errors.push(crate::config::ConfigError::at(
+                format!("{at}.base_url"),
+                problem,
+            ));
+        }
+        if let Some(problem) = self.requests_per_minute.and_then(rate_problem) {
+            errors.push(crate::config::ConfigError::at(
+                format!("{at}.requests_per_minute"),
+                problem,
+            ));
+        }
+        errors
+    }
+
     /// Applies the defaults; `env` reads environment variables.
     pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<ClientSettings> {
         let from = |v: &Option<String>, var: &str| {
@@ -185,10 +220,8 @@ impl GleapConfig {
         let base_url =
             from(&self.base_url, "GLEAP_BASE_URL").unwrap_or_else(|| GLEAP_BASE_URL.to_string());
         let base_url = base_url.trim_end_matches('/').to_string();
-        if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(Error::Other(format!(
-                "gleap base_url `{base_url}` must start with http:// or https://"
-            )));
+        if let Some(problem) = base_url_problem(&base_url) {
+            return Err(Error::Other(format!("gleap base_url {problem}")));
         }
         let requests_per_minute = match self.requests_per_minute {
             Some(n) => n,
@@ -201,10 +234,8 @@ impl GleapConfig {
                 None => 1000.0,
             },
         };
-        if !(requests_per_minute > 0.0 && requests_per_minute.is_finite()) {
-            return Err(Error::Other(
-                "gleap requests_per_minute must be above 0".into(),
-            ));
+        if let Some(problem) = rate_problem(requests_per_minute) {
+            return Err(Error::Other(format!("gleap requests_per_minute {problem}")));
         }
         Ok(ClientSettings {
             base_url,

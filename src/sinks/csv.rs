@@ -59,14 +59,10 @@ impl CsvSinkConfig {
                     "an empty list writes no column: leave `columns` out to take the fields of the records",
                 ));
             }
-            for (i, c) in columns.iter().enumerate() {
-                if columns[..i].contains(c) {
-                    errors.push(crate::config::ConfigError::at(
-                        format!("{at}.columns[{i}]"),
-                        format!("`{c}` is named twice"),
-                    ));
-                }
-            }
+            errors.extend(crate::config::repeated_names(
+                columns,
+                &format!("{at}.columns"),
+            ));
         }
         errors
     }

@@ -157,9 +157,12 @@ impl JsonSchema for CsvChar {
 impl CsvSourceConfig {
     /// Every problem with the options as written; `at` is the source's config path.
     pub fn check(&self, at: &str) -> Vec<ConfigError> {
-        let mut errors: Vec<ConfigError> = files::check_pattern(&self.path, &format!("{at}.path"))
-            .into_iter()
-            .collect();
+        let mut errors = super::check_text_source(
+            &self.path,
+            self.max_field_mib.as_ref(),
+            self.max_record_mib.as_ref(),
+            at,
+        );
         if !self.has_header && self.columns.is_none() {
             errors.push(ConfigError::at(
                 format!("{at}.has_header"),
@@ -173,11 +176,6 @@ impl CsvSourceConfig {
                 ("escape", self.escape),
                 ("comment", self.comment),
             ],
-            at,
-        ));
-        errors.extend(SizeLimits::check(
-            self.max_field_mib.as_ref(),
-            self.max_record_mib.as_ref(),
             at,
         ));
         errors

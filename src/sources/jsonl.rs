@@ -35,15 +35,12 @@ pub struct JsonlSourceConfig {
 impl JsonlSourceConfig {
     /// Every problem with the options as written; `at` is the source's config path.
     pub fn check(&self, at: &str) -> Vec<crate::config::ConfigError> {
-        let mut errors: Vec<_> = files::check_pattern(&self.path, &format!("{at}.path"))
-            .into_iter()
-            .collect();
-        errors.extend(SizeLimits::check(
+        super::check_text_source(
+            &self.path,
             self.max_field_mib.as_ref(),
             self.max_record_mib.as_ref(),
             at,
-        ));
-        errors
+        )
     }
 
     pub fn open(&self) -> Result<OpenedSource> {

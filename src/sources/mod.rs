@@ -185,6 +185,21 @@ impl SizeLimits {
     }
 }
 
+/// The checks of a text source (CSV, JSON lines) on its `path` and size limits; `at` is the
+/// source's config path.
+fn check_text_source(
+    path: &str,
+    field: Option<&crate::config::Spanned<u64>>,
+    record: Option<&crate::config::Spanned<u64>>,
+    at: &str,
+) -> Vec<crate::config::ConfigError> {
+    let mut errors: Vec<_> = files::check_pattern(path, &format!("{at}.path"))
+        .into_iter()
+        .collect();
+    errors.extend(SizeLimits::check(field, record, at));
+    errors
+}
+
 impl Default for SizeLimits {
     fn default() -> SizeLimits {
         SizeLimits::from_mib(None, None)

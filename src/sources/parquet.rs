@@ -76,14 +76,10 @@ impl ParquetSourceConfig {
             ));
         }
         if let Some(columns) = &self.columns {
-            for (i, c) in columns.iter().enumerate() {
-                if columns[..i].contains(c) {
-                    errors.push(crate::config::ConfigError::at(
-                        format!("{at}.columns[{i}]"),
-                        format!("`{c}` is named twice"),
-                    ));
-                }
-            }
+            errors.extend(crate::config::repeated_names(
+                columns,
+                &format!("{at}.columns"),
+            ));
         }
         errors
     }
