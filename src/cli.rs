@@ -529,19 +529,17 @@ fn plan(path: &Path, limit: usize) -> i32 {
                 .unwrap_or_default(),
             preview.records.len(),
             if preview.records.len() == 1 { "" } else { "s" },
-            match &stream.sink {
-                crate::sinks::SinkConfig::Gleap(_) =>
-                    "as the request bodies Gleap will get (<stream key> stands for the Gleap id of that stream's record)",
-                _ => "as the sink will get them",
+            if stream.sink.writes_gleap() {
+                "as the request bodies Gleap will get (<stream key> stands for the Gleap id of that stream's record)"
+            } else {
+                "as the sink will get them"
             },
         ));
         // Records bound for Gleap are shown as the bodies that will be sent.
-        let gleap = match &stream.sink {
-            crate::sinks::SinkConfig::Gleap(g) => {
-                Some(crate::sinks::gleap::Preparer::preview(&preview.name, g))
-            }
-            _ => None,
-        };
+        let gleap = stream
+            .sink
+            .gleap()
+            .map(|g| crate::sinks::gleap::Preparer::preview(&preview.name, g));
         for record in &preview.records {
             match &gleap {
                 Some(preparer) => match preparer.prepare(record.clone()) {

@@ -543,7 +543,10 @@ fn bad_options() -> Vec<Bad> {
             "gleap: { requests_per_minute: «0» }",
             "gleap.requests_per_minute: must be above 0",
         ),
-        bad_block("gleap: { concurrency: «many» }", "gleap.concurrency: expected a number or `adaptive`, found \"many\""),
+        bad_block(
+            "gleap: { concurrency: «many» }",
+            "gleap.concurrency: expected a number or `adaptive`, found \"many\"",
+        ),
         // the stream's own options
         Bad {
             head: None,
