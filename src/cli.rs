@@ -587,6 +587,12 @@ fn run(args: &RunArgs) -> i32 {
         Ok(p) => p,
         Err(code) => return code,
     };
+    if args.sample.is_some() && args.prune.is_some() {
+        eprintln!(
+            "error: --prune follows deletions of a whole source; a --sample run reads only its sample, so it cannot prune: run without one of them"
+        );
+        return EXIT_FAILED;
+    }
     let sample = match args.sample {
         None => None,
         Some(n) => match crate::sample::select(&pipeline, n, args.seed) {
@@ -602,12 +608,6 @@ fn run(args: &RunArgs) -> i32 {
             }
         },
     };
-    if sample.is_some() && args.prune.is_some() {
-        eprintln!(
-            "error: --prune follows deletions of a whole source; a --sample run reads only its sample, so it cannot prune: run without one of them"
-        );
-        return EXIT_FAILED;
-    }
     let prune = args.prune.map(|mode| crate::prune::PruneOptions {
         mode,
         sessions: args.prune_sessions,

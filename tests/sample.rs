@@ -483,4 +483,24 @@ fn bad_uses_of_sample_fail_clearly() {
     let seed_alone = dir.run_in_repo(&["run", "pipelines/zendesk_to_gleap.yaml", "--seed", "3"]);
     assert_eq!(seed_alone.code, 2, "{seed_alone:?}");
     assert!(seed_alone.stderr.contains("--sample"), "{seed_alone:?}");
+    // A sample run reads only its sample: it cannot tell what is gone from the source.
+    let pruned = dir.run_in_repo(&[
+        "run",
+        "pipelines/zendesk_to_gleap.yaml",
+        "--sample",
+        "3",
+        "--prune",
+        "--emulator",
+    ]);
+    assert_eq!(pruned.code, 2, "{pruned:?}");
+    assert!(
+        pruned
+            .stderr
+            .contains("a --sample run reads only its sample"),
+        "{pruned:?}"
+    );
+    assert!(
+        !dir.join("state/emulator.json").exists(),
+        "refused before anything ran: {pruned:?}"
+    );
 }
