@@ -19,7 +19,7 @@ use crate::sinks::gleap::GleapRun;
 use crate::sources::OpenedSource;
 use crate::state::StateStore;
 use progress::Progress;
-use report::{RunReport, StreamReport};
+use report::{RunReport, RunStatus, StreamReport, StreamStatus};
 use stream::{StreamRun, Target, run_stream};
 
 /// Exit codes: everything written; finished with dead-lettered records; failed.
@@ -81,7 +81,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
         file: pipeline.file.clone(),
         started_at,
         elapsed_secs: 0.0,
-        status: "failed",
+        status: RunStatus::Failed,
         exit_code: EXIT_FAILED,
         records_read: 0,
         records_written: 0,
@@ -239,7 +239,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
                         states[i] = State::Succeeded;
                         reports[i] = Some(StreamReport {
                             name: streams[i].name.value.clone(),
-                            status: "not_in_sample",
+                            status: StreamStatus::NotInSample,
                             ..Default::default()
                         });
                         changed = true;
@@ -258,7 +258,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
                             states[i] = State::Failed;
                             let mut r =
                                 StreamReport::skipped(&streams[i].name.value, e.to_string());
-                            r.status = "failed";
+                            r.status = StreamStatus::Failed;
                             reports[i] = Some(r);
                             first_error.get_or_insert(e);
                             changed = true;
@@ -298,7 +298,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
                                         stream::panic_message(&*panic)
                                     ));
                                     let mut r = StreamReport::skipped(&name, e.to_string());
-                                    r.status = "failed";
+                                    r.status = StreamStatus::Failed;
                                     (r, Err(e))
                                 });
                                 let _ = done_tx.send((i, report, result));
@@ -373,11 +373,11 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
     let all_ran = report
         .streams
         .iter()
-        .all(|s| !matches!(s.status, "failed" | "skipped"));
+        .all(|s| !matches!(s.status, StreamStatus::Failed | StreamStatus::Skipped));
     (report.status, report.exit_code) = match (&first_error, all_ran, report.dead_lettered) {
-        (None, true, 0) => ("ok", EXIT_OK),
-        (None, true, _) => ("dead_letters", EXIT_DEAD_LETTERS),
-        _ => ("failed", EXIT_FAILED),
+        (None, true, 0) => (RunStatus::Ok, EXIT_OK),
+        (None, true, _) => (RunStatus::DeadLetters, EXIT_DEAD_LETTERS),
+        _ => (RunStatus::Failed, EXIT_FAILED),
     };
     // Records Gleap refused to archive or delete (named in the summary): not all done.
     if report.exit_code == EXIT_OK
@@ -396,7 +396,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
     if let (Some(g), Some(id)) = (&gleap, run_id) {
         let json = serde_json::to_string(&report).unwrap_or_default();
         let now = crate::record::format_timestamp(&chrono::Utc::now());
-        if let Err(e) = g.store.finish_run(id, &now, report.status, &json) {
+        if let Err(e) = g.store.finish_run(id, &now, report.status.name(), &json) {
             tracing::warn!("{e}");
         }
     }
