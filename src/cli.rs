@@ -49,6 +49,9 @@ pub enum Command {
         /// The state directory, if not the pipeline's.
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// Print it as JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Prove a migration: read the source again through the transforms and compare every
     /// record with what Gleap holds (arrived and equal, missing, present twice, changed,
@@ -416,7 +419,8 @@ where
         Command::Status {
             pipeline,
             state_dir,
-        } => status(&pipeline, state_dir.as_deref()),
+            json,
+        } => status(&pipeline, state_dir.as_deref(), json),
         Command::Schema => {
             let schema = serde_json::to_string_pretty(&crate::config::json_schema()).expect("JSON");
             print_out(&format!("{schema}\n"))
@@ -585,6 +589,12 @@ fn run(args: &RunArgs) -> i32 {
         Ok(p) => p,
         Err(code) => return code,
     };
+    if args.sample.is_some() && args.prune.is_some() {
+        eprintln!(
+            "error: --prune follows deletions of a whole source; a --sample run reads only its sample, so it cannot prune: run without one of them"
+        );
+        return EXIT_FAILED;
+    }
     let sample = match args.sample {
         None => None,
         Some(n) => match crate::sample::select(&pipeline, n, args.seed) {
@@ -600,12 +610,6 @@ fn run(args: &RunArgs) -> i32 {
             }
         },
     };
-    if sample.is_some() && args.prune.is_some() {
-        eprintln!(
-            "error: --prune follows deletions of a whole source; a --sample run reads only its sample, so it cannot prune: run without one of them"
-        );
-        return EXIT_FAILED;
-    }
     let prune = args.prune.map(|mode| crate::prune::PruneOptions {
         mode,
         sessions: args.prune_sessions,
@@ -1218,109 +1222,46 @@ fn runtime(builder: &mut tokio::runtime::Builder) -> Option<tokio::runtime::Runt
         .ok()
 }
 
-fn status(path: &Path, state_dir: Option<&Path>) -> i32 {
+fn status(path: &Path, state_dir: Option<&Path>, json: bool) -> i32 {
     let pipeline = match load(path) {
         Ok(p) => p,
         Err(code) => return code,
     };
     let dir = pipeline.state_dir(state_dir);
     if !dir.join("state.sqlite").exists() {
+        if json {
+            eprintln!(
+                "error: {}: no state yet in {} (no run has written to Gleap)",
+                pipeline.name(),
+                dir.display()
+            );
+            return EXIT_FAILED;
+        }
         return print_out(&format!(
             "{}: no state yet in {} (no run has written to Gleap)\n",
             pipeline.name(),
             dir.display()
         ));
     }
-    let store = match crate::state::StateStore::open(&dir) {
-        Ok(s) => s,
+    let streams: Vec<(String, bool)> = pipeline
+        .config
+        .streams
+        .iter()
+        .map(|s| {
+            (
+                s.name.value.clone(),
+                matches!(s.sink, crate::sinks::SinkConfig::Gleap(_)),
+            )
+        })
+        .collect();
+    let report = crate::state::StateStore::open(&dir)
+        .and_then(|store| store.status_report(pipeline.name(), &streams, 5));
+    match report {
+        Ok(r) if json => print_out(&(serde_json::to_string_pretty(&r).expect("JSON") + "\n")),
+        Ok(r) => print_out(&r.text()),
         Err(e) => {
             eprintln!("error: {e}");
-            return EXIT_FAILED;
-        }
-    };
-    let mut out = format!("{}: state in {}\n", pipeline.name(), store.path().display());
-    for stream in &pipeline.config.streams {
-        let name = &stream.name.value;
-        match store.stream_state(name) {
-            Ok(s) => {
-                let checkpoint = match &s.checkpoint {
-                    None => "never run".to_string(),
-                    Some(cp) if cp.complete => "complete".to_string(),
-                    Some(cp) => match cp.done_through {
-                        Some(n) => format!(
-                            "interrupted: records 1-{} done, the next run resumes after them",
-                            n + 1
-                        ),
-                        None => "interrupted before any record was done".to_string(),
-                    },
-                };
-                match &stream.sink {
-                    crate::sinks::SinkConfig::Gleap(_) => out.push_str(&format!(
-                        "  {name}: {checkpoint}; {} mapped; {} awaiting confirmation\n",
-                        engine::report::plural(s.mapped, "id", "ids"),
-                        engine::report::plural(s.intents, "create", "creates")
-                    )),
-                    _ => out.push_str(&format!("  {name}:\n")),
-                }
-                if let Ok(Some(cursor)) = store.source_cursor(name)
-                    && let Ok(c) = serde_json::from_str::<crate::sources::gleap::Cursor>(&cursor)
-                {
-                    out.push_str(&format!(
-                        "    read from Gleap by {}: {} (window {} .. {}, last read {})\n",
-                        c.order_by,
-                        if c.complete {
-                            "complete; the next incremental run starts at the window's end"
-                        } else {
-                            "interrupted; the next run resumes after the last read"
-                        },
-                        c.from.as_deref().unwrap_or("the beginning"),
-                        c.upper.as_deref().unwrap_or("?"),
-                        c.after.as_deref().unwrap_or("nothing"),
-                    ));
-                }
-                if let Ok(Some(d)) = store.dataset(name) {
-                    let parts = store.parts(name).unwrap_or_default();
-                    let of = |g: Option<i64>| {
-                        let p: Vec<_> = parts.iter().filter(|p| Some(p.generation) == g).collect();
-                        (p.len(), p.iter().map(|p| p.rows).sum::<u64>())
-                    };
-                    let (n, rows) = of(d.current_generation);
-                    out.push_str(&format!(
-                        "    dataset {}: {} current, {}",
-                        d.dir,
-                        engine::report::plural(n as u64, "part", "parts"),
-                        engine::report::plural(rows, "row", "rows")
-                    ));
-                    if d.building_generation.is_some()
-                        && d.building_generation != d.current_generation
-                    {
-                        let (n, rows) = of(d.building_generation);
-                        out.push_str(&format!(
-                            "; a replacement in progress: {}, {} so far",
-                            engine::report::plural(n as u64, "part", "parts"),
-                            engine::report::plural(rows, "row", "rows")
-                        ));
-                    }
-                    out.push('\n');
-                }
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_FAILED;
-            }
+            EXIT_FAILED
         }
     }
-    if let Ok(runs) = store.runs(5) {
-        out.push_str("  last runs:\n");
-        for r in runs {
-            out.push_str(&format!(
-                "    #{} {} -> {} {}\n",
-                r.id,
-                r.started_at,
-                r.finished_at.as_deref().unwrap_or("(did not finish)"),
-                r.status
-            ));
-        }
-    }
-    print_out(&out)
 }

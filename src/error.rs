@@ -39,6 +39,21 @@ pub enum Error {
     #[error("stream `{stream}` did not run: it needs `{needs}`, which failed")]
     DependencyFailed { stream: String, needs: String },
 
+    /// The state store could not be read or written.
+    #[error("state store {}: {message}", path.display())]
+    State { path: PathBuf, message: String },
+
+    /// Gleap (or the way to it) failed a request: `status` when Gleap answered, `retryable`
+    /// when running again may succeed (retries ran out, no answer) rather than needing a
+    /// change (a refusal).
+    #[error("{context}: {message}")]
+    Remote {
+        context: String,
+        status: Option<u16>,
+        retryable: bool,
+        message: String,
+    },
+
     /// The run was interrupted.
     #[error(
         "interrupted: unfinished outputs were left as they were; what was confirmed is kept for the next run"
@@ -65,6 +80,32 @@ impl Error {
         }
     }
 
+    /// A Gleap request that failed, `context` saying what it was for.
+    pub fn remote(context: impl Into<String>, e: &crate::gleap::client::CallError) -> Error {
+        use crate::gleap::client::CallError;
+        let (status, retryable) = match e {
+            CallError::Rejected { status, .. } => (Some(*status), false),
+            CallError::Ambiguous(_) | CallError::GaveUp(_) => (None, true),
+            CallError::Fatal(_) => (None, false),
+        };
+        Error::Remote {
+            context: context.into(),
+            status,
+            retryable,
+            message: e.to_string(),
+        }
+    }
+
+    /// A list Gleap answered in a way that cannot be followed (or a request of it failed).
+    pub fn paging(context: impl Into<String>, e: &crate::gleap::paging::PagingError) -> Error {
+        Error::Remote {
+            context: context.into(),
+            status: None,
+            retryable: false,
+            message: e.to_string(),
+        }
+    }
+
     pub fn output(path: impl AsRef<Path>, message: impl std::fmt::Display) -> Error {
         Error::Output {
             path: path.as_ref().to_path_buf(),
@@ -74,3 +115,49 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gleap::client::CallError;
+
+    #[test]
+    fn remote_errors_say_whether_a_run_again_may_succeed() {
+        let refused = Error::remote(
+            "creating ticket 7",
+            &CallError::Rejected {
+                status: 400,
+                message: "title must be a string".into(),
+            },
+        );
+        assert!(matches!(
+            refused,
+            Error::Remote {
+                status: Some(400),
+                retryable: false,
+                ..
+            }
+        ));
+        assert_eq!(
+            refused.to_string(),
+            "creating ticket 7: Gleap answered 400: title must be a string"
+        );
+        let gave_up = Error::remote("listing tickets", &CallError::GaveUp("5 attempts".into()));
+        assert!(matches!(
+            gave_up,
+            Error::Remote {
+                status: None,
+                retryable: true,
+                ..
+            }
+        ));
+        let state = Error::State {
+            path: "s/state.sqlite".into(),
+            message: "database is locked".into(),
+        };
+        assert_eq!(
+            state.to_string(),
+            "state store s/state.sqlite: database is locked"
+        );
+    }
+}

@@ -19,6 +19,7 @@ pub mod sample;
 pub mod sinks;
 pub mod sources;
 pub mod state;
+pub mod status;
 pub mod transforms;
 pub mod undo;
 pub mod verify;

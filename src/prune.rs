@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use serde::Serialize;
 
 use crate::config::Pipeline;
-use crate::engine::report::{StreamReport, count, plural};
+use crate::engine::report::{StreamReport, StreamStatus, count, plural};
 use crate::error::{Error, Result};
 use crate::gleap::client::RequestCounters;
 use crate::sinks::SinkConfig;
@@ -275,11 +275,13 @@ pub fn blockers(
             continue;
         };
         match r.status {
-            "failed" => why.push(format!("stream `{name}` failed")),
-            "skipped" => why.push(format!("stream `{name}` did not run")),
+            StreamStatus::Failed => why.push(format!("stream `{name}` failed")),
+            StreamStatus::Skipped | StreamStatus::NotInSample => {
+                why.push(format!("stream `{name}` did not run"))
+            }
             _ => {}
         }
-        if r.status == "failed" || r.status == "skipped" {
+        if !r.status.finished() {
             continue;
         }
         if r.skipped > 0 || r.resumed_after.is_some() {
@@ -442,7 +444,7 @@ streams:
     fn finished(name: &str) -> StreamReport {
         StreamReport {
             name: name.into(),
-            status: "ok",
+            status: StreamStatus::Ok,
             ..Default::default()
         }
     }
@@ -507,7 +509,7 @@ streams:
             ]
         );
         let mut failed = finished("tickets");
-        failed.status = "failed";
+        failed.status = StreamStatus::Failed;
         assert_eq!(
             why(&[finished("users"), failed], None, &seen(1)),
             [

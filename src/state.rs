@@ -149,7 +149,10 @@ pub struct StateStore {
 }
 
 fn db_error(path: &Path, e: rusqlite::Error) -> Error {
-    Error::Other(format!("state store {}: {e}", path.display()))
+    Error::State {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
 }
 
 fn hash_text(hash: u128) -> String {

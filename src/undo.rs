@@ -119,11 +119,14 @@ pub(crate) fn change_mapped(
                 p.gleap_id
             )),
             Err(e) => {
-                return Err(Error::Other(format!(
-                    "stream `{stream}`: {doing} {} {}: {e}",
-                    entity.singular(),
-                    p.source_id
-                )));
+                return Err(Error::remote(
+                    format!(
+                        "stream `{stream}`: {doing} {} {}",
+                        entity.singular(),
+                        p.source_id
+                    ),
+                    &e,
+                ));
             }
         }
     }

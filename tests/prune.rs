@@ -193,6 +193,24 @@ async fn a_sync_with_prune_archives_exactly_the_tickets_gone_from_the_source() {
         (&tickets["pruned"], &tickets["gone_from_source"]),
         (&json!(2), &json!(0))
     );
+    // status counts them too.
+    let status = run(&emulator, dir.path(), &["status", "--json"]).await;
+    let status: Value = serde_json::from_str(&status.stdout).unwrap();
+    let archived_counts: Vec<(&Value, &Value)> = status["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (&s["name"], &s["id_map"]["archived"]))
+        .collect();
+    assert_eq!(
+        archived_counts,
+        [
+            (&json!("users"), &json!(0)),
+            (&json!("tickets"), &json!(2)),
+            (&json!("messages"), &json!(0))
+        ],
+        "{status:#}"
+    );
 
     // The next night: the same source, no request for the archived tickets.
     let plain_cost = {

@@ -346,8 +346,36 @@ async fn a_small_sample_leaves_the_rest_out_and_a_full_run_then_writes_it_once()
     );
     let sample = "verifying the sample of run 1: 4 tickets";
     verify(&ZENDESK, &emulator, &dir, 0, Some(sample)).await;
+    // `status` says a sample is in Gleap, and how much of each stream.
+    let status = |dir: &Dir| -> Value {
+        let out = dir.run_in_repo(&[
+            "status",
+            "pipelines/zendesk_to_gleap.yaml",
+            "--json",
+            "--state-dir",
+            dir.join("state").to_str().unwrap(),
+        ]);
+        assert_eq!(out.code, 0, "{out:?}");
+        serde_json::from_str(&out.stdout).unwrap()
+    };
+    let during = status(&dir);
+    assert_eq!(during["sample_run"], 1, "{during:#}");
+    let tickets_status = during["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "tickets")
+        .unwrap();
+    assert_eq!(tickets_status["sample"], 4, "{during:#}");
+    assert_eq!(tickets_status["id_map"]["mapped"], 4, "{during:#}");
+    assert_eq!(
+        tickets_status["progress"]["state"], "complete",
+        "{during:#}"
+    );
 
     full_run_writes_the_rest(&emulator, &dir, &all, all_sessions).await;
+    let after = status(&dir);
+    assert!(after.get("sample_run").is_none(), "{after:#}");
 }
 
 /// The full run after a sample writes the rest of the Zendesk dump: then Gleap holds what a
@@ -483,4 +511,24 @@ fn bad_uses_of_sample_fail_clearly() {
     let seed_alone = dir.run_in_repo(&["run", "pipelines/zendesk_to_gleap.yaml", "--seed", "3"]);
     assert_eq!(seed_alone.code, 2, "{seed_alone:?}");
     assert!(seed_alone.stderr.contains("--sample"), "{seed_alone:?}");
+    // A sample run reads only its sample: it cannot tell what is gone from the source.
+    let pruned = dir.run_in_repo(&[
+        "run",
+        "pipelines/zendesk_to_gleap.yaml",
+        "--sample",
+        "3",
+        "--prune",
+        "--emulator",
+    ]);
+    assert_eq!(pruned.code, 2, "{pruned:?}");
+    assert!(
+        pruned
+            .stderr
+            .contains("a --sample run reads only its sample"),
+        "{pruned:?}"
+    );
+    assert!(
+        !dir.join("state/emulator.json").exists(),
+        "refused before anything ran: {pruned:?}"
+    );
 }

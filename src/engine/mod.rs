@@ -19,7 +19,7 @@ use crate::sinks::gleap::GleapRun;
 use crate::sources::OpenedSource;
 use crate::state::StateStore;
 use progress::Progress;
-use report::{RunReport, StreamReport};
+use report::{RunReport, RunStatus, StreamReport, StreamStatus};
 use stream::{StreamRun, Target, run_stream};
 
 /// Exit codes: everything written; finished with dead-lettered records; failed.
@@ -73,20 +73,18 @@ enum State {
 pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
     stream::contain_thread_panics();
     let started = Instant::now();
-    let started_at = crate::record::format_timestamp(&chrono::Utc::now());
     let state_dir = pipeline.state_dir(options.state_dir.as_deref());
-    let dead_letter_path = state_dir.join("dead-letter.jsonl");
     let mut report = RunReport {
         pipeline: pipeline.name().to_string(),
         file: pipeline.file.clone(),
-        started_at,
+        started_at: crate::record::format_timestamp(&chrono::Utc::now()),
         elapsed_secs: 0.0,
-        status: "failed",
+        status: RunStatus::Failed,
         exit_code: EXIT_FAILED,
         records_read: 0,
         records_written: 0,
         dead_lettered: 0,
-        dead_letter_file: Some(dead_letter_path.clone()),
+        dead_letter_file: Some(state_dir.join("dead-letter.jsonl")),
         peak_memory_bytes: None,
         streams: Vec::new(),
         error: None,
@@ -100,55 +98,19 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
         report
     };
 
-    #[allow(clippy::type_complexity)]
-    let setup = (|| -> Result<(Option<Arc<GleapRun>>, Option<Arc<StateStore>>, DeadLetters)> {
-        crate::dirs::create(&state_dir, "state dir")?;
-        let gleap = gleap_run(pipeline, &state_dir, options)?;
-        let has_dataset = pipeline.config.streams.iter().any(|s| s.sink.is_dataset());
-        let state = match &gleap {
-            Some(g) => Some(g.store.clone()),
-            None if has_dataset => Some(Arc::new(StateStore::open(&state_dir)?)),
-            None => None,
-        };
-        // A run that resumes an interrupted one keeps the dead letters it already wrote.
-        let resuming = match &state {
-            Some(store) => pipeline.config.streams.iter().any(|s| {
-                let name = &s.name.value;
-                store
-                    .checkpoint(name)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|cp| !cp.complete)
-                    || store.dataset(name).ok().flatten().is_some_and(|d| {
-                        d.building_generation.is_some()
-                            && d.building_generation != d.current_generation
-                    })
-                    || store
-                        .source_cursor(name)
-                        .ok()
-                        .flatten()
-                        .and_then(|c| {
-                            serde_json::from_str::<crate::sources::gleap::Cursor>(&c).ok()
-                        })
-                        .is_some_and(|c| !c.complete)
-            }),
-            None => false,
-        };
-        let dead_letters = DeadLetters::to_file(&dead_letter_path, options.max_errors, resuming)?;
-        Ok((gleap, state, dead_letters))
-    })();
-    let (gleap, state, dead_letters) = match setup {
+    let shared = match Shared::open(pipeline, &state_dir, options) {
         Ok(s) => s,
         Err(e) => {
             report.error = Some(e.to_string());
             return finish(report);
         }
     };
-    let run_id = gleap
+    let run_id = shared
+        .gleap
         .as_ref()
         .and_then(|g| g.store.begin_run(pipeline.name(), &report.started_at).ok());
     // What `verify` checks next: the sample this run writes, or (a full run) everything.
-    if let (Some(g), Some(id)) = (&gleap, run_id) {
+    if let (Some(g), Some(id)) = (&shared.gleap, run_id) {
         let recorded = match &options.sample {
             Some(sample) => g.store.set_sample(id, &sample.streams),
             None => g.store.clear_sample(),
@@ -158,20 +120,138 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
             return finish(report);
         }
     }
-    // A sample run writes only to Gleap sessions, tickets and messages.
-    let sampled = |s: &crate::config::StreamConfig| match &options.sample {
-        Some(sample) => sample.filter(s).map(Some),
-        None => Some(None),
+    let opened = match open_first_inputs(pipeline, &shared, options) {
+        Ok(o) => o,
+        Err(problems) => {
+            report.error = Some(problems);
+            return finish(report);
+        }
     };
 
+    let cancel = options.interrupt.clone().unwrap_or_default();
+    let (reports, mut first_error) = run_streams(pipeline, options, &shared, opened, &cancel);
+    if cancel.load(Ordering::Relaxed) && first_error.is_none() {
+        first_error = Some(Error::Interrupted);
+    }
+    if let Err(e) = shared.dead_letters.flush() {
+        first_error.get_or_insert(e);
+    }
+    report.streams = reports;
+    report.records_read = report.streams.iter().map(|s| s.read).sum();
+    report.records_written = report.streams.iter().map(|s| s.written).sum();
+    report.dead_lettered = shared.dead_letters.count();
+    if let Some(prune) = options.prune {
+        let pruned = prune_after_run(
+            pipeline,
+            shared.gleap.as_deref(),
+            prune,
+            &report,
+            &first_error,
+            &cancel,
+        );
+        if let Some(e) = &pruned.error {
+            first_error.get_or_insert(Error::Other(format!("prune: {e}")));
+        }
+        report.prune = Some(pruned);
+    }
+    conclude(&mut report, first_error);
+    let report = finish(report);
+    if let (Some(g), Some(id)) = (&shared.gleap, run_id) {
+        let json = serde_json::to_string(&report).unwrap_or_default();
+        let now = crate::record::format_timestamp(&chrono::Utc::now());
+        if let Err(e) = g.store.finish_run(id, &now, report.status.name(), &json) {
+            tracing::warn!("{e}");
+        }
+    }
+    report
+}
+
+/// What the streams of a run share: the Gleap client and state store (Gleap sinks or
+/// sources), the state store (datasets), the dead-letter file.
+struct Shared {
+    gleap: Option<Arc<GleapRun>>,
+    state: Option<Arc<StateStore>>,
+    dead_letters: DeadLetters,
+}
+
+impl Shared {
+    fn open(
+        pipeline: &Pipeline,
+        state_dir: &std::path::Path,
+        options: &RunOptions,
+    ) -> Result<Shared> {
+        crate::dirs::create(state_dir, "state dir")?;
+        let gleap = gleap_run(pipeline, state_dir, options)?;
+        let has_dataset = pipeline.config.streams.iter().any(|s| s.sink.is_dataset());
+        let state = match &gleap {
+            Some(g) => Some(g.store.clone()),
+            None if has_dataset => Some(Arc::new(StateStore::open(state_dir)?)),
+            None => None,
+        };
+        // A run that resumes an interrupted one keeps the dead letters it already wrote.
+        let resuming = state
+            .as_deref()
+            .is_some_and(|store| resumes_interrupted(pipeline, store));
+        let dead_letters = DeadLetters::to_file(
+            &state_dir.join("dead-letter.jsonl"),
+            options.max_errors,
+            resuming,
+        )?;
+        Ok(Shared {
+            gleap,
+            state,
+            dead_letters,
+        })
+    }
+}
+
+/// Whether a stream of `pipeline` was interrupted: a checkpoint, a dataset replacement or an
+/// incremental read left unfinished.
+fn resumes_interrupted(pipeline: &Pipeline, store: &StateStore) -> bool {
+    pipeline.config.streams.iter().any(|s| {
+        let name = &s.name.value;
+        store
+            .checkpoint(name)
+            .ok()
+            .flatten()
+            .is_some_and(|cp| !cp.complete)
+            || store.dataset(name).ok().flatten().is_some_and(|d| {
+                d.building_generation.is_some() && d.building_generation != d.current_generation
+            })
+            || store
+                .source_cursor(name)
+                .ok()
+                .flatten()
+                .and_then(|c| serde_json::from_str::<crate::sources::gleap::Cursor>(&c).ok())
+                .is_some_and(|c| !c.complete)
+    })
+}
+
+/// Whether a stream runs: `None` when a sample run leaves it out; else its sample filter
+/// (`None` in a full run).
+fn sample_of(
+    options: &RunOptions,
+    s: &crate::config::StreamConfig,
+) -> Option<Option<crate::sample::SampleFilter>> {
+    match &options.sample {
+        Some(sample) => sample.filter(s).map(Some),
+        None => Some(None),
+    }
+}
+
+/// The inputs of the streams that can start at once, opened before anything is written so
+/// that a missing file fails the run first; the problems, one a line, if any cannot be.
+fn open_first_inputs(
+    pipeline: &Pipeline,
+    shared: &Shared,
+    options: &RunOptions,
+) -> std::result::Result<Vec<Option<OpenedSource>>, String> {
     let streams = &pipeline.config.streams;
-    // Find every input of the streams that can start now before writing anything, so a
-    // missing file fails the run at once.
     let mut opened: Vec<Option<OpenedSource>> = Vec::with_capacity(streams.len());
     let mut problems = Vec::new();
     for s in streams {
-        if s.dependencies().is_empty() && sampled(s).is_some() {
-            match s.source.open_for(&s.name.value, gleap.clone()) {
+        if s.dependencies().is_empty() && sample_of(options, s).is_some() {
+            match s.source.open_for(&s.name.value, shared.gleap.clone()) {
                 Ok(o) => opened.push(Some(o)),
                 Err(e) => {
                     problems.push(format!("stream `{}`: {e}", s.name.value));
@@ -182,13 +262,25 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
             opened.push(None);
         }
     }
-    if !problems.is_empty() {
-        report.error = Some(problems.join("\n"));
-        return finish(report);
+    if problems.is_empty() {
+        Ok(opened)
+    } else {
+        Err(problems.join("\n"))
     }
+}
 
+/// Runs the streams, each on its own thread once the streams it needs succeeded (skipped
+/// when one failed), until all are done or the run is cancelled: a report per stream, in
+/// the pipeline's order, and the first error.
+fn run_streams(
+    pipeline: &Pipeline,
+    options: &RunOptions,
+    shared: &Shared,
+    mut opened: Vec<Option<OpenedSource>>,
+    cancel: &Arc<AtomicBool>,
+) -> (Vec<StreamReport>, Option<Error>) {
+    let streams = &pipeline.config.streams;
     let progress = Progress::new(options.progress);
-    let cancel = options.interrupt.clone().unwrap_or_default();
     let mut states = vec![State::Waiting; streams.len()];
     let mut reports: Vec<Option<StreamReport>> = vec![None; streams.len()];
     let mut first_error: Option<Error> = None;
@@ -233,11 +325,11 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
                     {
                         continue;
                     }
-                    let Some(sample) = sampled(&streams[i]) else {
+                    let Some(sample) = sample_of(options, &streams[i]) else {
                         states[i] = State::Succeeded;
                         reports[i] = Some(StreamReport {
                             name: streams[i].name.value.clone(),
-                            status: "not_in_sample",
+                            status: StreamStatus::NotInSample,
                             ..Default::default()
                         });
                         changed = true;
@@ -247,7 +339,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
                         || {
                             streams[i]
                                 .source
-                                .open_for(&streams[i].name.value, gleap.clone())
+                                .open_for(&streams[i].name.value, shared.gleap.clone())
                         },
                         Ok,
                     ) {
@@ -256,7 +348,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
                             states[i] = State::Failed;
                             let mut r =
                                 StreamReport::skipped(&streams[i].name.value, e.to_string());
-                            r.status = "failed";
+                            r.status = StreamStatus::Failed;
                             reports[i] = Some(r);
                             first_error.get_or_insert(e);
                             changed = true;
@@ -270,10 +362,10 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
                         config: &streams[i],
                         bar: progress.stream(&streams[i].name.value, &source.progress),
                         source,
-                        dead_letters: dead_letters.clone(),
+                        dead_letters: shared.dead_letters.clone(),
                         cancel: cancel.clone(),
-                        gleap: gleap.clone(),
-                        state: state.clone(),
+                        gleap: shared.gleap.clone(),
+                        state: shared.state.clone(),
                         sample,
                     };
                     let done_tx = done_tx.clone();
@@ -282,23 +374,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
                         std::thread::Builder::new()
                             .name(name)
                             .spawn_scoped(scope, move || {
-                                let name = run.config.name.value.clone();
-                                // A panic fails its stream (and keeps its previous output:
-                                // the unwinding drops the uncommitted one); it must not
-                                // leave the run waiting for a stream that will never end.
-                                let ran =
-                                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                        run_stream(run, &mut Target::Sink)
-                                    }));
-                                let (report, result) = ran.unwrap_or_else(|panic| {
-                                    let e = Error::Other(format!(
-                                        "stream `{name}` panicked: {}",
-                                        stream::panic_message(&*panic)
-                                    ));
-                                    let mut r = StreamReport::skipped(&name, e.to_string());
-                                    r.status = "failed";
-                                    (r, Err(e))
-                                });
+                                let (report, result) = run_contained(run);
                                 let _ = done_tx.send((i, report, result));
                             });
                     if let Err(e) = spawned {
@@ -335,14 +411,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
         }
     });
     drop(progress);
-    if cancel.load(Ordering::Relaxed) && first_error.is_none() {
-        first_error = Some(Error::Interrupted);
-    }
-
-    if let Err(e) = dead_letters.flush() {
-        first_error.get_or_insert(e);
-    }
-    report.streams = reports
+    let reports = reports
         .into_iter()
         .zip(streams)
         .map(|(r, s)| {
@@ -351,31 +420,37 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
             })
         })
         .collect();
-    report.records_read = report.streams.iter().map(|s| s.read).sum();
-    report.records_written = report.streams.iter().map(|s| s.written).sum();
-    report.dead_lettered = dead_letters.count();
-    if let Some(prune) = options.prune {
-        let pruned = prune_after_run(
-            pipeline,
-            gleap.as_deref(),
-            prune,
-            &report,
-            &first_error,
-            &cancel,
-        );
-        if let Some(e) = &pruned.error {
-            first_error.get_or_insert(Error::Other(format!("prune: {e}")));
-        }
-        report.prune = Some(pruned);
-    }
+    (reports, first_error)
+}
+
+/// Runs one stream; a panic fails it (and keeps its previous output: the unwinding drops
+/// the uncommitted one) instead of leaving the run waiting for a stream that never ends.
+fn run_contained(run: StreamRun<'_>) -> (StreamReport, Result<(), Error>) {
+    let name = run.config.name.value.clone();
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_stream(run, &mut Target::Sink)
+    }));
+    ran.unwrap_or_else(|panic| {
+        let e = Error::Other(format!(
+            "stream `{name}` panicked: {}",
+            stream::panic_message(&*panic)
+        ));
+        let mut r = StreamReport::skipped(&name, e.to_string());
+        r.status = StreamStatus::Failed;
+        (r, Err(e))
+    })
+}
+
+/// The run's status and exit code from how its streams and prune ended.
+fn conclude(report: &mut RunReport, first_error: Option<Error>) {
     let all_ran = report
         .streams
         .iter()
-        .all(|s| !matches!(s.status, "failed" | "skipped"));
+        .all(|s| !matches!(s.status, StreamStatus::Failed | StreamStatus::Skipped));
     (report.status, report.exit_code) = match (&first_error, all_ran, report.dead_lettered) {
-        (None, true, 0) => ("ok", EXIT_OK),
-        (None, true, _) => ("dead_letters", EXIT_DEAD_LETTERS),
-        _ => ("failed", EXIT_FAILED),
+        (None, true, 0) => (RunStatus::Ok, EXIT_OK),
+        (None, true, _) => (RunStatus::DeadLetters, EXIT_DEAD_LETTERS),
+        _ => (RunStatus::Failed, EXIT_FAILED),
     };
     // Records Gleap refused to archive or delete (named in the summary): not all done.
     if report.exit_code == EXIT_OK
@@ -390,15 +465,6 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
         report.dead_letter_file = None;
     }
     report.error = first_error.map(|e| e.to_string());
-    let report = finish(report);
-    if let (Some(g), Some(id)) = (&gleap, run_id) {
-        let json = serde_json::to_string(&report).unwrap_or_default();
-        let now = crate::record::format_timestamp(&chrono::Utc::now());
-        if let Err(e) = g.store.finish_run(id, &now, report.status, &json) {
-            tracing::warn!("{e}");
-        }
-    }
-    report
 }
 
 /// `--prune`, once every stream has finished: nothing when the run did not read its whole

@@ -7,6 +7,55 @@ use serde::Serialize;
 use crate::sinks::SinkSummary;
 use crate::transforms::StageStats;
 
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Every record written.
+    Ok,
+    /// Finished; some records in the dead-letter file.
+    DeadLetters,
+    Failed,
+}
+
+impl RunStatus {
+    /// Its serde name (`dead_letters`), as the state store records it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunStatus::Ok => "ok",
+            RunStatus::DeadLetters => "dead_letters",
+            RunStatus::Failed => "failed",
+        }
+    }
+}
+
+/// How a stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamStatus {
+    #[default]
+    Ok,
+    /// Finished; some of its records in the dead-letter file.
+    DeadLetters,
+    /// Finished; every record it read went to the dead-letter file.
+    Rejected,
+    Failed,
+    /// Did not run (a stream it needs failed, its source could not be opened).
+    Skipped,
+    /// A `--sample` run writes only Gleap sessions, tickets and messages.
+    NotInSample,
+}
+
+impl StreamStatus {
+    /// Whether the stream ran to its end.
+    pub fn finished(self) -> bool {
+        !matches!(
+            self,
+            StreamStatus::Failed | StreamStatus::Skipped | StreamStatus::NotInSample
+        )
+    }
+}
+
 /// The outcome of `gleap-etl run`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -14,8 +63,7 @@ pub struct RunReport {
     pub file: PathBuf,
     pub started_at: String,
     pub elapsed_secs: f64,
-    /// `ok`, `dead_letters` (finished, some records in the dead-letter file) or `failed`.
-    pub status: &'static str,
+    pub status: RunStatus,
     pub exit_code: i32,
     pub records_read: u64,
     pub records_written: u64,
@@ -45,9 +93,7 @@ pub struct RunReport {
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct StreamReport {
     pub name: String,
-    /// `ok`; `dead_letters` (finished, some records in the dead-letter file); `rejected`
-    /// (finished, every record read went to the dead-letter file); `failed`; `skipped`.
-    pub status: &'static str,
+    pub status: StreamStatus,
     pub source: String,
     pub files: Vec<String>,
     /// Records the source yielded, readable or not (not counting `skipped`).
@@ -88,7 +134,7 @@ impl StreamReport {
     pub fn skipped(name: &str, why: String) -> StreamReport {
         StreamReport {
             name: name.to_string(),
-            status: "skipped",
+            status: StreamStatus::Skipped,
             error: Some(why),
             ..Default::default()
         }
@@ -132,9 +178,9 @@ impl RunReport {
     pub fn human(&self) -> String {
         let mut out = String::new();
         let verdict = match self.status {
-            "ok" => "finished",
-            "dead_letters" => "finished with dead-lettered records",
-            _ => "failed",
+            RunStatus::Ok => "finished",
+            RunStatus::DeadLetters => "finished with dead-lettered records",
+            RunStatus::Failed => "failed",
         };
         out.push_str(&format!(
             "{}: {verdict} in {}\n",
@@ -153,10 +199,10 @@ impl RunReport {
         for s in &self.streams {
             let mut line = format!("  {:<width$}  ", s.name);
             match s.status {
-                "not_in_sample" => line.push_str(
+                StreamStatus::NotInSample => line.push_str(
                     "not run: a sample run writes only Gleap sessions, tickets and messages",
                 ),
-                "skipped" => {
+                StreamStatus::Skipped => {
                     line.push_str(&format!("skipped: {}", s.error.as_deref().unwrap_or("")))
                 }
                 _ => {
@@ -185,7 +231,7 @@ impl RunReport {
                             )
                         ));
                     }
-                    if s.status == "rejected" {
+                    if s.status == StreamStatus::Rejected {
                         notes.push("every record rejected".into());
                     }
                     for stage in &s.transforms {

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use super::progress::StreamBar;
-use super::report::{StreamReport, records};
+use super::report::{StreamReport, StreamStatus, records};
 use crate::config::StreamConfig;
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::error::{Error, Result};
@@ -64,7 +64,7 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
     let name = config.name.value.clone();
     let mut report = StreamReport {
         name: name.clone(),
-        status: "ok",
+        status: StreamStatus::Ok,
         source: config.source.kind().to_string(),
         files: source
             .files
@@ -171,7 +171,7 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
     report.records_per_sec = report.read as f64 / report.elapsed_secs.max(1e-9);
     match &result {
         Err(e) => {
-            report.status = "failed";
+            report.status = StreamStatus::Failed;
             report.error = Some(e.to_string());
             bar.finish(format!("failed: {e}"));
         }
@@ -179,9 +179,9 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
             if report.dead_lettered > 0 {
                 // Every record read went to the dead-letter file: nothing of it arrived.
                 report.status = if report.written == 0 && report.dead_lettered >= report.read {
-                    "rejected"
+                    StreamStatus::Rejected
                 } else {
-                    "dead_letters"
+                    StreamStatus::DeadLetters
                 };
             }
             bar.finish(records(report.read));

@@ -680,10 +680,10 @@ impl GleapClient {
                             };
                             Ok((status, body, retry_after, headers))
                         }
-                        Err(e) => Err((describe(&e), false)),
+                        Err(e) => Err(TransportFailure::of(&e, false)),
                     }
                 }
-                Err(e) => Err((describe(&e), e.is_connect())),
+                Err(e) => Err(TransportFailure::of(&e, e.is_connect())),
             };
             drop(permit);
             attempt += 1;
@@ -749,11 +749,11 @@ impl GleapClient {
                         message: message_of(&body),
                     });
                 }
-                Err((message, nothing_sent)) => {
-                    if message.contains("timed out") {
+                Err(failure) => {
+                    if failure.timed_out {
                         self.concurrency.overloaded();
                     }
-                    (message, nothing_sent)
+                    (failure.message, failure.nothing_sent)
                 }
             };
             if !got_answer && let Some(reason) = self.never_answered(&message) {
@@ -866,8 +866,22 @@ fn message_of(body: &Value) -> String {
 }
 
 /// A transport error, without the URL's query or any header.
-fn describe(e: &reqwest::Error) -> String {
-    describe_transport(e, true)
+/// A request that got no answer: why, whether it surely never reached Gleap (the
+/// connection was refused), and whether it timed out (a sign of overload).
+struct TransportFailure {
+    message: String,
+    nothing_sent: bool,
+    timed_out: bool,
+}
+
+impl TransportFailure {
+    fn of(e: &reqwest::Error, nothing_sent: bool) -> TransportFailure {
+        TransportFailure {
+            message: describe_transport(e, true),
+            nothing_sent,
+            timed_out: e.is_timeout(),
+        }
+    }
 }
 
 /// A transport error, without the URL (it may carry a signature) or any header: what kind

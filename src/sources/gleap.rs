@@ -770,7 +770,7 @@ impl Pager {
             self.page_size,
             |page| messages.extend(page),
         ))
-        .map_err(|e| Error::Other(format!("reading the messages of ticket {ticket}: {e}")))?;
+        .map_err(|e| Error::paging(format!("reading the messages of ticket {ticket}"), &e))?;
         let field = self.field().to_string();
         for message in messages {
             if let Some(other) = answer::field_ref(&message, "ticket")

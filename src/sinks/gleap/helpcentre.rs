@@ -693,7 +693,7 @@ impl HelpCentreSink {
                 CallError::Fatal(m) => Failure::Fatal(Error::Other(m)),
                 // Without the list, "absent" cannot be known: the stream stops rather than
                 // create a duplicate.
-                e => Failure::Fatal(Error::Other(format!("{what}: {e}"))),
+                e => Failure::Fatal(Error::remote(what.clone(), &e)),
             })?;
         listed(&what, answer)
     }

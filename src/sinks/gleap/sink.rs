@@ -341,7 +341,7 @@ impl GleapSinkConfig {
                 }
                 // Gleap's paging cannot be followed: each record is looked up instead.
                 Err(e) if e.is_paging() => prefetch_skipped = Some(paging_fallback(&stream, &e)),
-                Err(e) => return Err(Error::Other(format!("prefetching sessions: {e}"))),
+                Err(e) => return Err(Error::paging("prefetching sessions", &e)),
             }
         }
         let prefetch_pace = (sessions && self.prefetch == PrefetchSetting::Auto)
