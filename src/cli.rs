@@ -618,47 +618,9 @@ fn run(args: &RunArgs) -> i32 {
 }
 
 /// `export ENTITY --out DIR`: the pipeline of `pipelines/export_<entity>.yaml`, built from
-/// the arguments.
+/// the arguments as typed configs and checked as a pipeline file is.
 fn export(args: &ExportArgs) -> i32 {
-    let entity = args.entity.name();
-    let mut source = format!("entity: {entity}, page_size: {}", args.page_size);
-    if args.incremental {
-        source.push_str(", incremental: true");
-    }
-    if let Some(since) = &args.since {
-        source.push_str(&format!(", since: {}", yaml_string(since)));
-    }
-    let mut dataset = format!("part_rows: {}", args.part_rows);
-    if let Some(p) = &args.partition_by {
-        let (field, granularity) = p.split_once(':').unwrap_or((p, "month"));
-        dataset.push_str(&format!(
-            ", partition_by: {{ field: {}, granularity: {} }}",
-            yaml_string(field),
-            yaml_string(granularity)
-        ));
-    }
-    let flatten: Vec<String> = args.flatten.iter().map(|f| yaml_string(f)).collect();
-    let text = format!(
-        "version: 1
-name: export-{entity}
-state_dir: .gleap-etl/export-{entity}
-streams:
-  - name: {entity}
-    source:
-      gleap: {{ {source} }}
-    sink:
-      parquet:
-        path: {out}
-        dataset: {{ {dataset} }}
-        row_group_mib: 16
-        rest: otherFields
-        flatten: [{flatten}]
-",
-        out = yaml_string(&args.out.display().to_string()),
-        flatten = flatten.join(", "),
-    );
-    let file = PathBuf::from(format!("<export {entity}>"));
-    match Pipeline::parse(&text, &file, &crate::config::ProcessEnv) {
+    match export_pipeline(args) {
         Ok(p) => run_pipeline(&p, &args.flags, None, None),
         Err(e) => {
             eprintln!("{e}");
@@ -667,9 +629,88 @@ streams:
     }
 }
 
-/// A YAML double-quoted string.
-fn yaml_string(s: &str) -> String {
-    serde_json::to_string(s).expect("strings are JSON")
+fn export_pipeline(args: &ExportArgs) -> std::result::Result<Pipeline, String> {
+    use crate::config::{PipelineConfig, Spanned, StreamConfig};
+    use crate::sinks::parquet::{DatasetConfig, Granularity, PartitionBy};
+    let entity = args.entity.name();
+    let mut source = crate::sources::gleap::GleapSourceConfig::new(args.entity);
+    source.page_size = args.page_size;
+    source.incremental = args.incremental;
+    source.since = args.since.clone();
+    let partition_by = match &args.partition_by {
+        None => None,
+        Some(p) => {
+            let (field, granularity) = p.split_once(':').unwrap_or((p, "month"));
+            let granularity = match granularity {
+                "day" => Granularity::Day,
+                "month" => Granularity::Month,
+                "year" => Granularity::Year,
+                other => {
+                    return Err(format!(
+                        "error: --partition-by {p}: `{other}` is not a granularity: day, month or year"
+                    ));
+                }
+            };
+            let field = crate::record::FieldPath::parse(field)
+                .map_err(|e| format!("error: --partition-by {p}: {e}"))?;
+            Some(PartitionBy { field, granularity })
+        }
+    };
+    let mut sink = crate::sinks::parquet::ParquetSinkConfig::new(args.out.display().to_string());
+    sink.dataset = Some(DatasetConfig {
+        part_rows: args.part_rows,
+        partition_by,
+        ..DatasetConfig::default()
+    });
+    sink.row_group_mib = 16;
+    sink.rest = Some("otherFields".into());
+    sink.flatten = args
+        .flatten
+        .iter()
+        .map(|f| {
+            crate::record::FieldPath::parse(f).map_err(|e| format!("error: --flatten {f}: {e}"))
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    let config = PipelineConfig {
+        version: Spanned::new(crate::config::FORMAT_VERSION),
+        name: Spanned::new(format!("export-{entity}")),
+        state_dir: Some(format!(".gleap-etl/export-{entity}")),
+        gleap: None,
+        streams: vec![StreamConfig {
+            name: Spanned::new(entity.to_string()),
+            needs: Vec::new(),
+            source: crate::sources::SourceConfig::Gleap(source),
+            transforms: Vec::new(),
+            sink: crate::sinks::SinkConfig::Parquet(sink),
+            jq_timeout_ms: None,
+            jq_max_outputs: None,
+        }],
+    };
+    // Problems are named by the flag that set the option.
+    const FLAGS: [(&str, &str); 5] = [
+        ("streams[0].source.gleap.since", "--since"),
+        ("streams[0].source.gleap.page_size", "--page-size"),
+        ("streams[0].sink.parquet.dataset.part_rows", "--part-rows"),
+        (
+            "streams[0].sink.parquet.dataset.partition_by",
+            "--partition-by",
+        ),
+        ("streams[0].sink.parquet.flatten", "--flatten"),
+    ];
+    Pipeline::from_config(config, Path::new(&format!("<export {entity}>"))).map_err(|e| {
+        let lines: Vec<String> = e
+            .errors
+            .iter()
+            .map(|e| {
+                let message = crate::redact::redact(&e.message);
+                match FLAGS.iter().find(|(path, _)| message.starts_with(path)) {
+                    Some((path, flag)) => format!("error: {flag}{}", &message[path.len()..]),
+                    None => format!("error: export {entity}: {message}"),
+                }
+            })
+            .collect();
+        lines.join("\n")
+    })
 }
 
 fn run_pipeline(

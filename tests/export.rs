@@ -243,3 +243,49 @@ async fn a_full_export_replaces_the_dataset_once_complete() {
         assert!(!out.join(f.as_str().unwrap()).exists(), "{f} removed");
     }
 }
+
+/// The export's pipeline is built from its flags: a bad value is refused before anything
+/// runs, named by its flag.
+#[test]
+fn bad_export_flags_are_named_by_flag_before_anything_runs() {
+    let dir = Dir::new();
+    let out = dir.join("out/sessions");
+    let state = dir.join("state");
+    let cases: [(&[&str], &[&str]); 4] = [
+        (
+            &["--part-rows", "0", "--page-size", "5000"],
+            &[
+                "error: --part-rows: must be at least 1",
+                "error: --page-size: 5000 is not between 1 and 1000",
+            ],
+        ),
+        (
+            &["--since", "yesterday"],
+            &["error: --since: \"yesterday\" is not a date or an RFC 3339 instant"],
+        ),
+        (
+            &["--partition-by", "createdAt:week"],
+            &[
+                "error: --partition-by createdAt:week: `week` is not a granularity: day, month or year",
+            ],
+        ),
+        (&["--flatten", "a..b"], &["error: --flatten a..b: "]),
+    ];
+    for (flags, expected) in cases {
+        let mut args = vec![
+            "export",
+            "sessions",
+            "--out",
+            out.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+        ];
+        args.extend(flags);
+        let r = dir.run(&args);
+        assert_eq!(r.code, 2, "{flags:?}: {r:?}");
+        for e in expected {
+            assert!(r.stderr.contains(e), "{flags:?}: wants {e:?}: {r:?}");
+        }
+        assert!(!state.exists() && !out.exists(), "nothing ran: {r:?}");
+    }
+}

@@ -185,6 +185,25 @@ impl Pipeline {
         }
     }
 
+    /// A pipeline built in code (`export`), checked as a file is: its errors name
+    /// options by their config path, as there are no lines to point at.
+    pub fn from_config(config: PipelineConfig, file: &Path) -> Result<Pipeline, ConfigErrors> {
+        let nowhere = Node {
+            kind: yaml::NodeKind::Map(Vec::new()),
+            location: Location::UNKNOWN,
+            interpolated: Vec::new(),
+        };
+        let errors = check(&config, &nowhere);
+        if errors.is_empty() {
+            Ok(Pipeline {
+                file: file.to_path_buf(),
+                config,
+            })
+        } else {
+            Err(ConfigErrors::new(file, errors))
+        }
+    }
+
     pub fn name(&self) -> &str {
         &self.config.name.value
     }

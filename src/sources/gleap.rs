@@ -74,6 +74,19 @@ fn default_page_size() -> usize {
     MAX_PAGE_SIZE
 }
 
+impl GleapSourceConfig {
+    /// Reads every record of `entity`, with the defaults a pipeline file gets.
+    pub fn new(entity: Entity) -> GleapSourceConfig {
+        GleapSourceConfig {
+            entity,
+            since: None,
+            page_size: default_page_size(),
+            order_by: None,
+            incremental: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 pub enum OrderField {
     #[serde(rename = "updatedAt", alias = "updated_at")]

@@ -57,6 +57,17 @@ pub struct DatasetConfig {
     pub max_open_files: usize,
 }
 
+impl Default for DatasetConfig {
+    /// The defaults a pipeline file gets.
+    fn default() -> DatasetConfig {
+        DatasetConfig {
+            part_rows: default_part_rows(),
+            partition_by: None,
+            max_open_files: default_max_open_files(),
+        }
+    }
+}
+
 fn default_part_rows() -> u64 {
     100_000
 }

@@ -11,6 +11,7 @@
 
 mod builder;
 mod dataset;
+pub use dataset::{DatasetConfig, Granularity, PartitionBy};
 mod schema;
 
 use std::fs::File;
@@ -111,6 +112,24 @@ pub const MAX_ROW_GROUP_ROWS: usize = 1_000_000;
 /// offsets cap a column at 2 GiB. A batch is cut early to stay below, and a record holding
 /// more than this on its own is sent to the dead-letter file.
 const MAX_BATCH_TEXT_BYTES: usize = 1 << 30;
+
+impl ParquetSinkConfig {
+    /// Writes to `path`, with the defaults a pipeline file gets.
+    pub fn new(path: String) -> ParquetSinkConfig {
+        ParquetSinkConfig {
+            path,
+            schema: IndexMap::new(),
+            compression: ParquetCompression::default(),
+            compression_level: None,
+            row_group_mib: default_row_group_mib(),
+            infer_rows: default_infer_rows(),
+            batch_rows: default_batch_rows(),
+            flatten: Vec::new(),
+            rest: None,
+            dataset: None,
+        }
+    }
+}
 
 fn default_row_group_mib() -> usize {
     DEFAULT_ROW_GROUP_MIB
