@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use super::predicate::Predicate;
 use super::{JqExpr, Rejection, Transform};
 use crate::jq::{JqProgram, from_val, record_to_val, truthy, val_to_record};
 use crate::record::{FieldPath, Record};
@@ -12,19 +13,36 @@ use crate::record::{FieldPath, Record};
 /// Keeps records for which the predicate's first output is truthy.
 pub struct Filter {
     program: JqProgram,
+    /// The same predicate, read off the record without jq where it is a simple one.
+    simple: Option<Predicate>,
 }
 
 impl Filter {
-    pub fn new(program: JqProgram) -> Filter {
-        Filter { program }
+    pub fn new(program: JqProgram, simple: Option<Predicate>) -> Filter {
+        Filter { program, simple }
     }
+}
+
+/// Whether the predicate holds for `record`: decided on the record where it is a simple
+/// one (and jq would raise no error), else by jq.
+fn decide(
+    program: &JqProgram,
+    simple: Option<&Predicate>,
+    record: &Record,
+) -> Result<bool, String> {
+    if let Some(holds) = simple.and_then(|p| p.holds(record)) {
+        return Ok(holds);
+    }
+    Ok(program
+        .first(record_to_val(record))?
+        .is_some_and(|v| truthy(&v)))
 }
 
 impl Transform for Filter {
     fn apply(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), Rejection> {
-        match self.program.first(record_to_val(&record)) {
-            Ok(Some(v)) if truthy(&v) => out.push(record),
-            Ok(_) => {}
+        match decide(&self.program, self.simple.as_ref(), &record) {
+            Ok(true) => out.push(record),
+            Ok(false) => {}
             Err(e) => return Err(Rejection::new(e, record)),
         }
         Ok(())
@@ -45,14 +63,16 @@ pub struct SkipConfig {
 /// Leaves out the records the predicate holds for, counted by reason for the report.
 pub struct Skip {
     program: JqProgram,
+    simple: Option<Predicate>,
     reason: String,
     skipped: u64,
 }
 
 impl Skip {
-    pub fn new(program: JqProgram, reason: String) -> Skip {
+    pub fn new(program: JqProgram, simple: Option<Predicate>, reason: String) -> Skip {
         Skip {
             program,
+            simple,
             reason,
             skipped: 0,
         }
@@ -61,9 +81,9 @@ impl Skip {
 
 impl Transform for Skip {
     fn apply(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), Rejection> {
-        match self.program.first(record_to_val(&record)) {
-            Ok(Some(v)) if truthy(&v) => self.skipped += 1,
-            Ok(_) => out.push(record),
+        match decide(&self.program, self.simple.as_ref(), &record) {
+            Ok(true) => self.skipped += 1,
+            Ok(false) => out.push(record),
             Err(e) => return Err(Rejection::new(e, record)),
         }
         Ok(())

@@ -6,6 +6,7 @@ pub mod fields;
 mod html_depth;
 pub mod jq_stages;
 pub mod lookup;
+pub mod predicate;
 pub mod tiptap;
 
 use indexmap::IndexMap;
@@ -117,10 +118,15 @@ impl TransformConfig {
         }
         let compile = |e: &JqExpr| e.compile().map(|p| p.with_limits(limits));
         Ok(match self {
-            TransformConfig::Filter(e) => Box::new(jq_stages::Filter::new(compile(e)?)),
-            TransformConfig::Skip(c) => {
-                Box::new(jq_stages::Skip::new(compile(&c.when)?, c.reason.clone()))
-            }
+            TransformConfig::Filter(e) => Box::new(jq_stages::Filter::new(
+                compile(e)?,
+                predicate::Predicate::recognise(e.code()),
+            )),
+            TransformConfig::Skip(c) => Box::new(jq_stages::Skip::new(
+                compile(&c.when)?,
+                predicate::Predicate::recognise(c.when.code()),
+                c.reason.clone(),
+            )),
             TransformConfig::Set(fields) => Box::new(jq_stages::Set::new(
                 fields
                     .iter()
