@@ -29,10 +29,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
-use crate::config::Pipeline;
 use crate::engine::report::{StreamReport, StreamStatus, count, plural};
 use crate::error::{Error, Result};
 use crate::gleap::client::RequestCounters;
+use crate::pipeline::Pipeline;
 use crate::sinks::SinkConfig;
 use crate::sinks::gleap::{Entity, GleapRun};
 use crate::state::{Origin, Provenance};

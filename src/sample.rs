@@ -15,8 +15,8 @@ use indexmap::IndexMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::Pipeline;
 use crate::error::{Error, Result};
+use crate::pipeline::Pipeline;
 use crate::record::Record;
 use crate::sinks::SinkConfig;
 use crate::sinks::gleap::{Entity, GleapSinkConfig, id_text};
@@ -99,7 +99,7 @@ struct Features {
 impl Sample {
     /// The filter of a stream in a sample run; `None`: the stream does not run (it is not a
     /// Gleap sessions, tickets or messages stream).
-    pub fn filter(&self, stream: &crate::config::StreamConfig) -> Option<SampleFilter> {
+    pub fn filter(&self, stream: &crate::pipeline::StreamConfig) -> Option<SampleFilter> {
         match &stream.sink {
             SinkConfig::Gleap(g) if !g.entity.is_help_centre() => Some(SampleFilter {
                 sink: g.clone(),

@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use reqwest::Method;
 
-use crate::config::Pipeline;
 use crate::engine::{self, GleapTarget};
 use crate::error::{Error, Result};
 use crate::gleap::client::{Answer, CallError, GleapClient, RequestCounters};
+use crate::pipeline::Pipeline;
 use crate::sinks::SinkConfig;
 use crate::sinks::gleap::Entity;
 use crate::state::{Origin, Provenance, StateStore};

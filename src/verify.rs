@@ -26,12 +26,12 @@ use reqwest::Method;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::config::Pipeline;
 use crate::engine::{self, GleapTarget};
 use crate::error::{Error, Result};
 use crate::gleap::answer;
 use crate::gleap::client::{GleapClient, RequestCounters};
 use crate::gleap::paging::{self, PageGuard, PagingError, SMALLEST_PAGE_CAP};
+use crate::pipeline::Pipeline;
 use crate::sinks::SinkConfig;
 use crate::sinks::gleap::{Entity, GleapSinkConfig, Preparer, differing_fields, id_text};
 use crate::state::{MapEntry, StateStore};

@@ -4,9 +4,9 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use super::error::{ConfigError, Location};
-use super::yaml::Node;
 use super::{PipelineConfig, StreamConfig};
+use crate::config::yaml::{Node, NodeKind};
+use crate::config::{ConfigError, Location, did_you_mean};
 use crate::sinks::SinkConfig;
 use crate::sources::SourceConfig;
 use crate::transforms::TransformConfig;
@@ -161,7 +161,7 @@ fn check_partition_field(stream: &StreamConfig, i: usize) -> Option<ConfigError>
     if known.contains_key(field) {
         return None;
     }
-    let hint = super::did_you_mean(field, known.keys().map(String::as_str))
+    let hint = did_you_mean(field, known.keys().map(String::as_str))
         .map(|s| format!(": did you mean `{s}`?"))
         .unwrap_or_default();
     Some(ConfigError::at(
@@ -181,7 +181,7 @@ fn sink_location(root: &Node, stream: usize, key: &str) -> Location {
         .and_then(|s| s.get(stream))
         .and_then(|s| s.get("sink"));
     let inner = sink.and_then(|s| match &s.kind {
-        super::yaml::NodeKind::Map(entries) => entries.first().map(|(_, v)| v),
+        NodeKind::Map(entries) => entries.first().map(|(_, v)| v),
         _ => None,
     });
     inner
