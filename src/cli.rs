@@ -1290,12 +1290,7 @@ fn status(path: &Path, state_dir: Option<&Path>, json: bool) -> i32 {
         .config
         .streams
         .iter()
-        .map(|s| {
-            (
-                s.name.value.clone(),
-                matches!(s.sink, crate::sinks::SinkConfig::Gleap(_)),
-            )
-        })
+        .map(|s| (s.name.value.clone(), s.sink.writes_gleap()))
         .collect();
     let report = crate::state::StateStore::open(&dir)
         .and_then(|store| store.status_report(pipeline.name(), &streams, 5));

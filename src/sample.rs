@@ -18,7 +18,6 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::pipeline::Pipeline;
 use crate::record::Record;
-use crate::sinks::SinkConfig;
 use crate::sinks::gleap::{Entity, GleapSinkConfig, id_text};
 
 /// One ticket of the sample, and why it was picked.
@@ -100,19 +99,17 @@ impl Sample {
     /// The filter of a stream in a sample run; `None`: the stream does not run (it is not a
     /// Gleap sessions, tickets or messages stream).
     pub fn filter(&self, stream: &crate::pipeline::StreamConfig) -> Option<SampleFilter> {
-        match &stream.sink {
-            SinkConfig::Gleap(g) if !g.entity.is_help_centre() => Some(SampleFilter {
-                sink: g.clone(),
-                ids: Arc::new(
-                    self.streams
-                        .get(&stream.name.value)
-                        .cloned()
-                        .unwrap_or_default(),
-                ),
-                fingerprint: self.fingerprint(&stream.name.value),
-            }),
-            _ => None,
-        }
+        let g = stream.sink.gleap_records()?;
+        Some(SampleFilter {
+            sink: g.clone(),
+            ids: Arc::new(
+                self.streams
+                    .get(&stream.name.value)
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+            fingerprint: self.fingerprint(&stream.name.value),
+        })
     }
 
     /// Identifies the selection of a stream.
@@ -204,10 +201,7 @@ pub fn select(pipeline: &Pipeline, n: usize, seed: Option<u64>) -> Result<Sample
         .config
         .streams
         .iter()
-        .filter_map(|s| match &s.sink {
-            SinkConfig::Gleap(g) if !g.entity.is_help_centre() => Some((s.name.value.as_str(), g)),
-            _ => None,
-        })
+        .filter_map(|s| Some((s.name.value.as_str(), s.sink.gleap_records()?)))
         .collect();
     let tickets: Vec<&(&str, &GleapSinkConfig)> = gleap
         .iter()
