@@ -11,8 +11,8 @@ use std::path::Path;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use gleap_etl::config::{Pipeline, ProcessEnv};
 use gleap_etl::engine::{RunOptions, run};
+use gleap_etl::pipeline::{Pipeline, ProcessEnv};
 
 const ROWS: usize = 100_000;
 

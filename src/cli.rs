@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Pipeline;
 use crate::engine::{self, EXIT_DEAD_LETTERS, EXIT_FAILED, EXIT_OK, RunOptions};
+use crate::pipeline::Pipeline;
 use crate::{eprint, eprintln, println};
 
 /// Move helpdesk data in and out of Gleap with declarative YAML pipelines.
@@ -422,7 +422,8 @@ where
             json,
         } => status(&pipeline, state_dir.as_deref(), json),
         Command::Schema => {
-            let schema = serde_json::to_string_pretty(&crate::config::json_schema()).expect("JSON");
+            let schema =
+                serde_json::to_string_pretty(&crate::pipeline::json_schema()).expect("JSON");
             print_out(&format!("{schema}\n"))
         }
     }
@@ -630,7 +631,8 @@ fn export(args: &ExportArgs) -> i32 {
 }
 
 fn export_pipeline(args: &ExportArgs) -> std::result::Result<Pipeline, String> {
-    use crate::config::{PipelineConfig, Spanned, StreamConfig};
+    use crate::config::Spanned;
+    use crate::pipeline::{PipelineConfig, StreamConfig};
     use crate::sinks::parquet::{DatasetConfig, Granularity, PartitionBy};
     let entity = args.entity.name();
     let mut source = crate::sources::gleap::GleapSourceConfig::new(args.entity);
@@ -672,7 +674,7 @@ fn export_pipeline(args: &ExportArgs) -> std::result::Result<Pipeline, String> {
         })
         .collect::<std::result::Result<_, _>>()?;
     let config = PipelineConfig {
-        version: Spanned::new(crate::config::FORMAT_VERSION),
+        version: Spanned::new(crate::pipeline::FORMAT_VERSION),
         name: Spanned::new(format!("export-{entity}")),
         state_dir: Some(format!(".gleap-etl/export-{entity}")),
         gleap: None,
@@ -1288,12 +1290,7 @@ fn status(path: &Path, state_dir: Option<&Path>, json: bool) -> i32 {
         .config
         .streams
         .iter()
-        .map(|s| {
-            (
-                s.name.value.clone(),
-                matches!(s.sink, crate::sinks::SinkConfig::Gleap(_)),
-            )
-        })
+        .map(|s| (s.name.value.clone(), s.sink.writes_gleap()))
         .collect();
     let report = crate::state::StateStore::open(&dir)
         .and_then(|store| store.status_report(pipeline.name(), &streams, 5));

@@ -11,6 +11,7 @@ pub mod error;
 pub mod files;
 pub mod gleap;
 pub mod jq;
+pub mod pipeline;
 pub mod prune;
 pub mod reconcile;
 pub mod record;

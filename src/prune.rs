@@ -29,11 +29,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
 
-use crate::config::Pipeline;
 use crate::engine::report::{StreamReport, StreamStatus, count, plural};
 use crate::error::{Error, Result};
 use crate::gleap::client::RequestCounters;
-use crate::sinks::SinkConfig;
+use crate::pipeline::Pipeline;
 use crate::sinks::gleap::{Entity, GleapRun};
 use crate::state::{Origin, Provenance};
 use crate::undo::{Change, Changed, change_mapped, rank};
@@ -234,12 +233,7 @@ fn pruned_streams(pipeline: &Pipeline) -> Vec<(String, Entity)> {
         .config
         .streams
         .iter()
-        .filter_map(|s| match &s.sink {
-            SinkConfig::Gleap(g) if !g.entity.is_help_centre() => {
-                Some((s.name.value.clone(), g.entity))
-            }
-            _ => None,
-        })
+        .filter_map(|s| Some((s.name.value.clone(), s.sink.gleap_records()?.entity)))
         .collect();
     streams.sort_by_key(|(_, entity)| rank(*entity));
     streams

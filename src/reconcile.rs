@@ -25,12 +25,12 @@ use std::path::PathBuf;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::Pipeline;
 use crate::engine::{self, GleapTarget};
 use crate::error::{Error, Result};
 use crate::gleap::answer;
 use crate::gleap::client::RequestCounters;
 use crate::gleap::paging::{self, PagingError};
+use crate::pipeline::Pipeline;
 use crate::sinks::gleap::{Entity, id_text, import_id, matches_remote, same_message};
 use crate::state::{Commit, MapEntry, Origin, StateStore};
 use crate::verify::{Item, PAGE, Prepared, SourceReading, pages};

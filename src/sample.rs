@@ -15,10 +15,9 @@ use indexmap::IndexMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::config::Pipeline;
 use crate::error::{Error, Result};
+use crate::pipeline::Pipeline;
 use crate::record::Record;
-use crate::sinks::SinkConfig;
 use crate::sinks::gleap::{Entity, GleapSinkConfig, id_text};
 
 /// One ticket of the sample, and why it was picked.
@@ -99,20 +98,18 @@ struct Features {
 impl Sample {
     /// The filter of a stream in a sample run; `None`: the stream does not run (it is not a
     /// Gleap sessions, tickets or messages stream).
-    pub fn filter(&self, stream: &crate::config::StreamConfig) -> Option<SampleFilter> {
-        match &stream.sink {
-            SinkConfig::Gleap(g) if !g.entity.is_help_centre() => Some(SampleFilter {
-                sink: g.clone(),
-                ids: Arc::new(
-                    self.streams
-                        .get(&stream.name.value)
-                        .cloned()
-                        .unwrap_or_default(),
-                ),
-                fingerprint: self.fingerprint(&stream.name.value),
-            }),
-            _ => None,
-        }
+    pub fn filter(&self, stream: &crate::pipeline::StreamConfig) -> Option<SampleFilter> {
+        let g = stream.sink.gleap_records()?;
+        Some(SampleFilter {
+            sink: g.clone(),
+            ids: Arc::new(
+                self.streams
+                    .get(&stream.name.value)
+                    .cloned()
+                    .unwrap_or_default(),
+            ),
+            fingerprint: self.fingerprint(&stream.name.value),
+        })
     }
 
     /// Identifies the selection of a stream.
@@ -204,10 +201,7 @@ pub fn select(pipeline: &Pipeline, n: usize, seed: Option<u64>) -> Result<Sample
         .config
         .streams
         .iter()
-        .filter_map(|s| match &s.sink {
-            SinkConfig::Gleap(g) if !g.entity.is_help_centre() => Some((s.name.value.as_str(), g)),
-            _ => None,
-        })
+        .filter_map(|s| Some((s.name.value.as_str(), s.sink.gleap_records()?)))
         .collect();
     let tickets: Vec<&(&str, &GleapSinkConfig)> = gleap
         .iter()

@@ -10,11 +10,10 @@ use std::sync::Arc;
 
 use reqwest::Method;
 
-use crate::config::Pipeline;
 use crate::engine::{self, GleapTarget};
 use crate::error::{Error, Result};
 use crate::gleap::client::{Answer, CallError, GleapClient, RequestCounters};
-use crate::sinks::SinkConfig;
+use crate::pipeline::Pipeline;
 use crate::sinks::gleap::Entity;
 use crate::state::{Origin, Provenance, StateStore};
 
@@ -173,12 +172,9 @@ pub fn plan(pipeline: &Pipeline, options: &UndoOptions) -> Result<Undo> {
     }
     let mut streams = Vec::new();
     for stream in &pipeline.config.streams {
-        let SinkConfig::Gleap(g) = &stream.sink else {
+        let Some(g) = stream.sink.gleap_records() else {
             continue;
         };
-        if g.entity.is_help_centre() {
-            continue;
-        }
         let name = stream.name.value.clone();
         let mut s = StreamUndo {
             stream: name.clone(),

@@ -26,13 +26,12 @@ use reqwest::Method;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::config::Pipeline;
 use crate::engine::{self, GleapTarget};
 use crate::error::{Error, Result};
 use crate::gleap::answer;
 use crate::gleap::client::{GleapClient, RequestCounters};
 use crate::gleap::paging::{self, PageGuard, PagingError, SMALLEST_PAGE_CAP};
-use crate::sinks::SinkConfig;
+use crate::pipeline::Pipeline;
 use crate::sinks::gleap::{Entity, GleapSinkConfig, Preparer, differing_fields, id_text};
 use crate::state::{MapEntry, StateStore};
 
@@ -254,7 +253,7 @@ impl SourceReading {
         let mut not_covered = Vec::new();
         let mut streams = Vec::new();
         for stream in &pipeline.config.streams {
-            if let SinkConfig::Gleap(g) = &stream.sink {
+            if let Some(g) = stream.sink.gleap() {
                 if g.entity.is_help_centre() {
                     not_covered.push(format!(
                         "{}: help-centre {} are not covered by {command} yet",

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestError, TestRunner};
 
-use gleap_etl::config::Pipeline;
+use gleap_etl::pipeline::Pipeline;
 use gleap_etl::sources::{SourceConfig, SourceItem};
 use gleap_etl::transforms::tiptap;
 

@@ -300,10 +300,10 @@ fn an_interrupted_run_replaces_nothing() {
         dir.join("in.jsonl").display(),
         dir.join("out.jsonl").display()
     );
-    let pipeline = gleap_etl::config::Pipeline::parse(
+    let pipeline = gleap_etl::pipeline::Pipeline::parse(
         &yaml,
         std::path::Path::new("p.yaml"),
-        &gleap_etl::config::ProcessEnv,
+        &gleap_etl::pipeline::ProcessEnv,
     )
     .unwrap();
     let options = gleap_etl::engine::RunOptions {

@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crate::config::Pipeline;
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::error::{Error, Result};
+use crate::pipeline::Pipeline;
 use crate::record::Record;
 use crate::sinks::gleap::GleapRun;
 use crate::sources::OpenedSource;
@@ -231,7 +231,7 @@ fn resumes_interrupted(pipeline: &Pipeline, store: &StateStore) -> bool {
 /// (`None` in a full run).
 fn sample_of(
     options: &RunOptions,
-    s: &crate::config::StreamConfig,
+    s: &crate::pipeline::StreamConfig,
 ) -> Option<Option<crate::sample::SampleFilter>> {
     match &options.sample {
         Some(sample) => sample.filter(s).map(Some),

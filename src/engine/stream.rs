@@ -11,9 +11,9 @@ use std::time::Instant;
 
 use super::progress::StreamBar;
 use super::report::{StreamReport, StreamStatus, records};
-use crate::config::StreamConfig;
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::error::{Error, Result};
+use crate::pipeline::StreamConfig;
 use crate::record::{Position, Record, Value};
 use crate::sinks::{Sink, SinkContext};
 use crate::sources::{OpenedSource, SourceItem, SourceIter};

@@ -71,6 +71,13 @@ impl SinkConfig {
         }
     }
 
+    /// The Gleap sink's settings when it writes sessions, tickets or messages: the records
+    /// that `verify`, `undo`, `prune` and `--sample` follow by id. `None` for help-centre
+    /// content and for other sinks.
+    pub fn gleap_records(&self) -> Option<&gleap::GleapSinkConfig> {
+        self.gleap().filter(|g| !g.entity.is_help_centre())
+    }
+
     /// Whether the sink writes to Gleap (it needs the run's client and state store).
     pub fn writes_gleap(&self) -> bool {
         self.gleap().is_some()
@@ -80,6 +87,24 @@ impl SinkConfig {
     /// store).
     pub fn is_dataset(&self) -> bool {
         matches!(self, SinkConfig::Parquet(p) if p.dataset.is_some())
+    }
+
+    /// The field a dataset sink partitions its records by (`dataset.partition_by.field`).
+    pub fn partition_field(&self) -> Option<&str> {
+        match self {
+            SinkConfig::Parquet(p) => {
+                Some(p.dataset.as_ref()?.partition_by.as_ref()?.field.as_str())
+            }
+            _ => None,
+        }
+    }
+
+    /// The column types declared in the sink's `schema:` (none for sinks without one).
+    pub fn declared_types(&self) -> indexmap::IndexMap<String, crate::record::FieldType> {
+        match self {
+            SinkConfig::Parquet(p) => p.schema.clone(),
+            _ => Default::default(),
+        }
     }
 
     /// Creates the output (under a temporary name) and returns the running sink.

@@ -83,6 +83,21 @@ impl SourceConfig {
         }
     }
 
+    /// The fields every record has, when the source knows them before the run (a `gleap`
+    /// source's documented fields), with what the records are (`Gleap tickets records`),
+    /// for messages. `None` when the fields are only known once the input is read.
+    pub fn known_fields(
+        &self,
+    ) -> Option<(String, indexmap::IndexMap<String, crate::record::FieldType>)> {
+        match self {
+            SourceConfig::Gleap(g) => Some((
+                format!("Gleap {} records", g.entity.name()),
+                g.column_types(),
+            )),
+            _ => None,
+        }
+    }
+
     /// The paths and globs of the files it reads, as written (none for API sources).
     pub fn input_patterns(&self) -> Vec<&str> {
         match self {

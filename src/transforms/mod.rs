@@ -72,6 +72,28 @@ impl TransformConfig {
         }
     }
 
+    /// The paths and globs of the files the stage reads, as written: a lookup's table.
+    pub fn input_patterns(&self) -> Vec<&str> {
+        match self {
+            TransformConfig::Lookup(l) => l.table.input_patterns(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the stage is known to add no field to a record (`filter`, `drop`, `keep`,
+    /// `dedupe`, `cast`), so that the fields after it are among those before it. The
+    /// others may add fields.
+    pub fn adds_no_field(&self) -> bool {
+        matches!(
+            self,
+            TransformConfig::Filter(_)
+                | TransformConfig::Drop(_)
+                | TransformConfig::Keep(_)
+                | TransformConfig::Dedupe(_)
+                | TransformConfig::Cast(_)
+        )
+    }
+
     /// Problems found without touching any file: jq expressions that do not compile, options
     /// that cannot work. `path` is the config path of the stage, for messages.
     pub fn check(&self, path: &str) -> Vec<ConfigError> {

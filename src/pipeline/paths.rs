@@ -4,12 +4,9 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use super::error::{ConfigError, Location};
-use super::yaml::Node;
 use super::{PipelineConfig, StreamConfig};
-use crate::sinks::SinkConfig;
-use crate::sources::SourceConfig;
-use crate::transforms::TransformConfig;
+use crate::config::yaml::{Node, NodeKind};
+use crate::config::{ConfigError, Location, did_you_mean};
 
 /// Every problem with outputs: an output that is also an input, a partition field that is
 /// not among the fields the stream's records can have.
@@ -79,9 +76,7 @@ fn needs_transitively(config: &PipelineConfig, reader: &str, writer: &str) -> bo
 fn input_patterns(stream: &StreamConfig) -> Vec<&str> {
     let mut out = stream.source.input_patterns();
     for t in &stream.transforms {
-        if let TransformConfig::Lookup(l) = t {
-            out.extend(l.table.input_patterns());
-        }
+        out.extend(t.input_patterns());
     }
     out
 }
@@ -134,42 +129,24 @@ fn resolve(path: &Path) -> PathBuf {
 /// A dataset's `partition_by` field, where the fields are known before the run: a `gleap`
 /// source's documented fields plus the sink's `schema:`, when no stage may add fields.
 fn check_partition_field(stream: &StreamConfig, i: usize) -> Option<ConfigError> {
-    let SinkConfig::Parquet(sink) = &stream.sink else {
-        return None;
-    };
-    let field = sink.dataset.as_ref()?.partition_by.as_ref()?.field.as_str();
-    let SourceConfig::Gleap(source) = &stream.source else {
-        return None;
-    };
-    let adds_fields = stream.transforms.iter().any(|t| {
-        !matches!(
-            t,
-            TransformConfig::Filter(_)
-                | TransformConfig::Drop(_)
-                | TransformConfig::Keep(_)
-                | TransformConfig::Dedupe(_)
-                | TransformConfig::Cast(_)
-        )
-    });
-    if adds_fields {
+    let field = stream.sink.partition_field()?;
+    let (records, mut known) = stream.source.known_fields()?;
+    if !stream.transforms.iter().all(|t| t.adds_no_field()) {
         return None;
     }
-    let mut known = source.column_types();
-    for (k, v) in &sink.schema {
-        known.insert(k.clone(), v.clone());
-    }
+    known.extend(stream.sink.declared_types());
     if known.contains_key(field) {
         return None;
     }
-    let hint = super::did_you_mean(field, known.keys().map(String::as_str))
+    let hint = did_you_mean(field, known.keys().map(String::as_str))
         .map(|s| format!(": did you mean `{s}`?"))
         .unwrap_or_default();
     Some(ConfigError::at(
-        format!("streams[{i}].sink.parquet.dataset.partition_by.field"),
         format!(
-            "`{field}` is not a field of Gleap {} records nor of the sink's schema{hint}",
-            source.entity.name()
+            "streams[{i}].sink.{}.dataset.partition_by.field",
+            stream.sink.kind()
         ),
+        format!("`{field}` is not a field of {records} nor of the sink's schema{hint}"),
     ))
 }
 
@@ -181,7 +158,7 @@ fn sink_location(root: &Node, stream: usize, key: &str) -> Location {
         .and_then(|s| s.get(stream))
         .and_then(|s| s.get("sink"));
     let inner = sink.and_then(|s| match &s.kind {
-        super::yaml::NodeKind::Map(entries) => entries.first().map(|(_, v)| v),
+        NodeKind::Map(entries) => entries.first().map(|(_, v)| v),
         _ => None,
     });
     inner
