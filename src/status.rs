@@ -118,16 +118,13 @@ impl StateStore {
             } else {
                 None
             };
-            let cursor = self
-                .source_cursor(name)?
-                .and_then(|c| serde_json::from_str::<crate::sources::gleap::Cursor>(&c).ok())
-                .map(|c| CursorStatus {
-                    order_by: c.order_by,
-                    complete: c.complete,
-                    from: c.from,
-                    upper: c.upper,
-                    last_read: c.after,
-                });
+            let cursor = crate::sources::gleap::Cursor::stored(self, name)?.map(|c| CursorStatus {
+                order_by: c.order_by,
+                complete: c.complete,
+                from: c.from,
+                upper: c.upper,
+                last_read: c.after,
+            });
             let dataset = match self.dataset(name)? {
                 Some(d) => {
                     let parts = self.parts(name)?;

@@ -218,11 +218,9 @@ fn resumes_interrupted(pipeline: &Pipeline, store: &StateStore) -> bool {
             || store.dataset(name).ok().flatten().is_some_and(|d| {
                 d.building_generation.is_some() && d.building_generation != d.current_generation
             })
-            || store
-                .source_cursor(name)
+            || crate::sources::gleap::Cursor::stored(store, name)
                 .ok()
                 .flatten()
-                .and_then(|c| serde_json::from_str::<crate::sources::gleap::Cursor>(&c).ok())
                 .is_some_and(|c| !c.complete)
     })
 }

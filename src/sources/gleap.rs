@@ -167,6 +167,16 @@ pub struct CursorLog {
     started_over: Mutex<Option<String>>,
 }
 
+impl Cursor {
+    /// The cursor stream `stream` stored, if any (one that no longer parses reads as none:
+    /// the next run starts afresh).
+    pub fn stored(store: &crate::state::StateStore, stream: &str) -> Result<Option<Cursor>> {
+        Ok(store
+            .source_cursor(stream)?
+            .and_then(|c| serde_json::from_str(&c).ok()))
+    }
+}
+
 impl CursorLog {
     pub fn new(mode: StartMode) -> CursorLog {
         CursorLog {
@@ -327,11 +337,8 @@ impl GleapSourceConfig {
         })?;
         crate::config::checked(self.check("source.gleap"))?;
         let order = self.order();
-        let stored: Option<Cursor> = run
-            .store
-            .source_cursor(stream)?
-            .and_then(|c| serde_json::from_str(&c).ok())
-            .filter(|c: &Cursor| c.entity == self.entity.name() && c.order_by == order.name());
+        let stored = Cursor::stored(&run.store, stream)?
+            .filter(|c| c.entity == self.entity.name() && c.order_by == order.name());
         let since = self
             .since()
             .map_err(|e| Error::Other(format!("source.gleap.since: {e}")))?;
