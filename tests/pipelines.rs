@@ -321,3 +321,50 @@ fn an_interrupted_run_replaces_nothing() {
     assert_eq!(dir.read("out.jsonl"), "previous\n");
     assert!(!dir.join("out.jsonl.inprogress").exists());
 }
+
+/// The rule for a missing field versus null (README, Transforms): stages treat the two
+/// alike (a filter sees null, `default` fills both, `cast` leaves both as they are), a
+/// renamed null stays a null field; JSON lines keep the difference (no key / `null`), CSV
+/// writes both empty, Parquet both null. Pinned here so that a columnar data plane keeps it.
+#[test]
+fn a_missing_field_and_a_null_are_alike_to_stages_and_kept_apart_in_json_lines() {
+    let dir = Dir::new();
+    dir.write(
+        "in.jsonl",
+        "{\"id\": 1, \"a\": null, \"n\": null}\n{\"id\": 2}\n{\"id\": 3, \"a\": \"x\", \"n\": \"4\"}\n",
+    );
+    let stages = "    transforms:\n      - rename: { a: b }\n      - cast: { n: int }\n      - default: { c: d }\n      - filter: '.b == null or .b == \"x\"'\n      - keep: [id, b, n, c]\n";
+    let p = write_pipeline(
+        &dir,
+        &format!(
+            "  - name: j\n    source: {{ jsonl: {{ path: in.jsonl }} }}\n{stages}    sink: {{ jsonl: {{ path: out/o.jsonl }} }}\n  - name: c\n    source: {{ jsonl: {{ path: in.jsonl }} }}\n{stages}    sink: {{ csv: {{ path: out/o.csv, columns: [id, b, n, c] }} }}\n  - name: p\n    source: {{ jsonl: {{ path: in.jsonl }} }}\n{stages}    sink: {{ parquet: {{ path: out/o.parquet, schema: {{ b: string, n: int }} }} }}\n"
+        ),
+    );
+    let run = dir.run(&["run", &p]);
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        json_lines(&dir.read("out/o.jsonl")),
+        [
+            json!({"id": 1, "b": null, "n": null, "c": "d"}),
+            json!({"id": 2, "c": "d"}),
+            json!({"id": 3, "b": "x", "n": 4, "c": "d"}),
+        ]
+    );
+    assert_eq!(dir.read("out/o.csv"), "id,b,n,c\n1,,,d\n2,,,d\n3,x,4,d\n");
+    let (_, rows) = read_parquet(&dir.join("out/o.parquet"));
+    let cells: Vec<(Value, Value, Value)> = rows
+        .iter()
+        .map(|r| {
+            let get = |k: &str| r.get(k).cloned().unwrap_or(Value::Null);
+            (get("b"), get("n"), get("c"))
+        })
+        .collect();
+    assert_eq!(
+        cells,
+        [
+            (Value::Null, Value::Null, json!("d")),
+            (Value::Null, Value::Null, json!("d")),
+            (json!("x"), json!(4), json!("d")),
+        ]
+    );
+}
