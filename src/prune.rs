@@ -61,6 +61,8 @@ pub struct StreamSeen {
     ids: HashSet<String>,
     /// Records without a source id (dead-lettered by the sink): whose they are is unknown.
     without_id: u64,
+    /// The records of other streams its records refer to (`refs`): stream -> source ids.
+    referenced: HashMap<String, HashSet<String>>,
 }
 
 impl StreamSeen {
@@ -73,20 +75,46 @@ impl StreamSeen {
             None => self.without_id += 1,
         }
     }
+
+    /// A record of the stream refers to record `source_id` of `stream` (a ticket to its
+    /// contact): that one is in use, whatever its own stream's source says.
+    pub fn refers_to(&mut self, stream: &str, source_id: &str) {
+        self.referenced
+            .entry(stream.to_string())
+            .or_default()
+            .insert(source_id.to_string());
+    }
 }
 
 /// Where the Gleap sinks of a `--prune` run leave what they saw, once their stream has
-/// reached its end.
+/// reached its end; and the records their records refer to.
 #[derive(Debug, Default)]
-pub struct SeenIds(Mutex<HashMap<String, StreamSeen>>);
+pub struct SeenIds(
+    Mutex<HashMap<String, StreamSeen>>,
+    Mutex<HashMap<String, HashSet<String>>>,
+);
 
 impl SeenIds {
     /// `stream` finished: its sink saw `seen`.
-    pub fn finished(&self, stream: &str, seen: StreamSeen) {
+    pub fn finished(&self, stream: &str, mut seen: StreamSeen) {
+        let mut referenced = self.1.lock().unwrap_or_else(|p| p.into_inner());
+        for (other, ids) in std::mem::take(&mut seen.referenced) {
+            referenced.entry(other).or_default().extend(ids);
+        }
+        drop(referenced);
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(stream.to_string(), seen);
+    }
+
+    /// Whether a record seen in this run refers to record `source_id` of `stream`.
+    fn in_use(&self, stream: &str, source_id: &str) -> bool {
+        self.1
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(stream)
+            .is_some_and(|ids| ids.contains(source_id))
     }
 
     fn take(&self, stream: &str) -> Option<StreamSeen> {
@@ -139,6 +167,8 @@ pub struct StreamPrune {
     /// Gone from the source and left in Gleap: adopted or not known to be ours, messages
     /// when tickets are archived, sessions without `--prune-sessions`.
     pub left: u64,
+    /// Of those left: records a record still in the source refers to (a session of a ticket).
+    pub in_use: u64,
     /// Records Gleap refused to archive or delete, and why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<String>,
@@ -186,7 +216,12 @@ impl PruneReport {
                 format!("{} already gone", count(s.already_gone)),
                 format!("{} left", count(s.left)),
             ];
-            if s.left > 0 {
+            if s.in_use > 0 {
+                parts.last_mut().expect("four parts").push_str(&format!(
+                    " ({} still referred to by records in the source)",
+                    count(s.in_use)
+                ));
+            } else if s.left > 0 {
                 parts.last_mut().expect("four parts").push_str(match (s.entity, self.mode) {
                     ("messages", PruneMode::Archive) => {
                         " (archiving leaves messages: --prune=delete deletes them)"
@@ -330,6 +365,7 @@ pub fn prune(
             already_gone: 0,
             archived_earlier: 0,
             left: 0,
+            in_use: 0,
             failed: Vec::new(),
         };
         let result = prune_stream(gleap, options, seen, cancel, &counters, entity, &mut s);
@@ -357,7 +393,8 @@ fn prune_stream(
     s: &mut StreamPrune,
 ) -> Result<()> {
     let store = &gleap.store;
-    let seen = seen
+    let all = seen;
+    let seen = all
         .take(&s.stream)
         .ok_or_else(|| Error::Other(format!("stream `{}` did not reach its end", s.stream)))?;
     let archived = store.archived(&s.stream)?;
@@ -370,6 +407,13 @@ fn prune_stream(
         s.gone += 1;
         if p.origin != Some(Origin::Created) {
             s.left += 1;
+            continue;
+        }
+        // Gone from its own stream's source, but a record still in the source refers to it
+        // (a ticket to a contact the users export no longer has): kept.
+        if all.in_use(&s.stream, &p.source_id) {
+            s.left += 1;
+            s.in_use += 1;
             continue;
         }
         match (entity, options.mode) {

@@ -396,8 +396,12 @@ async fn prune_sessions_deletes_a_created_session_never_an_adopted_one() {
         .collect();
     assert_eq!(created.len(), 1);
 
-    // Both contacts are deleted in the helpdesk.
-    remove_rows(&data.join("users.csv"), &["cust-00003", "cust-00005"]);
+    // Three contacts are deleted in the helpdesk; one of them (cust-00000) still has a
+    // ticket in the source.
+    remove_rows(
+        &data.join("users.csv"),
+        &["cust-00003", "cust-00005", "cust-00000"],
+    );
     let refused = run(
         &emulator,
         dir.path(),
@@ -413,7 +417,7 @@ async fn prune_sessions_deletes_a_created_session_never_an_adopted_one() {
     // Without --prune-sessions, contacts are left.
     let (sync, r) = run_reported(&emulator, &dir, &["--prune"]).await;
     assert_eq!(sync.code, 0, "{sync:?}");
-    assert_eq!(pruned(&r, "users"), [2, 0, 0, 0, 0, 2]);
+    assert_eq!(pruned(&r, "users"), [3, 0, 0, 0, 0, 3]);
     assert_eq!(contents(&emulator), before);
 
     let (sync, r) = run_reported(&emulator, &dir, &["--prune", "--prune-sessions"]).await;
@@ -426,6 +430,18 @@ async fn prune_sessions_deletes_a_created_session_never_an_adopted_one() {
         after["sessions"].contains_key(&existing),
         "the adopted one stays"
     );
-    // Gone: two; deleted: the one the pipeline created; left: the adopted one.
-    assert_eq!(pruned(&r, "users"), [2, 0, 1, 0, 0, 1]);
+    // Gone: three; deleted: the one the pipeline created that nothing refers to; left: the
+    // adopted one, and the one a ticket in the source still belongs to.
+    assert_eq!(pruned(&r, "users"), [3, 0, 1, 0, 0, 2]);
+    let users = r["prune"]["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stream"] == "users")
+        .unwrap();
+    assert_eq!(users["in_use"], 1, "{users}");
+    assert!(
+        sync.stderr.contains("1 still referred to by records in the source"),
+        "{sync:?}"
+    );
 }

@@ -1405,6 +1405,11 @@ impl Sink for GleapSink {
                 return Ok(());
             }
         };
+        if let Some((_, seen)) = &mut self.seen {
+            for parent in &prepared.parents {
+                seen.refers_to(&parent.stream, &parent.source_id);
+            }
+        }
         let lane = lane_of(inner.entity, &prepared);
         // Unchanged, with nothing before it in its lane: done without a request.
         let skip_unchanged = |state: &mut State| {
