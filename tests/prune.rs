@@ -441,7 +441,8 @@ async fn prune_sessions_deletes_a_created_session_never_an_adopted_one() {
         .unwrap();
     assert_eq!(users["in_use"], 1, "{users}");
     assert!(
-        sync.stderr.contains("1 still referred to by records in the source"),
+        sync.stderr
+            .contains("1 still referred to by records in the source"),
         "{sync:?}"
     );
 }
