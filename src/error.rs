@@ -46,7 +46,7 @@ pub enum Error {
     /// Gleap (or the way to it) failed a request: `status` when Gleap answered, `retryable`
     /// when running again may succeed (retries ran out, no answer) rather than needing a
     /// change (a refusal).
-    #[error("{context}: {message}")]
+    #[error("{}", with_context(context, message))]
     Remote {
         context: String,
         status: Option<u16>,
@@ -96,6 +96,17 @@ impl Error {
         }
     }
 
+    /// An answer of Gleap's that cannot be used (a list whose pages cannot be followed, a
+    /// filter it ignores): `message` says which and why.
+    pub fn unusable_answer(message: impl Into<String>) -> Error {
+        Error::Remote {
+            context: String::new(),
+            status: None,
+            retryable: false,
+            message: message.into(),
+        }
+    }
+
     /// A list Gleap answered in a way that cannot be followed (or a request of it failed).
     pub fn paging(context: impl Into<String>, e: &crate::gleap::paging::PagingError) -> Error {
         Error::Remote {
@@ -115,6 +126,15 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `context: message`, or the message alone.
+fn with_context(context: &str, message: &str) -> String {
+    if context.is_empty() {
+        message.to_string()
+    } else {
+        format!("{context}: {message}")
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -148,6 +168,15 @@ mod tests {
             Error::Remote {
                 status: None,
                 retryable: true,
+                ..
+            }
+        ));
+        let ignored = Error::unusable_answer("GET /sessions ignores `skip`");
+        assert_eq!(ignored.to_string(), "GET /sessions ignores `skip`");
+        assert!(matches!(
+            ignored,
+            Error::Remote {
+                retryable: false,
                 ..
             }
         ));

@@ -180,7 +180,7 @@ pub fn reconcile(
                         let all = reading
                             .runtime
                             .block_on(list(&reading, &counters, path))
-                            .map_err(|e| Error::Other(format!("reading Gleap: {e}")))?;
+                            .map_err(|e| Error::paging("reading Gleap", &e))?;
                         e.insert(all)
                     }
                 };
@@ -208,7 +208,7 @@ pub fn reconcile(
                             &counters,
                             &ticket,
                         ))
-                        .map_err(|e| Error::Other(format!("reading Gleap: {e}")))?;
+                        .map_err(|e| Error::paging("reading Gleap", &e))?;
                     match_messages(
                         &prepared,
                         &ticket,

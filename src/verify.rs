@@ -520,7 +520,7 @@ pub fn verify(
         counted_tickets,
         deep.clone(),
     ));
-    let gleap = fetched.map_err(|e| Error::Other(format!("reading Gleap: {e}")))?;
+    let gleap = fetched.map_err(|e| Error::paging("reading Gleap", &e))?;
 
     let mut problems = Vec::new();
     let mut summaries = Vec::new();

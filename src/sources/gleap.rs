@@ -600,7 +600,7 @@ impl Pager {
         let endpoint = self.endpoint();
         let got = page.items.len();
         if got > self.page_size {
-            return Err(Error::Other(
+            return Err(Error::unusable_answer(
                 PagingError::LimitIgnored {
                     endpoint,
                     asked: self.page_size,
@@ -677,7 +677,7 @@ impl Pager {
             }
         }
         if fresh == 0 && sent_skip > 0 && got > 0 {
-            return Err(Error::Other(
+            return Err(Error::unusable_answer(
                 PagingError::SkipIgnored {
                     endpoint,
                     skip: sent_skip,
@@ -744,7 +744,7 @@ impl Pager {
         } else {
             return Ok(());
         };
-        Err(Error::Other(format!(
+        Err(Error::unusable_answer(format!(
             "{endpoint} answered a record with {problem}, so its pages cannot be followed safely"
         )))
     }
@@ -766,7 +766,7 @@ impl Pager {
             .total
             .map_or(counted, |t| t.saturating_sub(self.cursor.carried));
         if self.cursor.read < total {
-            return Err(Error::Other(
+            return Err(Error::unusable_answer(
                 PagingError::Short {
                     endpoint: endpoint.to_string(),
                     read: self.cursor.read,
@@ -796,7 +796,7 @@ impl Pager {
             if let Some(other) = answer::field_ref(&message, "ticket")
                 && other != ticket
             {
-                return Err(Error::Other(format!(
+                return Err(Error::unusable_answer(format!(
                     "GET /messages?ticket={ticket} answered a message of ticket {other}: Gleap ignores the `ticket` filter, so messages cannot be read ticket by ticket"
                 )));
             }
