@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::engine::{self, EXIT_DEAD_LETTERS, EXIT_FAILED, EXIT_OK, RunOptions};
 use crate::pipeline::Pipeline;
@@ -70,6 +70,20 @@ pub enum Command {
     Reconcile(ReconcileArgs),
     /// Print the JSON Schema of the pipeline format (for editors).
     Schema,
+    /// Print a completion script for a shell: `gleap-etl completions bash >
+    /// ~/.local/share/bash-completion/completions/gleap-etl`, `gleap-etl completions zsh >
+    /// ~/.zfunc/_gleap-etl`, `gleap-etl completions fish > ~/.config/fish/completions/gleap-etl.fish`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff): `gleap-etl man > gleap-etl.1 && man ./gleap-etl.1`; with
+    /// --dir, write it and one page per command (gleap-etl-run.1, ...) into DIR.
+    Man {
+        /// Write gleap-etl.1 and gleap-etl-COMMAND.1 here (e.g. ~/.local/share/man/man1).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Run a local emulator of Gleap's API v3 (sessions, tickets, messages) for rehearsals,
     /// tests and benchmarks; no Gleap account needed.
     Emulator(EmulatorArgs),
@@ -426,6 +440,8 @@ where
                 serde_json::to_string_pretty(&crate::pipeline::json_schema()).expect("JSON");
             print_out(&format!("{schema}\n"))
         }
+        Command::Completions { shell } => write_raw(completion_script(shell).as_bytes()),
+        Command::Man { dir } => man(dir.as_deref()),
     }
 }
 
@@ -454,6 +470,72 @@ fn stderr_in_colour() -> bool {
 }
 
 /// Writes to stdout; a closed pipe (`| head`) ends quietly.
+/// The completion script for `shell`. Bash's is mended: clap_complete names the states of a
+/// hyphenated program's subcommands one way where it sets them (`gleap__etl__subcmd__run`)
+/// and another where it matches them (`gleap__subcmd__etl__subcmd__run`), so no option of a
+/// command would complete (clap-rs/clap#6421, open for clap_complete 4.6).
+fn completion_script(shell: clap_complete::Shell) -> String {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "gleap-etl", &mut script);
+    let script = String::from_utf8_lossy(&script).into_owned();
+    match shell {
+        clap_complete::Shell::Bash => script.replace("gleap__subcmd__etl", "gleap__etl"),
+        _ => script,
+    }
+}
+
+/// `man`: the page of gleap-etl on stdout, or every page (gleap-etl and one per command,
+/// which it names) written into `dir`.
+fn man(dir: Option<&Path>) -> i32 {
+    let render = |cmd: clap::Command| -> std::io::Result<Vec<u8>> {
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd).render(&mut page)?;
+        Ok(page)
+    };
+    let cli = Cli::command();
+    let Some(dir) = dir else {
+        return match render(cli) {
+            Ok(page) => write_raw(&page),
+            Err(e) => {
+                eprintln!("error: cannot render the man page: {e}");
+                EXIT_FAILED
+            }
+        };
+    };
+    if let Err(e) = crate::dirs::create(dir, "--dir") {
+        eprintln!("error: {e}");
+        return EXIT_FAILED;
+    }
+    let mut pages = vec![("gleap-etl".to_string(), cli.clone())];
+    for sub in cli.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = format!("gleap-etl-{}", sub.get_name());
+        pages.push((name.clone(), sub.clone().name(name)));
+    }
+    for (name, cmd) in pages {
+        let path = dir.join(format!("{name}.1"));
+        if let Err(e) = render(cmd).and_then(|page| std::fs::write(&path, page)) {
+            eprintln!("error: {}: {e}", path.display());
+            return EXIT_FAILED;
+        }
+        eprintln!("{}", path.display());
+    }
+    EXIT_OK
+}
+
+/// Bytes to stdout as they are (a script, a man page: nothing in them comes from the
+/// environment, so nothing is redacted).
+fn write_raw(bytes: &[u8]) -> i32 {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => EXIT_OK,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: cannot write to stdout: {e}");
+            EXIT_FAILED
+        }
+    }
+}
+
 fn print_out(text: &str) -> i32 {
     let text = crate::redact::redact(text);
     let mut stdout = std::io::stdout().lock();

@@ -21,6 +21,7 @@ mod pipelines;
 mod prune;
 mod reconcile;
 mod sample;
+mod shell;
 mod undo;
 mod validate;
 mod verify;
