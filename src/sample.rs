@@ -237,60 +237,46 @@ pub fn select(pipeline: &Pipeline, n: usize, seed: Option<u64>) -> Result<Sample
         .copied()
         .collect();
 
-    let previews = crate::engine::plan(pipeline, usize::MAX);
-    let records = |stream: &str| -> Result<&Vec<Record>> {
-        let p = previews
-            .iter()
-            .find(|p| p.name == stream)
-            .ok_or_else(|| Error::Other(format!("stream `{stream}` was not read")))?;
-        match &p.error {
-            Some(e) => Err(Error::Other(format!(
-                "--sample: stream `{stream}`: cannot read its source: {e}"
-            ))),
-            None => Ok(&p.records),
-        }
+    // The source is read stream by stream and not held: a ticket keeps its features, the
+    // contact it names and the ids of its messages, nothing more.
+    let session_of = |config: &GleapSinkConfig, record: &Record| {
+        config
+            .refs
+            .get("session")
+            .and_then(|s| Some((s.clone(), record.get("session").and_then(id_text)?)))
     };
-
-    // Tickets in source order, each with its messages.
-    let mut order: Vec<String> = Vec::new();
-    let mut ticket_records: HashMap<String, &Record> = HashMap::new();
-    for record in records(tickets_stream)? {
-        if let Some(id) = tickets_config.source_id(record)
-            && !ticket_records.contains_key(&id)
+    // Tickets in source order.
+    let mut features: Vec<Features> = Vec::new();
+    let mut at: HashMap<String, usize> = HashMap::new();
+    let mut names: Vec<Vec<(String, String)>> = Vec::new();
+    crate::engine::visit(pipeline, tickets_stream, &mut |record| {
+        if let Some(id) = tickets_config.source_id(&record)
+            && !at.contains_key(&id)
         {
-            ticket_records.insert(id.clone(), record);
-            order.push(id);
+            at.insert(id.clone(), features.len());
+            features.push(Features::of_ticket(&id, &record));
+            names.push(session_of(tickets_config, &record).into_iter().collect());
         }
-    }
-    // Ticket id -> (messages stream, message id, record), in source order.
-    let mut thread: HashMap<&str, Vec<(&str, String, &Record)>> = HashMap::new();
-    for (stream, config) in &messages {
-        for record in records(stream)? {
+    })
+    .map_err(|e| Error::Other(format!("--sample: {e}")))?;
+    // Each ticket's messages: (messages stream, message id), and the contacts they name.
+    let mut thread: Vec<Vec<(usize, String)>> = vec![Vec::new(); features.len()];
+    for (m, (stream, config)) in messages.iter().enumerate() {
+        crate::engine::visit(pipeline, stream, &mut |record| {
             let (Some(id), Some(ticket)) = (
-                config.source_id(record),
+                config.source_id(&record),
                 record.get("ticket").and_then(id_text),
             ) else {
-                continue;
+                return;
             };
-            if let Some((key, _)) = ticket_records.get_key_value(&ticket) {
-                thread
-                    .entry(key.as_str())
-                    .or_default()
-                    .push((stream, id, record));
+            if let Some(&t) = at.get(&ticket) {
+                features[t].add_message(&id, &record);
+                names[t].extend(session_of(config, &record));
+                thread[t].push((m, id));
             }
-        }
-    }
-    let features: Vec<Features> = order
-        .iter()
-        .map(|id| {
-            let empty = Vec::new();
-            features(
-                id,
-                ticket_records[id],
-                thread.get(id.as_str()).unwrap_or(&empty),
-            )
         })
-        .collect();
+        .map_err(|e| Error::Other(format!("--sample: {e}")))?;
+    }
 
     let seed = seed.unwrap_or_else(|| fastrand::u64(..));
     let picks = pick(&features, n, seed);
@@ -300,30 +286,15 @@ pub fn select(pipeline: &Pipeline, n: usize, seed: Option<u64>) -> Result<Sample
     for (name, _) in &gleap {
         streams.insert(name.to_string(), HashSet::new());
     }
-    let session_of = |config: &GleapSinkConfig, record: &Record| {
-        config
-            .refs
-            .get("session")
-            .and_then(|s| Some((s.clone(), record.get("session").and_then(id_text)?)))
-    };
     for p in &picks {
+        let t = at[&p.ticket];
         streams[tickets_stream].insert(p.ticket.clone());
-        if let Some((s, id)) = session_of(tickets_config, ticket_records[&p.ticket])
-            && let Some(set) = streams.get_mut(&s)
-        {
-            set.insert(id);
+        for (m, id) in &thread[t] {
+            streams[messages[*m].0].insert(id.clone());
         }
-        for (stream, id, record) in thread.get(p.ticket.as_str()).into_iter().flatten() {
-            streams[*stream].insert(id.clone());
-            let config = messages
-                .iter()
-                .find(|(n, _)| n == stream)
-                .map(|(_, c)| *c)
-                .expect("a messages stream");
-            if let Some((s, id)) = session_of(config, record)
-                && let Some(set) = streams.get_mut(&s)
-            {
-                set.insert(id);
+        for (stream, id) in &names[t] {
+            if let Some(set) = streams.get_mut(stream) {
+                set.insert(id.clone());
             }
         }
     }
@@ -331,37 +302,38 @@ pub fn select(pipeline: &Pipeline, n: usize, seed: Option<u64>) -> Result<Sample
         seed,
         asked: n,
         tickets_stream: tickets_stream.to_string(),
-        tickets_in_source: order.len(),
+        tickets_in_source: features.len(),
         picks,
         streams,
     })
 }
 
-/// The features of one ticket and its thread.
-fn features(id: &str, ticket: &Record, thread: &[(&str, String, &Record)]) -> Features {
-    let mut f = Features {
-        id: id.to_string(),
-        messages: thread.len(),
-        attachments: attachments(ticket),
-        ..Default::default()
-    };
-    if !has_author(ticket) {
-        f.no_author = Some("the ticket".into());
+impl Features {
+    /// A ticket's own features, before its messages.
+    fn of_ticket(id: &str, ticket: &Record) -> Features {
+        Features {
+            id: id.to_string(),
+            attachments: attachments(ticket),
+            no_author: (!has_author(ticket)).then(|| "the ticket".into()),
+            non_ascii: non_ascii(ticket).map(|c| (c, "the ticket".into())),
+            ..Default::default()
+        }
     }
-    f.non_ascii = non_ascii(ticket).map(|c| (c, "the ticket".into()));
-    for (_, mid, m) in thread {
-        f.attachments += attachments(m);
+
+    /// One more message of its thread, `mid`.
+    fn add_message(&mut self, mid: &str, m: &Record) {
+        self.messages += 1;
+        self.attachments += attachments(m);
         if m.get("isNote") == Some(&Value::Bool(true)) {
-            f.notes += 1;
+            self.notes += 1;
         }
-        if f.no_author.is_none() && !has_author(m) {
-            f.no_author = Some(format!("message {mid}"));
+        if self.no_author.is_none() && !has_author(m) {
+            self.no_author = Some(format!("message {mid}"));
         }
-        if f.non_ascii.is_none() {
-            f.non_ascii = non_ascii(m).map(|c| (c, format!("message {mid}")));
+        if self.non_ascii.is_none() {
+            self.non_ascii = non_ascii(m).map(|c| (c, format!("message {mid}")));
         }
     }
-    f
 }
 
 /// The record's `attachments` and the images of its TipTap `comment`.
@@ -557,8 +529,9 @@ mod tests {
             "id": 3, "ticket": 1, "isNote": true, "agent": {"email": "sam@acme.example"}
         }))
         .unwrap();
-        let thread = vec![("m", "2".to_string(), &m1), ("m", "3".to_string(), &m2)];
-        let f = features("1", &ticket, &thread);
+        let mut f = Features::of_ticket("1", &ticket);
+        f.add_message("2", &m1);
+        f.add_message("3", &m2);
         assert_eq!((f.messages, f.attachments, f.notes), (2, 2, 1));
         assert_eq!(f.non_ascii, Some(('ü', "message 2".to_string())));
         assert_eq!(f.no_author.as_deref(), Some("the ticket"));

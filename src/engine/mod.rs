@@ -559,33 +559,13 @@ pub fn plan(pipeline: &Pipeline, limit: usize) -> Vec<StreamPreview> {
         let Some(stream) = next else { break };
         done.push(stream.name.value.clone());
         let dead_letters = DeadLetters::in_memory(None);
-        let (records, report, error) = match stream.source.open() {
-            Ok(source) => {
-                let run = StreamRun {
-                    config: stream,
-                    bar: Progress::hidden().stream(&stream.name.value, &source.progress),
-                    source,
-                    dead_letters: dead_letters.clone(),
-                    cancel: Arc::new(AtomicBool::new(false)),
-                    gleap: None,
-                    state: None,
-                    sample: None,
-                };
-                let mut target = Target::Preview {
-                    limit,
-                    records: Vec::new(),
-                };
-                let (report, result) = run_stream(run, &mut target);
-                let Target::Preview { records, .. } = target else {
-                    unreachable!()
-                };
-                (records, report, result.err().map(|e| e.to_string()))
-            }
-            Err(e) => (
-                Vec::new(),
-                StreamReport::skipped(&stream.name.value, e.to_string()),
-                Some(e.to_string()),
-            ),
+        let mut target = Target::Preview {
+            limit,
+            records: Vec::new(),
+        };
+        let (report, error) = read_stream(stream, &dead_letters, &mut target);
+        let Target::Preview { records, .. } = target else {
+            unreachable!()
         };
         previews.push(StreamPreview {
             name: stream.name.value.clone(),
@@ -596,4 +576,52 @@ pub fn plan(pipeline: &Pipeline, limit: usize) -> Vec<StreamPreview> {
         });
     }
     previews
+}
+
+/// Reads stream `stream` through its transforms into `target` (not the sink), writing
+/// nothing; its report and why it failed, if it did.
+fn read_stream(
+    stream: &crate::pipeline::StreamConfig,
+    dead_letters: &DeadLetters,
+    target: &mut Target,
+) -> (StreamReport, Option<String>) {
+    match stream.source.open() {
+        Ok(source) => {
+            let run = StreamRun {
+                config: stream,
+                bar: Progress::hidden().stream(&stream.name.value, &source.progress),
+                source,
+                dead_letters: dead_letters.clone(),
+                cancel: Arc::new(AtomicBool::new(false)),
+                gleap: None,
+                state: None,
+                sample: None,
+            };
+            let (report, result) = run_stream(run, target);
+            (report, result.err().map(|e| e.to_string()))
+        }
+        Err(e) => (
+            StreamReport::skipped(&stream.name.value, e.to_string()),
+            Some(e.to_string()),
+        ),
+    }
+}
+
+/// Hands every record of stream `name` (through its transforms) to `each`, keeping none:
+/// a whole source read without holding it. Writes nothing (its dead letters stay in
+/// memory, then go).
+pub fn visit(pipeline: &Pipeline, name: &str, each: &mut dyn FnMut(Record)) -> Result<()> {
+    let stream = pipeline
+        .config
+        .streams
+        .iter()
+        .find(|s| s.name.value == name)
+        .ok_or_else(|| Error::Other(format!("no stream `{name}`")))?;
+    let dead_letters = DeadLetters::in_memory(None);
+    match read_stream(stream, &dead_letters, &mut Target::Visit(each)) {
+        (_, None) => Ok(()),
+        (_, Some(e)) => Err(Error::Other(format!(
+            "stream `{name}`: cannot read its source: {e}"
+        ))),
+    }
 }

@@ -25,11 +25,14 @@ const BATCH: usize = 1024;
 const BATCHES_IN_FLIGHT: usize = 4;
 
 /// What the records of a stream are for.
-pub enum Target {
+pub enum Target<'a> {
     /// The stream's own sink.
     Sink,
     /// `plan`: keep the first `limit` records, write nothing.
     Preview { limit: usize, records: Vec<Record> },
+    /// Hand every record to a function, keep none, write nothing (`run --sample` reading a
+    /// whole source).
+    Visit(&'a mut dyn FnMut(Record)),
 }
 
 /// Everything a stream needs from the run.
@@ -119,6 +122,7 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
                 limit: *limit,
                 records,
             },
+            Target::Visit(each) => Output::Visit(&mut **each),
         };
         let cursor = source.cursor.clone();
         let pumped = stream.pump(source.items, &mut chain, &mut output, &mut report);
@@ -153,7 +157,7 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
                     }
                 }
             }
-            Output::Preview { .. } => pumped,
+            Output::Preview { .. } | Output::Visit(_) => pumped,
         }
     })();
 
@@ -197,6 +201,7 @@ enum Output<'t> {
         limit: usize,
         records: &'t mut Vec<Record>,
     },
+    Visit(&'t mut dyn FnMut(Record)),
 }
 
 /// Names, sizes and modification times of a stream's input files, hashed: a resumed run
@@ -327,7 +332,7 @@ impl Stream<'_> {
         let mut rejections = Vec::new();
         let resume_after = match output {
             Output::Writer(writer) => writer.resume_after,
-            Output::Preview { .. } => None,
+            Output::Preview { .. } | Output::Visit(_) => None,
         };
         report.resumed_after = resume_after;
         let mut next_seq: u64 = 0;
@@ -390,6 +395,7 @@ impl Stream<'_> {
                                 return Ok(());
                             }
                         }
+                        Output::Visit(each) => outputs.drain(..).for_each(&mut **each),
                     }
                 }
                 self.bar.update(report.read);
