@@ -299,6 +299,18 @@ pub fn blockers(
         return vec!["no stream writes sessions, tickets or messages to Gleap".into()];
     }
     for (name, _) in &streams {
+        if let Some(part) = pipeline
+            .config
+            .streams
+            .iter()
+            .find(|s| &s.name.value == name)
+            .and_then(|s| s.source.reads_part())
+        {
+            why.push(format!(
+                "stream `{name}`'s source {part}: a run does not read all of it"
+            ));
+            continue;
+        }
         let Some(r) = reports.iter().find(|r| &r.name == name) else {
             why.push(format!("stream `{name}` did not run"));
             continue;
@@ -510,6 +522,38 @@ streams:
             .map(|(n, _)| n)
             .collect();
         assert_eq!(names, ["tickets", "users"]);
+    }
+
+    /// A source read incrementally or since an instant holds more than a run reads: what a
+    /// run did not see is not gone.
+    #[test]
+    fn a_source_read_in_part_prunes_nothing() {
+        for option in ["incremental: true", "since: \"2024-01-01\""] {
+            let yaml = format!(
+                "version: 1
+name: p
+streams:
+  - name: tickets
+    source: {{ gleap: {{ entity: tickets, {option} }} }}
+    sink: {{ gleap: {{ entity: tickets }} }}
+"
+            );
+            let p = Pipeline::parse(
+                &yaml,
+                std::path::Path::new("p.yaml"),
+                &crate::config::ProcessEnv,
+            )
+            .unwrap();
+            let seen = SeenIds::default();
+            seen.finished("tickets", StreamSeen::default());
+            let why = blockers(&p, &[finished("tickets")], None, &seen);
+            assert_eq!(why.len(), 1, "{option}: {why:?}");
+            assert!(
+                why[0].starts_with("stream `tickets`'s source reads")
+                    && why[0].ends_with("a run does not read all of it"),
+                "{option}: {why:?}"
+            );
+        }
     }
 
     #[test]

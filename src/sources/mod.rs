@@ -74,6 +74,16 @@ impl SourceConfig {
         matches!(self, SourceConfig::Gleap(_))
     }
 
+    /// Why a run of this source reads only part of what it holds (an incremental read, a
+    /// `since`), if it does: such a run cannot tell what is gone from it.
+    pub fn reads_part(&self) -> Option<&'static str> {
+        match self {
+            SourceConfig::Gleap(g) if g.incremental => Some("reads incrementally"),
+            SourceConfig::Gleap(g) if g.since.is_some() => Some("reads only since `since`"),
+            _ => None,
+        }
+    }
+
     /// Column types the source knows its records to have (the Gleap source's documented
     /// fields); none for file sources, whose types are inferred.
     pub fn column_types(&self) -> indexmap::IndexMap<String, crate::record::FieldType> {
