@@ -1024,12 +1024,10 @@ async fn checks(d: &mut Doctor<'_>, probe: &str, created: &mut Created) {
         match answer::list(a.body) {
             Ok(page) => {
                 found_probe = ids(&page.items).contains(&ticket_id);
-                import_ignored |= page.items.iter().any(|t| {
-                    t.get("customData")
-                        .and_then(|c| c.get("importId"))
-                        .and_then(Value::as_str)
-                        != Some(import_id.as_str())
-                });
+                import_ignored |= page
+                    .items
+                    .iter()
+                    .any(|t| answer::import_marker(t) != Some(import_id.as_str()));
                 d.note(
                     "tickets.list",
                     if page.total.is_some() { Status::Ok } else { Status::Warn },

@@ -314,11 +314,7 @@ fn match_keyed(
     let key_of_doc = |d: &Value| -> Option<String> {
         match entity {
             Entity::Sessions => d.get(s.config.key().field()).and_then(id_text),
-            _ => d
-                .get("customData")
-                .and_then(|c| c.get("importId"))
-                .and_then(Value::as_str)
-                .map(str::to_string),
+            _ => answer::import_marker(d).map(str::to_string),
         }
     };
     let key_of_item = |source_id: &str| match entity {

@@ -897,12 +897,7 @@ fn check_tickets(s: &Prepared, docs: &[Value]) -> Vec<Problem> {
     check_keyed(
         s,
         docs,
-        &|d| {
-            d.get("customData")
-                .and_then(|c| c.get("importId"))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        },
+        &|d| answer::import_marker(d).map(str::to_string),
         &|i| crate::sinks::gleap::import_id(&s.name, &i.source_id),
         "customData.importId",
     )

@@ -33,6 +33,14 @@ pub fn ref_id(value: &Value) -> Option<&str> {
     }
 }
 
+/// The import marker a ticket carries: `customData.importId` (`<stream>:<source id>`).
+pub fn import_marker(ticket: &Value) -> Option<&str> {
+    ticket
+        .get("customData")
+        .and_then(|c| c.get("importId"))
+        .and_then(Value::as_str)
+}
+
 /// The reference a document holds in `field`.
 pub fn field_ref<'a>(doc: &'a Value, field: &str) -> Option<&'a str> {
     doc.get(field).and_then(ref_id)

@@ -959,12 +959,7 @@ async fn check_lost_state(inner: &Inner, p: &Prepared) -> std::result::Result<()
         .await
         .map_err(|e| format!("checking for tickets of an earlier run: {e}"))?;
     let tickets = listed("checking for tickets of an earlier run", answer).map_err(|f| f.reason)?;
-    let marker = |t: &Value| {
-        t.get("customData")
-            .and_then(|c| c.get("importId"))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
+    let marker = |t: &Value| answer::import_marker(t).map(str::to_string);
     let prefix = super::import_id(&inner.stream, "");
     let ours: Vec<(String, String)> = tickets
         .iter()
@@ -1265,12 +1260,7 @@ async fn find_once(inner: &Inner, p: &Prepared) -> std::result::Result<LookUp, F
             .await
             .map_err(|e| Failure::from_call(&what, e))?;
             let candidates = listed(&what, answer)?;
-            let has_import_id = |t: &Value| {
-                t.get("customData")
-                    .and_then(|c| c.get("importId"))
-                    .and_then(Value::as_str)
-                    == Some(import_id.as_str())
-            };
+            let has_import_id = |t: &Value| answer::import_marker(t) == Some(import_id.as_str());
             let what_request = format!("GET /tickets?customData.importId={import_id}");
             match verify(&what_request, candidates, has_import_id, unmapped) {
                 // The filter is not applied: every ticket is read and looked at here (a page
