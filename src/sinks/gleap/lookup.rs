@@ -2,8 +2,9 @@
 //! filter returned is adopted only when its own fields are what we look for; none such means
 //! "not there", more than one "ambiguous" (the record goes to the dead-letter file, nothing is
 //! written over either). Where the answer shows the filter was not applied (candidates that
-//! do not have the filtered value) and none is the one, "not there" cannot be trusted: the
-//! stream stops rather than create a record twice.
+//! do not have the filtered value) and none is the one, "not there" cannot be trusted
+//! ([`LookUp::FilterIgnored`]): tickets and messages are then looked for among every page,
+//! other look-ups stop the stream rather than create a record twice.
 
 use serde_json::Value;
 
@@ -21,7 +22,10 @@ pub enum LookUp {
     Found(String, Value),
     /// Several records are; their ids.
     Ambiguous(Vec<String>),
-    /// The filter was not applied and none of the candidates is the one: why.
+    /// The filter was not applied (candidates without the filtered value came back) and
+    /// none of the candidates is the one: why. The answer says nothing of the record.
+    FilterIgnored(String),
+    /// The answer cannot be used (a candidate without an id): why.
     Untrusted(String),
 }
 
@@ -40,7 +44,7 @@ pub fn verify(
         .filter(|c| filter_holds(c) && is_it(c))
         .collect();
     match exact.len() {
-        0 if ignored => LookUp::Untrusted(format!(
+        0 if ignored => LookUp::FilterIgnored(format!(
             "{what} answered records without the value it filters on: Gleap did not apply the filter, so a record missing from its answer may still exist (run `gleap-etl doctor`)"
         )),
         0 => LookUp::Absent,
@@ -344,7 +348,7 @@ mod tests {
             |_| true,
         );
         assert!(
-            matches!(&ignored, LookUp::Untrusted(m) if m.contains("did not apply the filter")),
+            matches!(&ignored, LookUp::FilterIgnored(m) if m.contains("did not apply the filter")),
             "{ignored:?}"
         );
         // ...unless ours is among them.

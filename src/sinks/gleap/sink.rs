@@ -213,8 +213,8 @@ struct Inner {
     /// Gleap holds a ticket of an earlier run ([`check_lost_state`]).
     lost_state_check: Option<tokio::sync::OnceCell<std::result::Result<(), String>>>,
     /// Set once a look-up found its filter (`customData.importId`, `ticket`) ignored
-    /// (warned once).
-    filter_ignored: AtomicBool,
+    /// ([`Inner::filter_ignored`]: warned once).
+    filter_ignored_warned: AtomicBool,
     /// Gleap ids of referenced records found gone from Gleap.
     gone_parents: Mutex<HashSet<String>>,
     /// `attachments: rehost`: files re-hosted before a record is sent.
@@ -379,7 +379,7 @@ impl GleapSinkConfig {
             intent_writer: IntentWriter::start(store.clone(), stream.clone())?,
             adopt_existing,
             lost_state_check,
-            filter_ignored: AtomicBool::new(false),
+            filter_ignored_warned: AtomicBool::new(false),
             gone_parents: Mutex::new(HashSet::new()),
             store,
             context,
@@ -430,6 +430,14 @@ impl GleapSinkConfig {
 }
 
 impl Inner {
+    /// A look-up found Gleap ignoring its filter and reads every page instead: said once
+    /// per stream.
+    fn filter_ignored(&self, what: String) {
+        if !self.filter_ignored_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!("stream `{}`: {what}", self.stream);
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -884,7 +892,7 @@ fn adopt(
             keep_intent: true,
             stop: false,
         }),
-        LookUp::Untrusted(reason) => Err(Failure {
+        LookUp::Untrusted(reason) | LookUp::FilterIgnored(reason) => Err(Failure {
             reason: format!(
                 "cannot tell whether {} {:?} is already in Gleap: {reason}",
                 inner.entity.singular(),
@@ -1265,13 +1273,10 @@ async fn find_once(inner: &Inner, p: &Prepared) -> std::result::Result<LookUp, F
             match verify(&what_request, candidates, has_import_id, unmapped) {
                 // The filter is not applied: every ticket is read and looked at here (a page
                 // of 1000 each), which costs more but creates nothing twice.
-                LookUp::Untrusted(reason) if reason.contains("did not apply the filter") => {
-                    if !inner.filter_ignored.swap(true, Ordering::Relaxed) {
-                        tracing::warn!(
-                            "stream `{}`: {what_request} answered tickets without that importId (Gleap ignores the filter): tickets whose create answer was lost are looked for in the list of all tickets instead",
-                            inner.stream
-                        );
-                    }
+                LookUp::FilterIgnored(_) => {
+                    inner.filter_ignored(format!(
+                        "{what_request} answered tickets without that importId (Gleap ignores the filter): tickets whose create answer was lost are looked for in the list of all tickets instead"
+                    ));
                     let mut all = Vec::new();
                     list_all(
                         &inner.client,
@@ -1325,11 +1330,10 @@ async fn find_once(inner: &Inner, p: &Prepared) -> std::result::Result<LookUp, F
             let on_ticket = |m: &Value| answer::field_ref(m, "ticket").is_none_or(|t| t == ticket);
             let all = candidates.len();
             candidates.retain(on_ticket);
-            if candidates.len() < all && !inner.filter_ignored.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    "stream `{}`: GET /messages?ticket={ticket} answered messages of other tickets (Gleap ignores the filter): messages whose create answer was lost are looked for among all messages, every page read",
-                    inner.stream
-                );
+            if candidates.len() < all {
+                inner.filter_ignored(format!(
+                    "GET /messages?ticket={ticket} answered messages of other tickets (Gleap ignores the filter): messages whose create answer was lost are looked for among all messages, every page read"
+                ));
             }
             Ok(verify(
                 &format!("GET /messages?ticket={ticket} (every page)"),
