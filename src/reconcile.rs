@@ -29,11 +29,10 @@ use crate::engine::{self, GleapTarget};
 use crate::error::{Error, Result};
 use crate::gleap::answer;
 use crate::gleap::client::RequestCounters;
-use crate::gleap::paging::{self, PagingError};
 use crate::pipeline::Pipeline;
 use crate::sinks::gleap::{Entity, id_text, import_id, matches_remote, same_message};
 use crate::state::{Commit, MapEntry, Origin, StateStore};
-use crate::verify::{Item, PAGE, Prepared, SourceReading, pages};
+use crate::verify::{Item, Prepared, SourceReading, list_every, pages};
 
 /// How to reconcile.
 #[derive(Debug, Clone, Default)]
@@ -95,14 +94,6 @@ pub struct ReconcileReport {
     pub not_reconciled: Vec<String>,
 }
 
-fn rank(entity: Entity) -> u8 {
-    match entity {
-        Entity::Sessions => 0,
-        Entity::Tickets => 1,
-        _ => 2,
-    }
-}
-
 /// Rebuilds the id map of `pipeline`; `on_estimate` hears the cost before the first request.
 pub fn reconcile(
     pipeline: &Pipeline,
@@ -115,7 +106,8 @@ pub fn reconcile(
     let store = StateStore::open(&state_dir)?;
     let reading = SourceReading::open(pipeline, options.gleap_target.as_ref(), "reconcile")?;
     let mut streams = reading.streams.clone();
-    streams.sort_by_key(|(_, g)| rank(g.entity));
+    // Contacts, tickets, messages: undo's order reversed, so that references resolve.
+    streams.sort_by_key(|(_, g)| std::cmp::Reverse(crate::undo::rank(g.entity)));
 
     // The cost: list pages of sessions and tickets, sized by the source; a request per
     // ticket of the source (its messages), before any request.
@@ -179,7 +171,7 @@ pub fn reconcile(
                     std::collections::hash_map::Entry::Vacant(e) => {
                         let all = reading
                             .runtime
-                            .block_on(list(&reading, &counters, path))
+                            .block_on(list_every(&reading.client, &counters, path))
                             .map_err(|e| Error::paging("reading Gleap", &e))?;
                         e.insert(all)
                     }
@@ -244,19 +236,6 @@ pub fn reconcile(
         unmatched,
         not_reconciled: reading.not_covered.clone(),
     })
-}
-
-async fn list(
-    reading: &SourceReading,
-    counters: &RequestCounters,
-    path: &'static str,
-) -> std::result::Result<Vec<Value>, PagingError> {
-    let mut all = Vec::new();
-    paging::list_all(&reading.client, counters, path, &[], PAGE, |page| {
-        all.extend(page)
-    })
-    .await?;
-    Ok(all)
 }
 
 /// The mapping of a record found: the hash of what the sink sends when Gleap holds exactly

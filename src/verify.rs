@@ -639,23 +639,14 @@ async fn fetch(
     deep: Vec<String>,
 ) -> std::result::Result<Gleap, PagingError> {
     let mut out = Gleap::default();
-    let list = |path: &'static str| {
-        let client = client.clone();
-        let counters = counters.clone();
-        async move {
-            let mut all = Vec::new();
-            paging::list_all(&client, &counters, path, &[], PAGE, |page| all.extend(page)).await?;
-            Ok::<_, PagingError>(all)
-        }
-    };
     if sessions {
-        out.sessions = list("/sessions").await?;
+        out.sessions = list_every(&client, &counters, "/sessions").await?;
     }
     if tickets {
-        out.tickets = list("/tickets").await?;
+        out.tickets = list_every(&client, &counters, "/tickets").await?;
     }
     if all_messages {
-        out.all_messages = Some(list("/messages").await?);
+        out.all_messages = Some(list_every(&client, &counters, "/messages").await?);
     }
     // The tickets' messages, as many at a time as the client allows.
     let limit = Arc::new(tokio::sync::Semaphore::new(client.concurrency().max(1)));
@@ -674,6 +665,17 @@ async fn fetch(
         out.by_ticket.insert(ticket, messages?);
     }
     Ok(out)
+}
+
+/// Every record of a list endpoint, page by page (safe paging, no filter).
+pub(crate) async fn list_every(
+    client: &GleapClient,
+    counters: &RequestCounters,
+    path: &str,
+) -> std::result::Result<Vec<Value>, PagingError> {
+    let mut all = Vec::new();
+    paging::list_all(client, counters, path, &[], PAGE, |page| all.extend(page)).await?;
+    Ok(all)
 }
 
 /// `GET /messages?ticket=ID`, every page: a page shorter than asked and than any cap on page
