@@ -89,20 +89,21 @@ impl StreamSeen {
 /// Where the Gleap sinks of a `--prune` run leave what they saw, once their stream has
 /// reached its end; and the records their records refer to.
 #[derive(Debug, Default)]
-pub struct SeenIds(
-    Mutex<HashMap<String, StreamSeen>>,
-    Mutex<HashMap<String, HashSet<String>>>,
-);
+pub struct SeenIds {
+    by_stream: Mutex<HashMap<String, StreamSeen>>,
+    /// Stream -> the source ids of its records that records seen refer to.
+    referenced: Mutex<HashMap<String, HashSet<String>>>,
+}
 
 impl SeenIds {
     /// `stream` finished: its sink saw `seen`.
     pub fn finished(&self, stream: &str, mut seen: StreamSeen) {
-        let mut referenced = self.1.lock().unwrap_or_else(|p| p.into_inner());
+        let mut referenced = self.referenced.lock().unwrap_or_else(|p| p.into_inner());
         for (other, ids) in std::mem::take(&mut seen.referenced) {
             referenced.entry(other).or_default().extend(ids);
         }
         drop(referenced);
-        self.0
+        self.by_stream
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(stream.to_string(), seen);
@@ -110,7 +111,7 @@ impl SeenIds {
 
     /// Whether a record seen in this run refers to record `source_id` of `stream`.
     fn in_use(&self, stream: &str, source_id: &str) -> bool {
-        self.1
+        self.referenced
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(stream)
@@ -118,14 +119,14 @@ impl SeenIds {
     }
 
     fn take(&self, stream: &str) -> Option<StreamSeen> {
-        self.0
+        self.by_stream
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(stream)
     }
 
     fn without_id(&self, stream: &str) -> Option<u64> {
-        self.0
+        self.by_stream
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(stream)
@@ -152,7 +153,7 @@ pub struct PruneReport {
 }
 
 /// What the prune did to one stream's records gone from the source.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct StreamPrune {
     pub stream: String,
     pub entity: &'static str,
@@ -371,14 +372,7 @@ pub fn prune(
         let mut s = StreamPrune {
             stream: stream.clone(),
             entity: entity.name(),
-            gone: 0,
-            archived: 0,
-            deleted: 0,
-            already_gone: 0,
-            archived_earlier: 0,
-            left: 0,
-            in_use: 0,
-            failed: Vec::new(),
+            ..Default::default()
         };
         let result = prune_stream(gleap, options, seen, cancel, &counters, entity, &mut s);
         report.streams.push(s);
@@ -405,15 +399,14 @@ fn prune_stream(
     s: &mut StreamPrune,
 ) -> Result<()> {
     let store = &gleap.store;
-    let all = seen;
-    let seen = all
+    let stream_seen = seen
         .take(&s.stream)
         .ok_or_else(|| Error::Other(format!("stream `{}` did not reach its end", s.stream)))?;
     let archived = store.archived(&s.stream)?;
     let mut to_archive: Vec<Provenance> = Vec::new();
     let mut to_delete: Vec<Provenance> = Vec::new();
     for p in store.provenance(&s.stream)? {
-        if seen.ids.contains(&p.source_id) {
+        if stream_seen.ids.contains(&p.source_id) {
             continue;
         }
         s.gone += 1;
@@ -423,7 +416,7 @@ fn prune_stream(
         }
         // Gone from its own stream's source, but a record still in the source refers to it
         // (a ticket to a contact the users export no longer has): kept.
-        if all.in_use(&s.stream, &p.source_id) {
+        if seen.in_use(&s.stream, &p.source_id) {
             s.left += 1;
             s.in_use += 1;
             continue;
