@@ -1,4 +1,5 @@
 //! gleap-etl: move helpdesk data in and out of Gleap.
+pub mod batch;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -89,8 +89,26 @@ fn pieces(tokens: &'static [&'static str], max: usize) -> impl Strategy<Value = 
     proptest::collection::vec(token, 0..max).prop_map(|parts| parts.concat())
 }
 
+/// Every item a source gives, one line each (a batch's rows as the records they are).
+fn item_lines(items: gleap_etl::sources::SourceIter) -> Vec<String> {
+    let mut lines = Vec::new();
+    for item in items {
+        match item {
+            Ok(SourceItem::Record(r, p)) => lines.push(format!("ok {p:?} {r:?}")),
+            Ok(SourceItem::Batch(b)) => {
+                for (r, p) in b.to_rows() {
+                    lines.push(format!("ok {p:?} {r:?}"));
+                }
+            }
+            Ok(SourceItem::Rejected(r)) => lines.push(format!("bad {r:?}")),
+            Err(e) => lines.push(format!("error {e}")),
+        }
+    }
+    lines
+}
+
 /// Records and rejections read from `bytes`, or `None` when the file cannot be read to its
-/// end (a located error, not a crash).
+/// end (a located error, not a crash). The file read in batches gives the same items.
 fn read_csv(dir: &Path, bytes: &[u8]) -> Result<Option<(u64, u64)>, TestCaseError> {
     let path = dir.join("in.csv");
     std::fs::write(&path, bytes).unwrap();
@@ -100,6 +118,14 @@ fn read_csv(dir: &Path, bytes: &[u8]) -> Result<Option<(u64, u64)>, TestCaseErro
         Ok(o) => o,
         Err(_) => return Ok(None),
     };
+    if let Some(Ok(columnar)) = config.open_columnar() {
+        let by_rows = item_lines(config.open().unwrap().items);
+        prop_assert_eq!(
+            item_lines(columnar.items),
+            by_rows,
+            "batches differ from rows"
+        );
+    }
     let lines = bytes.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
     let (mut records, mut rejected) = (0u64, 0u64);
     for item in opened.items {
@@ -113,6 +139,7 @@ fn read_csv(dir: &Path, bytes: &[u8]) -> Result<Option<(u64, u64)>, TestCaseErro
                 prop_assert!(!r.reason.is_empty(), "a rejection without a reason");
                 r.position
             }
+            Ok(SourceItem::Batch(_)) => unreachable!("a source opened for rows gives no batch"),
             // A fatal error names its place; the rows after it are not read.
             Err(e) => {
                 prop_assert!(

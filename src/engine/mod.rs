@@ -237,6 +237,25 @@ fn sample_of(
     }
 }
 
+/// A stream's input: in batches where the source gives them and the sink takes them (not
+/// for a sample, whose filter reads records), else as rows.
+fn open_input(
+    stream: &crate::pipeline::StreamConfig,
+    shared: &Shared,
+    sampled: bool,
+) -> Result<OpenedSource> {
+    if !sampled
+        && stream.sink.takes_batches()
+        && crate::batch::columnar_enabled()
+        && let Some(opened) = stream.source.open_columnar()
+    {
+        return opened;
+    }
+    stream
+        .source
+        .open_for(&stream.name.value, shared.gleap.clone())
+}
+
 /// The inputs of the streams that can start at once, opened before anything is written so
 /// that a missing file fails the run first; the problems, one a line, if any cannot be.
 fn open_first_inputs(
@@ -248,8 +267,10 @@ fn open_first_inputs(
     let mut opened: Vec<Option<OpenedSource>> = Vec::with_capacity(streams.len());
     let mut problems = Vec::new();
     for s in streams {
-        if s.dependencies().is_empty() && sample_of(options, s).is_some() {
-            match s.source.open_for(&s.name.value, shared.gleap.clone()) {
+        if s.dependencies().is_empty()
+            && let Some(sample) = sample_of(options, s)
+        {
+            match open_input(s, shared, sample.is_some()) {
                 Ok(o) => opened.push(Some(o)),
                 Err(e) => {
                     problems.push(format!("stream `{}`: {e}", s.name.value));
@@ -333,14 +354,10 @@ fn run_streams(
                         changed = true;
                         continue;
                     };
-                    let source = match opened[i].take().map_or_else(
-                        || {
-                            streams[i]
-                                .source
-                                .open_for(&streams[i].name.value, shared.gleap.clone())
-                        },
-                        Ok,
-                    ) {
+                    let source = match opened[i]
+                        .take()
+                        .map_or_else(|| open_input(&streams[i], shared, sample.is_some()), Ok)
+                    {
                         Ok(s) => s,
                         Err(e) => {
                             states[i] = State::Failed;

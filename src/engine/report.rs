@@ -114,6 +114,9 @@ pub struct StreamReport {
     pub outside_sample: u64,
     /// Rows of lookup tables that could not be read, skipped (each a dead letter).
     pub lookup_rows_skipped: u64,
+    /// Rows handed to the sink as columns, stages and all (the rest went as records).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub columnar_rows: u64,
     pub transforms: Vec<StageStats>,
     pub written: u64,
     pub sink_rejected: u64,

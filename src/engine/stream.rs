@@ -17,7 +17,7 @@ use crate::pipeline::StreamConfig;
 use crate::record::{Position, Record, Value};
 use crate::sinks::{Sink, SinkContext};
 use crate::sources::{OpenedSource, SourceItem, SourceIter};
-use crate::transforms::TransformChain;
+use crate::transforms::{ChainOutput, TransformChain};
 
 /// Records per batch handed between threads.
 const BATCH: usize = 1024;
@@ -223,6 +223,8 @@ pub fn fingerprint(files: &[std::path::PathBuf]) -> String {
 /// What the writer thread is sent.
 enum WriterItem {
     Record(Record, Position),
+    /// Rows as columns, for a sink that takes them (`SinkConfig::takes_batches`).
+    Batch(crate::batch::Batch),
     SourceDone(u64),
 }
 
@@ -246,6 +248,7 @@ impl Writer {
                     for item in batch {
                         let result = match item {
                             WriterItem::Record(record, position) => sink.write(record, position),
+                            WriterItem::Batch(batch) => sink.write_batch(batch),
                             WriterItem::SourceDone(seq) => sink.source_done(seq),
                         };
                         if let Err(e) = result {
@@ -266,8 +269,10 @@ impl Writer {
 
     /// Queues a record; `Err` when the writer has stopped (its error comes from `stop`).
     fn push(&mut self, item: WriterItem) -> std::result::Result<(), ()> {
+        // A batch of rows goes at once, so that no more than a few are in flight.
+        let rows = matches!(item, WriterItem::Batch(_));
         self.batch.push(item);
-        if self.batch.len() >= BATCH {
+        if rows || self.batch.len() >= BATCH {
             return self.send();
         }
         Ok(())
@@ -343,6 +348,16 @@ impl Stream<'_> {
                 }
                 for item in batch {
                     let item = item?;
+                    let item = match item {
+                        SourceItem::Batch(batch) => {
+                            let batch = (batch, &mut next_seq, resume_after);
+                            if self.pump_batch(batch, chain, output, report)? {
+                                continue;
+                            }
+                            return Ok(());
+                        }
+                        item => item,
+                    };
                     let seq = next_seq;
                     next_seq += 1;
                     if resume_after.is_some_and(|done| seq <= done) {
@@ -352,6 +367,8 @@ impl Stream<'_> {
                     }
                     report.read += 1;
                     let (record, mut position) = match item {
+                        // Taken above.
+                        SourceItem::Batch(_) => continue,
                         SourceItem::Record(record, position) => (record, position),
                         SourceItem::Rejected(r) => {
                             report.source_rejected += 1;
@@ -420,6 +437,79 @@ impl Stream<'_> {
         }
     }
 
+    /// Moves a batch of source rows through the chain to the output (numbering its rows
+    /// from `next_seq`); `false` when the writer stopped or a preview is full.
+    fn pump_batch(
+        &self,
+        (mut batch, next_seq, resume_after): (crate::batch::Batch, &mut u64, Option<u64>),
+        chain: &mut TransformChain,
+        output: &mut Output<'_>,
+        report: &mut StreamReport,
+    ) -> Result<bool> {
+        let first = *next_seq;
+        let rows = batch.len() as u64;
+        *next_seq += rows;
+        batch.seqs = (first..first + rows).collect();
+        if let Some(done) = resume_after {
+            // Confirmed by the interrupted run this one resumes.
+            let confirmed = (done + 1).saturating_sub(first).min(rows);
+            report.skipped += confirmed;
+            batch = batch.skip(confirmed as usize);
+        }
+        if batch.is_empty() {
+            return Ok(true);
+        }
+        report.read += batch.len() as u64;
+        let seqs = batch.seqs.clone();
+        let mut rejected = Vec::new();
+        let out = chain.process_batch(batch, &mut rejected);
+        for (r, position) in rejected {
+            self.reject(&position, r.stage, r.reason, Value::Object(r.record))?;
+        }
+        let rows = match (out, &mut *output) {
+            (ChainOutput::Batch(batch), Output::Writer(writer)) if self.sample.is_none() => {
+                let last = *seqs.last().expect("not empty");
+                report.columnar_rows += batch.len() as u64;
+                if !batch.is_empty() && writer.push(WriterItem::Batch(batch)).is_err() {
+                    return Ok(false);
+                }
+                return Ok(writer.push(WriterItem::SourceDone(last)).is_ok());
+            }
+            (ChainOutput::Batch(batch), _) => batch.to_rows(),
+            (ChainOutput::Rows(rows), _) => rows,
+        };
+        // As the row path hands them over: each source row's outputs, then that it is done.
+        let mut rows = rows.into_iter().peekable();
+        for seq in seqs {
+            let mine = std::iter::from_fn(|| rows.next_if(|(_, p)| p.seq == seq));
+            match output {
+                Output::Writer(writer) => {
+                    for (out, position) in mine {
+                        if self.sample.is_some_and(|s| !s.keeps(&out)) {
+                            report.outside_sample += 1;
+                            continue;
+                        }
+                        if writer.push(WriterItem::Record(out, position)).is_err() {
+                            return Ok(false);
+                        }
+                    }
+                    if writer.push(WriterItem::SourceDone(seq)).is_err() {
+                        return Ok(false);
+                    }
+                }
+                Output::Preview { limit, records } => {
+                    let room = limit.saturating_sub(records.len());
+                    records.extend(mine.map(|(r, _)| r).take(room));
+                    if records.len() >= *limit {
+                        return Ok(false);
+                    }
+                }
+                Output::Visit(each) => mine.for_each(|(r, _)| each(r)),
+            }
+        }
+        Ok(true)
+    }
+
     fn reject(
         &self,
         position: &Position,
@@ -456,8 +546,9 @@ fn read_batches(
             panic!("test hook GLEAP_ETL_TEST_PANIC_READER: stream `{name}` after {n} records");
         }
         let fatal = item.is_err();
+        let rows = matches!(item, Ok(SourceItem::Batch(_)));
         batch.push(item);
-        if batch.len() == BATCH || fatal {
+        if batch.len() == BATCH || fatal || rows {
             if tx
                 .send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))
                 .is_err()

@@ -83,6 +83,13 @@ impl SinkConfig {
         self.gleap().is_some()
     }
 
+    /// Whether the sink writes [`crate::batch::Batch`]es as they are (a Parquet file without
+    /// `flatten` or `rest`); the others take rows.
+    pub fn takes_batches(&self) -> bool {
+        matches!(self, SinkConfig::Parquet(p)
+            if p.dataset.is_none() && p.flatten.is_empty() && p.rest.is_none())
+    }
+
     /// Whether the sink writes a Parquet dataset (a folder of parts, committed in the state
     /// store).
     pub fn is_dataset(&self) -> bool {
@@ -173,6 +180,14 @@ pub trait Sink: Send {
     /// Takes one record. A record the sink cannot write goes to the dead-letter file through
     /// its [`SinkContext`]; an `Err` is fatal and ends the stream.
     fn write(&mut self, record: Record, position: Position) -> Result<()>;
+
+    /// Writes the rows of a batch; a sink without a batch writer takes them as records.
+    fn write_batch(&mut self, batch: crate::batch::Batch) -> Result<()> {
+        for (record, position) in batch.to_rows() {
+            self.write(record, position)?;
+        }
+        Ok(())
+    }
 
     /// Writes everything still buffered and puts the output in place.
     fn finish(self: Box<Self>) -> Result<SinkSummary>;

@@ -182,6 +182,12 @@ impl CsvSourceConfig {
     }
 
     pub fn open(&self) -> Result<OpenedSource> {
+        self.open_as(false)
+    }
+
+    /// [`CsvSourceConfig::open`]; `columnar`: the rows come in [`crate::batch::Batch`]es
+    /// where they can (see `csv_columns`), else one by one.
+    pub fn open_as(&self, columnar: bool) -> Result<OpenedSource> {
         crate::config::checked(self.check("source.csv"))?;
         let files = files::expand(&self.path)?;
         let total = files::total_size(&files);
@@ -191,7 +197,9 @@ impl CsvSourceConfig {
             ProgressUnit::Bytes,
             total,
             move |path, done| {
-                Ok(Box::new(CsvFileReader::open(&config, path, done.clone())?) as SourceIter)
+                let mut reader = CsvFileReader::open(&config, path, done.clone())?;
+                reader.columnar = columnar;
+                Ok(Box::new(reader) as SourceIter)
             },
         ))
     }
@@ -199,7 +207,7 @@ impl CsvSourceConfig {
 
 /// How the values of a column become JSON.
 #[derive(Debug, Clone, PartialEq)]
-enum ColumnType {
+pub(super) enum ColumnType {
     /// Declared: a value that does not fit rejects the row.
     Declared(FieldType),
     /// Inferred from the first rows: a later value that does not fit is kept as it is.
@@ -207,7 +215,7 @@ enum ColumnType {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Inferred {
+pub(super) enum Inferred {
     String,
     Int,
     Float,
@@ -254,7 +262,14 @@ struct CsvFileReader {
     null_values: Vec<Vec<u8>>,
     row: u64,
     done: bool,
+    /// Whether rows are read in batches.
+    columnar: bool,
+    /// What a batch that could not be columns became, row by row.
+    pending: VecDeque<Result<SourceItem>>,
 }
+
+/// Rows per batch of a columnar read.
+const BATCH_ROWS: usize = 4096;
 
 /// A row as the parser gave it, with the line it starts on and what the scanner found
 /// wrong with it.
@@ -337,6 +352,8 @@ impl CsvFileReader {
                 .collect(),
             row: 0,
             done: false,
+            columnar: false,
+            pending: VecDeque::new(),
         };
 
         let mut names: Vec<String> = Vec::new();
@@ -481,14 +498,92 @@ impl CsvFileReader {
     }
 }
 
+impl CsvFileReader {
+    /// The item the row path makes of a raw row, the `row`th of the file.
+    fn item(&self, raw: RawRow, row: u64) -> SourceItem {
+        let RawRow { raw, line, flag } = raw;
+        let position = Position {
+            seq: 0,
+            file: self.file.clone(),
+            line: Some(line),
+            row,
+        };
+        if let Some(flag) = flag {
+            return SourceItem::Rejected(Rejected {
+                position,
+                record: Value::Array(raw.iter().map(preview).collect()),
+                reason: flag.reason,
+            });
+        }
+        match self.convert(&raw, &position) {
+            Ok(record) => SourceItem::Record(record, position),
+            Err(rejected) => SourceItem::Rejected(*rejected),
+        }
+    }
+
+    /// The next rows as a batch, or one by one where they cannot be columns.
+    fn next_columnar(&mut self) -> Option<Result<SourceItem>> {
+        if let Some(item) = self.pending.pop_front() {
+            return Some(item);
+        }
+        if self.done {
+            return None;
+        }
+        let mut raws = Vec::with_capacity(BATCH_ROWS);
+        let mut failed = None;
+        while raws.len() < BATCH_ROWS {
+            match self.next_raw() {
+                Ok(Some(r)) => raws.push(r),
+                Ok(None) => {
+                    self.done = true;
+                    break;
+                }
+                Err(e) => {
+                    self.done = true;
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        let first = self.row + 1;
+        self.row += raws.len() as u64;
+        let columns = if failed.is_none() && raws.iter().all(|r| r.flag.is_none()) {
+            let rows: Vec<&::csv::ByteRecord> = raws.iter().map(|r| &r.raw).collect();
+            super::csv_columns::build(&self.columns, &self.types, &self.null_values, &rows)
+        } else {
+            None
+        };
+        if let Some(columns) = columns {
+            return Some(Ok(SourceItem::Batch(crate::batch::Batch {
+                columns,
+                file: self.file.clone(),
+                lines: Some(raws.iter().map(|r| r.line).collect()),
+                rows: (first..first + raws.len() as u64).collect(),
+                seqs: Vec::new(),
+            })));
+        }
+        for (row, raw) in (first..).zip(raws) {
+            let item = self.item(raw, row);
+            self.pending.push_back(Ok(item));
+        }
+        if let Some(e) = failed {
+            self.pending.push_back(Err(e));
+        }
+        self.pending.pop_front()
+    }
+}
+
 impl Iterator for CsvFileReader {
     type Item = Result<SourceItem>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if self.columnar {
+            return self.next_columnar();
+        }
         if self.done {
             return None;
         }
-        let RawRow { raw, line, flag } = match self.next_raw() {
+        let raw = match self.next_raw() {
             Ok(Some(r)) => r,
             Ok(None) => {
                 self.done = true;
@@ -500,23 +595,7 @@ impl Iterator for CsvFileReader {
             }
         };
         self.row += 1;
-        let position = Position {
-            seq: 0,
-            file: self.file.clone(),
-            line: Some(line),
-            row: self.row,
-        };
-        if let Some(flag) = flag {
-            return Some(Ok(SourceItem::Rejected(Rejected {
-                position,
-                record: Value::Array(raw.iter().map(preview).collect()),
-                reason: flag.reason,
-            })));
-        }
-        Some(Ok(match self.convert(&raw, &position) {
-            Ok(record) => SourceItem::Record(record, position),
-            Err(rejected) => SourceItem::Rejected(*rejected),
-        }))
+        Some(Ok(self.item(raw, self.row)))
     }
 }
 
@@ -595,7 +674,7 @@ fn infer_column<'a>(values: impl Iterator<Item = &'a [u8]>, nulls: &[Vec<u8>]) -
 }
 
 /// `-?(0|[1-9][0-9]*)` within i64: no leading zeros (zip codes, ids stay strings).
-fn is_int(t: &str) -> bool {
+pub(super) fn is_int(t: &str) -> bool {
     let d = t.strip_prefix('-').unwrap_or(t);
     !d.is_empty()
         && d.bytes().all(|b| b.is_ascii_digit())
@@ -606,7 +685,7 @@ fn is_int(t: &str) -> bool {
 /// An integer, or digits with a fraction and/or exponent, without leading zeros, that a
 /// float holds without rounding: an integer beyond 64 bits or more than 17 significant digits
 /// is not a float (such columns stay strings, so no digit is lost).
-fn is_float(t: &str) -> bool {
+pub(super) fn is_float(t: &str) -> bool {
     if is_integer_literal(t) && t.parse::<i64>().is_err() {
         return false;
     }
@@ -721,6 +800,7 @@ mod tests {
             .map(|i| match i {
                 SourceItem::Record(r, p) => format!("ok {} {}", p.line.unwrap(), r["a"]),
                 SourceItem::Rejected(r) => format!("bad {} {}", r.position.line.unwrap(), r.reason),
+                SourceItem::Batch(_) => unreachable!("a source opened for rows gives no batch"),
             })
             .collect();
         assert_eq!(
@@ -838,6 +918,7 @@ mod tests {
                     SourceItem::Rejected(r) => {
                         format!("bad {} {} {}", r.position.line.unwrap(), r.record, r.reason)
                     }
+                    SourceItem::Batch(_) => unreachable!("a source opened for rows gives no batch"),
                 })
                 .collect();
             assert_eq!(

@@ -1047,6 +1047,7 @@ mod tests {
             .map(|i| match i.unwrap() {
                 SourceItem::Record(r, p) => Ok((Value::Object(r), p)),
                 SourceItem::Rejected(r) => Err(Box::new(r)),
+                SourceItem::Batch(_) => unreachable!("a source opened for rows gives no batch"),
             })
             .collect()
     }

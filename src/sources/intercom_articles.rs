@@ -184,6 +184,7 @@ mod tests {
             .filter_map(|i| match i.unwrap() {
                 SourceItem::Record(r, _) => Some(r),
                 SourceItem::Rejected(_) => None,
+                SourceItem::Batch(_) => unreachable!("a source opened for rows gives no batch"),
             })
             .collect()
     }

@@ -259,6 +259,7 @@ mod tests {
             .map(|i| match i.unwrap() {
                 SourceItem::Record(r, p) => format!("ok {} {}", p.line.unwrap(), Value::Object(r)),
                 SourceItem::Rejected(r) => format!("bad {} {}", r.position.line.unwrap(), r.reason),
+                SourceItem::Batch(_) => unreachable!("a source opened for rows gives no batch"),
             })
             .collect();
         assert_eq!(got.len(), 5, "{got:?}");

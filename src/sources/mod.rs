@@ -3,6 +3,7 @@
 //! cannot read to the dead-letter file instead of failing the run.
 
 pub mod csv;
+mod csv_columns;
 mod csv_scan;
 pub mod dump;
 pub mod files;
@@ -125,6 +126,15 @@ impl SourceConfig {
         self.open_for("", None)
     }
 
+    /// The source opened to hand over [`crate::batch::Batch`]es where it can (CSV), for a
+    /// stream whose stages and sink take them; `None` for a source that reads rows only.
+    pub fn open_columnar(&self) -> Option<Result<OpenedSource>> {
+        match self {
+            SourceConfig::Csv(c) => Some(c.open_as(true)),
+            _ => None,
+        }
+    }
+
     /// [`SourceConfig::open`] for a stream of a run: the Gleap source reads through the
     /// run's client and resumes from the stream's stored cursor.
     pub fn open_for(
@@ -236,6 +246,8 @@ impl Default for SizeLimits {
 pub enum SourceItem {
     Record(Record, Position),
     Rejected(Rejected),
+    /// Rows as columns, from a source opened with [`SourceConfig::open_columnar`].
+    Batch(crate::batch::Batch),
 }
 
 /// A record the source could not read, kept as raw as possible.

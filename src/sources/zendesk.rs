@@ -613,6 +613,7 @@ mod tests {
                     r.position.file.rsplit('/').next().unwrap_or(""),
                     r.reason
                 )),
+                SourceItem::Batch(_) => unreachable!("a source opened for rows gives no batch"),
             })
             .collect()
     }
@@ -655,6 +656,7 @@ mod tests {
                 SourceItem::Rejected(r) => {
                     format!("!@{}:{}", r.position.line.unwrap(), r.position.row)
                 }
+                SourceItem::Batch(_) => unreachable!("a source opened for rows gives no batch"),
             })
             .collect();
         assert_eq!(places, ["1@2:1", "2@3:2", "!@3:3"]);

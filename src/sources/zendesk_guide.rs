@@ -371,6 +371,7 @@ mod tests {
                 SourceItem::Rejected(r) => {
                     bad.push(format!("{}:{}", r.reason, r.position.line.unwrap()))
                 }
+                SourceItem::Batch(_) => unreachable!("a source opened for rows gives no batch"),
             }
         }
         (ok, bad)

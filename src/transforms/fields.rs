@@ -2,7 +2,8 @@
 
 use indexmap::IndexMap;
 
-use super::{Rejection, Transform};
+use super::{Rejection, Transform, columns};
+use crate::batch::Batch;
 use crate::record::{FieldPath, FieldType, Record, Value, cast};
 
 /// Renames fields; a top-level field keeps its place among the others.
@@ -19,6 +20,10 @@ impl Rename {
 }
 
 impl Transform for Rename {
+    fn apply_batch(&mut self, batch: &Batch) -> Option<Batch> {
+        columns::rename(&self.pairs, batch)
+    }
+
     fn apply(&mut self, mut record: Record, out: &mut Vec<Record>) -> Result<(), Rejection> {
         for (from, to) in &self.pairs {
             if !from.is_nested() && !to.is_nested() && !record.contains_key(to.as_str()) {
@@ -56,6 +61,10 @@ impl Cast {
 }
 
 impl Transform for Cast {
+    fn apply_batch(&mut self, batch: &Batch) -> Option<Batch> {
+        columns::cast_columns(&self.types, batch)
+    }
+
     fn apply(&mut self, mut record: Record, out: &mut Vec<Record>) -> Result<(), Rejection> {
         let mut converted = Vec::with_capacity(self.types.len());
         for (i, (field, ty)) in self.types.iter().enumerate() {
@@ -90,6 +99,10 @@ impl Defaults {
 }
 
 impl Transform for Defaults {
+    fn apply_batch(&mut self, batch: &Batch) -> Option<Batch> {
+        columns::default(&self.values, batch)
+    }
+
     fn apply(&mut self, mut record: Record, out: &mut Vec<Record>) -> Result<(), Rejection> {
         for (field, value) in &self.values {
             if field.get(&record).is_none_or(Value::is_null)
@@ -120,6 +133,10 @@ impl Drop {
 }
 
 impl Transform for Drop {
+    fn apply_batch(&mut self, batch: &Batch) -> Option<Batch> {
+        columns::drop(&self.paths, batch)
+    }
+
     fn apply(&mut self, mut record: Record, out: &mut Vec<Record>) -> Result<(), Rejection> {
         for path in &self.paths {
             path.remove(&mut record);
@@ -143,6 +160,10 @@ impl Keep {
 }
 
 impl Transform for Keep {
+    fn apply_batch(&mut self, batch: &Batch) -> Option<Batch> {
+        columns::keep(&self.paths, batch)
+    }
+
     fn apply(&mut self, mut record: Record, out: &mut Vec<Record>) -> Result<(), Rejection> {
         let mut kept = Record::with_capacity(self.paths.len());
         for path in &self.paths {

@@ -7,6 +7,7 @@ use serde::Deserialize;
 
 use super::predicate::Predicate;
 use super::{JqExpr, Rejection, Transform};
+use crate::batch::Batch;
 use crate::jq::{JqProgram, from_val, record_to_val, truthy, val_to_record};
 use crate::record::{FieldPath, Record};
 
@@ -39,6 +40,11 @@ fn decide(
 }
 
 impl Transform for Filter {
+    fn apply_batch(&mut self, batch: &Batch) -> Option<Batch> {
+        let keep = self.simple.as_ref()?.mask(&batch.columns)?;
+        batch.clone().filter(&keep).ok()
+    }
+
     fn apply(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), Rejection> {
         match decide(&self.program, self.simple.as_ref(), &record) {
             Ok(true) => out.push(record),
@@ -80,6 +86,16 @@ impl Skip {
 }
 
 impl Transform for Skip {
+    fn apply_batch(&mut self, batch: &Batch) -> Option<Batch> {
+        let skip = self.simple.as_ref()?.mask(&batch.columns)?;
+        let out = batch
+            .clone()
+            .filter(&arrow::compute::not(&skip).ok()?)
+            .ok()?;
+        self.skipped += (batch.len() - out.len()) as u64;
+        Some(out)
+    }
+
     fn apply(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), Rejection> {
         match decide(&self.program, self.simple.as_ref(), &record) {
             Ok(true) => self.skipped += 1,

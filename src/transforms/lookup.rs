@@ -82,31 +82,37 @@ impl LookupConfig {
         let mut rows: HashMap<String, Record> = HashMap::new();
         let mut duplicates = 0u64;
         let mut skipped_rows = Vec::new();
+        let mut add = |mut row: Record, position: crate::record::Position| -> Result<()> {
+            let Some(key) = row.get(&key_column).and_then(key_text) else {
+                if !row.contains_key(&key_column) {
+                    let columns: Vec<&str> = row.keys().map(String::as_str).collect();
+                    return Err(Error::input(
+                        position.to_string(),
+                        format!(
+                            "lookup table has no column `{key_column}` (columns: {})",
+                            columns.join(", ")
+                        ),
+                    ));
+                }
+                return Ok(());
+            };
+            row.shift_remove(&key_column);
+            match rows.entry(key) {
+                std::collections::hash_map::Entry::Occupied(_) => duplicates += 1,
+                std::collections::hash_map::Entry::Vacant(slot) => {
+                    slot.insert(row);
+                }
+            }
+            Ok(())
+        };
         for item in opened.items {
             match item? {
-                SourceItem::Record(mut row, position) => {
-                    let Some(key) = row.get(&key_column).and_then(key_text) else {
-                        if !row.contains_key(&key_column) {
-                            let columns: Vec<&str> = row.keys().map(String::as_str).collect();
-                            return Err(Error::input(
-                                position.to_string(),
-                                format!(
-                                    "lookup table has no column `{key_column}` (columns: {})",
-                                    columns.join(", ")
-                                ),
-                            ));
-                        }
-                        continue;
-                    };
-                    row.shift_remove(&key_column);
-                    match rows.entry(key) {
-                        std::collections::hash_map::Entry::Occupied(_) => duplicates += 1,
-                        std::collections::hash_map::Entry::Vacant(slot) => {
-                            slot.insert(row);
-                        }
+                SourceItem::Record(row, position) => add(row, position)?,
+                SourceItem::Batch(batch) => {
+                    for (row, position) in batch.to_rows() {
+                        add(row, position)?;
                     }
                 }
-                // The row is a dead letter when read as a stream; here it is skipped too.
                 SourceItem::Rejected(r) => skipped_rows.push(r),
             }
         }

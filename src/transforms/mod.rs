@@ -1,6 +1,7 @@
 //! Transform stages: each takes a record and gives zero, one or more records back, or
 //! rejects it with a reason (the record then goes to the dead-letter file).
 
+pub mod columns;
 pub mod dedupe;
 pub mod fields;
 mod html_depth;
@@ -245,6 +246,14 @@ pub trait Transform: Send {
     /// the reason it was rejected.
     fn apply(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), Rejection>;
 
+    /// The stage's column kernel: the batch whose rows are what [`Transform::apply`] would
+    /// give for each row of `batch`, in order, with nothing rejected; `None` where the stage
+    /// has no kernel or cannot be sure of that for this batch (its rows then go through
+    /// `apply`).
+    fn apply_batch(&mut self, _batch: &crate::batch::Batch) -> Option<crate::batch::Batch> {
+        None
+    }
+
     /// Rows of a table the stage loaded that could not be read and were skipped (lookup),
     /// each given once.
     fn take_skipped_rows(&mut self) -> Vec<crate::sources::Rejected> {
@@ -302,6 +311,12 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// What a batch is after the stages: still columns, or rows with their positions.
+pub enum ChainOutput {
+    Batch(crate::batch::Batch),
+    Rows(Vec<(Record, crate::record::Position)>),
+}
+
 /// The stages of a stream, in order.
 pub struct TransformChain {
     stages: Vec<(Box<dyn Transform>, StageStats)>,
@@ -349,13 +364,24 @@ impl TransformChain {
         out: &mut Vec<Record>,
         rejected: &mut Vec<StageRejection>,
     ) {
-        if self.stages.is_empty() {
+        self.process_from(0, record, out, rejected);
+    }
+
+    /// [`TransformChain::process`] from stage `first` on.
+    fn process_from(
+        &mut self,
+        first: usize,
+        record: Record,
+        out: &mut Vec<Record>,
+        rejected: &mut Vec<StageRejection>,
+    ) {
+        if first >= self.stages.len() {
             out.push(record);
             return;
         }
         self.current.clear();
         self.current.push(record);
-        for (stage, stats) in &mut self.stages {
+        for (stage, stats) in &mut self.stages[first..] {
             self.next.clear();
             for record in self.current.drain(..) {
                 stats.input += 1;
@@ -375,6 +401,47 @@ impl TransformChain {
             }
         }
         out.append(&mut self.current);
+    }
+
+    /// Runs a batch through every stage: on columns while each stage has a kernel for it,
+    /// then as rows from the first stage that has none (converted once). Rejections, each
+    /// with the position of the row it came from, are appended to `rejected`.
+    pub fn process_batch(
+        &mut self,
+        mut batch: crate::batch::Batch,
+        rejected: &mut Vec<(StageRejection, crate::record::Position)>,
+    ) -> ChainOutput {
+        for k in 0..self.stages.len() {
+            let (stage, stats) = &mut self.stages[k];
+            let Some(out) = stage.apply_batch(&batch) else {
+                return ChainOutput::Rows(self.rows_from(k, batch, rejected));
+            };
+            stats.input += batch.len() as u64;
+            stats.output += out.len() as u64;
+            batch = out;
+            if batch.is_empty() {
+                break;
+            }
+        }
+        ChainOutput::Batch(batch)
+    }
+
+    /// The rows of `batch` through the stages from `first` on.
+    fn rows_from(
+        &mut self,
+        first: usize,
+        batch: crate::batch::Batch,
+        rejected: &mut Vec<(StageRejection, crate::record::Position)>,
+    ) -> Vec<(Record, crate::record::Position)> {
+        let mut out = Vec::with_capacity(batch.len());
+        let mut records = Vec::new();
+        let mut rejections = Vec::new();
+        for (record, position) in batch.to_rows() {
+            self.process_from(first, record, &mut records, &mut rejections);
+            out.extend(records.drain(..).map(|r| (r, position.clone())));
+            rejected.extend(rejections.drain(..).map(|r| (r, position.clone())));
+        }
+        out
     }
 
     /// The lookup-table rows the stages skipped while loading, with the stage's label; each

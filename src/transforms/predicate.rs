@@ -12,6 +12,8 @@
 
 use std::cmp::Ordering;
 
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch};
+use arrow::datatypes::{DataType, Float64Type, Int64Type};
 use serde_json::Value;
 
 use crate::jq::to_val;
@@ -148,6 +150,158 @@ impl Predicate {
             Predicate::Or(a, b) => format!("({} or {})", a.to_jq(), b.to_jq()),
             Predicate::Not(a) => format!("({} | not)", a.to_jq()),
         }
+    }
+}
+
+/// A predicate's operand read off a batch's columns, for [`Predicate::mask`].
+enum ColumnOut<'a> {
+    /// A column (a field path), or all nulls where the path names no column.
+    Column(Option<&'a ArrayRef>),
+    Literal(&'a Value),
+    Bools(Vec<bool>),
+}
+
+/// One row's value of an operand, borrowed.
+#[derive(Clone, Copy)]
+enum Cell<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(&'a str),
+    /// A literal number that is neither (a u64 beyond i64).
+    Other(&'a Value),
+}
+
+impl Cell<'_> {
+    fn truthy(self) -> bool {
+        !matches!(self, Cell::Null | Cell::Bool(false))
+    }
+
+    fn to_val(self) -> jaq_json::Val {
+        use jaq_json::Val;
+        match self {
+            Cell::Null => Val::Null,
+            Cell::Bool(b) => Val::Bool(b),
+            Cell::Int(i) => to_val(&Value::from(i)),
+            Cell::Float(f) => {
+                serde_json::Number::from_f64(f).map_or(Val::Null, |n| to_val(&Value::Number(n)))
+            }
+            Cell::Str(s) => Val::from(s.to_string()),
+            Cell::Other(v) => to_val(v),
+        }
+    }
+
+    /// jq's ordering of the two (strings byte by byte, as jq).
+    fn compare(self, other: Cell<'_>) -> Option<Ordering> {
+        match (self, other) {
+            (Cell::Str(a), Cell::Str(b)) => Some(a.as_bytes().cmp(b.as_bytes())),
+            (a, b) => a.to_val().partial_cmp(&b.to_val()),
+        }
+    }
+}
+
+impl<'a> ColumnOut<'a> {
+    fn cell(&self, i: usize) -> Cell<'a> {
+        match self {
+            ColumnOut::Column(None) => Cell::Null,
+            ColumnOut::Column(Some(c)) => {
+                if c.is_null(i) {
+                    return Cell::Null;
+                }
+                match c.data_type() {
+                    DataType::Boolean => Cell::Bool(c.as_boolean().value(i)),
+                    DataType::Int64 => Cell::Int(c.as_primitive::<Int64Type>().value(i)),
+                    DataType::Float64 => Cell::Float(c.as_primitive::<Float64Type>().value(i)),
+                    DataType::Utf8 => Cell::Str(c.as_string::<i32>().value(i)),
+                    // Ruled out by `columns`.
+                    _ => Cell::Null,
+                }
+            }
+            ColumnOut::Literal(v) => match v {
+                Value::Null => Cell::Null,
+                Value::Bool(b) => Cell::Bool(*b),
+                Value::Number(n) if n.is_i64() => Cell::Int(n.as_i64().unwrap_or_default()),
+                Value::Number(n) if n.is_f64() => Cell::Float(n.as_f64().unwrap_or_default()),
+                Value::String(s) => Cell::Str(s),
+                other => Cell::Other(other),
+            },
+            ColumnOut::Bools(b) => Cell::Bool(b[i]),
+        }
+    }
+}
+
+impl Predicate {
+    /// For each row of `batch`, whether it passes, exactly as [`Predicate::holds`] decides
+    /// on the record the row is; `None` where that cannot be told from the columns alone
+    /// (a path through a column that is not an object, a value other than a null, boolean,
+    /// number or string): the caller then decides row by row.
+    pub fn mask(&self, batch: &RecordBatch) -> Option<BooleanArray> {
+        let out = self.columns(batch)?;
+        Some(
+            (0..batch.num_rows())
+                .map(|i| Some(out.cell(i).truthy()))
+                .collect(),
+        )
+    }
+
+    fn columns<'a>(&'a self, batch: &'a RecordBatch) -> Option<ColumnOut<'a>> {
+        let rows = batch.num_rows();
+        let truthy = |o: &ColumnOut<'_>| (0..rows).map(|i| o.cell(i).truthy()).collect();
+        Some(match self {
+            Predicate::Path(keys) => {
+                let mut at = batch.column_by_name(&keys[0]);
+                for key in &keys[1..] {
+                    at = match at {
+                        None => None,
+                        Some(c) if c.logical_null_count() == c.len() => None,
+                        Some(c) => match c.as_struct_opt() {
+                            // A null object's children hold whatever: rows then decide.
+                            Some(s) if s.null_count() > 0 => return None,
+                            Some(s) => s.column_by_name(key),
+                            // jq: "cannot index ... with ...".
+                            None => return None,
+                        },
+                    };
+                }
+                if let Some(c) = at
+                    && !matches!(
+                        c.data_type(),
+                        DataType::Null
+                            | DataType::Boolean
+                            | DataType::Int64
+                            | DataType::Float64
+                            | DataType::Utf8
+                    )
+                {
+                    return None;
+                }
+                ColumnOut::Column(at)
+            }
+            Predicate::Literal(v) => ColumnOut::Literal(v),
+            Predicate::Compare(a, op, b) => {
+                let (a, b) = (a.columns(batch)?, b.columns(batch)?);
+                let mut out = Vec::with_capacity(rows);
+                for i in 0..rows {
+                    out.push(op.holds(a.cell(i).compare(b.cell(i))?));
+                }
+                ColumnOut::Bools(out)
+            }
+            Predicate::And(a, b) => {
+                let (a, b): (Vec<bool>, Vec<bool>) =
+                    (truthy(&a.columns(batch)?), truthy(&b.columns(batch)?));
+                ColumnOut::Bools(a.iter().zip(&b).map(|(x, y)| *x && *y).collect())
+            }
+            Predicate::Or(a, b) => {
+                let (a, b): (Vec<bool>, Vec<bool>) =
+                    (truthy(&a.columns(batch)?), truthy(&b.columns(batch)?));
+                ColumnOut::Bools(a.iter().zip(&b).map(|(x, y)| *x || *y).collect())
+            }
+            Predicate::Not(a) => {
+                let a: Vec<bool> = truthy(&a.columns(batch)?);
+                ColumnOut::Bools(a.iter().map(|x| !x).collect())
+            }
+        })
     }
 }
 
@@ -527,6 +681,75 @@ mod tests {
         .prop_map(|kv| kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
     }
 
+    /// A column of one type (or all null), as a source or kernel may make it.
+    fn column(rows: usize) -> impl Strategy<Value = ArrayRef> {
+        use arrow::array::{BooleanArray, Float64Array, Int64Array, NullArray, StringArray};
+        use std::sync::Arc;
+        let n = rows;
+        prop_oneof![
+            Just(Arc::new(NullArray::new(n)) as ArrayRef),
+            prop::collection::vec(prop::option::of(any::<bool>()), n)
+                .prop_map(|v| Arc::new(BooleanArray::from(v)) as ArrayRef),
+            prop::collection::vec(prop::option::of(-3i64..3), n)
+                .prop_map(|v| Arc::new(Int64Array::from(v)) as ArrayRef),
+            prop::collection::vec(
+                prop::option::of(prop_oneof![Just(1.0f64), Just(-0.5), Just(2.5), Just(0.0)]),
+                n
+            )
+            .prop_map(|v| Arc::new(Float64Array::from(v)) as ArrayRef),
+            prop::collection::vec(
+                prop::option::of(prop_oneof![
+                    Just(""),
+                    Just("a"),
+                    Just("B"),
+                    Just("é"),
+                    Just("10")
+                ]),
+                n
+            )
+            .prop_map(|v| Arc::new(StringArray::from(v)) as ArrayRef),
+        ]
+    }
+
+    /// A batch of columns `a`, `b` and maybe a struct `odd key` holding `a` and `b`.
+    fn batch() -> impl Strategy<Value = crate::batch::Batch> {
+        use arrow::array::StructArray;
+        use arrow::datatypes::{Field, Schema};
+        use std::sync::Arc;
+        (1usize..6).prop_flat_map(|n| {
+            (column(n), column(n), column(n), column(n), any::<bool>()).prop_map(
+                move |(a, b, c, d, nested)| {
+                    let mut fields = vec![
+                        Field::new("a", a.data_type().clone(), true),
+                        Field::new("b", b.data_type().clone(), true),
+                    ];
+                    let mut columns = vec![a, b];
+                    if nested {
+                        let inner = StructArray::new(
+                            vec![
+                                Field::new("a", c.data_type().clone(), true),
+                                Field::new("b", d.data_type().clone(), true),
+                            ]
+                            .into(),
+                            vec![c, d],
+                            None,
+                        );
+                        fields.push(Field::new("odd key", inner.data_type().clone(), true));
+                        columns.push(Arc::new(inner));
+                    }
+                    crate::batch::Batch {
+                        columns: RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+                            .unwrap(),
+                        file: "t".into(),
+                        lines: None,
+                        rows: (1..=n as u64).collect(),
+                        seqs: (0..n as u64).collect(),
+                    }
+                },
+            )
+        })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
@@ -550,6 +773,16 @@ mod tests {
                     ),
                     None => prop_assert!(by_jq.is_err(), "{} on {:?}: jq gave {:?}", code, r, by_jq),
                 }
+            }
+        }
+
+        /// On a batch, `mask` decides every row as `holds` does on the record the row is
+        /// (and so as jq does), wherever it decides at all.
+        #[test]
+        fn masks_on_columns_decide_as_rows_do(p in predicate(), batch in batch()) {
+            let Some(mask) = p.mask(&batch.columns) else { return Ok(()) };
+            for (i, (record, _)) in batch.to_rows().into_iter().enumerate() {
+                prop_assert_eq!(Some(mask.value(i)), p.holds(&record), "{} on {:?}", p.to_jq(), record);
             }
         }
     }

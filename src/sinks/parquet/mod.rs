@@ -10,6 +10,7 @@
 //! field, a value of another type) goes to the dead-letter file, saying which field and why.
 
 mod builder;
+mod conform;
 mod dataset;
 pub use dataset::{DatasetConfig, Granularity, PartitionBy};
 mod schema;
@@ -406,6 +407,8 @@ pub struct ParquetSink {
 /// The file being written, once the schema is fixed.
 struct OpenFile {
     fields: Fields,
+    /// The Arrow form of `fields`.
+    schema: arrow::datatypes::SchemaRef,
     writer: ArrowWriter<File>,
     batch: BatchBuilder,
     /// Text bytes in `batch`.
@@ -422,7 +425,8 @@ impl OpenFile {
         let writer = ArrowWriter::try_new(file, arrow_schema.clone(), Some(properties.clone()))
             .map_err(|e| e.to_string())?;
         Ok(OpenFile {
-            batch: BatchBuilder::new(&fields, arrow_schema),
+            batch: BatchBuilder::new(&fields, arrow_schema.clone()),
+            schema: arrow_schema,
             fields,
             writer,
             batch_text_bytes: 0,
@@ -457,7 +461,16 @@ impl OpenFile {
         }
         let batch = self.batch.finish().map_err(|e| e.to_string())?;
         self.batch_text_bytes = 0;
-        self.writer.write(&batch).map_err(|e| e.to_string())?;
+        self.write_columns(&batch, row_group_bytes)
+    }
+
+    /// Writes columns of the file's schema; closes the row group once it is big.
+    fn write_columns(
+        &mut self,
+        batch: &arrow::record_batch::RecordBatch,
+        row_group_bytes: usize,
+    ) -> std::result::Result<(), String> {
+        self.writer.write(batch).map_err(|e| e.to_string())?;
         if self.writer.in_progress_size() >= row_group_bytes {
             self.writer.flush().map_err(|e| e.to_string())?;
         }
@@ -551,6 +564,27 @@ impl Sink for ParquetSink {
         self.sample.push((record, position));
         if self.sample.len() >= self.infer_rows {
             self.fix_schema()?;
+        }
+        Ok(())
+    }
+
+    /// Once the schema is fixed, a batch whose columns are the schema's (see `conform`) is
+    /// written as it is, after the records appended before it; else row by row.
+    fn write_batch(&mut self, batch: crate::batch::Batch) -> Result<()> {
+        if let Some(open) = self.open.as_mut()
+            && self.shaper.flatten.is_empty()
+            && self.shaper.rest.is_none()
+            && let Some(columns) = conform::conform(&open.fields, &open.schema, &batch.columns)
+        {
+            let row_group_bytes = self.row_group_bytes;
+            open.write_batch(row_group_bytes)
+                .and_then(|()| open.write_columns(&columns, row_group_bytes))
+                .map_err(|e| output_error(&self.pending, e))?;
+            self.written += columns.num_rows() as u64;
+            return Ok(());
+        }
+        for (record, position) in batch.to_rows() {
+            self.write(record, position)?;
         }
         Ok(())
     }
