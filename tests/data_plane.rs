@@ -97,18 +97,25 @@ const STAGES: &str = r#"
 "#;
 
 fn pipeline(dir: &Dir, stages: &str, infer_rows: usize) -> String {
+    let source = format!(
+        r#"csv: {{ path: "{}", infer_rows: 100 }}"#,
+        dir.join("contacts.csv").display()
+    );
+    pipeline_from(dir, &source, stages, infer_rows)
+}
+
+fn pipeline_from(dir: &Dir, source: &str, stages: &str, infer_rows: usize) -> String {
     let yaml = format!(
         r#"version: 1
 name: data-plane
 streams:
   - name: contacts
     source:
-      csv: {{ path: "{csv}", infer_rows: 100 }}
+      {source}
 {stages}
     sink:
       parquet: {{ path: "{out}", infer_rows: {infer_rows}, batch_rows: 1000 }}
 "#,
-        csv = dir.join("contacts.csv").display(),
         out = dir.join("out/contacts.parquet").display(),
     );
     dir.write("pipeline.yaml", yaml);
@@ -246,4 +253,34 @@ fn a_row_stage_between_kernels_and_a_sink_schema_from_all_rows_change_nothing() 
     let stages =
         "    transforms:\n      - filter: '.email != null'\n      - cast: { score: float }\n";
     same_either_way(stages, 100, 6_000);
+}
+
+#[test]
+fn from_parquet_batches_pass_through_the_kernels_as_records_would() {
+    let dir = Dir::new();
+    dir.write("contacts.csv", hostile_csv(12_000));
+    // The CSV as it is, to Parquet (typed as inferred from the first 100 rows): the input.
+    let raw = pipeline(&dir, "", 100);
+    run(&dir, &raw, None);
+    std::fs::rename(
+        dir.join("out/contacts.parquet"),
+        dir.join("contacts.parquet"),
+    )
+    .unwrap();
+    let source = format!(
+        r#"parquet: {{ path: "{}" }}"#,
+        dir.join("contacts.parquet").display()
+    );
+    let pipeline = pipeline_from(&dir, &source, STAGES, 100);
+    let by_rows = run(&dir, &pipeline, Some("rows"));
+    let by_batches = run(&dir, &pipeline, None);
+    assert_eq!(by_batches.code, by_rows.code);
+    assert_eq!(by_batches.counts, by_rows.counts);
+    assert!(
+        by_batches.parquet == by_rows.parquet,
+        "the Parquet rows differ"
+    );
+    assert_eq!(by_batches.dead_letters, by_rows.dead_letters);
+    assert!(by_batches.columnar_rows > 0);
+    assert_eq!(by_rows.columnar_rows, 0);
 }

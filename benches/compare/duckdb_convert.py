@@ -13,6 +13,8 @@ and the same output: zstd Parquet, columns typed as gleap-etl types them (userId
 signup a UTC timestamp, customData a struct). Column types of the CSV are inferred by both.
 
     duckdb_convert.py IN.csv OUT.parquet [--threads N]
+    duckdb_convert.py IN.parquet OUT.parquet [--threads N]   the same from Parquet
+    duckdb_convert.py --raw IN.csv OUT.parquet          the CSV as it is, as zstd Parquet
     duckdb_convert.py --compare A.parquet B.parquet     same rows in both (in any order)?
 """
 
@@ -47,9 +49,21 @@ def compare(a, b):
     print(json.dumps(result))
 
 
+def raw(src, dst):
+    con = duckdb.connect()
+    src_sql = src.replace("'", "''")
+    dst_sql = dst.replace("'", "''")
+    con.execute(
+        f"COPY (SELECT * FROM read_csv('{src_sql}', header = true)) "
+        f"TO '{dst_sql}' (FORMAT parquet, COMPRESSION zstd)"
+    )
+
+
 def main():
     if sys.argv[1] == "--compare":
         return compare(sys.argv[2], sys.argv[3])
+    if sys.argv[1] == "--raw":
+        return raw(sys.argv[2], sys.argv[3])
     src, dst = sys.argv[1], sys.argv[2]
     threads = None
     if "--threads" in sys.argv:
@@ -61,6 +75,11 @@ def main():
         con.execute(f"SET threads = {threads}")
     src_sql = src.replace("'", "''")
     dst_sql = dst.replace("'", "''")
+    reader = (
+        f"read_parquet('{src_sql}')"
+        if src.endswith(".parquet")
+        else f"read_csv('{src_sql}', header = true)"
+    )
     con.execute(
         f"""
         COPY (
@@ -74,7 +93,7 @@ def main():
                 CAST(score AS DOUBLE) AS score,
                 tags,
                 {{'plan': plan, 'seats': seats}} AS customData
-            FROM read_csv('{src_sql}', header = true)
+            FROM {reader}
             WHERE email IS NOT NULL
         ) TO '{dst_sql}' (FORMAT parquet, COMPRESSION zstd)
         """

@@ -126,11 +126,12 @@ impl SourceConfig {
         self.open_for("", None)
     }
 
-    /// The source opened to hand over [`crate::batch::Batch`]es where it can (CSV), for a
+    /// The source opened to hand over [`crate::batch::Batch`]es where it can (CSV, Parquet), for a
     /// stream whose stages and sink take them; `None` for a source that reads rows only.
     pub fn open_columnar(&self) -> Option<Result<OpenedSource>> {
         match self {
             SourceConfig::Csv(c) => Some(c.open_as(true)),
+            SourceConfig::Parquet(c) => Some(c.open_as(true)),
             _ => None,
         }
     }

@@ -15,7 +15,7 @@ use arrow::buffer::NullBuffer;
 use arrow::datatypes::{
     ArrowTemporalType, DataType, Date32Type, Date64Type, Decimal32Type, Decimal64Type,
     Decimal128Type, Decimal256Type, DecimalType, Field, Float16Type, Float32Type, Float64Type,
-    Int8Type, Int16Type, Int32Type, Int64Type, Time32MillisecondType, Time32SecondType,
+    Int8Type, Int16Type, Int32Type, Int64Type, Schema, Time32MillisecondType, Time32SecondType,
     Time64MicrosecondType, Time64NanosecondType, TimeUnit, TimestampMicrosecondType,
     TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt8Type, UInt16Type,
     UInt32Type, UInt64Type,
@@ -87,6 +87,13 @@ impl ParquetSourceConfig {
     /// Finds the files, reads their footers (for the row count and to check `columns`), and
     /// prepares to read them. Progress is counted in rows.
     pub fn open(&self) -> Result<OpenedSource> {
+        self.open_as(false)
+    }
+
+    /// [`ParquetSourceConfig::open`]; `columnar`: Arrow batches whose columns are all of
+    /// types a [`crate::batch::Batch`] holds come through as they are (see
+    /// [`as_batch_columns`]), the others as records.
+    pub fn open_as(&self, columnar: bool) -> Result<OpenedSource> {
         crate::config::checked(self.check("source.parquet"))?;
         let files = files::expand(&self.path)?;
         let mut total: u64 = 0;
@@ -109,7 +116,9 @@ impl ParquetSourceConfig {
             ProgressUnit::Rows,
             total,
             move |path, done| {
-                Ok(Box::new(ParquetFileReader::open(&config, path, done.clone())?) as SourceIter)
+                let mut reader = ParquetFileReader::open(&config, path, done.clone())?;
+                reader.columnar = columnar;
+                Ok(Box::new(reader) as SourceIter)
             },
         ))
     }
@@ -152,6 +161,8 @@ struct ParquetFileReader {
     decoded: u64,
     done: Arc<AtomicU64>,
     failed: bool,
+    /// Whether batches are handed out as they are where they can be.
+    columnar: bool,
 }
 
 impl ParquetFileReader {
@@ -190,6 +201,42 @@ impl ParquetFileReader {
             decoded: 0,
             done,
             failed: false,
+            columnar: false,
+        })
+    }
+
+    /// The decoded batch as a [`crate::batch::Batch`] (its columns in the order asked for),
+    /// where every column is one a batch holds.
+    fn as_batch(&mut self, batch: &RecordBatch) -> Option<crate::batch::Batch> {
+        let schema = batch.schema();
+        let order: Vec<usize> = match &self.columns {
+            Some(columns) => columns
+                .iter()
+                .map(|c| schema.index_of(c).ok())
+                .collect::<Option<_>>()?,
+            None => (0..batch.num_columns()).collect(),
+        };
+        let mut fields = Vec::with_capacity(order.len());
+        let mut columns = Vec::with_capacity(order.len());
+        for i in order {
+            let field = schema.field(i);
+            let column = as_batch_column(batch.column(i), field)?;
+            fields.push(Field::new(field.name(), column.data_type().clone(), true));
+            columns.push(column);
+        }
+        let options =
+            arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        let columns =
+            RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)
+                .ok()?;
+        let first = self.row + 1;
+        self.row += batch.num_rows() as u64;
+        Some(crate::batch::Batch {
+            columns,
+            file: self.file.clone(),
+            lines: None,
+            rows: (first..=self.row).collect(),
+            seqs: Vec::new(),
         })
     }
 
@@ -245,6 +292,11 @@ impl Iterator for ParquetFileReader {
             let rows = batch.num_rows() as u64;
             self.decoded += rows;
             self.done.fetch_add(rows, Ordering::Relaxed);
+            if self.columnar
+                && let Some(batch) = self.as_batch(&batch)
+            {
+                return Some(Ok(SourceItem::Batch(batch)));
+            }
             match self.records(&batch) {
                 Ok(records) => self.pending = records.into_iter(),
                 Err(e) => {
@@ -254,6 +306,54 @@ impl Iterator for ParquetFileReader {
             }
         }
     }
+}
+
+/// A column as a batch holds it, where [`crate::batch::value_at`] then gives exactly what
+/// [`column_values`] gives: integers up to 32 bits widened to 64, a microsecond timestamp
+/// in any time zone as UTC (whose instants it counts either way) within chrono's range,
+/// structs of such; `None` for any other type and for JSON text.
+pub fn as_batch_column(array: &ArrayRef, field: &Field) -> Option<ArrayRef> {
+    if is_json(field) {
+        return None;
+    }
+    Some(match array.data_type() {
+        DataType::Null
+        | DataType::Boolean
+        | DataType::Int64
+        | DataType::Float64
+        | DataType::Utf8 => array.clone(),
+        DataType::Int8
+        | DataType::Int16
+        | DataType::Int32
+        | DataType::UInt8
+        | DataType::UInt16
+        | DataType::UInt32 => arrow::compute::cast(array, &DataType::Int64).ok()?,
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            let a = array.as_primitive::<TimestampMicrosecondType>();
+            if a.iter()
+                .flatten()
+                .any(|v| chrono::DateTime::from_timestamp_micros(v).is_none())
+            {
+                return None;
+            }
+            Arc::new(a.clone().with_timezone("UTC"))
+        }
+        DataType::Struct(fields) => {
+            let a = array.as_struct();
+            let mut children = Vec::with_capacity(fields.len());
+            let mut out_fields = Vec::with_capacity(fields.len());
+            for (f, c) in fields.iter().zip(a.columns()) {
+                let child = as_batch_column(c, f)?;
+                out_fields.push(Field::new(f.name(), child.data_type().clone(), true));
+                children.push(child);
+            }
+            Arc::new(
+                arrow::array::StructArray::try_new(out_fields.into(), children, a.nulls().cloned())
+                    .ok()?,
+            )
+        }
+        _ => return None,
+    })
 }
 
 /// Whether the field holds JSON text (the `arrow.json` extension).
@@ -877,5 +977,86 @@ mod tests {
         assert_eq!(summary.detail.unwrap()["schema"]["anything"], json!("json"));
         let back: Vec<Value> = read(&config(&path)).into_iter().map(|(r, _)| r).collect();
         assert_eq!(back, records);
+    }
+
+    /// Read as batches, a file gives the records a row read gives: the batchable columns
+    /// (ints of any width, floats, text, booleans, microsecond timestamps with and without a
+    /// zone, structs, nulls) as they are, and a file with other columns row by row.
+    #[test]
+    fn a_batch_read_gives_the_records_a_row_read_gives() {
+        use arrow::array::{
+            BooleanArray, Float64Array, Int32Array, StringArray, StructArray,
+            TimestampMicrosecondArray,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let flat = |path: &Path, columnar: bool| -> (Vec<(Value, Position)>, usize) {
+            let mut batches = 0;
+            let mut out = Vec::new();
+            for item in config(path).open_as(columnar).unwrap().items {
+                match item.unwrap() {
+                    SourceItem::Record(r, p) => out.push((Value::Object(r), p)),
+                    SourceItem::Batch(b) => {
+                        batches += 1;
+                        out.extend(b.to_rows().into_iter().map(|(r, p)| (Value::Object(r), p)));
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            (out, batches)
+        };
+        let path = dir.path().join("b.parquet");
+        let inner = StructArray::new(
+            vec![Field::new("plan", DataType::Utf8, true)].into(),
+            vec![Arc::new(StringArray::from(vec![Some("pro"), None, Some("Zoë")])) as ArrayRef],
+            Some(vec![true, true, false].into()),
+        );
+        let columns: Vec<(&str, ArrayRef)> = vec![
+            (
+                "n",
+                Arc::new(Int32Array::from(vec![Some(1), None, Some(-3)])),
+            ),
+            (
+                "f",
+                Arc::new(Float64Array::from(vec![Some(0.1), Some(2.0), None])),
+            ),
+            (
+                "b",
+                Arc::new(BooleanArray::from(vec![Some(true), None, Some(false)])),
+            ),
+            (
+                "at",
+                Arc::new(TimestampMicrosecondArray::from(vec![
+                    Some(1),
+                    Some(1_700_000_000_123_000),
+                    None,
+                ])),
+            ),
+            (
+                "atz",
+                Arc::new(
+                    TimestampMicrosecondArray::from(vec![Some(5), None, Some(-1)])
+                        .with_timezone("+02:00"),
+                ),
+            ),
+            ("customData", Arc::new(inner)),
+        ];
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let file = File::create(&path).unwrap();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let (rows, _) = flat(&path, false);
+        let (columns, batches) = flat(&path, true);
+        assert_eq!(batches, 1);
+        assert_eq!(columns, rows);
+        assert_eq!(rows[2].0["customData"], Value::Null);
+        assert_eq!(rows[2].0["atz"], json!("1969-12-31T23:59:59.999999Z"));
+        // Other types: read row by row, the same records.
+        let typed = dir.path().join("typed.parquet");
+        write_typed_file(&typed);
+        let (rows, _) = flat(&typed, false);
+        let (columns, batches) = flat(&typed, true);
+        assert_eq!(batches, 0);
+        assert_eq!(columns, rows);
     }
 }
