@@ -2,10 +2,10 @@
 //!
 //! A [`Batch`] is an Arrow [`RecordBatch`] with, for each of its rows, where the row came
 //! from (file, line, row number) and its sequence number in the stream. A batch never spans
-//! two files. Sources that can (CSV) hand the engine batches; stages with a column kernel
-//! (`filter`, `skip`, `rename`, `cast`, `default`, `drop`, `keep`) work on them whole; the
-//! other stages and the sinks without a batch writer see rows, converted once by
-//! [`Batch::to_rows`].
+//! two files. Sources that can (CSV, Parquet) hand the engine batches when the stream writes
+//! a file; stages with a column kernel (`filter`, `skip`, `rename`, `cast`, `default`,
+//! `drop`, `keep`, `dedupe`) work on them whole; the other stages and the sinks without a
+//! batch writer (all but Parquet) see rows, converted once by [`Batch::to_rows`].
 //!
 //! The row path stays the reference. A batch holds only what a row would hold in the same
 //! place (the same values, the same keys in the same order), and [`Batch::to_rows`] gives

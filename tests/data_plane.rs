@@ -101,10 +101,14 @@ fn pipeline(dir: &Dir, stages: &str, infer_rows: usize) -> String {
         r#"csv: {{ path: "{}", infer_rows: 100 }}"#,
         dir.join("contacts.csv").display()
     );
-    pipeline_from(dir, &source, stages, infer_rows)
+    let sink = format!(
+        r#"parquet: {{ path: "{}", infer_rows: {infer_rows}, batch_rows: 1000 }}"#,
+        dir.join("out/contacts.parquet").display()
+    );
+    pipeline_from(dir, &source, stages, &sink)
 }
 
-fn pipeline_from(dir: &Dir, source: &str, stages: &str, infer_rows: usize) -> String {
+fn pipeline_from(dir: &Dir, source: &str, stages: &str, sink: &str) -> String {
     let yaml = format!(
         r#"version: 1
 name: data-plane
@@ -114,9 +118,8 @@ streams:
       {source}
 {stages}
     sink:
-      parquet: {{ path: "{out}", infer_rows: {infer_rows}, batch_rows: 1000 }}
-"#,
-        out = dir.join("out/contacts.parquet").display(),
+      {sink}
+"#
     );
     dir.write("pipeline.yaml", yaml);
     dir.join("pipeline.yaml").display().to_string()
@@ -149,12 +152,19 @@ fn run(dir: &Dir, pipeline: &str, plane: Option<&str>) -> Outcome {
         None => cmd.env_remove("GLEAP_ETL_DATA_PLANE"),
     };
     let out = crate::util::Run::from(cmd.output().unwrap());
-    let (schema, rows) = read_parquet(&dir.join("out/contacts.parquet"));
-    let mut parquet = format!("{schema:?}\n");
-    for row in rows {
-        parquet.push_str(&serde_json::to_string(&row).unwrap());
-        parquet.push('\n');
-    }
+    // The file as it is (CSV, JSON lines), or a Parquet file's schema and rows.
+    let parquet = match std::fs::read_to_string(dir.join("out/contacts.out")) {
+        Ok(text) => text,
+        Err(_) => {
+            let (schema, rows) = read_parquet(&dir.join("out/contacts.parquet"));
+            let mut text = format!("{schema:?}\n");
+            for row in rows {
+                text.push_str(&serde_json::to_string(&row).unwrap());
+                text.push('\n');
+            }
+            text
+        }
+    };
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let stream = report["streams"][0].clone();
     let mut counts = serde_json::Map::new();
@@ -271,7 +281,11 @@ fn from_parquet_batches_pass_through_the_kernels_as_records_would() {
         r#"parquet: {{ path: "{}" }}"#,
         dir.join("contacts.parquet").display()
     );
-    let pipeline = pipeline_from(&dir, &source, STAGES, 100);
+    let sink = format!(
+        r#"parquet: {{ path: "{}", infer_rows: 100 }}"#,
+        dir.join("out/contacts.parquet").display()
+    );
+    let pipeline = pipeline_from(&dir, &source, STAGES, &sink);
     let by_rows = run(&dir, &pipeline, Some("rows"));
     let by_batches = run(&dir, &pipeline, None);
     assert_eq!(by_batches.code, by_rows.code);
@@ -283,4 +297,37 @@ fn from_parquet_batches_pass_through_the_kernels_as_records_would() {
     assert_eq!(by_batches.dead_letters, by_rows.dead_letters);
     assert!(by_batches.columnar_rows > 0);
     assert_eq!(by_rows.columnar_rows, 0);
+}
+
+#[test]
+fn csv_and_json_lines_files_and_dedupe_are_byte_for_byte_the_same() {
+    let stages = format!("{STAGES}      - dedupe: {{ key: [customData.seats, country] }}\n");
+    for sink in ["jsonl", "csv"] {
+        let dir = Dir::new();
+        dir.write("contacts.csv", hostile_csv(14_000));
+        let source = format!(
+            r#"csv: {{ path: "{}", infer_rows: 100 }}"#,
+            dir.join("contacts.csv").display()
+        );
+        let out = format!(
+            r#"{sink}: {{ path: "{}" }}"#,
+            dir.join("out/contacts.out").display()
+        );
+        let pipeline = pipeline_from(&dir, &source, &stages, &out);
+        let by_rows = run(&dir, &pipeline, Some("rows"));
+        let by_batches = run(&dir, &pipeline, None);
+        assert_eq!(by_batches.code, by_rows.code, "{sink}");
+        assert_eq!(by_batches.counts, by_rows.counts, "{sink}");
+        assert!(
+            by_batches.parquet == by_rows.parquet,
+            "{sink}: the files differ"
+        );
+        assert_eq!(by_batches.dead_letters, by_rows.dead_letters, "{sink}");
+        assert!(by_batches.columnar_rows > 0, "{sink}");
+        let dedupe = &by_batches.counts["transforms"][6];
+        assert!(
+            dedupe["input"].as_u64().unwrap() > dedupe["output"].as_u64().unwrap() + 1000,
+            "{dedupe}"
+        );
+    }
 }

@@ -83,11 +83,12 @@ impl SinkConfig {
         self.gleap().is_some()
     }
 
-    /// Whether the sink writes [`crate::batch::Batch`]es as they are (a Parquet file without
-    /// `flatten` or `rest`); the others take rows.
+    /// Whether the stream hands the sink [`crate::batch::Batch`]es: the file sinks (a
+    /// Parquet file writes them as they are where they fit its schema, the others as rows,
+    /// converted in the writer thread). The Gleap sink takes records one by one, each
+    /// confirmed in its own right.
     pub fn takes_batches(&self) -> bool {
-        matches!(self, SinkConfig::Parquet(p)
-            if p.dataset.is_none() && p.flatten.is_empty() && p.rest.is_none())
+        !matches!(self, SinkConfig::Gleap(_))
     }
 
     /// Whether the sink writes a Parquet dataset (a folder of parts, committed in the state

@@ -199,6 +199,16 @@ fn struct_of(
     StructArray::try_new(fields.into(), children, nulls).ok()
 }
 
+/// The columns holding `paths` (`None` for a path no row has), or `None` where a batch
+/// cannot tell (see `Columns::find`).
+pub fn field_columns(batch: &RecordBatch, paths: &[FieldPath]) -> Option<Vec<Option<ArrayRef>>> {
+    let columns = Columns::of(batch);
+    paths
+        .iter()
+        .map(|p| Some(columns.get(&columns.find(p)?).cloned()))
+        .collect()
+}
+
 /// `rename`, pair after pair.
 pub fn rename(pairs: &[(FieldPath, FieldPath)], batch: &Batch) -> Option<Batch> {
     let mut columns = Columns::of(&batch.columns);

@@ -8,7 +8,10 @@ use std::collections::HashSet;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use arrow::array::BooleanArray;
+
 use super::{Rejection, Transform};
+use crate::batch::{Batch, value_at};
 use crate::record::{FieldPath, Record, Value};
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -51,22 +54,51 @@ impl Dedupe {
     }
 }
 
+/// The hash of a record's key values (canonical JSON text, each followed by a byte JSON
+/// never contains, written into `buffer`); `None` when every one is null or missing: records
+/// without a key are not duplicates of each other.
+fn key<'a>(buffer: &mut Vec<u8>, values: impl Iterator<Item = &'a Value>) -> Option<u128> {
+    buffer.clear();
+    let mut any = false;
+    for value in values {
+        any |= !value.is_null();
+        serde_json::to_writer(&mut *buffer, value).expect("writing to memory");
+        buffer.push(0xff);
+    }
+    any.then(|| xxhash_rust::xxh3::xxh3_128(buffer))
+}
+
 impl Transform for Dedupe {
     fn apply(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), Rejection> {
-        self.buffer.clear();
-        let mut any = false;
-        for field in &self.fields {
-            let value = field.get(&record).unwrap_or(&Value::Null);
-            any |= !value.is_null();
-            // Canonical JSON text, separated by a byte JSON never contains.
-            serde_json::to_writer(&mut self.buffer, value).expect("writing to memory");
-            self.buffer.push(0xff);
-        }
-        // Records without a key are not duplicates of each other.
-        if !any || self.seen.insert(xxhash_rust::xxh3::xxh3_128(&self.buffer)) {
+        let values = self
+            .fields
+            .iter()
+            .map(|f| f.get(&record).unwrap_or(&Value::Null));
+        if key(&mut self.buffer, values).is_none_or(|k| self.seen.insert(k)) {
             out.push(record);
         }
         Ok(())
+    }
+
+    /// The same keys read off the key columns; the keys are remembered only once the batch
+    /// is through, so a batch that falls back to rows is not counted twice.
+    fn apply_batch(&mut self, batch: &Batch) -> Option<Batch> {
+        let columns = super::columns::field_columns(&batch.columns, &self.fields)?;
+        let mut new = HashSet::new();
+        let mut keep = Vec::with_capacity(batch.len());
+        for i in 0..batch.len() {
+            let values: Vec<Value> = columns
+                .iter()
+                .map(|c| c.as_ref().map_or(Value::Null, |c| value_at(c, i)))
+                .collect();
+            keep.push(match key(&mut self.buffer, values.iter()) {
+                None => true,
+                Some(k) => !self.seen.contains(&k) && new.insert(k),
+            });
+        }
+        let out = batch.clone().filter(&BooleanArray::from(keep)).ok()?;
+        self.seen.extend(new);
+        Some(out)
     }
 }
 
