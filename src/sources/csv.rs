@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use arrow::record_batch::RecordBatch;
 use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -182,12 +183,16 @@ impl CsvSourceConfig {
     }
 
     pub fn open(&self) -> Result<OpenedSource> {
-        self.open_as(false)
+        self.open_as(None)
     }
 
-    /// [`CsvSourceConfig::open`]; `columnar`: the rows come in [`crate::batch::Batch`]es
-    /// where they can (see `csv_columns`), else one by one.
-    pub fn open_as(&self, columnar: bool) -> Result<OpenedSource> {
+    /// [`CsvSourceConfig::open`] with the rows in [`crate::batch::Batch`]es where they can
+    /// be (see `csv_columns`), runs of fewer than `min_rows` rows one by one.
+    pub fn open_batches(&self, min_rows: usize) -> Result<OpenedSource> {
+        self.open_as(Some(min_rows.max(1)))
+    }
+
+    fn open_as(&self, min_batch_rows: Option<usize>) -> Result<OpenedSource> {
         crate::config::checked(self.check("source.csv"))?;
         let files = files::expand(&self.path)?;
         let total = files::total_size(&files);
@@ -198,7 +203,8 @@ impl CsvSourceConfig {
             total,
             move |path, done| {
                 let mut reader = CsvFileReader::open(&config, path, done.clone())?;
-                reader.columnar = columnar;
+                reader.columnar = min_batch_rows.is_some();
+                reader.min_batch_rows = min_batch_rows.unwrap_or(usize::MAX);
                 Ok(Box::new(reader) as SourceIter)
             },
         ))
@@ -264,12 +270,16 @@ struct CsvFileReader {
     done: bool,
     /// Whether rows are read in batches.
     columnar: bool,
+    /// Runs of fewer rows between two that cannot be columns are read one by one.
+    min_batch_rows: usize,
     /// What a batch that could not be columns became, row by row.
     pending: VecDeque<Result<SourceItem>>,
 }
 
 /// Rows per batch of a columnar read.
 const BATCH_ROWS: usize = 4096;
+/// Fewer rows between two that cannot be columns are read one by one (by default).
+pub const MIN_BATCH_ROWS: usize = 32;
 
 /// A row as the parser gave it, with the line it starts on and what the scanner found
 /// wrong with it.
@@ -353,6 +363,7 @@ impl CsvFileReader {
             row: 0,
             done: false,
             columnar: false,
+            min_batch_rows: usize::MAX,
             pending: VecDeque::new(),
         };
 
@@ -521,11 +532,88 @@ impl CsvFileReader {
         }
     }
 
+    /// Hands `raws` on in order (to `pending`): runs of rows that can be columns as
+    /// batches, the others (and runs too short to be worth a batch) one by one, as the row
+    /// path makes them.
+    fn split_into_batches(&mut self, raws: Vec<RawRow>) {
+        use super::csv_columns::{Unfit, build};
+        let refs: Vec<&::csv::ByteRecord> = raws.iter().map(|r| &r.raw).collect();
+        // The runs that are batches: first and end row, and the columns when built already.
+        let mut cuts: Vec<(usize, usize, Option<RecordBatch>)> = Vec::new();
+        let mut at = 0;
+        while self.columnar && at < raws.len() {
+            let flagged = raws[at..]
+                .iter()
+                .position(|r| r.flag.is_some())
+                .map_or(raws.len(), |p| at + p);
+            let (end, built) = match build(
+                &self.columns,
+                &self.types,
+                &self.null_values,
+                &refs[at..flagged],
+            ) {
+                Ok(columns) => (flagged, Some(columns)),
+                Err(Unfit::Row(k)) => (at + k, None),
+                Err(Unfit::File) => {
+                    // Declared types, no columns: this file is read row by row.
+                    self.columnar = false;
+                    break;
+                }
+            };
+            if end - at >= self.min_batch_rows {
+                cuts.push((at, end, built));
+            }
+            // The row that cannot be a column (if any) is an item.
+            at = end + 1;
+        }
+        let mut cuts = cuts.into_iter().peekable();
+        let mut rows = raws.into_iter().enumerate().peekable();
+        while let Some((i, raw)) = rows.next() {
+            let Some((start, end, built)) = cuts.next_if(|(start, ..)| *start == i) else {
+                self.row += 1;
+                let item = self.item(raw, self.row);
+                self.pending.push_back(Ok(item));
+                continue;
+            };
+            let mut run = vec![raw];
+            run.extend(std::iter::from_fn(|| {
+                rows.next_if(|(j, _)| *j < end).map(|(_, r)| r)
+            }));
+            debug_assert_eq!(run.len(), end - start);
+            let columns = built.map_or_else(
+                || {
+                    let run_refs: Vec<&::csv::ByteRecord> = run.iter().map(|r| &r.raw).collect();
+                    build(&self.columns, &self.types, &self.null_values, &run_refs)
+                },
+                Ok,
+            );
+            match columns {
+                Ok(columns) => {
+                    let first = self.row + 1;
+                    self.row += run.len() as u64;
+                    self.pending
+                        .push_back(Ok(SourceItem::Batch(crate::batch::Batch {
+                            columns,
+                            file: self.file.clone(),
+                            lines: Some(run.iter().map(|r| r.line).collect()),
+                            rows: (first..=self.row).collect(),
+                            seqs: Vec::new(),
+                        })));
+                }
+                // Built once already; rows one by one should it not be.
+                Err(_) => {
+                    for raw in run {
+                        self.row += 1;
+                        let item = self.item(raw, self.row);
+                        self.pending.push_back(Ok(item));
+                    }
+                }
+            }
+        }
+    }
+
     /// The next rows as a batch, or one by one where they cannot be columns.
     fn next_columnar(&mut self) -> Option<Result<SourceItem>> {
-        if let Some(item) = self.pending.pop_front() {
-            return Some(item);
-        }
         if self.done {
             return None;
         }
@@ -545,27 +633,7 @@ impl CsvFileReader {
                 }
             }
         }
-        let first = self.row + 1;
-        self.row += raws.len() as u64;
-        let columns = if failed.is_none() && raws.iter().all(|r| r.flag.is_none()) {
-            let rows: Vec<&::csv::ByteRecord> = raws.iter().map(|r| &r.raw).collect();
-            super::csv_columns::build(&self.columns, &self.types, &self.null_values, &rows)
-        } else {
-            None
-        };
-        if let Some(columns) = columns {
-            return Some(Ok(SourceItem::Batch(crate::batch::Batch {
-                columns,
-                file: self.file.clone(),
-                lines: Some(raws.iter().map(|r| r.line).collect()),
-                rows: (first..first + raws.len() as u64).collect(),
-                seqs: Vec::new(),
-            })));
-        }
-        for (row, raw) in (first..).zip(raws) {
-            let item = self.item(raw, row);
-            self.pending.push_back(Ok(item));
-        }
+        self.split_into_batches(raws);
         if let Some(e) = failed {
             self.pending.push_back(Err(e));
         }
@@ -577,6 +645,9 @@ impl Iterator for CsvFileReader {
     type Item = Result<SourceItem>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(item) = self.pending.pop_front() {
+            return Some(item);
+        }
         if self.columnar {
             return self.next_columnar();
         }
@@ -966,5 +1037,48 @@ mod tests {
                 && !is_float("01.5")
                 && !is_float("inf")
         );
+    }
+
+    /// Read in batches, a file gives the items a row read gives; a row that cannot be a
+    /// column value (text in an int column after the inference window, a ragged row) is
+    /// an item of its own between two batches.
+    #[test]
+    fn batches_split_around_rows_that_cannot_be_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::from("id,score,ok\n");
+        for i in 0..100 {
+            match i {
+                40 => text.push_str("x40,1.5,true\n"),
+                41 => text.push_str("41,2\n"),
+                70 => text.push_str("70,7,maybe\n"),
+                _ => text.push_str(&format!("{i},{i}.5,{}\n", i % 2 == 0)),
+            }
+        }
+        let p = write(dir.path(), "s.csv", text.as_bytes());
+        let mut c = config(&p);
+        c.infer_rows = 10;
+        let lines = |opened: OpenedSource| -> (Vec<String>, Vec<usize>) {
+            let mut lines = Vec::new();
+            let mut batches = Vec::new();
+            for item in opened.items {
+                match item.unwrap() {
+                    SourceItem::Record(r, p) => lines.push(format!("{p:?} {r:?}")),
+                    SourceItem::Batch(b) => {
+                        batches.push(b.len());
+                        for (r, p) in b.to_rows() {
+                            lines.push(format!("{p:?} {r:?}"));
+                        }
+                    }
+                    SourceItem::Rejected(r) => lines.push(format!("{r:?}")),
+                }
+            }
+            (lines, batches)
+        };
+        let (rows, _) = lines(c.open().unwrap());
+        let (columns, batches) = lines(c.open_batches(1).unwrap());
+        assert_eq!(columns, rows);
+        assert_eq!(batches, [40, 28, 29]);
+        let (_, batches) = lines(c.open_batches(30).unwrap());
+        assert_eq!(batches, [40]);
     }
 }

@@ -5,8 +5,8 @@
 //! integers (an integer in a float column is an integer in the row path), `bool` only
 //! `true`/`false` in any case, strings as they are, and the null values as nulls. Anything
 //! else (a ragged row, invalid UTF-8, a value after the inference window that does not fit,
-//! a declared type other than `string`) makes [`build`] decline, and the caller reads those
-//! rows one by one as before.
+//! a declared type other than `string`) makes [`build`] name the first row that cannot be,
+//! and the caller reads that row as a record, as before, and the rows around it as batches.
 
 use std::sync::Arc;
 
@@ -99,31 +99,43 @@ impl Builder {
     }
 }
 
-/// The rows as columns, or `None` where any of them would not come out of the row path as
-/// the batch holds it (see the module documentation).
+/// Why rows could not all be columns.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Unfit {
+    /// No row of this file can be: no columns, or a declared type other than `string`.
+    File,
+    /// The row at this index (and so the batch from it on) cannot be.
+    Row(usize),
+}
+
+/// The rows as columns, or the first of them that would not come out of the row path as
+/// a batch holds it (see the module documentation).
 pub(super) fn build(
     names: &[String],
     types: &[ColumnType],
     null_values: &[Vec<u8>],
     rows: &[&::csv::ByteRecord],
-) -> Option<RecordBatch> {
+) -> Result<RecordBatch, Unfit> {
     if names.is_empty() {
-        return None;
+        return Err(Unfit::File);
     }
     let mut builders = types
         .iter()
         .map(|t| Builder::new(t, rows.len()))
-        .collect::<Option<Vec<_>>>()?;
-    for raw in rows {
+        .collect::<Option<Vec<_>>>()
+        .ok_or(Unfit::File)?;
+    for (i, raw) in rows.iter().enumerate() {
         if raw.len() != names.len() {
-            return None;
+            return Err(Unfit::Row(i));
         }
         for (field, builder) in raw.iter().zip(builders.iter_mut()) {
-            let text = std::str::from_utf8(field).ok()?;
+            let Ok(text) = std::str::from_utf8(field) else {
+                return Err(Unfit::Row(i));
+            };
             if null_values.iter().any(|n| n.as_slice() == field) {
                 builder.append_null();
-            } else {
-                builder.append(text)?;
+            } else if builder.append(text).is_none() {
+                return Err(Unfit::Row(i));
             }
         }
     }
@@ -133,5 +145,5 @@ pub(super) fn build(
         .map(|(name, b)| Field::new(name, b.data_type(), true))
         .collect();
     let columns = builders.iter_mut().map(Builder::finish).collect();
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).ok()
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(|_| Unfit::File)
 }

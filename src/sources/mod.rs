@@ -130,7 +130,7 @@ impl SourceConfig {
     /// stream whose stages and sink take them; `None` for a source that reads rows only.
     pub fn open_columnar(&self) -> Option<Result<OpenedSource>> {
         match self {
-            SourceConfig::Csv(c) => Some(c.open_as(true)),
+            SourceConfig::Csv(c) => Some(c.open_batches(csv::MIN_BATCH_ROWS)),
             SourceConfig::Parquet(c) => Some(c.open_as(true)),
             _ => None,
         }
