@@ -115,17 +115,17 @@ impl Batch {
 
     /// The records the row path would have, with their positions.
     pub fn to_rows(&self) -> Vec<(Record, Position)> {
+        (0..self.len()).map(|i| self.row(i)).collect()
+    }
+
+    /// Row `i` as the record the row path would have, with its position.
+    pub fn row(&self, i: usize) -> (Record, Position) {
         let schema = self.columns.schema();
-        let names: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
-        (0..self.len())
-            .map(|i| {
-                let mut record = Record::with_capacity(names.len());
-                for (name, column) in names.iter().zip(self.columns.columns()) {
-                    record.insert((*name).clone(), value_at(column, i));
-                }
-                (record, self.position(i))
-            })
-            .collect()
+        let mut record = Record::with_capacity(schema.fields().len());
+        for (field, column) in schema.fields().iter().zip(self.columns.columns()) {
+            record.insert(field.name().clone(), value_at(column, i));
+        }
+        (record, self.position(i))
     }
 }
 

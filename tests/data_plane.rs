@@ -186,13 +186,14 @@ fn run(dir: &Dir, pipeline: &str, plane: Option<&str>) -> Outcome {
     Outcome {
         code: out.code,
         parquet,
-        // Sorted: the sink's dead letters come from the writer thread, the others from the
-        // stream thread, interleaved as the threads run (with batches or without).
+        // The stages' dead letters in file order; the sink's, which the writer thread
+        // writes between them as the threads run (with batches or without), sorted.
         dead_letters: {
             let text = std::fs::read_to_string(state.join("dead-letter.jsonl")).unwrap_or_default();
-            let mut lines: Vec<&str> = text.lines().collect();
-            lines.sort_unstable();
-            lines.join("\n")
+            let (mut sink, stages): (Vec<&str>, Vec<&str>) =
+                text.lines().partition(|l| l.contains(r#""stage":"sink""#));
+            sink.sort_unstable();
+            format!("{}\n-- sink --\n{}", stages.join("\n"), sink.join("\n"))
         },
         counts: Value::Object(counts),
         columnar_rows: stream["columnar_rows"].as_u64().unwrap_or(0),

@@ -463,6 +463,8 @@ impl Stream<'_> {
         let seqs = batch.seqs.clone();
         let mut rejected = Vec::new();
         let out = chain.process_batch(batch, &mut rejected);
+        // In row order, as the row path writes them (each stage gives its own in order).
+        rejected.sort_by_key(|(_, position)| position.seq);
         for (r, position) in rejected {
             self.reject(&position, r.stage, r.reason, Value::Object(r.record))?;
         }

@@ -16,6 +16,7 @@ use arrow::array::{
 use arrow::compute::kernels::zip::zip;
 use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, TimeUnit};
 
+use super::BatchOutput;
 use crate::batch::{Batch, value_at};
 use crate::record::{FieldPath, FieldType, Value, cast, epoch_to_timestamp, parse_timestamp};
 
@@ -303,53 +304,81 @@ fn constant(value: &Value, rows: usize) -> Option<ArrayRef> {
     })
 }
 
-/// `cast`: every field is converted first, then set, as the row stage does.
-pub fn cast_columns(types: &[(FieldPath, FieldType)], batch: &Batch) -> Option<Batch> {
+/// `cast`: every field is converted first, then set, as the row stage does. A row with a
+/// value that does not convert is rejected for its first such field, with the row stage's
+/// reason, and left out of the batch.
+pub fn cast_columns(types: &[(FieldPath, FieldType)], batch: &Batch) -> Option<BatchOutput> {
     let mut columns = Columns::of(&batch.columns);
     let mut converted = Vec::with_capacity(types.len());
+    let mut reasons: Vec<Option<String>> = vec![None; batch.len()];
     for (path, ty) in types {
         let place = columns.find(path)?;
-        if let Some(column) = columns.get(&place) {
-            converted.push((place, cast_column(column, ty)?));
+        let Some(column) = columns.get(&place) else {
+            continue;
+        };
+        let (array, failed) = cast_column(column, ty)?;
+        for i in failed {
+            // The row cast gives the reason; it must fail there too.
+            let e = cast(&value_at(column, i), ty).err()?;
+            reasons[i].get_or_insert_with(|| format!("field `{path}`: {e}"));
         }
+        converted.push((place, array));
     }
     for (place, array) in converted {
         columns.replace(&place, array)?;
     }
-    Some(batch.with_columns(columns.finish()?))
+    let out = batch.with_columns(columns.finish()?);
+    let rejected: Vec<(usize, String)> = reasons
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| Some((i, r?)))
+        .collect();
+    if rejected.is_empty() {
+        return Some(out.into());
+    }
+    let keep: arrow::array::BooleanArray = (0..batch.len())
+        .map(|i| Some(rejected.binary_search_by_key(&i, |(j, _)| *j).is_err()))
+        .collect();
+    Some(BatchOutput {
+        batch: out.filter(&keep).ok()?,
+        rejected,
+    })
 }
 
-/// One column cast as `record::cast` casts each of its values; `None` where any value would
-/// be rejected or the result is a type a batch does not hold.
-fn cast_column(column: &ArrayRef, ty: &FieldType) -> Option<ArrayRef> {
+/// One column cast as `record::cast` casts each of its values, with the rows whose value
+/// does not convert (null in the column); `None` where the result is a type a batch does
+/// not hold.
+fn cast_column(column: &ArrayRef, ty: &FieldType) -> Option<(ArrayRef, Vec<usize>)> {
     let rows = column.len();
+    let mut failed = Vec::new();
     if column.logical_null_count() == rows {
-        return Some(column.clone());
+        return Some((column.clone(), failed));
     }
-    match (column.data_type(), ty) {
+    let array: ArrayRef = match (column.data_type(), ty) {
         (DataType::Int64, FieldType::Int)
         | (DataType::Float64, FieldType::Float)
         | (DataType::Boolean, FieldType::Bool)
         | (DataType::Utf8, FieldType::String)
-        | (DataType::Timestamp(TimeUnit::Microsecond, _), FieldType::Timestamp) => {
-            return Some(column.clone());
-        }
+        | (DataType::Timestamp(TimeUnit::Microsecond, _), FieldType::Timestamp) => column.clone(),
         (DataType::Int64, FieldType::Float) => {
             let ints = column.as_primitive::<Int64Type>();
             let floats: arrow::array::Float64Array = ints.unary(|i| i as f64);
-            return Some(Arc::new(floats));
+            Arc::new(floats)
         }
         (DataType::Utf8, FieldType::Timestamp) => {
             let texts = column.as_string::<i32>();
             let mut out = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
-            for text in texts.iter() {
-                match text {
-                    None => out.append_null(),
-                    Some("") => out.append_null(),
-                    Some(t) => out.append_value(parse_timestamp(t.trim())?.timestamp_micros()),
+            for (i, text) in texts.iter().enumerate() {
+                match text.map(|t| (t, parse_timestamp(t.trim()))) {
+                    None | Some(("", _)) => out.append_null(),
+                    Some((_, Some(t))) => out.append_value(t.timestamp_micros()),
+                    Some((_, None)) => {
+                        out.append_null();
+                        failed.push(i);
+                    }
                 }
             }
-            return Some(Arc::new(out.finish()));
+            Arc::new(out.finish())
         }
         (DataType::Int64 | DataType::Float64, FieldType::Timestamp) => {
             let mut out = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
@@ -362,19 +391,32 @@ fn cast_column(column: &ArrayRef, ty: &FieldType) -> Option<ArrayRef> {
                     DataType::Int64 => column.as_primitive::<Int64Type>().value(i) as f64,
                     _ => column.as_primitive::<Float64Type>().value(i),
                 };
-                out.append_value(epoch_to_timestamp(n)?.timestamp_micros());
+                match epoch_to_timestamp(n) {
+                    Some(t) => out.append_value(t.timestamp_micros()),
+                    None => {
+                        out.append_null();
+                        failed.push(i);
+                    }
+                }
             }
-            return Some(Arc::new(out.finish()));
+            Arc::new(out.finish())
         }
-        _ => {}
-    }
-    // The rest value by value through the row cast, into a column of the cast's type.
-    let mut out = TypedBuilder::new(ty, rows)?;
-    for i in 0..rows {
-        let value = value_at(column, i);
-        out.append(&cast(&value, ty).ok()?)?;
-    }
-    Some(out.finish())
+        _ => {
+            // The rest value by value through the row cast, into a column of its type.
+            let mut out = TypedBuilder::new(ty, rows)?;
+            for i in 0..rows {
+                match cast(&value_at(column, i), ty) {
+                    Ok(value) => out.append(&value)?,
+                    Err(_) => {
+                        out.append(&Value::Null)?;
+                        failed.push(i);
+                    }
+                }
+            }
+            out.finish()
+        }
+    };
+    Some((array, failed))
 }
 
 /// A builder for the values a cast to a scalar type gives.

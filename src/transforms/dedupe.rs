@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use arrow::array::BooleanArray;
 
-use super::{Rejection, Transform};
+use super::{BatchOutput, Rejection, Transform};
 use crate::batch::{Batch, value_at};
 use crate::record::{FieldPath, Record, Value};
 
@@ -82,7 +82,7 @@ impl Transform for Dedupe {
 
     /// The same keys read off the key columns; the keys are remembered only once the batch
     /// is through, so a batch that falls back to rows is not counted twice.
-    fn apply_batch(&mut self, batch: &Batch) -> Option<Batch> {
+    fn apply_batch(&mut self, batch: &Batch) -> Option<BatchOutput> {
         let columns = super::columns::field_columns(&batch.columns, &self.fields)?;
         let mut new = HashSet::new();
         let mut keep = Vec::with_capacity(batch.len());
@@ -98,7 +98,7 @@ impl Transform for Dedupe {
         }
         let out = batch.clone().filter(&BooleanArray::from(keep)).ok()?;
         self.seen.extend(new);
-        Some(out)
+        Some(out.into())
     }
 }
 

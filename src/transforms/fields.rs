@@ -2,7 +2,7 @@
 
 use indexmap::IndexMap;
 
-use super::{Rejection, Transform, columns};
+use super::{BatchOutput, Rejection, Transform, columns};
 use crate::batch::Batch;
 use crate::record::{FieldPath, FieldType, Record, Value, cast};
 
@@ -20,8 +20,8 @@ impl Rename {
 }
 
 impl Transform for Rename {
-    fn apply_batch(&mut self, batch: &Batch) -> Option<Batch> {
-        columns::rename(&self.pairs, batch)
+    fn apply_batch(&mut self, batch: &Batch) -> Option<BatchOutput> {
+        columns::rename(&self.pairs, batch).map(Into::into)
     }
 
     fn apply(&mut self, mut record: Record, out: &mut Vec<Record>) -> Result<(), Rejection> {
@@ -61,7 +61,7 @@ impl Cast {
 }
 
 impl Transform for Cast {
-    fn apply_batch(&mut self, batch: &Batch) -> Option<Batch> {
+    fn apply_batch(&mut self, batch: &Batch) -> Option<BatchOutput> {
         columns::cast_columns(&self.types, batch)
     }
 
@@ -99,8 +99,8 @@ impl Defaults {
 }
 
 impl Transform for Defaults {
-    fn apply_batch(&mut self, batch: &Batch) -> Option<Batch> {
-        columns::default(&self.values, batch)
+    fn apply_batch(&mut self, batch: &Batch) -> Option<BatchOutput> {
+        columns::default(&self.values, batch).map(Into::into)
     }
 
     fn apply(&mut self, mut record: Record, out: &mut Vec<Record>) -> Result<(), Rejection> {
@@ -133,8 +133,8 @@ impl Drop {
 }
 
 impl Transform for Drop {
-    fn apply_batch(&mut self, batch: &Batch) -> Option<Batch> {
-        columns::drop(&self.paths, batch)
+    fn apply_batch(&mut self, batch: &Batch) -> Option<BatchOutput> {
+        columns::drop(&self.paths, batch).map(Into::into)
     }
 
     fn apply(&mut self, mut record: Record, out: &mut Vec<Record>) -> Result<(), Rejection> {
@@ -160,8 +160,8 @@ impl Keep {
 }
 
 impl Transform for Keep {
-    fn apply_batch(&mut self, batch: &Batch) -> Option<Batch> {
-        columns::keep(&self.paths, batch)
+    fn apply_batch(&mut self, batch: &Batch) -> Option<BatchOutput> {
+        columns::keep(&self.paths, batch).map(Into::into)
     }
 
     fn apply(&mut self, mut record: Record, out: &mut Vec<Record>) -> Result<(), Rejection> {

@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::predicate::Predicate;
-use super::{JqExpr, Rejection, Transform};
+use super::{BatchOutput, JqExpr, Rejection, Transform};
 use crate::batch::Batch;
 use crate::jq::{JqProgram, from_val, record_to_val, truthy, val_to_record};
 use crate::record::{FieldPath, Record};
@@ -40,9 +40,9 @@ fn decide(
 }
 
 impl Transform for Filter {
-    fn apply_batch(&mut self, batch: &Batch) -> Option<Batch> {
+    fn apply_batch(&mut self, batch: &Batch) -> Option<BatchOutput> {
         let keep = self.simple.as_ref()?.mask(&batch.columns)?;
-        batch.clone().filter(&keep).ok()
+        batch.clone().filter(&keep).ok().map(Into::into)
     }
 
     fn apply(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), Rejection> {
@@ -86,14 +86,14 @@ impl Skip {
 }
 
 impl Transform for Skip {
-    fn apply_batch(&mut self, batch: &Batch) -> Option<Batch> {
+    fn apply_batch(&mut self, batch: &Batch) -> Option<BatchOutput> {
         let skip = self.simple.as_ref()?.mask(&batch.columns)?;
         let out = batch
             .clone()
             .filter(&arrow::compute::not(&skip).ok()?)
             .ok()?;
         self.skipped += (batch.len() - out.len()) as u64;
-        Some(out)
+        Some(out.into())
     }
 
     fn apply(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), Rejection> {

@@ -247,10 +247,10 @@ pub trait Transform: Send {
     fn apply(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), Rejection>;
 
     /// The stage's column kernel: the batch whose rows are what [`Transform::apply`] would
-    /// give for each row of `batch`, in order, with nothing rejected; `None` where the stage
-    /// has no kernel or cannot be sure of that for this batch (its rows then go through
-    /// `apply`).
-    fn apply_batch(&mut self, _batch: &crate::batch::Batch) -> Option<crate::batch::Batch> {
+    /// give for each row of `batch`, in order, and the rows it would reject with their
+    /// reasons; `None` where the stage has no kernel or cannot be sure of that for this
+    /// batch (its rows then go through `apply`).
+    fn apply_batch(&mut self, _batch: &crate::batch::Batch) -> Option<BatchOutput> {
         None
     }
 
@@ -264,6 +264,23 @@ pub trait Transform: Send {
     /// run report): `html_to_tiptap`'s unsafe or unfetchable images.
     fn dropped(&self) -> std::collections::BTreeMap<String, u64> {
         Default::default()
+    }
+}
+
+/// What a column kernel made of a batch.
+pub struct BatchOutput {
+    /// The rows that go on.
+    pub batch: crate::batch::Batch,
+    /// The rows of the input batch it rejected, by index, in order, with the reason.
+    pub rejected: Vec<(usize, String)>,
+}
+
+impl From<crate::batch::Batch> for BatchOutput {
+    fn from(batch: crate::batch::Batch) -> BatchOutput {
+        BatchOutput {
+            batch,
+            rejected: Vec::new(),
+        }
     }
 }
 
@@ -417,8 +434,21 @@ impl TransformChain {
                 return ChainOutput::Rows(self.rows_from(k, batch, rejected));
             };
             stats.input += batch.len() as u64;
-            stats.output += out.len() as u64;
-            batch = out;
+            stats.output += out.batch.len() as u64;
+            stats.rejected += out.rejected.len() as u64;
+            for (i, reason) in out.rejected {
+                let (record, position) = batch.row(i);
+                let stage = stats.stage.clone();
+                rejected.push((
+                    StageRejection {
+                        stage,
+                        reason,
+                        record,
+                    },
+                    position,
+                ));
+            }
+            batch = out.batch;
             if batch.is_empty() {
                 break;
             }
