@@ -543,10 +543,18 @@ fn read_batches(
 ) -> ReadEnd {
     let panic_after = test_hook_panic_reader(name);
     let mut batch = Vec::with_capacity(BATCH);
-    for (n, item) in items.enumerate() {
-        if panic_after.is_some_and(|after| n >= after) {
-            panic!("test hook GLEAP_ETL_TEST_PANIC_READER: stream `{name}` after {n} records");
+    let mut records = 0;
+    for item in items {
+        let rows = match &item {
+            Ok(SourceItem::Batch(b)) => b.len(),
+            _ => 1,
+        };
+        if panic_after.is_some_and(|after| records + rows > after) {
+            panic!(
+                "test hook GLEAP_ETL_TEST_PANIC_READER: stream `{name}` after {records} records"
+            );
         }
+        records += rows;
         let fatal = item.is_err();
         let rows = matches!(item, Ok(SourceItem::Batch(_)));
         batch.push(item);
