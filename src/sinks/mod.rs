@@ -182,10 +182,15 @@ pub trait Sink: Send {
     /// its [`SinkContext`]; an `Err` is fatal and ends the stream.
     fn write(&mut self, record: Record, position: Position) -> Result<()>;
 
-    /// Writes the rows of a batch; a sink without a batch writer takes them as records.
+    /// Writes the rows of a batch; a sink without a batch writer takes them as records,
+    /// each followed by [`Sink::source_done`] for its source row (a kernel gives at most one
+    /// row per source row), as the row path hands them over: a dataset still cuts its parts
+    /// at the first row after `part_rows`, not at the end of a batch.
     fn write_batch(&mut self, batch: crate::batch::Batch) -> Result<()> {
         for (record, position) in batch.to_rows() {
+            let seq = position.seq;
             self.write(record, position)?;
+            self.source_done(seq)?;
         }
         Ok(())
     }
