@@ -70,10 +70,6 @@ pub enum Error {
     /// the run was not handed what it needs. `message` says which.
     #[error("{message}")]
     Internal { message: String },
-
-    /// Anything else, with its context already in the message.
-    #[error("{0}")]
-    Other(String),
 }
 
 impl Error {
@@ -221,7 +217,6 @@ impl Error {
             Error::Internal { message } => Error::Internal {
                 message: both(message),
             },
-            Error::Other(message) => Error::Other(both(message)),
             e @ (Error::TooManyErrors { .. }
             | Error::DependencyFailed { .. }
             | Error::Interrupted) => e,
