@@ -135,7 +135,10 @@ impl DeadLetters {
                 }
                 let w = writer.as_mut().expect("opened above");
                 let mut line = serde_json::to_vec(&letter).map_err(|e| {
-                    Error::Other(format!("a dead letter cannot be written as JSON: {e}"))
+                    Error::output(
+                        &self.inner.path,
+                        format!("a dead letter cannot be written as JSON: {e}"),
+                    )
                 })?;
                 line.push(b'\n');
                 w.write_all(&line)

@@ -19,29 +19,27 @@ pub fn create(dir: &Path, what: &str) -> Result<()> {
 }
 
 /// An error about `dir` (or a file in it) in words: a file where a folder should be, a folder
-/// that cannot be written.
+/// that cannot be written. `Error::Io` on `dir`, its cause said with `what`.
 pub fn explain(dir: &Path, what: &str, e: std::io::Error) -> Error {
     // The nearest existing ancestor that is not a folder is what is in the way.
-    if let Some(file) = dir.ancestors().find(|a| a.exists()).filter(|a| !a.is_dir()) {
-        return Error::Other(if file == dir {
-            format!("{what} {} is a file, not a folder", dir.display())
+    let cause = if let Some(file) = dir.ancestors().find(|a| a.exists()).filter(|a| !a.is_dir()) {
+        if file == dir {
+            format!("{what} is a file, not a folder")
         } else {
             format!(
-                "{what} {}: {} is a file, not a folder",
-                dir.display(),
+                "{what} cannot be made: {} is a file, not a folder",
                 file.display()
             )
-        });
-    }
-    match e.kind() {
-        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
-            Error::Other(format!(
-                "{what} {} is not writable ({e}); choose another one or fix its permissions",
-                dir.display()
-            ))
         }
-        _ => Error::Other(format!("{what} {}: {e}", dir.display())),
-    }
+    } else {
+        match e.kind() {
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+                format!("{what} is not writable ({e}); choose another one or fix its permissions")
+            }
+            _ => format!("{what}: {e}"),
+        }
+    };
+    Error::io(dir, std::io::Error::new(e.kind(), cause))
 }
 
 /// The exclusive lock on a state dir, held until dropped.
@@ -74,10 +72,10 @@ impl StateDirLock {
                 } else {
                     holder.to_string()
                 };
-                return Err(Error::Other(format!(
-                    "state dir {} is in use by {holder}; wait for it or stop it",
-                    dir.display()
-                )));
+                return Err(Error::State {
+                    path: dir.to_path_buf(),
+                    message: format!("in use by {holder}; wait for it or stop it"),
+                });
             }
             Err(TryLockError::Error(e)) => return Err(Error::io(&path, e)),
         }

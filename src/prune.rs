@@ -358,15 +358,17 @@ pub fn blockers(
 
 /// Archives or deletes what this pipeline created that is gone from the source (the run
 /// read its whole source: [`blockers`] found nothing). Stops at an error that stops every
-/// request, or when `cancel` is set; the report says so, and the next run goes on.
+/// request, or when `cancel` is set; the report says so, and the next run goes on. The
+/// error it stopped at comes back with the report.
 pub fn prune(
     pipeline: &Pipeline,
     gleap: &GleapRun,
     options: PruneOptions,
     seen: &SeenIds,
     cancel: &AtomicBool,
-) -> PruneReport {
+) -> (PruneReport, Option<Error>) {
     let mut report = PruneReport::not_run(options, Vec::new());
+    let mut stopped = None;
     let counters = RequestCounters::default();
     for (stream, entity) in pruned_streams(pipeline) {
         let mut s = StreamPrune {
@@ -377,15 +379,17 @@ pub fn prune(
         let result = prune_stream(gleap, options, seen, cancel, &counters, entity, &mut s);
         report.streams.push(s);
         if let Err(e) = result {
+            let e = e.hinted("the next full run goes on");
             report.error = Some(match e {
                 Error::Interrupted => "interrupted; the next full run goes on".into(),
-                e => format!("{e}; the next full run goes on"),
+                ref e => e.to_string(),
             });
+            stopped = Some(e);
             break;
         }
     }
     report.requests = counters.requests.load(Ordering::Relaxed);
-    report
+    (report, stopped)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -401,7 +405,7 @@ fn prune_stream(
     let store = &gleap.store;
     let stream_seen = seen
         .take(&s.stream)
-        .ok_or_else(|| Error::Other(format!("stream `{}` did not reach its end", s.stream)))?;
+        .ok_or_else(|| Error::internal(format!("stream `{}` did not reach its end", s.stream)))?;
     let archived = store.archived(&s.stream)?;
     let mut to_archive: Vec<Provenance> = Vec::new();
     let mut to_delete: Vec<Provenance> = Vec::new();

@@ -193,8 +193,8 @@ impl Sample {
 /// and sessions. `seed`: of the random picks (default: random).
 pub fn select(pipeline: &Pipeline, n: usize, seed: Option<u64>) -> Result<Sample> {
     if n == 0 {
-        return Err(Error::Other(
-            "--sample 0: give the number of tickets to migrate as a trial (at least 1)".into(),
+        return Err(Error::config(
+            "--sample 0: give the number of tickets to migrate as a trial (at least 1)",
         ));
     }
     let gleap: Vec<(&str, &GleapSinkConfig)> = pipeline
@@ -210,13 +210,13 @@ pub fn select(pipeline: &Pipeline, n: usize, seed: Option<u64>) -> Result<Sample
     let (tickets_stream, tickets_config) = match tickets[..] {
         [one] => *one,
         [] => {
-            return Err(Error::Other(format!(
+            return Err(Error::config(format!(
                 "--sample picks tickets, and {} has no stream that writes tickets to Gleap (a sink `gleap: {{entity: tickets}}`)",
                 pipeline.file.display()
             )));
         }
         _ => {
-            return Err(Error::Other(format!(
+            return Err(Error::config(format!(
                 "--sample picks the tickets of one stream, and {} has {} that write tickets to Gleap: {}",
                 pipeline.file.display(),
                 tickets.len(),
@@ -258,7 +258,7 @@ pub fn select(pipeline: &Pipeline, n: usize, seed: Option<u64>) -> Result<Sample
             names.push(session_of(tickets_config, &record).into_iter().collect());
         }
     })
-    .map_err(|e| Error::Other(format!("--sample: {e}")))?;
+    .map_err(|e| e.within("--sample"))?;
     // Each ticket's messages: (messages stream, message id), and the contacts they name.
     let mut thread: Vec<Vec<(usize, String)>> = vec![Vec::new(); features.len()];
     for (m, (stream, config)) in messages.iter().enumerate() {
@@ -275,7 +275,7 @@ pub fn select(pipeline: &Pipeline, n: usize, seed: Option<u64>) -> Result<Sample
                 thread[t].push((m, id));
             }
         })
-        .map_err(|e| Error::Other(format!("--sample: {e}")))?;
+        .map_err(|e| e.within("--sample"))?;
     }
 
     let seed = seed.unwrap_or_else(|| fastrand::u64(..));

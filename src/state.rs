@@ -227,10 +227,12 @@ impl StateStore {
             }
             Some(Ok(SCHEMA_VERSION)) => {}
             Some(other) => {
-                return Err(Error::Other(format!(
-                    "state store {}: schema version {other:?}, this gleap-etl reads {SCHEMA_VERSION}",
-                    path.display()
-                )));
+                return Err(Error::State {
+                    path: path.to_path_buf(),
+                    message: format!(
+                        "schema version {other:?}, this gleap-etl reads {SCHEMA_VERSION}"
+                    ),
+                });
             }
         }
         Ok(StateStore {

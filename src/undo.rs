@@ -155,7 +155,7 @@ pub(crate) fn rank(entity: Entity) -> u8 {
 pub fn plan(pipeline: &Pipeline, options: &UndoOptions) -> Result<Undo> {
     let state_dir = pipeline.state_dir(options.state_dir.as_deref());
     if !state_dir.join("state.sqlite").exists() {
-        return Err(Error::Other(format!(
+        return Err(Error::config(format!(
             "no state store in {}: undo deletes what earlier runs recorded there, and none did (a different --state-dir?)",
             state_dir.display()
         )));
@@ -165,7 +165,7 @@ pub fn plan(pipeline: &Pipeline, options: &UndoOptions) -> Result<Undo> {
     if let Some(run) = options.run
         && !store.runs(usize::MAX)?.iter().any(|r| r.id == run)
     {
-        return Err(Error::Other(format!(
+        return Err(Error::config(format!(
             "no run {run} in {} (`gleap-etl status` lists the runs)",
             store.path().display()
         )));
@@ -203,7 +203,7 @@ pub fn plan(pipeline: &Pipeline, options: &UndoOptions) -> Result<Undo> {
         streams.push(s);
     }
     if streams.is_empty() {
-        return Err(Error::Other(format!(
+        return Err(Error::config(format!(
             "{}: no stream writes sessions, tickets or messages to Gleap; nothing to undo",
             pipeline.name()
         )));
@@ -294,7 +294,7 @@ impl Undo {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
+            .map_err(|e| Error::internal(format!("cannot start the async runtime: {e}")))?;
         let counters = RequestCounters::default();
         for s in &mut self.streams {
             let mut done = Changed::default();
@@ -317,7 +317,7 @@ impl Undo {
             if s.deleted + s.already_gone > 0 {
                 self.store.rewind_stream(&s.stream)?;
             }
-            result.map_err(|e| Error::Other(format!("{e}; run undo again to go on")))?;
+            result.map_err(|e| e.hinted("run undo again to go on"))?;
         }
         // The sample a `run --sample` wrote is gone with the run: `verify` no longer
         // expects it.

@@ -266,7 +266,7 @@ impl SourceReading {
             }
         }
         if streams.is_empty() {
-            return Err(Error::Other(format!(
+            return Err(Error::config(format!(
                 "{}: no stream writes sessions, tickets or messages to Gleap; nothing to {command}",
                 pipeline.name()
             )));
@@ -278,7 +278,7 @@ impl SourceReading {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
+            .map_err(|e| Error::internal(format!("cannot start the async runtime: {e}")))?;
         let team = streams
             .iter()
             .any(|(_, g)| g.agents.is_some())
@@ -321,11 +321,12 @@ impl SourceReading {
             .previews
             .iter()
             .find(|p| p.name == name)
-            .ok_or_else(|| Error::Other(format!("stream `{name}` was not read")))?;
+            .ok_or_else(|| Error::internal(format!("stream `{name}` was not read")))?;
         if let Some(e) = &preview.error {
-            return Err(Error::Other(format!(
-                "stream `{name}`: cannot read its source: {e}"
-            )));
+            return Err(Error::input(
+                format!("stream `{name}`"),
+                format!("cannot read its source: {e}"),
+            ));
         }
         let mut preparer = Preparer::new(name, config, store)?;
         if let (Some(agents), Some(team)) = (&config.agents, &self.team) {
@@ -426,7 +427,7 @@ pub fn verify(
 ) -> Result<VerifyReport> {
     let state_dir = pipeline.state_dir(options.state_dir.as_deref());
     if !state_dir.join("state.sqlite").exists() {
-        return Err(Error::Other(format!(
+        return Err(Error::config(format!(
             "no state store in {}: verify compares through the id map of earlier runs, and no run has written to Gleap from there (a different --state-dir?)",
             state_dir.display()
         )));

@@ -302,7 +302,7 @@ fn a_file_where_a_folder_should_be_is_named() {
     dir.write("statefile", "I am a file");
     one_stream(&dir, "statefile", "{\"x\": 1}\n");
     let run = dir.run(&["run", "p.yaml", "--no-progress"]);
-    assert_refused(&run, "state dir statefile is a file, not a folder");
+    assert_refused(&run, "statefile: state dir is a file, not a folder");
     assert!(!run.stderr.contains("os error 17"), "{run:?}");
 
     dir.write("outfile", "I am a file too");
@@ -316,7 +316,8 @@ fn a_file_where_a_folder_should_be_is_named() {
     ]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
-        run.stderr.contains("outfile is a file, not a folder"),
+        run.stderr
+            .contains("outfile: dataset folder is a file, not a folder"),
         "{run:?}"
     );
     assert!(!run.stderr.contains("os error 17"), "{run:?}");
@@ -417,7 +418,7 @@ fn a_read_only_state_dir_is_named() {
     let run = dir.run(&["run", "p.yaml", "--no-progress"]);
     assert_eq!(run.code, 2, "{run:?}");
     assert!(
-        run.stderr.contains("state dir ro is not writable"),
+        run.stderr.contains("ro: state dir is not writable"),
         "{run:?}"
     );
     assert!(

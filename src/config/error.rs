@@ -71,8 +71,7 @@ pub fn checked(problems: Vec<ConfigError>) -> Result<(), crate::Error> {
     if problems.is_empty() {
         return Ok(());
     }
-    let messages: Vec<String> = problems.into_iter().map(|e| e.message).collect();
-    Err(crate::Error::Other(messages.join("; ")))
+    Err(crate::Error::Config(ConfigErrors::unplaced(problems)))
 }
 
 /// Every problem found in one pipeline file, in source order.
@@ -98,6 +97,16 @@ impl ConfigErrors {
         }
     }
 
+    /// Problems found outside a pipeline file (a component's `build` on a config made in
+    /// code, a command's flags): no file to name, kept in the order found, and printed on one
+    /// line, `; ` between them, as they are often said within another message.
+    pub fn unplaced(errors: Vec<ConfigError>) -> Self {
+        ConfigErrors {
+            file: PathBuf::new(),
+            errors,
+        }
+    }
+
     pub fn single(file: &Path, location: Location, message: impl Into<String>) -> Self {
         ConfigErrors::new(file, vec![ConfigError::new(location, message)])
     }
@@ -105,6 +114,10 @@ impl ConfigErrors {
 
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.file.as_os_str().is_empty() {
+            let messages: Vec<&str> = self.errors.iter().map(|e| e.message.as_str()).collect();
+            return f.write_str(&crate::redact::redact(&messages.join("; ")));
+        }
         for (i, e) in self.errors.iter().enumerate() {
             if i > 0 {
                 writeln!(f)?;

@@ -155,10 +155,12 @@ impl Emulator {
         });
         let listener = tokio::net::TcpListener::bind(config.addr)
             .await
-            .map_err(|e| Error::Other(format!("cannot listen on {}: {e}", config.addr)))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::Other(e.to_string()))?;
+            .map_err(|e| Error::Emulator {
+                message: format!("cannot listen on {}: {e}", config.addr),
+            })?;
+        let addr = listener.local_addr().map_err(|e| Error::Emulator {
+            message: format!("cannot tell the address it listens on: {e}"),
+        })?;
         let (stop, stopped) = watch::channel(false);
         let server = tokio::spawn(server::serve(
             listener,
@@ -299,14 +301,16 @@ impl BackgroundEmulator {
                     .enable_all()
                     .build()
                     .map_err(|e| {
-                        Error::Other(format!("cannot start the emulator's runtime: {e}"))
+                        Error::internal(format!("cannot start the emulator's runtime: {e}"))
                     })?;
                 runtime.block_on(async move {
                     let emulator = match Emulator::start(config).await {
                         Ok(e) => e,
                         Err(e) => {
-                            let _ = ready_tx.send(Err(Error::Other(e.to_string())));
-                            return Err(e);
+                            // `start` answers with the error; the thread's own result is
+                            // then never read.
+                            let _ = ready_tx.send(Err(e));
+                            return Ok(Value::Null);
                         }
                     };
                     let _ = ready_tx.send(Ok((
@@ -320,10 +324,10 @@ impl BackgroundEmulator {
                     Ok(stats)
                 })
             })
-            .map_err(|e| Error::Other(format!("cannot start the emulator thread: {e}")))?;
+            .map_err(|e| Error::internal(format!("cannot start the emulator thread: {e}")))?;
         let (base_url, api_key, project) = ready_rx
             .recv()
-            .map_err(|_| Error::Other("the emulator thread ended before it started".into()))??;
+            .map_err(|_| Error::internal("the emulator thread ended before it started"))??;
         Ok(BackgroundEmulator {
             base_url,
             api_key,
@@ -340,7 +344,7 @@ impl BackgroundEmulator {
         }
         match self.thread.take().map(|t| t.join()) {
             Some(Ok(result)) => result,
-            Some(Err(_)) => Err(Error::Other("the emulator thread panicked".into())),
+            Some(Err(_)) => Err(Error::internal("the emulator thread panicked")),
             None => Ok(Value::Null),
         }
     }

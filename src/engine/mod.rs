@@ -141,7 +141,7 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
     report.records_written = report.streams.iter().map(|s| s.written).sum();
     report.dead_lettered = shared.dead_letters.count();
     if let Some(prune) = options.prune {
-        let pruned = prune_after_run(
+        let (pruned, stopped) = prune_after_run(
             pipeline,
             shared.gleap.as_deref(),
             prune,
@@ -149,8 +149,8 @@ pub fn run(pipeline: &Pipeline, options: &RunOptions) -> RunReport {
             &first_error,
             &cancel,
         );
-        if let Some(e) = &pruned.error {
-            first_error.get_or_insert(Error::Other(format!("prune: {e}")));
+        if let Some(e) = stopped {
+            first_error.get_or_insert(e.within("prune"));
         }
         report.prune = Some(pruned);
     }
@@ -396,7 +396,7 @@ fn run_streams(
                         states[i] = State::Failed;
                         running -= 1;
                         first_error
-                            .get_or_insert(Error::Other(format!("cannot start a thread: {e}")));
+                            .get_or_insert(Error::internal(format!("cannot start a thread: {e}")));
                     }
                 }
             }
@@ -446,7 +446,7 @@ fn run_contained(run: StreamRun<'_>) -> (StreamReport, Result<(), Error>) {
         run_stream(run, &mut Target::Sink)
     }));
     ran.unwrap_or_else(|panic| {
-        let e = Error::Other(format!(
+        let e = Error::internal(format!(
             "stream `{name}` panicked: {}",
             stream::panic_message(&*panic)
         ));
@@ -483,7 +483,7 @@ fn conclude(report: &mut RunReport, first_error: Option<Error>) {
 }
 
 /// `--prune`, once every stream has finished: nothing when the run did not read its whole
-/// source (the report says why).
+/// source (the report says why). With the error the prune stopped at, if it did.
 fn prune_after_run(
     pipeline: &Pipeline,
     gleap: Option<&GleapRun>,
@@ -491,14 +491,14 @@ fn prune_after_run(
     report: &RunReport,
     first_error: &Option<Error>,
     cancel: &AtomicBool,
-) -> crate::prune::PruneReport {
+) -> (crate::prune::PruneReport, Option<Error>) {
     use crate::prune::{PruneReport, SeenIds};
     let none = SeenIds::default();
     let seen = gleap.and_then(|g| g.prune_seen.as_deref()).unwrap_or(&none);
     let why = crate::prune::blockers(pipeline, &report.streams, first_error.as_ref(), seen);
     match gleap {
         Some(g) if why.is_empty() => crate::prune::prune(pipeline, g, options, seen, cancel),
-        _ => PruneReport::not_run(options, why),
+        _ => (PruneReport::not_run(options, why), None),
     }
 }
 
@@ -589,7 +589,7 @@ pub fn plan(pipeline: &Pipeline, limit: usize) -> Vec<StreamPreview> {
             records,
             dead_letters: dead_letters.take(),
             report,
-            error,
+            error: error.map(|e| e.to_string()),
         });
     }
     previews
@@ -601,7 +601,7 @@ fn read_stream(
     stream: &crate::pipeline::StreamConfig,
     dead_letters: &DeadLetters,
     target: &mut Target,
-) -> (StreamReport, Option<String>) {
+) -> (StreamReport, Option<Error>) {
     match stream.source.open() {
         Ok(source) => {
             let run = StreamRun {
@@ -615,11 +615,11 @@ fn read_stream(
                 sample: None,
             };
             let (report, result) = run_stream(run, target);
-            (report, result.err().map(|e| e.to_string()))
+            (report, result.err())
         }
         Err(e) => (
             StreamReport::skipped(&stream.name.value, e.to_string()),
-            Some(e.to_string()),
+            Some(e),
         ),
     }
 }
@@ -633,12 +633,10 @@ pub fn visit(pipeline: &Pipeline, name: &str, each: &mut dyn FnMut(Record)) -> R
         .streams
         .iter()
         .find(|s| s.name.value == name)
-        .ok_or_else(|| Error::Other(format!("no stream `{name}`")))?;
+        .ok_or_else(|| Error::config(format!("no stream `{name}`")))?;
     let dead_letters = DeadLetters::in_memory(None);
     match read_stream(stream, &dead_letters, &mut Target::Visit(each)) {
         (_, None) => Ok(()),
-        (_, Some(e)) => Err(Error::Other(format!(
-            "stream `{name}`: cannot read its source: {e}"
-        ))),
+        (_, Some(e)) => Err(e.within(format!("stream `{name}`: cannot read its source"))),
     }
 }

@@ -148,7 +148,7 @@ pub fn run_stream(run: StreamRun<'_>, target: &mut Target) -> (StreamReport, Res
                         }
                         Ok(())
                     }
-                    (Ok(()), None) => Err(Error::Other("the sink's writer thread stopped".into())),
+                    (Ok(()), None) => Err(Error::internal("the sink's writer thread stopped")),
                     (Err(e), sink) => {
                         if let Some(sink) = sink {
                             sink.abort();
@@ -258,7 +258,7 @@ impl Writer {
                 }
                 (sink, Ok(()))
             })
-            .map_err(|e| Error::Other(format!("cannot start a writer thread: {e}")))?;
+            .map_err(|e| Error::internal(format!("cannot start a writer thread: {e}")))?;
         Ok(Writer {
             batches: Some(tx),
             thread,
@@ -294,7 +294,7 @@ impl Writer {
             Ok((sink, result)) => (Some(sink), result),
             Err(panic) => (
                 None,
-                Err(Error::Other(format!(
+                Err(Error::internal(format!(
                     "the sink's writer thread panicked: {}",
                     panic_message(&*panic)
                 ))),
@@ -330,7 +330,7 @@ impl Stream<'_> {
             std::thread::Builder::new()
                 .name(format!("read-{}", self.name))
                 .spawn(move || read_batches(&name, items, &tx, &stop, &cancel))
-                .map_err(|e| Error::Other(format!("cannot start a reader thread: {e}")))?
+                .map_err(|e| Error::internal(format!("cannot start a reader thread: {e}")))?
         };
 
         let mut outputs = Vec::new();
@@ -422,7 +422,7 @@ impl Stream<'_> {
         stop_reader.store(true, Ordering::Relaxed);
         drop(rx);
         let end = reader.join().map_err(|panic| {
-            Error::Other(format!(
+            Error::internal(format!(
                 "stream `{}`: reading the input failed: the reader thread panicked: {}",
                 self.name,
                 panic_message(&*panic)

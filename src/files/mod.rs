@@ -268,7 +268,7 @@ impl Rehoster {
             .unwrap_or_default();
         let vault_dir = state_dir.join("files");
         let vault = Vault::open(&vault_dir).map_err(|e| Error::io(&vault_dir, e))?;
-        let fetcher = Fetcher::new(config.settings()?).map_err(Error::Other)?;
+        let fetcher = Fetcher::new(config.settings()?).map_err(Error::internal)?;
         let target = format!("{} {}", client.upload_url(), client.settings().project);
         let max_upload_attempts = client.settings().max_attempts;
         Ok(Rehoster {

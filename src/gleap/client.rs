@@ -212,22 +212,22 @@ impl GleapConfig {
                 .or_else(|| env(var).filter(|s| !s.is_empty()))
         };
         let api_key = from(&self.api_key, "GLEAP_API_KEY").ok_or_else(|| {
-            Error::Other("no Gleap API key: set GLEAP_API_KEY or `gleap: { api_key: ... }` (or run with --emulator)".into())
+            Error::config("no Gleap API key: set GLEAP_API_KEY or `gleap: { api_key: ... }` (or run with --emulator)")
         })?;
         let project = from(&self.project, "GLEAP_PROJECT_ID").ok_or_else(|| {
-            Error::Other("no Gleap project: set GLEAP_PROJECT_ID or `gleap: { project: ... }` (or run with --emulator)".into())
+            Error::config("no Gleap project: set GLEAP_PROJECT_ID or `gleap: { project: ... }` (or run with --emulator)")
         })?;
         let base_url =
             from(&self.base_url, "GLEAP_BASE_URL").unwrap_or_else(|| GLEAP_BASE_URL.to_string());
         let base_url = base_url.trim_end_matches('/').to_string();
         if let Some(problem) = base_url_problem(&base_url) {
-            return Err(Error::Other(format!("gleap base_url {problem}")));
+            return Err(Error::config(format!("gleap base_url {problem}")));
         }
         let requests_per_minute = match self.requests_per_minute {
             Some(n) => n,
             None => match env("GLEAP_REQUESTS_PER_MINUTE").filter(|s| !s.trim().is_empty()) {
                 Some(text) => text.trim().parse::<f64>().map_err(|_| {
-                    Error::Other(format!(
+                    Error::config(format!(
                         "GLEAP_REQUESTS_PER_MINUTE: {text:?} is not a number"
                     ))
                 })?,
@@ -235,7 +235,9 @@ impl GleapConfig {
             },
         };
         if let Some(problem) = rate_problem(requests_per_minute) {
-            return Err(Error::Other(format!("gleap requests_per_minute {problem}")));
+            return Err(Error::config(format!(
+                "gleap requests_per_minute {problem}"
+            )));
         }
         Ok(ClientSettings {
             base_url,
@@ -359,7 +361,7 @@ impl GleapClient {
             .tcp_nodelay(true)
             .user_agent(concat!("gleap-etl/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| Error::Other(format!("cannot build the HTTP client: {e}")))?;
+            .map_err(|e| Error::internal(format!("cannot build the HTTP client: {e}")))?;
         let per_request =
             Duration::from_secs_f64(60.0 / (settings.requests_per_minute * QUOTA_SHARE));
         // A little burst lets requests that came late (timers, stream changes) catch up. In
@@ -369,7 +371,7 @@ impl GleapClient {
             .floor()
             .clamp(1.0, 1000.0) as u32;
         let quota = Quota::with_period(per_request)
-            .ok_or_else(|| Error::Other("gleap requests_per_minute is too high".into()))?
+            .ok_or_else(|| Error::config("gleap requests_per_minute is too high"))?
             .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
         let concurrency = match settings.concurrency {
             ConcurrencySetting::Fixed(n) => ConcurrencyLimit::fixed(n as usize),

@@ -386,7 +386,7 @@ impl CsvFileReader {
         this.columns = unique_names(names, &file).into();
         for name in config.types.keys() {
             if !this.columns.contains(name) {
-                return Err(Error::Other(format!(
+                return Err(Error::config(format!(
                     "{file}: `types` names column `{name}`, which the file does not have (columns: {})",
                     this.columns.join(", ")
                 )));

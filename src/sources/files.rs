@@ -15,13 +15,17 @@ pub fn expand(pattern: &str) -> Result<Vec<PathBuf>> {
         let path = PathBuf::from(pattern);
         let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
         if meta.is_dir() {
-            return Err(Error::Other(format!(
-                "{pattern}: is a directory; name a file or a glob such as {pattern}/*.csv"
-            )));
+            return Err(Error::io(
+                &path,
+                std::io::Error::new(
+                    std::io::ErrorKind::IsADirectory,
+                    format!("is a directory; name a file or a glob such as {pattern}/*.csv"),
+                ),
+            ));
         }
         return Ok(vec![path]);
     }
-    let paths = glob::glob(pattern).map_err(|e| Error::Other(glob_problem(pattern, &e)))?;
+    let paths = glob::glob(pattern).map_err(|e| Error::config(glob_problem(pattern, &e)))?;
     let mut files = Vec::new();
     for entry in paths {
         let path = entry.map_err(|e| {
@@ -33,7 +37,7 @@ pub fn expand(pattern: &str) -> Result<Vec<PathBuf>> {
         }
     }
     if files.is_empty() {
-        return Err(Error::Other(format!("no file matches `{pattern}`")));
+        return Err(Error::config(format!("no file matches `{pattern}`")));
     }
     files.sort();
     Ok(files)

@@ -331,8 +331,8 @@ impl GleapSourceConfig {
     /// records are pulled.
     pub fn open(&self, stream: &str, run: Option<Arc<GleapRun>>) -> Result<OpenedSource> {
         let run = run.ok_or_else(|| {
-            Error::Other(
-                "the gleap source reads from Gleap during a run; it cannot be a lookup table or be planned".into(),
+            Error::config(
+                "the gleap source reads from Gleap during a run; it cannot be a lookup table or be planned",
             )
         })?;
         crate::config::checked(self.check("source.gleap"))?;
@@ -341,7 +341,7 @@ impl GleapSourceConfig {
             .filter(|c| c.entity == self.entity.name() && c.order_by == order.name());
         let since = self
             .since()
-            .map_err(|e| Error::Other(format!("source.gleap.since: {e}")))?;
+            .map_err(|e| Error::config_at("source.gleap.since", e))?;
         let fresh = Cursor {
             entity: self.entity.name().into(),
             order_by: order.name().into(),
@@ -418,7 +418,7 @@ impl GleapSourceConfig {
     }
 }
 
-type PageResult = std::result::Result<ListPage, String>;
+type PageResult = Result<ListPage>;
 
 struct Pager {
     run: Arc<GleapRun>,
@@ -454,11 +454,17 @@ async fn fetch(
     let answer = client
         .call(reqwest::Method::GET, path, &query, None, false, &counters)
         .await
-        .map_err(|e| format!("GET {path}: {e}"))?;
+        .map_err(|e| Error::remote(format!("GET {path}"), &e))?;
     if answer.status == 404 {
-        return Err(format!("GET {path}: 404"));
+        return Err(Error::Remote {
+            context: format!("GET {path}"),
+            status: Some(404),
+            retryable: false,
+            message: "404".into(),
+        });
     }
-    answer::list(answer.body).map_err(|e| format!("GET {path} answered {e}"))
+    answer::list(answer.body)
+        .map_err(|e| Error::unusable_answer(format!("GET {path} answered {e}")))
 }
 
 /// Orders two values of the order field: as instants when both are, else as text.
@@ -548,7 +554,7 @@ impl Pager {
             ("sort".to_string(), format!("-{field}")),
             ("limit".to_string(), "1".to_string()),
         ];
-        let newest = self.block_on(self.request(query)).map_err(Error::Other)?;
+        let newest = self.block_on(self.request(query))?;
         let newest = newest.items.first();
         match newest.and_then(|d| d.get(&field)).and_then(Value::as_str) {
             Some(upper) => {
@@ -595,8 +601,7 @@ impl Pager {
             Some(handle) => self.block_on(handle),
             None => Ok(self.block_on(self.request(self.next_query()))),
         }
-        .map_err(|e| Error::Other(format!("reading a page: {e}")))?
-        .map_err(Error::Other)?;
+        .map_err(|e| Error::internal(format!("reading a page: {e}")))??;
         let endpoint = self.endpoint();
         let got = page.items.len();
         if got > self.page_size {
@@ -761,7 +766,7 @@ impl Pager {
         }
         let mut query = vec![("limit".to_string(), "1".to_string())];
         query.extend(self.window_query(self.cursor.from.as_ref()));
-        let now = self.block_on(self.request(query)).map_err(Error::Other)?;
+        let now = self.block_on(self.request(query))?;
         let total = now
             .total
             .map_or(counted, |t| t.saturating_sub(self.cursor.carried));

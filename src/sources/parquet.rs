@@ -137,7 +137,7 @@ fn root_indices(metadata: &ParquetMetaData, columns: &[String], path: &Path) -> 
         .iter()
         .map(|column| {
             names.iter().position(|n| n == column).ok_or_else(|| {
-                Error::Other(format!(
+                Error::config(format!(
                     "{}: no column `{column}` (columns: {})",
                     path.display(),
                     names.join(", ")

@@ -116,15 +116,18 @@ impl LookupConfig {
                 SourceItem::Rejected(r) => skipped_rows.push(r),
             }
         }
+        let files = || {
+            opened
+                .files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         if duplicates > 0 {
             tracing::warn!(
                 "lookup table {}: {duplicates} rows repeat a key already seen; the first row with each key is used",
-                opened
-                    .files
-                    .iter()
-                    .map(|f| f.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                files()
             );
         }
         let fields = match &self.fields {
@@ -145,7 +148,7 @@ impl LookupConfig {
                     .into_iter()
                     .map(|c| FieldPath::parse(&c).map(|p| (p, c)))
                     .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(Error::Other)?
+                    .map_err(|e| Error::input(files(), format!("lookup table: {e}")))?
             }
         };
         Ok(Lookup {

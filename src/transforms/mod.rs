@@ -210,7 +210,7 @@ impl JqExpr {
                 .next()
                 .map(|e| e.message)
                 .unwrap_or_default();
-            crate::Error::Other(format!(
+            crate::Error::config(format!(
                 "invalid jq expression `{}`: {first}",
                 excerpt(self.code())
             ))
@@ -351,9 +351,7 @@ impl TransformChain {
         let mut stages = Vec::with_capacity(configs.len());
         for (i, config) in configs.iter().enumerate() {
             let label = format!("transforms[{i}] ({})", config.kind());
-            let stage = config
-                .build_with(limits)
-                .map_err(|e| crate::Error::Other(format!("{label}: {e}")))?;
+            let stage = config.build_with(limits).map_err(|e| e.within(&label))?;
             stages.push((
                 stage,
                 StageStats {

@@ -223,7 +223,8 @@ impl Agents {
         team: std::result::Result<Team, String>,
     ) -> Result<Agents> {
         let mapping = match config.file() {
-            Some(file) => read_mapping(file).map_err(|e| Error::Other(format!("agents: {e}")))?,
+            // As `check` says it: a mapping that does not read is a problem of the pipeline.
+            Some(file) => read_mapping(file).map_err(|e| Error::config(format!("agents: {e}")))?,
             None => HashMap::new(),
         };
         let (team, team_error) = match team {

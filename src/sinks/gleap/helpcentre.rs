@@ -353,7 +353,7 @@ impl HelpCentreSink {
         let run: Arc<GleapRun> = context
             .gleap
             .clone()
-            .ok_or_else(|| Error::Other("a Gleap sink needs the run's Gleap client".into()))?;
+            .ok_or_else(|| Error::internal("a Gleap sink needs the run's Gleap client"))?;
         let stream = context.stream.clone();
         run.store
             .restart_stream(&stream, &context.input_fingerprint)?;
@@ -547,7 +547,7 @@ enum Failure {
 impl Failure {
     fn call(what: &str, e: CallError) -> Failure {
         match e {
-            CallError::Fatal(m) => Failure::Fatal(Error::Other(m)),
+            e @ CallError::Fatal(_) => Failure::Fatal(Error::remote("", &e)),
             e => Failure::Record(format!("{what}: {e}")),
         }
     }
@@ -565,7 +565,11 @@ fn listed(what: &str, answer: Answer) -> std::result::Result<Vec<Value>, Failure
     }
     answer::list(answer.body)
         .map(|page| page.items)
-        .map_err(|e| Failure::Fatal(Error::Other(format!("{what}: Gleap answered {e}"))))
+        .map_err(|e| {
+            Failure::Fatal(Error::unusable_answer(format!(
+                "{what}: Gleap answered {e}"
+            )))
+        })
 }
 
 /// The one document of `docs` with this `externalId`: `Ok(None)` when none has it, an
@@ -690,7 +694,7 @@ impl HelpCentreSink {
             .call(Method::GET, endpoint, &[], None, false, &self.counters)
             .await
             .map_err(|e| match e {
-                CallError::Fatal(m) => Failure::Fatal(Error::Other(m)),
+                e @ CallError::Fatal(_) => Failure::Fatal(Error::remote("", &e)),
                 // Without the list, "absent" cannot be known: the stream stops rather than
                 // create a duplicate.
                 e => Failure::Fatal(Error::remote(what.clone(), &e)),
@@ -867,8 +871,8 @@ impl HelpCentreSink {
                     false,
                     &self.counters,
                 ));
-                if let Err(CallError::Fatal(m)) = moved {
-                    return Err(Error::Other(m));
+                if let Err(e @ CallError::Fatal(_)) = moved {
+                    return Err(Error::remote("", &e));
                 }
             }
             let cache = remote.entry(collection.clone()).or_default();
@@ -939,7 +943,7 @@ impl HelpCentreSink {
                             targets.insert(item.source_id.clone(), r);
                         }
                     }
-                    Err(CallError::Fatal(m)) => return Err(Error::Other(m)),
+                    Err(e @ CallError::Fatal(_)) => return Err(Error::remote("", &e)),
                     Err(_) => {}
                 }
             }

@@ -671,7 +671,7 @@ impl GleapRun {
             .thread_name("gleap-io")
             .enable_all()
             .build()
-            .map_err(|e| Error::Other(format!("cannot start the async runtime: {e}")))?;
+            .map_err(|e| Error::internal(format!("cannot start the async runtime: {e}")))?;
         let client = Arc::new(GleapClient::new(settings)?);
         Ok(GleapRun {
             client,

@@ -14,6 +14,7 @@
 //! its place: the report counts these (`out_of_order`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -228,8 +229,11 @@ struct Inner {
 /// request goes out.
 struct IntentWriter {
     sender: Mutex<std::sync::mpsc::Sender<IntentRequest>>,
+    /// The state store's file, to name in its errors.
+    store: PathBuf,
 }
 
+/// A source id and where to answer: a failed write answers its state store error's message.
 type IntentRequest = (
     String,
     tokio::sync::oneshot::Sender<std::result::Result<(), String>>,
@@ -241,6 +245,7 @@ const INTENT_GROUP: usize = 1024;
 impl IntentWriter {
     fn start(store: Arc<StateStore>, stream: String) -> Result<IntentWriter> {
         let (sender, receiver) = std::sync::mpsc::channel::<IntentRequest>();
+        let path = store.path().to_path_buf();
         std::thread::Builder::new()
             .name(format!("intents-{stream}"))
             .spawn(move || {
@@ -253,29 +258,38 @@ impl IntentWriter {
                         }
                     }
                     let ids: Vec<String> = group.iter().map(|(id, _)| id.clone()).collect();
-                    let result = store.add_intents(&stream, &ids).map_err(|e| e.to_string());
+                    let result = store.add_intents(&stream, &ids).map_err(|e| match e {
+                        Error::State { message, .. } => message,
+                        e => e.to_string(),
+                    });
                     for (_, reply) in group {
                         let _ = reply.send(result.clone());
                     }
                 }
             })
-            .map_err(|e| Error::Other(format!("cannot start the intent writer: {e}")))?;
+            .map_err(|e| Error::internal(format!("cannot start the intent writer: {e}")))?;
         Ok(IntentWriter {
             sender: Mutex::new(sender),
+            store: path,
         })
     }
 
     /// Records the intent to create `source_id`; returns once it is committed.
-    async fn record(&self, source_id: String) -> std::result::Result<(), String> {
+    async fn record(&self, source_id: String) -> Result<()> {
+        let stopped = || Error::internal("the intent writer stopped");
         let (reply, committed) = tokio::sync::oneshot::channel();
         self.sender
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .send((source_id, reply))
-            .map_err(|_| "the intent writer stopped".to_string())?;
+            .map_err(|_| stopped())?;
         committed
             .await
-            .map_err(|_| "the intent writer stopped".to_string())?
+            .map_err(|_| stopped())?
+            .map_err(|message| Error::State {
+                path: self.store.clone(),
+                message,
+            })
     }
 }
 
@@ -294,7 +308,7 @@ impl GleapSinkConfig {
         let run: Arc<GleapRun> = context
             .gleap
             .clone()
-            .ok_or_else(|| Error::Other("a Gleap sink needs the run's Gleap client".into()))?;
+            .ok_or_else(|| Error::internal("a Gleap sink needs the run's Gleap client"))?;
         let stream = context.stream.clone();
         let adopt_existing = run.adopt_existing;
         // Lane tasks hold the sink's state; it must not hold the run (and so the runtime
@@ -660,7 +674,7 @@ impl Drop for LaneGuard {
             let mut state = self.inner.lock();
             let waiting = state.lanes.remove(&lane).map_or(0, |q| q.len());
             state.jobs = state.jobs.saturating_sub(1 + waiting);
-            state.fail(Error::Other(format!(
+            state.fail(Error::internal(format!(
                 "stream `{}`: a request task panicked; the records it held are left for the next run",
                 self.inner.stream
             )));
@@ -742,10 +756,14 @@ fn finish_job(
         Err(failure) if failure.stop => {
             // Not done and not dead-lettered: the next run takes the record up again.
             done = false;
-            state.fail(Error::Other(format!(
-                "stream `{}`: {}",
-                inner.stream, failure.reason
-            )));
+            // What stops a stream is Gleap's: a key or project refused, no answer, a list
+            // that cannot be followed, a record whose presence cannot be told.
+            state.fail(Error::Remote {
+                context: format!("stream `{}`", inner.stream),
+                status: None,
+                retryable: false,
+                message: failure.reason,
+            });
         }
         Err(failure) => {
             if !failure.keep_intent && state.intents.remove(source_id) {
@@ -1105,10 +1123,12 @@ async fn create(inner: &Inner, job: &Job) -> std::result::Result<(String, Done),
                 .intent_writer
                 .record(p.source_id.clone())
                 .await
-                .inspect_err(|message| {
+                .map_err(|e| {
                     intent_failed.store(true, Ordering::SeqCst);
                     inner.lock().intents.remove(&p.source_id);
-                    inner.fail(Error::Other(message.clone()));
+                    let message = e.to_string();
+                    inner.fail(e);
+                    message
                 })
         })
     };
@@ -1434,7 +1454,7 @@ impl Sink for GleapSink {
         let permit = self
             .runtime
             .block_on(inner.slots.clone().acquire_owned())
-            .map_err(|_| Error::Other("the Gleap sink stopped".into()))?;
+            .map_err(|_| Error::internal("the Gleap sink stopped"))?;
         let job = {
             let mut state = inner.lock();
             if skip_unchanged(&mut state) {

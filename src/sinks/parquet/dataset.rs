@@ -241,7 +241,7 @@ impl DatasetSink {
         crate::config::checked(config.check("sink.parquet"))?;
         let properties = config.writer_properties()?;
         let store = context.state.clone().ok_or_else(|| {
-            Error::Other("sink.parquet: a dataset needs the run's state store".into())
+            Error::internal("sink.parquet: a dataset needs the run's state store")
         })?;
         let dir = PathBuf::from(&config.path);
         crate::dirs::create(&dir, "dataset folder")?;

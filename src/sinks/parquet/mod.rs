@@ -227,7 +227,7 @@ impl ParquetSinkConfig {
     pub fn writer_properties(&self) -> Result<WriterProperties> {
         let compression = self
             .compression()
-            .map_err(|e| Error::Other(format!("sink.parquet.compression_level: {e}")))?;
+            .map_err(|e| Error::config_at("sink.parquet.compression_level", e))?;
         Ok(WriterProperties::builder()
             .set_compression(compression)
             .set_dictionary_enabled(true)
