@@ -204,18 +204,24 @@ fn same_either_way(stages: &str, sink_infer_rows: usize, rows: usize) -> Outcome
     let dir = Dir::new();
     dir.write("contacts.csv", hostile_csv(rows));
     let pipeline = pipeline(&dir, stages, sink_infer_rows);
-    let by_rows = run(&dir, &pipeline, Some("rows"));
-    let by_batches = run(&dir, &pipeline, None);
-    assert_eq!(by_rows.columnar_rows, 0);
-    assert_eq!(by_batches.code, by_rows.code);
-    assert_eq!(by_batches.counts, by_rows.counts);
+    compare_planes(&dir, &pipeline, "")
+}
+
+/// Runs `pipeline` one record at a time, then in batches: the same output file, dead
+/// letters and counts; what the batch run gave.
+fn compare_planes(dir: &Dir, pipeline: &str, what: &str) -> Outcome {
+    let by_rows = run(dir, pipeline, Some("rows"));
+    let by_batches = run(dir, pipeline, None);
+    assert_eq!(by_rows.columnar_rows, 0, "{what}");
+    assert_eq!(by_batches.code, by_rows.code, "{what}");
+    assert_eq!(by_batches.counts, by_rows.counts, "{what}");
     assert!(
         by_batches.parquet == by_rows.parquet,
-        "the Parquet rows differ"
+        "{what}: the output files differ"
     );
     assert!(
         by_batches.dead_letters == by_rows.dead_letters,
-        "the dead letters differ:\n{}\n---\n{}",
+        "{what}: the dead letters differ:\n{}\n---\n{}",
         by_batches.dead_letters,
         by_rows.dead_letters
     );
@@ -287,17 +293,8 @@ fn from_parquet_batches_pass_through_the_kernels_as_records_would() {
         dir.join("out/contacts.parquet").display()
     );
     let pipeline = pipeline_from(&dir, &source, STAGES, &sink);
-    let by_rows = run(&dir, &pipeline, Some("rows"));
-    let by_batches = run(&dir, &pipeline, None);
-    assert_eq!(by_batches.code, by_rows.code);
-    assert_eq!(by_batches.counts, by_rows.counts);
-    assert!(
-        by_batches.parquet == by_rows.parquet,
-        "the Parquet rows differ"
-    );
-    assert_eq!(by_batches.dead_letters, by_rows.dead_letters);
-    assert!(by_batches.columnar_rows > 0);
-    assert_eq!(by_rows.columnar_rows, 0);
+    let out = compare_planes(&dir, &pipeline, "from Parquet");
+    assert!(out.columnar_rows > 0);
 }
 
 #[test]
@@ -315,15 +312,7 @@ fn csv_and_json_lines_files_and_dedupe_are_byte_for_byte_the_same() {
             dir.join("out/contacts.out").display()
         );
         let pipeline = pipeline_from(&dir, &source, &stages, &out);
-        let by_rows = run(&dir, &pipeline, Some("rows"));
-        let by_batches = run(&dir, &pipeline, None);
-        assert_eq!(by_batches.code, by_rows.code, "{sink}");
-        assert_eq!(by_batches.counts, by_rows.counts, "{sink}");
-        assert!(
-            by_batches.parquet == by_rows.parquet,
-            "{sink}: the files differ"
-        );
-        assert_eq!(by_batches.dead_letters, by_rows.dead_letters, "{sink}");
+        let by_batches = compare_planes(&dir, &pipeline, sink);
         assert!(by_batches.columnar_rows > 0, "{sink}");
         let dedupe = &by_batches.counts["transforms"][6];
         assert!(
