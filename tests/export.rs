@@ -31,6 +31,16 @@ fn config(sessions: usize) -> EmulatorConfig {
 }
 
 fn export(emulator: &Emulator, dir: &Dir, extra: &[&str]) -> Command {
+    export_to(emulator, dir, dir.join("out/sessions").as_os_str(), extra)
+}
+
+/// `gleap-etl export sessions --out OUT` from `emulator`, its state and report in `dir`.
+pub(crate) fn export_to(
+    emulator: &Emulator,
+    dir: &Dir,
+    out: &std::ffi::OsStr,
+    extra: &[&str],
+) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gleap-etl"));
     cmd.args([
         "export",
@@ -40,7 +50,7 @@ fn export(emulator: &Emulator, dir: &Dir, extra: &[&str]) -> Command {
         "customData.seats",
     ])
     .arg("--out")
-    .arg(dir.join("out/sessions"))
+    .arg(out)
     .arg("--state-dir")
     .arg(dir.join("state"))
     .arg("--report")
@@ -68,24 +78,30 @@ pub(crate) fn dataset_ids(dir: &Path) -> Vec<String> {
     let mut ids = Vec::new();
     for file in manifest["files"].as_array().unwrap() {
         let path = dir.join(file.as_str().unwrap());
-        let builder =
-            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap();
-        let column = builder
-            .schema()
-            .fields()
-            .iter()
-            .position(|f| f.name() == "_id")
+        ids.extend(parquet_ids(std::fs::File::open(&path).unwrap()));
+    }
+    ids
+}
+
+/// The `_id` of every row of a Parquet file.
+pub(crate) fn parquet_ids(file: impl parquet::file::reader::ChunkReader + 'static) -> Vec<String> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let column = builder
+        .schema()
+        .fields()
+        .iter()
+        .position(|f| f.name() == "_id")
+        .unwrap();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [column]);
+    let mut ids = Vec::new();
+    for batch in builder.with_projection(mask).build().unwrap() {
+        let batch = batch.unwrap();
+        let array = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
             .unwrap();
-        let mask = ProjectionMask::roots(builder.parquet_schema(), [column]);
-        for batch in builder.with_projection(mask).build().unwrap() {
-            let batch = batch.unwrap();
-            let array = batch
-                .column(0)
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .unwrap();
-            ids.extend((0..array.len()).map(|i| array.value(i).to_string()));
-        }
+        ids.extend((0..array.len()).map(|i| array.value(i).to_string()));
     }
     ids
 }
