@@ -37,7 +37,9 @@ use crate::record::{FieldPath, FieldType, Position, Record, Value};
 #[serde(deny_unknown_fields)]
 pub struct ParquetSinkConfig {
     /// The output file. It is written as `<path>.inprogress` and renamed once complete, so a
-    /// failed run leaves the previous file in place.
+    /// failed run leaves the previous file in place. With `dataset:`, the folder, or a bucket
+    /// URL: `s3://bucket/prefix`, `gs://`, `az://` (credentials from the environment), or
+    /// `file:///abs/path`.
     pub path: String,
     /// Declared column types by field name: `string`, `int`, `float`, `bool`, `timestamp`,
     /// `date`, `json` or `list<TYPE>`. A dotted name (`customData.seats`) declares a field of
