@@ -492,7 +492,7 @@ impl DatasetFiles for Bucket {
                     return Ok(None);
                 }
                 let length = u64::from(u32::from_le_bytes(tail[..4].try_into().expect("4")));
-                let start = size.checked_sub(8 + length).unwrap_or(0);
+                let start = size.saturating_sub(8 + length);
                 self.store
                     .get_range(&location, start..size - 8)
                     .await
