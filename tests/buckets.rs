@@ -2,7 +2,7 @@
 //! resumed, incremental, and with the credentials kept out of what the user sees. Each test
 //! is skipped with a message where moto cannot be started.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::process::Command;
 
 use gleap_etl::emulator::{Emulator, EmulatorConfig};
@@ -93,8 +93,8 @@ async fn dataset_ids(store: &dyn ObjectStore) -> Vec<String> {
 
 /// 30,000 sessions exported to `s3://…/sessions` on moto, SIGKILLed three times at random
 /// moments (right after the emulator answered a page) and run again each time: the manifest
-/// names parts holding every session exactly once, and the bucket holds nothing else under
-/// the prefix (no orphan part of a killed run).
+/// names parts holding every session exactly once, the bucket holds nothing else under the
+/// prefix (no orphan part of a killed run), and the uploads the kills cut short are aborted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_export_to_a_bucket_killed_three_times_ends_with_every_session_once() {
     let Some(moto) = Moto::start() else { return };
@@ -113,8 +113,32 @@ async fn an_export_to_a_bucket_killed_three_times_ends_with_every_session_once()
             .run_until_killed(export(&emulator, &dir, &moto, "exports", &args), at)
             .await;
     }
+    // Uploads the kills cut short: those whose id the state store noted are aborted by the
+    // next run; only an upload whose creation a kill interrupted (its id never received, at
+    // most one per kill) can stay, for the bucket's lifecycle rule.
+    let left_open = moto.pending_uploads("exports");
+    let noted: BTreeSet<String> = gleap_etl::state::StateStore::open(&dir.join("state"))
+        .unwrap()
+        .open_uploads("s3://exports/sessions")
+        .unwrap()
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    assert!(noted.is_subset(&left_open), "{noted:?} {left_open:?}");
     let last = run(export(&emulator, &dir, &moto, "exports", &args)).await;
     assert_eq!(last.code, 0, "{last:?}");
+    let still_open = moto.pending_uploads("exports");
+    assert!(
+        still_open.is_disjoint(&noted) && still_open.is_subset(&left_open) && still_open.len() <= 3,
+        "open before the last run {left_open:?}, noted {noted:?}, open after {still_open:?}"
+    );
+    assert!(
+        gleap_etl::state::StateStore::open(&dir.join("state"))
+            .unwrap()
+            .open_uploads("s3://exports/sessions")
+            .unwrap()
+            .is_empty()
+    );
 
     let store = moto.store("exports");
     let ids = dataset_ids(&store).await;

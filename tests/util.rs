@@ -574,11 +574,14 @@ impl Moto {
             .unwrap()
     }
 
-    /// The multipart uploads of `bucket` begun and neither completed nor aborted.
-    pub fn pending_uploads(&self, bucket: &str) -> usize {
+    /// The ids of the multipart uploads of `bucket` begun and neither completed nor aborted.
+    pub fn pending_uploads(&self, bucket: &str) -> std::collections::BTreeSet<String> {
         let (status, body) = self.request("GET", &format!("/{bucket}?uploads")).unwrap();
         assert_eq!(status, 200, "{body}");
-        body.matches("<UploadId>").count()
+        body.split("<UploadId>")
+            .skip(1)
+            .filter_map(|s| s.split_once("</UploadId>").map(|(id, _)| id.to_string()))
+            .collect()
     }
 }
 

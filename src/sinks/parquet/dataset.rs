@@ -211,7 +211,7 @@ impl DatasetSink {
         let store = context.state.clone().ok_or_else(|| {
             Error::Other("sink.parquet: a dataset needs the run's state store".into())
         })?;
-        let dir = storage::open(&config.path)?;
+        let dir = storage::open(&config.path, &store)?;
         // The folder is the dataset's own: its files are renamed and removed as parts come
         // and go, so a folder holding something else is refused.
         if dir.is_foreign(MANIFEST)? {

@@ -12,9 +12,9 @@
 //! is committed. Readers follow the manifest, which names a part only once it is committed:
 //! the manifest is the commit. A run killed between completing a part and committing it
 //! leaves an object no committed part names, which the next run deletes like any other
-//! orphan; an upload the kill cut short never becomes an object (the bucket drops it after
-//! its lifecycle rule's `AbortIncompleteMultipartUpload` days; a run that fails without
-//! being killed aborts its own). Credentials come from the environment (object_store's
+//! orphan. An upload the kill cut short never becomes an object; each upload's id is noted in
+//! the state store before its first byte is sent, and the next run aborts those left open (a
+//! run that fails without being killed aborts its own). Credentials come from the environment (object_store's
 //! `from_env` builders); their values are registered with [`crate::redact`] so that no
 //! error, log line or report shows them.
 
@@ -25,13 +25,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use futures_util::TryStreamExt;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutPayload};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::metadata::ParquetMetaDataReader;
 
 use super::schema::{self, Fields};
 use crate::error::{Error, Result};
+use crate::state::StateStore;
 
 /// Bytes per upload request of a part (S3 wants at least 5 MiB for all but the last).
 pub const UPLOAD_CHUNK_BYTES: usize = 8 << 20;
@@ -102,8 +104,8 @@ pub trait PartWriter: Write + Send {
 }
 
 /// The files of the dataset at `path`: a URL with a scheme (`s3://`, `gs://`, `az://`,
-/// `file://`) or a local folder.
-pub fn open(path: &str) -> Result<Box<dyn DatasetFiles>> {
+/// `file://`) or a local folder. A bucket notes its open uploads in `state`.
+pub fn open(path: &str, state: &Arc<StateStore>) -> Result<Box<dyn DatasetFiles>> {
     match path.split_once("://") {
         Some((scheme, _))
             if scheme.len() > 1 && scheme.chars().all(|c| c.is_ascii_alphanumeric()) =>
@@ -119,7 +121,7 @@ pub fn open(path: &str) -> Result<Box<dyn DatasetFiles>> {
                 })?;
                 return Ok(Box::new(LocalFolder::open(local)?));
             }
-            Ok(Box::new(Bucket::open(path, &url)?))
+            Ok(Box::new(Bucket::open(path, &url, state.clone())?))
         }
         _ => Ok(Box::new(LocalFolder::open(PathBuf::from(path))?)),
     }
@@ -294,9 +296,13 @@ pub struct Bucket {
     /// The URL as written (it holds no credentials: those come from the environment).
     url: PathBuf,
     store: Arc<dyn ObjectStore>,
+    /// The same store, for uploads whose ids are kept.
+    multipart: Arc<dyn MultipartStore>,
     prefix: ObjectPath,
     /// Runs the requests; the sink's thread waits on them.
     runtime: Arc<tokio::runtime::Runtime>,
+    /// Where open uploads are noted.
+    state: Arc<StateStore>,
 }
 
 /// An error of the object store, about `what`, with credentials taken out.
@@ -305,7 +311,7 @@ fn store_error(what: &Path, e: impl std::fmt::Display) -> Error {
 }
 
 impl Bucket {
-    fn open(text: &str, url: &url::Url) -> Result<Bucket> {
+    fn open(text: &str, url: &url::Url, state: Arc<StateStore>) -> Result<Bucket> {
         for name in CREDENTIAL_VARS {
             if let Ok(value) = std::env::var(name) {
                 crate::redact::remember(name, &value);
@@ -326,20 +332,26 @@ impl Bucket {
                 format!("{e} (settings and credentials come from {vars})"),
             )
         };
-        let store: Arc<dyn ObjectStore> = match scheme {
-            ObjectStoreScheme::AmazonS3 => Arc::new(
+        fn both<S: ObjectStore + MultipartStore>(
+            s: S,
+        ) -> (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>) {
+            let s = Arc::new(s);
+            (s.clone(), s)
+        }
+        let (store, multipart) = match scheme {
+            ObjectStoreScheme::AmazonS3 => both(
                 object_store::aws::AmazonS3Builder::from_env()
                     .with_url(url_text)
                     .build()
                     .map_err(|e| built(e, "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT..."))?,
             ),
-            ObjectStoreScheme::GoogleCloudStorage => Arc::new(
+            ObjectStoreScheme::GoogleCloudStorage => both(
                 object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_url(url_text)
                     .build()
                     .map_err(|e| built(e, "GOOGLE_SERVICE_ACCOUNT, GOOGLE_SERVICE_ACCOUNT_KEY, GOOGLE_APPLICATION_CREDENTIALS..."))?,
             ),
-            ObjectStoreScheme::MicrosoftAzure => Arc::new(
+            ObjectStoreScheme::MicrosoftAzure => both(
                 object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_url(url_text)
                     .build()
@@ -356,8 +368,10 @@ impl Bucket {
         Ok(Bucket {
             url: path,
             store,
+            multipart,
             prefix,
             runtime: Arc::new(runtime),
+            state,
         })
     }
 
@@ -433,15 +447,22 @@ impl DatasetFiles for Bucket {
 
     fn create(&self, name: &str) -> Result<Box<dyn PartWriter>> {
         let shown = self.shown(name);
-        let upload = self
+        let location = self.location(name);
+        let id = self
             .runtime
-            .block_on(self.store.put_multipart(&self.location(name)))
+            .block_on(self.multipart.create_multipart(&location))
             .map_err(|e| store_error(&shown, format!("starting the upload: {e}")))?;
+        self.state
+            .begin_upload(&self.url.display().to_string(), location.as_ref(), &id)?;
         Ok(Box::new(BucketPart {
-            upload: Some(WriteMultipart::new_with_chunk_size(
-                upload,
-                UPLOAD_CHUNK_BYTES,
-            )),
+            multipart: self.multipart.clone(),
+            state: self.state.clone(),
+            location,
+            id: Some(id),
+            buffer: Vec::new(),
+            in_flight: tokio::task::JoinSet::new(),
+            sent: Vec::new(),
+            next: 0,
             runtime: self.runtime.clone(),
             shown,
         }))
@@ -463,6 +484,26 @@ impl DatasetFiles for Bucket {
     }
 
     fn tidy(&self, committed: &HashSet<String>, is_part: &dyn Fn(&str) -> bool) -> Result<()> {
+        // Uploads a killed run left open: aborted (a completed one is not found: fine).
+        for (location, id) in self.state.open_uploads(&self.url.display().to_string())? {
+            let path = ObjectPath::from(location.as_str());
+            match self
+                .runtime
+                .block_on(self.multipart.abort_multipart(&path, &id))
+            {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                    tracing::info!("aborted the unfinished upload of {location}");
+                    self.state.end_upload(&location, &id)?;
+                }
+                Err(e) => tracing::warn!(
+                    "{}",
+                    store_error(
+                        &self.url,
+                        format!("aborting the unfinished upload of {location}: {e}")
+                    )
+                ),
+            }
+        }
         for name in self.list()? {
             let file = name.rsplit('/').next().unwrap_or(&name);
             if (is_part(file) || file.ends_with(".inprogress")) && !committed.contains(&name) {
@@ -518,29 +559,74 @@ impl DatasetFiles for Bucket {
     }
 }
 
-/// A part file streamed to a bucket as a multipart upload.
+/// A part file streamed to a bucket as a multipart upload: [`UPLOAD_CHUNK_BYTES`] per
+/// request, at most [`UPLOADS_IN_FLIGHT`] requests out, so memory holds a few chunks however
+/// large the part.
 struct BucketPart {
+    multipart: Arc<dyn MultipartStore>,
+    state: Arc<StateStore>,
+    location: ObjectPath,
     /// `None` once completed or aborted.
-    upload: Option<WriteMultipart>,
+    id: Option<String>,
+    /// The chunk being filled.
+    buffer: Vec<u8>,
+    in_flight: tokio::task::JoinSet<(usize, object_store::Result<PartId>)>,
+    /// Chunks uploaded, by index.
+    sent: Vec<(usize, PartId)>,
+    /// The index of the next chunk.
+    next: usize,
     runtime: Arc<tokio::runtime::Runtime>,
     shown: PathBuf,
 }
 
-impl Write for BucketPart {
-    /// Takes at most a chunk at a time, waiting while [`UPLOADS_IN_FLIGHT`] requests are out,
-    /// so that memory holds a few chunks however large the part.
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let Some(upload) = self.upload.as_mut() else {
-            return Err(std::io::Error::other("the upload is over"));
+impl BucketPart {
+    /// Waits until at most `n` chunks are in flight.
+    fn wait_until(&mut self, n: usize) -> object_store::Result<()> {
+        while self.in_flight.len() > n {
+            match self.runtime.block_on(self.in_flight.join_next()) {
+                Some(Ok((i, part))) => self.sent.push((i, part?)),
+                Some(Err(e)) => {
+                    return Err(object_store::Error::Generic {
+                        store: "upload",
+                        source: Box::new(e),
+                    });
+                }
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the buffer as the next chunk, once fewer than [`UPLOADS_IN_FLIGHT`] are out.
+    fn send(&mut self) -> object_store::Result<()> {
+        self.wait_until(UPLOADS_IN_FLIGHT - 1)?;
+        let Some(id) = self.id.clone() else {
+            return Ok(());
         };
-        let n = buf.len().min(UPLOAD_CHUNK_BYTES);
-        let _entered = self.runtime.enter();
-        self.runtime
-            .block_on(upload.wait_for_capacity(UPLOADS_IN_FLIGHT))
-            .map_err(|e| {
+        let data = PutPayload::from(std::mem::take(&mut self.buffer));
+        let (multipart, location, index) =
+            (self.multipart.clone(), self.location.clone(), self.next);
+        self.next += 1;
+        self.in_flight.spawn_on(
+            async move { (index, multipart.put_part(&location, &id, index, data).await) },
+            self.runtime.handle(),
+        );
+        Ok(())
+    }
+}
+
+impl Write for BucketPart {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.buffer.capacity() == 0 {
+            self.buffer.reserve_exact(UPLOAD_CHUNK_BYTES);
+        }
+        let n = buf.len().min(UPLOAD_CHUNK_BYTES - self.buffer.len());
+        self.buffer.extend_from_slice(&buf[..n]);
+        if self.buffer.len() == UPLOAD_CHUNK_BYTES {
+            self.send().map_err(|e| {
                 std::io::Error::other(crate::redact::redact(&e.to_string()).into_owned())
             })?;
-        upload.write(&buf[..n]);
+        }
         Ok(n)
     }
 
@@ -551,25 +637,54 @@ impl Write for BucketPart {
 
 impl PartWriter for BucketPart {
     fn close(mut self: Box<Self>) -> Result<()> {
-        let Some(upload) = self.upload.take() else {
-            return Err(Error::output(&self.shown, "the upload is over"));
-        };
-        let _entered = self.runtime.enter();
-        self.runtime
-            .block_on(upload.finish())
-            .map(|_| ())
-            .map_err(|e| store_error(&self.shown, format!("completing the upload: {e}")))
+        let done = (|| -> object_store::Result<()> {
+            if !self.buffer.is_empty() || self.next == 0 {
+                self.send()?;
+            }
+            self.wait_until(0)?;
+            let Some(id) = self.id.clone() else {
+                return Ok(());
+            };
+            self.sent.sort_by_key(|(i, _)| *i);
+            let parts = self.sent.drain(..).map(|(_, p)| p).collect();
+            self.runtime.block_on(
+                self.multipart
+                    .complete_multipart(&self.location, &id, parts),
+            )?;
+            Ok(())
+        })();
+        match done {
+            Ok(()) => {
+                let id = self.id.take().expect("the upload was open");
+                self.state.end_upload(self.location.as_ref(), &id)
+            }
+            Err(e) => {
+                let error = store_error(&self.shown, format!("uploading: {e}"));
+                self.abort();
+                Err(error)
+            }
+        }
     }
 
     fn abort(&mut self) {
-        if let Some(upload) = self.upload.take() {
-            let _entered = self.runtime.enter();
-            if let Err(e) = self.runtime.block_on(upload.abort()) {
-                tracing::warn!(
-                    "{}",
-                    store_error(&self.shown, format!("aborting the upload: {e}"))
-                );
+        let Some(id) = self.id.take() else {
+            return;
+        };
+        self.in_flight.abort_all();
+        let aborted = self.runtime.block_on(async {
+            while self.in_flight.join_next().await.is_some() {}
+            self.multipart.abort_multipart(&self.location, &id).await
+        });
+        match aborted {
+            Ok(()) => {
+                if let Err(e) = self.state.end_upload(self.location.as_ref(), &id) {
+                    tracing::warn!("{e}");
+                }
             }
+            Err(e) => tracing::warn!(
+                "{}",
+                store_error(&self.shown, format!("aborting the upload: {e}"))
+            ),
         }
     }
 }
@@ -581,6 +696,8 @@ mod tests {
     #[test]
     fn plain_paths_and_file_urls_are_folders() {
         let dir = tempfile::tempdir().unwrap();
+        let state = Arc::new(StateStore::open(&dir.path().join("state")).unwrap());
+        let open = |path: &str| open(path, &state);
         let plain = open(dir.path().join("a").to_str().unwrap()).unwrap();
         assert_eq!(plain.path(), dir.path().join("a"));
         let url = format!("file://{}", dir.path().join("b").display());
@@ -601,7 +718,10 @@ mod tests {
             std::env::set_var("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE");
             std::env::set_var("AWS_SECRET_ACCESS_KEY", secret);
         }
-        let bucket = Bucket::open("s3://b/p", &url::Url::parse("s3://b/p").unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let state = Arc::new(StateStore::open(dir.path()).unwrap());
+        let url = url::Url::parse("s3://b/p").unwrap();
+        let bucket = Bucket::open("s3://b/p", &url, state).unwrap();
         // An error text that quotes the secret (as a signing error could) comes out without it.
         let error = store_error(bucket.path(), format!("signature for {secret} rejected"));
         let text = error.to_string();
