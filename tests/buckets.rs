@@ -5,30 +5,13 @@
 use std::collections::{BTreeSet, HashSet};
 use std::process::Command;
 
-use gleap_etl::emulator::{Emulator, EmulatorConfig};
+use gleap_etl::emulator::Emulator;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::Value;
 
-use crate::export::{export_to, parquet_ids, run};
+use crate::export::{assert_every_session_once, config, export_to, parquet_ids, run};
 use crate::util::{Dir, Killer, Moto};
-
-const KEY: &str = "export-key";
-const PROJECT: &str = "65a0000000000000000000ff";
-
-fn config(sessions: usize) -> EmulatorConfig {
-    EmulatorConfig {
-        api_key: Some(KEY.into()),
-        project: Some(PROJECT.into()),
-        quota: None,
-        generate_sessions: sessions,
-        faults: gleap_etl::emulator::FaultConfig {
-            seed: 7,
-            ..Default::default()
-        },
-        ..Default::default()
-    }
-}
 
 /// `gleap-etl export sessions --out s3://BUCKET/sessions` with moto's endpoint and keys.
 fn export(emulator: &Emulator, dir: &Dir, moto: &Moto, bucket: &str, extra: &[&str]) -> Command {
@@ -141,17 +124,7 @@ async fn an_export_to_a_bucket_killed_three_times_ends_with_every_session_once()
     );
 
     let store = moto.store("exports");
-    let ids = dataset_ids(&store).await;
-    assert_eq!(ids.len(), 30_000, "rows in the parts the manifest names");
-    let unique: HashSet<&String> = ids.iter().collect();
-    assert_eq!(unique.len(), 30_000, "one row per _id");
-    let expected: HashSet<String> = emulator.dump()["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["_id"].as_str().unwrap().to_string())
-        .collect();
-    assert!(unique.iter().all(|id| expected.contains(*id)));
+    assert_every_session_once(&emulator, &dataset_ids(&store).await, 30_000);
 
     let manifest = read_manifest(&store).await;
     assert_eq!(manifest["rows"], 30_000);
@@ -182,14 +155,16 @@ async fn an_incremental_export_to_a_bucket_adds_only_the_changed_rows() {
     moto.create_bucket("nightly");
     let emulator = Emulator::start(config(6_000)).await.unwrap();
     let dir = Dir::new();
-    let first = run(export(
-        &emulator,
-        &dir,
-        &moto,
-        "nightly",
-        &["--incremental"],
-    ))
-    .await;
+    let nightly = || {
+        run(export(
+            &emulator,
+            &dir,
+            &moto,
+            "nightly",
+            &["--incremental"],
+        ))
+    };
+    let first = nightly().await;
     assert_eq!(first.code, 0, "{first:?}");
     let store = moto.store("nightly");
     assert_eq!(dataset_ids(&store).await.len(), 6_000);
@@ -209,14 +184,7 @@ async fn an_incremental_export_to_a_bucket_adds_only_the_changed_rows() {
             .unwrap();
     }
     let changed: HashSet<String> = emulator.touch_sessions(300).into_iter().collect();
-    let second = run(export(
-        &emulator,
-        &dir,
-        &moto,
-        "nightly",
-        &["--incremental"],
-    ))
-    .await;
+    let second = nightly().await;
     assert_eq!(second.code, 0, "{second:?}");
     let manifest = read_manifest(&store).await;
     assert_eq!(
@@ -232,14 +200,7 @@ async fn an_incremental_export_to_a_bucket_adds_only_the_changed_rows() {
         "the new part holds exactly the changed sessions"
     );
 
-    let third = run(export(
-        &emulator,
-        &dir,
-        &moto,
-        "nightly",
-        &["--incremental"],
-    ))
-    .await;
+    let third = nightly().await;
     assert_eq!(third.code, 0, "{third:?}");
     assert_eq!(
         read_manifest(&store).await["parts"]

@@ -16,7 +16,7 @@ use crate::util::{Dir, Killer, Run};
 const KEY: &str = "export-key";
 const PROJECT: &str = "65a0000000000000000000ff";
 
-fn config(sessions: usize) -> EmulatorConfig {
+pub(crate) fn config(sessions: usize) -> EmulatorConfig {
     EmulatorConfig {
         api_key: Some(KEY.into()),
         project: Some(PROJECT.into()),
@@ -106,6 +106,20 @@ pub(crate) fn parquet_ids(file: impl parquet::file::reader::ChunkReader + 'stati
     ids
 }
 
+/// `ids` are `count` sessions of the emulator, each once.
+pub(crate) fn assert_every_session_once(emulator: &Emulator, ids: &[String], count: usize) {
+    assert_eq!(ids.len(), count, "rows in the dataset");
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), count, "one row per _id");
+    let expected: HashSet<String> = emulator.dump()["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(unique.iter().all(|id| expected.contains(*id)));
+}
+
 fn leftovers(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -143,17 +157,7 @@ async fn an_export_killed_five_times_ends_with_every_session_once() {
     assert_eq!(last.code, 0, "{last:?}");
 
     let out = dir.join("out/sessions");
-    let ids = dataset_ids(&out);
-    assert_eq!(ids.len(), 100_000, "rows in the dataset");
-    let unique: HashSet<&String> = ids.iter().collect();
-    assert_eq!(unique.len(), 100_000, "one row per _id");
-    let expected: HashSet<String> = emulator.dump()["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["_id"].as_str().unwrap().to_string())
-        .collect();
-    assert!(unique.iter().all(|id| expected.contains(*id)));
+    assert_every_session_once(&emulator, &dataset_ids(&out), 100_000);
     assert!(leftovers(&out).is_empty(), "{:?}", leftovers(&out));
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(out.join("_manifest.json")).unwrap()).unwrap();
