@@ -268,3 +268,60 @@ async fn a_bucket_error_names_the_bucket_and_not_the_secret() {
         assert!(!text.contains(secret), "the secret shows: {text}");
     }
 }
+
+/// SIGTERM in the middle of an export to a bucket: the run stops (exit 2) and leaves its
+/// committed parts (pending in the manifest) and nothing more: no open multipart upload, no
+/// part object the manifest does not name, no upload id noted in the state store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_an_export_to_a_bucket_aborts_its_upload() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let Some(moto) = Moto::start() else { return };
+    moto.create_bucket("stopped");
+    let pid = Arc::new(AtomicU32::new(0));
+    let mut config = config(30_000);
+    let target = pid.clone();
+    // The 9th request: the first parts are committed, the next one's upload is open.
+    config.on_request = Some(Arc::new(move |n| {
+        if n == 9 {
+            let pid = target.load(Ordering::SeqCst);
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+    }));
+    let emulator = Emulator::start(config).await.unwrap();
+    let dir = Dir::new();
+    let args = ["--part-rows", "1500", "--page-size", "500", "--incremental"];
+    let status =
+        crate::util::run_with_pid(export(&emulator, &dir, &moto, "stopped", &args), pid).await;
+    assert_eq!(status.code(), Some(2), "{status:?}");
+    assert_eq!(moto.pending_uploads("stopped"), BTreeSet::new());
+    let store = moto.store("stopped");
+    // The first generation is not complete: the manifest names no current file yet, and
+    // lists the committed parts as pending.
+    let manifest = read_manifest(&store).await;
+    assert_eq!(manifest["files"], serde_json::json!([]), "{manifest:#}");
+    let pending = manifest["pending"]["parts"].as_array().unwrap();
+    let mut named = vec!["_manifest.json".to_string()];
+    let (mut rows, mut read) = (0, 0);
+    for part in pending {
+        rows += part["rows"].as_u64().unwrap();
+        for file in part["files"].as_array().unwrap() {
+            let file = file["file"].as_str().unwrap();
+            read += part_ids(&store, file).await.len() as u64;
+            named.push(file.to_string());
+        }
+    }
+    assert!(rows > 0 && rows < 30_000, "{manifest:#}");
+    assert_eq!(read, rows);
+    named.sort();
+    assert_eq!(objects(&store, "sessions").await, named);
+    assert!(
+        gleap_etl::state::StateStore::open(&dir.join("state"))
+            .unwrap()
+            .open_uploads("s3://stopped/sessions")
+            .unwrap()
+            .is_empty()
+    );
+}
