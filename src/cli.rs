@@ -171,7 +171,9 @@ pub struct ExportArgs {
     /// `sessions`, `tickets` or `messages`.
     #[arg(value_parser = parse_entity)]
     pub entity: crate::sinks::gleap::Entity,
-    /// The dataset folder (part-NNNNN.parquet files and _manifest.json).
+    /// The dataset folder (part-NNNNN.parquet files and _manifest.json), or a bucket:
+    /// s3://bucket/prefix, gs://, az://, file:///abs/path (credentials from AWS_*, GOOGLE_*,
+    /// AZURE_* environment variables).
     #[arg(long)]
     pub out: PathBuf,
     /// Keep the cursor: the next run reads only what changed since this one.

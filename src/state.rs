@@ -202,6 +202,10 @@ impl StateStore {
              CREATE TABLE IF NOT EXISTS file_uploads (
                  target TEXT NOT NULL, sha256 TEXT NOT NULL, file_url TEXT, attempts INTEGER NOT NULL DEFAULT 0,
                  updated_at TEXT NOT NULL, PRIMARY KEY (target, sha256));
+             CREATE TABLE IF NOT EXISTS dataset_uploads (
+                 dir TEXT NOT NULL, location TEXT NOT NULL, upload_id TEXT NOT NULL,
+                 started_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+                 PRIMARY KEY (location, upload_id));
              CREATE TABLE IF NOT EXISTS pruned (
                  stream TEXT NOT NULL, source_id TEXT NOT NULL, gleap_id TEXT NOT NULL,
                  run INTEGER, pruned_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
@@ -835,6 +839,39 @@ impl StateStore {
                 params![url, reason],
             )
             .map(|_| ())
+        })
+    }
+
+    /// A multipart upload of a dataset part in a bucket began (noted before any byte is sent,
+    /// so that the next run can abort it if this one is killed).
+    pub fn begin_upload(&self, dir: &str, location: &str, upload_id: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO dataset_uploads (dir, location, upload_id) VALUES (?1, ?2, ?3)",
+                params![dir, location, upload_id],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// The upload was completed or aborted.
+    pub fn end_upload(&self, location: &str, upload_id: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "DELETE FROM dataset_uploads WHERE location = ?1 AND upload_id = ?2",
+                params![location, upload_id],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// The uploads of the dataset in `dir` begun and not ended: (location, upload id).
+    pub fn open_uploads(&self, dir: &str) -> Result<Vec<(String, String)>> {
+        self.with(|c| {
+            let mut stmt =
+                c.prepare("SELECT location, upload_id FROM dataset_uploads WHERE dir = ?1")?;
+            let rows = stmt.query_map([dir], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
         })
     }
 

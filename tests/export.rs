@@ -16,7 +16,7 @@ use crate::util::{Dir, Killer, Run};
 const KEY: &str = "export-key";
 const PROJECT: &str = "65a0000000000000000000ff";
 
-fn config(sessions: usize) -> EmulatorConfig {
+pub(crate) fn config(sessions: usize) -> EmulatorConfig {
     EmulatorConfig {
         api_key: Some(KEY.into()),
         project: Some(PROJECT.into()),
@@ -31,6 +31,16 @@ fn config(sessions: usize) -> EmulatorConfig {
 }
 
 fn export(emulator: &Emulator, dir: &Dir, extra: &[&str]) -> Command {
+    export_to(emulator, dir, dir.join("out/sessions").as_os_str(), extra)
+}
+
+/// `gleap-etl export sessions --out OUT` from `emulator`, its state and report in `dir`.
+pub(crate) fn export_to(
+    emulator: &Emulator,
+    dir: &Dir,
+    out: &std::ffi::OsStr,
+    extra: &[&str],
+) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gleap-etl"));
     cmd.args([
         "export",
@@ -40,7 +50,7 @@ fn export(emulator: &Emulator, dir: &Dir, extra: &[&str]) -> Command {
         "customData.seats",
     ])
     .arg("--out")
-    .arg(dir.join("out/sessions"))
+    .arg(out)
     .arg("--state-dir")
     .arg(dir.join("state"))
     .arg("--report")
@@ -68,26 +78,46 @@ pub(crate) fn dataset_ids(dir: &Path) -> Vec<String> {
     let mut ids = Vec::new();
     for file in manifest["files"].as_array().unwrap() {
         let path = dir.join(file.as_str().unwrap());
-        let builder =
-            ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap()).unwrap();
-        let column = builder
-            .schema()
-            .fields()
-            .iter()
-            .position(|f| f.name() == "_id")
-            .unwrap();
-        let mask = ProjectionMask::roots(builder.parquet_schema(), [column]);
-        for batch in builder.with_projection(mask).build().unwrap() {
-            let batch = batch.unwrap();
-            let array = batch
-                .column(0)
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .unwrap();
-            ids.extend((0..array.len()).map(|i| array.value(i).to_string()));
-        }
+        ids.extend(parquet_ids(std::fs::File::open(&path).unwrap()));
     }
     ids
+}
+
+/// The `_id` of every row of a Parquet file.
+pub(crate) fn parquet_ids(file: impl parquet::file::reader::ChunkReader + 'static) -> Vec<String> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+    let column = builder
+        .schema()
+        .fields()
+        .iter()
+        .position(|f| f.name() == "_id")
+        .unwrap();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [column]);
+    let mut ids = Vec::new();
+    for batch in builder.with_projection(mask).build().unwrap() {
+        let batch = batch.unwrap();
+        let array = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        ids.extend((0..array.len()).map(|i| array.value(i).to_string()));
+    }
+    ids
+}
+
+/// `ids` are `count` sessions of the emulator, each once.
+pub(crate) fn assert_every_session_once(emulator: &Emulator, ids: &[String], count: usize) {
+    assert_eq!(ids.len(), count, "rows in the dataset");
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), count, "one row per _id");
+    let expected: HashSet<String> = emulator.dump()["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["_id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(unique.iter().all(|id| expected.contains(*id)));
 }
 
 fn leftovers(dir: &Path) -> Vec<String> {
@@ -127,17 +157,7 @@ async fn an_export_killed_five_times_ends_with_every_session_once() {
     assert_eq!(last.code, 0, "{last:?}");
 
     let out = dir.join("out/sessions");
-    let ids = dataset_ids(&out);
-    assert_eq!(ids.len(), 100_000, "rows in the dataset");
-    let unique: HashSet<&String> = ids.iter().collect();
-    assert_eq!(unique.len(), 100_000, "one row per _id");
-    let expected: HashSet<String> = emulator.dump()["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["_id"].as_str().unwrap().to_string())
-        .collect();
-    assert!(unique.iter().all(|id| expected.contains(*id)));
+    assert_every_session_once(&emulator, &dataset_ids(&out), 100_000);
     assert!(leftovers(&out).is_empty(), "{:?}", leftovers(&out));
     let manifest: Value =
         serde_json::from_slice(&std::fs::read(out.join("_manifest.json")).unwrap()).unwrap();

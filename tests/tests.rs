@@ -2,6 +2,7 @@
 
 mod util;
 
+mod buckets;
 mod data_plane;
 mod emulator;
 mod export;

@@ -468,3 +468,126 @@ pub fn report_stream(report: &serde_json::Value, name: &str) -> serde_json::Valu
         .unwrap_or_else(|| panic!("no stream {name} in {report:#}"))
         .clone()
 }
+
+/// An S3 API on the loopback: `moto` in server mode (`pip install 'moto[server]'`), stopped
+/// when dropped. The dataset tests write buckets on it through the same client as real S3.
+pub struct Moto {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl Moto {
+    /// Starts moto on a free port of 127.0.0.1 and waits until it answers; `None` (with a
+    /// message saying the test is skipped) where moto is not installed or does not start.
+    pub fn start() -> Option<Moto> {
+        let skipped = |why: &str| {
+            eprintln!("skipped: moto not available (pip install 'moto[server]'): {why}");
+            None
+        };
+        let python = std::env::var("GLEAP_ETL_MOTO_PYTHON").unwrap_or_else(|_| "python3".into());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .ok()?;
+        let child = Command::new(&python)
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let child = match child {
+            Ok(c) => c,
+            Err(e) => return skipped(&format!("{python}: {e}")),
+        };
+        let mut moto = Moto { child, port };
+        // A real process starting: polled, at most 30 s.
+        for _ in 0..600 {
+            if let Ok(Some(status)) = moto.child.try_wait() {
+                return skipped(&format!("{python} -m moto.server exited: {status}"));
+            }
+            if moto.request("GET", "/").is_ok() {
+                return Some(moto);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        skipped("moto.server did not answer within 30 s")
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// A plain HTTP request (moto does not check signatures); the status and the body.
+    pub fn request(&self, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )?;
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer)?;
+        let status = answer
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("not HTTP: {answer}")))?;
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((status, body))
+    }
+
+    pub fn create_bucket(&self, bucket: &str) {
+        let (status, body) = self.request("PUT", &format!("/{bucket}")).unwrap();
+        assert_eq!(status, 200, "creating bucket {bucket}: {body}");
+    }
+
+    /// The environment a command needs to write to this moto's buckets.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", "moto-access-key".into()),
+            ("AWS_SECRET_ACCESS_KEY", "moto-secret-key".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT", self.endpoint()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+        ]
+    }
+
+    /// A client of `bucket`, as the command's.
+    pub fn store(&self, bucket: &str) -> object_store::aws::AmazonS3 {
+        self.env()
+            .into_iter()
+            .fold(
+                object_store::aws::AmazonS3Builder::new().with_bucket_name(bucket),
+                |b, (k, v)| b.with_config(k.to_ascii_lowercase().parse().unwrap(), v),
+            )
+            .build()
+            .unwrap()
+    }
+
+    /// The ids of the multipart uploads of `bucket` begun and neither completed nor aborted.
+    pub fn pending_uploads(&self, bucket: &str) -> std::collections::BTreeSet<String> {
+        let (status, body) = self.request("GET", &format!("/{bucket}?uploads")).unwrap();
+        assert_eq!(status, 200, "{body}");
+        body.split("<UploadId>")
+            .skip(1)
+            .filter_map(|s| s.split_once("</UploadId>").map(|(id, _)| id.to_string()))
+            .collect()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

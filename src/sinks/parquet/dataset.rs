@@ -14,20 +14,23 @@
 //!
 //! With `partition_by`, each part has one file per value of a date field, in Hive-style
 //! folders (`createdAt_month=2024-03/part-00000.parquet`).
+//!
+//! The dataset's path may be a bucket URL (`s3://bucket/prefix`, `gs://`, `az://`): the
+//! files then go through [`super::storage::Bucket`] (multipart uploads, completed before the
+//! commit; the manifest is what makes them current), a local folder through
+//! [`super::storage::LocalFolder`] (as described above).
 
-use std::collections::HashMap;
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use indexmap::IndexMap;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::properties::WriterProperties;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::schema::{self, Fields};
+use super::storage::{self, DatasetFiles, PartWriter};
 use super::{OpenFile, ParquetCompression, ParquetSinkConfig, Shaper};
 use crate::error::{Error, Result};
 use crate::record::{FieldPath, FieldType, Position, Record, Value, parse_timestamp};
@@ -140,7 +143,7 @@ impl PartitionBy {
 struct PartFile {
     /// Relative to the dataset folder, without `.inprogress`.
     name: String,
-    open: OpenFile,
+    open: OpenFile<Box<dyn PartWriter>>,
     rows: u64,
 }
 
@@ -151,7 +154,9 @@ pub struct DatasetSink {
     properties: WriterProperties,
     compression: ParquetCompression,
     config: DatasetConfig,
-    dir: PathBuf,
+    /// The folder or bucket prefix the files go to (a folder is locked while this sink
+    /// writes it: a second run writing the same dataset refuses).
+    dir: Box<dyn DatasetFiles>,
     store: Arc<StateStore>,
     generation: i64,
     /// The number of the part being written.
@@ -174,22 +179,9 @@ pub struct DatasetSink {
     written: u64,
     rejected: u64,
     parts_committed: u64,
-    /// The folder, locked while this sink writes it: a second run writing the same dataset
-    /// refuses.
-    _lock: Option<File>,
     /// Why this incremental run exports everything (its folder does not hold what the
     /// cursor says).
     started_over: Option<String>,
-}
-
-fn io(path: &Path) -> impl Fn(std::io::Error) -> Error + '_ {
-    move |e| Error::io(path, e)
-}
-
-fn inprogress(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_os_string();
-    name.push(".inprogress");
-    PathBuf::from(name)
 }
 
 /// The files of a committed part, from its JSON.
@@ -199,30 +191,6 @@ fn part_files(part: &PartRow) -> Vec<String> {
         .iter()
         .filter_map(|f| f.get("file").and_then(Value::as_str).map(str::to_string))
         .collect()
-}
-
-/// Every `*.inprogress` file under `dir`.
-fn leftovers(dir: &Path, out: &mut Vec<PathBuf>) {
-    part_files_under(dir, out, &|name| name.ends_with(".inprogress"));
-}
-
-/// Files under `dir` (recursively) whose name `wanted` accepts.
-fn part_files_under(dir: &Path, out: &mut Vec<PathBuf>, wanted: &dyn Fn(&str) -> bool) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            part_files_under(&path, out, wanted);
-        } else if path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(wanted)
-        {
-            out.push(path);
-        }
-    }
 }
 
 /// Whether a file name is one this sink gives parts: `part-00012.parquet`, `part-00012-3.parquet`.
@@ -243,22 +211,17 @@ impl DatasetSink {
         let store = context.state.clone().ok_or_else(|| {
             Error::internal("sink.parquet: a dataset needs the run's state store")
         })?;
-        let dir = PathBuf::from(&config.path);
-        crate::dirs::create(&dir, "dataset folder")?;
-        let lock = File::open(&dir).map_err(io(&dir))?;
-        crate::dirs::lock_output(&lock, &dir)?;
+        let dir = storage::open(&config.path, &store)?;
         // The folder is the dataset's own: its files are renamed and removed as parts come
         // and go, so a folder holding something else is refused.
-        let foreign = !dir.join(MANIFEST).exists()
-            && std::fs::read_dir(&dir).map_err(io(&dir))?.next().is_some();
-        if foreign {
+        if dir.is_foreign(MANIFEST)? {
             return Err(Error::output(
-                &dir,
+                dir.path(),
                 "the folder is not empty and has no _manifest.json: not a gleap-etl dataset; choose an empty or new folder",
             ));
         }
         let stream = context.stream.clone();
-        let dir_text = dir.display().to_string();
+        let dir_text = dir.path().display().to_string();
         let row = store.dataset(&stream)?.filter(|r| r.dir == dir_text);
         let mut parts = store.parts(&stream)?;
         if row.is_none() && !parts.is_empty() {
@@ -273,7 +236,7 @@ impl DatasetSink {
         // An incremental run adds to the dataset only if it holds what the cursor says.
         let started_over = match &context.cursor {
             Some(log) if log.mode == StartMode::Append => {
-                let why = append_refused(&dir, row.as_ref(), store.source_cursor(&stream)?);
+                let why = append_refused(&*dir, row.as_ref(), store.source_cursor(&stream)?);
                 if let Some(why) = &why {
                     tracing::warn!("stream `{stream}`: {why}");
                     log.start_over(why.clone());
@@ -304,7 +267,7 @@ impl DatasetSink {
                 // A new generation; an abandoned one is removed.
                 if let Some(b) = building.filter(|b| Some(*b) != current) {
                     for p in store.drop_generation(&stream, b)? {
-                        remove_files(&dir, &p);
+                        remove_files(&*dir, &p);
                     }
                     parts.retain(|p| p.generation != b);
                 }
@@ -329,43 +292,22 @@ impl DatasetSink {
                 through_seq: resume_after,
             },
         )?;
-        // Files of committed parts not yet renamed are renamed; other leftovers removed.
-        let committed: std::collections::HashSet<PathBuf> = store
-            .parts(&stream)?
-            .iter()
-            .flat_map(part_files)
-            .map(|f| dir.join(f))
-            .collect();
-        let mut left = Vec::new();
-        leftovers(&dir, &mut left);
-        for path in left {
-            let target = path.with_extension("");
-            if committed.contains(&target) {
-                std::fs::rename(&path, &target).map_err(io(&target))?;
-            } else {
-                std::fs::remove_file(&path).map_err(io(&path))?;
-            }
-        }
-        // Part files no committed part names are what a run killed while replacing or
-        // removing a generation left behind: removed, so a glob never reads a row twice.
-        let mut orphans = Vec::new();
-        part_files_under(&dir, &mut orphans, &is_part_name);
-        for path in orphans.into_iter().filter(|p| !committed.contains(p)) {
-            tracing::info!("removing {}: no committed part names it", path.display());
-            std::fs::remove_file(&path).map_err(io(&path))?;
-        }
+        // What a killed run left: files of committed parts not yet published are published,
+        // other unfinished files and part files no committed part names are removed.
+        let committed: HashSet<String> =
+            store.parts(&stream)?.iter().flat_map(part_files).collect();
+        dir.tidy(&committed, &is_part_name)?;
         let parts = store.parts(&stream)?;
         let part = parts.iter().map(|p| p.part + 1).max().unwrap_or(0);
         // Later parts keep the columns of the generation's first part.
         let fields = match parts.iter().find(|p| p.generation == generation) {
             Some(p) => match part_files(p).first() {
-                Some(f) => Some(read_schema(&dir.join(f))?),
+                Some(f) => Some(dir.read_schema(f)?),
                 None => None,
             },
             None => None,
         };
         let sink = DatasetSink {
-            _lock: Some(lock),
             shaper: Shaper::new(config),
             declared: config.declared(&context),
             context,
@@ -411,7 +353,7 @@ impl DatasetSink {
     /// Closes every open file of the part (they stay `.inprogress` until the commit).
     fn close_files(&mut self) -> Result<()> {
         for (_, mut file) in self.files.drain() {
-            let path = self.dir.join(&file.name);
+            let path = self.dir.path().join(&file.name);
             file.open
                 .write_batch(usize::MAX)
                 .map_err(|e| Error::output(&path, e))?;
@@ -420,7 +362,7 @@ impl DatasetSink {
                 .writer
                 .into_inner()
                 .map_err(|e| Error::output(&path, e))?;
-            written.sync_all().map_err(io(&path))?;
+            written.close()?;
             self.closed.push((file.name, file.rows));
         }
         Ok(())
@@ -441,14 +383,9 @@ impl DatasetSink {
         if !folder.is_empty() {
             name = format!("{folder}/{name}");
         }
-        let path = self.dir.join(&name);
-        if let Some(parent) = path.parent() {
-            crate::dirs::create(parent, "dataset folder")?;
-        }
-        let temp = inprogress(&path);
-        let file = File::create(&temp).map_err(io(&temp))?;
-        let open =
-            OpenFile::new(file, fields, &self.properties).map_err(|e| Error::output(&temp, e))?;
+        let file = self.dir.create(&name)?;
+        let open = OpenFile::new(file, fields, &self.properties)
+            .map_err(|e| Error::output(self.dir.path().join(&name), e))?;
         self.files.insert(
             folder.to_string(),
             PartFile {
@@ -482,7 +419,7 @@ impl DatasetSink {
         let file = self.files.get_mut(&folder).expect("just opened");
         file.open
             .append(&record, bytes, batch_rows, budget.max(1 << 20))
-            .map_err(|e| Error::output(self.dir.join(&file.name), e))?;
+            .map_err(|e| Error::output(self.dir.path().join(&file.name), e))?;
         file.rows += 1;
         self.part_rows += 1;
         self.written += 1;
@@ -520,8 +457,7 @@ impl DatasetSink {
         self.store
             .commit_part(&self.context.stream, &row, cursor.as_deref(), through_seq)?;
         for (name, _) in &files {
-            let path = self.dir.join(name);
-            std::fs::rename(inprogress(&path), &path).map_err(io(&path))?;
+            self.dir.publish(name)?;
         }
         self.part += 1;
         self.part_rows = 0;
@@ -574,11 +510,10 @@ impl DatasetSink {
             "cursor": self.store.source_cursor(stream)?.and_then(|c| serde_json::from_str::<Value>(&c).ok()),
             "partition_by": self.config.partition_by.as_ref().map(|p| p.field.as_str().to_string()),
         });
-        let path = self.dir.join(MANIFEST);
-        let temp = inprogress(&path);
-        std::fs::write(&temp, serde_json::to_vec_pretty(&manifest).expect("JSON"))
-            .map_err(io(&temp))?;
-        std::fs::rename(&temp, &path).map_err(io(&path))
+        self.dir.write_whole(
+            MANIFEST,
+            &serde_json::to_vec_pretty(&manifest).expect("JSON"),
+        )
     }
 }
 
@@ -586,17 +521,23 @@ impl DatasetSink {
 /// dataset is elsewhere (`row` names another folder, or none), the folder lost its manifest
 /// (emptied), or the manifest's cursor is not the state's `cursor` (the folder holds another
 /// run's export). Then the run exports everything.
-fn append_refused(dir: &Path, row: Option<&DatasetRow>, cursor: Option<String>) -> Option<String> {
+fn append_refused(
+    dir: &dyn DatasetFiles,
+    row: Option<&DatasetRow>,
+    cursor: Option<String>,
+) -> Option<String> {
     let full = "so this incremental run exports everything";
     let Some(row) = row else {
         return Some(format!(
             "{} holds no export of this stream (the cursor is of an earlier export elsewhere), {full}",
-            dir.display()
+            dir.path().display()
         ));
     };
-    let path = dir.join(MANIFEST);
-    let manifest: Option<Value> = std::fs::read(&path)
+    let path = dir.path().join(MANIFEST);
+    let manifest: Option<Value> = dir
+        .read(MANIFEST)
         .ok()
+        .flatten()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());
     let Some(manifest) = manifest else {
         return Some(format!(
@@ -614,25 +555,9 @@ fn append_refused(dir: &Path, row: Option<&DatasetRow>, cursor: Option<String>) 
     })
 }
 
-/// The columns of a part file this sink wrote.
-fn read_schema(path: &Path) -> Result<Fields> {
-    let file = File::open(path).map_err(io(path))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| Error::output(path, format!("reading its schema: {e}")))?;
-    schema::from_arrow(builder.schema())
-        .ok_or_else(|| Error::output(path, "a column type this sink does not write"))
-}
-
-fn remove_files(dir: &Path, part: &PartRow) {
+fn remove_files(dir: &dyn DatasetFiles, part: &PartRow) {
     for f in part_files(part) {
-        let path = dir.join(f);
-        for p in [inprogress(&path), path] {
-            if let Err(e) = std::fs::remove_file(&p)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!("cannot remove {}: {e}", p.display());
-            }
-        }
+        dir.remove(&f);
     }
 }
 
@@ -675,15 +600,14 @@ impl Sink for DatasetSink {
             .store
             .complete_generation(&stream, self.generation, cursor.as_deref())?;
         for p in &old {
-            remove_files(&self.dir, p);
+            remove_files(&*self.dir, p);
         }
         self.write_manifest()?;
         let parts = self.store.parts(&stream)?;
         let bytes: u64 = parts
             .iter()
             .flat_map(part_files)
-            .filter_map(|f| std::fs::metadata(self.dir.join(f)).ok())
-            .map(|m| m.len())
+            .filter_map(|f| self.dir.size(&f))
             .sum();
         let fields = match &self.fields {
             Some(f) => schema::describe_fields(f),
@@ -692,7 +616,7 @@ impl Sink for DatasetSink {
         Ok(SinkSummary {
             written: self.written,
             rejected: self.rejected,
-            path: Some(self.dir.clone()),
+            path: Some(self.dir.path().to_path_buf()),
             bytes: Some(bytes),
             detail: Some(json!({
                 "schema": fields,
@@ -707,13 +631,14 @@ impl Sink for DatasetSink {
         })
     }
 
-    /// Open files are dropped and removed; committed parts stay for the next run.
+    /// Open files are dropped and removed (uploads aborted); committed parts stay for the
+    /// next run.
     fn abort(mut self: Box<Self>) {
-        for (_, file) in self.files.drain() {
-            let _ = std::fs::remove_file(inprogress(&self.dir.join(&file.name)));
+        for (_, mut file) in self.files.drain() {
+            file.open.writer.inner_mut().abort();
         }
         for (name, _) in self.closed.drain(..) {
-            let _ = std::fs::remove_file(inprogress(&self.dir.join(name)));
+            self.dir.discard(&name);
         }
     }
 }
@@ -723,6 +648,16 @@ mod tests {
     use super::*;
     use crate::dead_letter::DeadLetters;
     use arrow::array::Array;
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use std::fs::File;
+    use std::path::Path;
+
+    /// A kill: the lock goes with the process, the open files stay as they are.
+    fn kill(sink: DatasetSink) {
+        let DatasetSink { dir, files, .. } = sink;
+        drop(dir);
+        std::mem::forget(files);
+    }
 
     fn sink(dir: &Path, store: &Arc<StateStore>, extra: Value) -> DatasetSink {
         let mut c =
@@ -820,18 +755,20 @@ mod tests {
         feed(&mut first, 0..25);
         // Killed: the third part's file is left `.inprogress`, never committed; the lock
         // goes with the process.
-        drop(first._lock.take());
-        std::mem::forget(first);
+        kill(first);
         let mut again = sink(dir.path(), &store, json!({"infer_rows": 4}));
         assert_eq!(again.resume_after(), Some(19));
-        let mut left = Vec::new();
-        leftovers(&dir.path().join("out"), &mut left);
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("out"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".inprogress"))
+            .map(|e| e.path())
+            .collect();
         assert!(left.is_empty(), "{left:?}");
         feed(&mut again, 20..25);
         // A part file of a generation whose removal was cut short.
         std::fs::write(dir.path().join("out/part-00099.parquet"), b"old").unwrap();
-        drop(again._lock.take());
-        std::mem::forget(again);
+        kill(again);
         let mut again = sink(dir.path(), &store, json!({"infer_rows": 4}));
         assert!(!dir.path().join("out/part-00099.parquet").exists());
         assert_eq!(again.resume_after(), Some(19));

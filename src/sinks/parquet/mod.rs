@@ -14,6 +14,7 @@ mod conform;
 mod dataset;
 pub use dataset::{DatasetConfig, Granularity, PartitionBy};
 mod schema;
+mod storage;
 
 use std::fs::File;
 
@@ -36,7 +37,9 @@ use crate::record::{FieldPath, FieldType, Position, Record, Value};
 #[serde(deny_unknown_fields)]
 pub struct ParquetSinkConfig {
     /// The output file. It is written as `<path>.inprogress` and renamed once complete, so a
-    /// failed run leaves the previous file in place.
+    /// failed run leaves the previous file in place. With `dataset:`, the folder, or a bucket
+    /// URL: `s3://bucket/prefix`, `gs://`, `az://` (credentials from the environment), or
+    /// `file:///abs/path`.
     pub path: String,
     /// Declared column types by field name: `string`, `int`, `float`, `bool`, `timestamp`,
     /// `date`, `json` or `list<TYPE>`. A dotted name (`customData.seats`) declares a field of
@@ -404,23 +407,24 @@ pub struct ParquetSink {
     rejected: u64,
 }
 
-/// The file being written, once the schema is fixed.
-struct OpenFile {
+/// The file being written, once the schema is fixed: a local file, or (in a dataset) a part
+/// going to a folder or a bucket.
+struct OpenFile<W: std::io::Write + Send = File> {
     fields: Fields,
     /// The Arrow form of `fields`.
     schema: arrow::datatypes::SchemaRef,
-    writer: ArrowWriter<File>,
+    writer: ArrowWriter<W>,
     batch: BatchBuilder,
     /// Text bytes in `batch`.
     batch_text_bytes: usize,
 }
 
-impl OpenFile {
+impl<W: std::io::Write + Send> OpenFile<W> {
     fn new(
-        file: File,
+        file: W,
         fields: Fields,
         properties: &WriterProperties,
-    ) -> std::result::Result<OpenFile, String> {
+    ) -> std::result::Result<OpenFile<W>, String> {
         let arrow_schema = schema::arrow_schema(&fields);
         let writer = ArrowWriter::try_new(file, arrow_schema.clone(), Some(properties.clone()))
             .map_err(|e| e.to_string())?;
