@@ -364,7 +364,9 @@ impl Bucket {
             .thread_name("object-store")
             .enable_all()
             .build()
-            .map_err(|e| Error::Other(format!("cannot start the object store's threads: {e}")))?;
+            .map_err(|e| {
+                Error::internal(format!("cannot start the object store's threads: {e}"))
+            })?;
         Ok(Bucket {
             url: path,
             store,
