@@ -191,11 +191,21 @@ pub struct ExportArgs {
     /// Records per part file.
     #[arg(long, default_value_t = 100_000)]
     pub part_rows: u64,
+    /// A field a later run brings gets a typed column in the parts written from then on
+    /// (`evolve`), or goes to the otherFields JSON column as every part keeps the first's
+    /// columns (`freeze`).
+    #[arg(long, value_name = "POLICY", default_value = "evolve", value_parser = parse_schema_policy)]
+    pub schema: crate::sinks::parquet::SchemaPolicy,
     /// Records per request (at most 1000).
     #[arg(long, default_value_t = 1000)]
     pub page_size: usize,
     #[command(flatten)]
     pub flags: RunFlags,
+}
+
+fn parse_schema_policy(s: &str) -> Result<crate::sinks::parquet::SchemaPolicy, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| format!("{s:?}: expected evolve or freeze"))
 }
 
 fn parse_entity(s: &str) -> Result<crate::sinks::gleap::Entity, String> {
@@ -746,6 +756,7 @@ fn export_pipeline(args: &ExportArgs) -> std::result::Result<Pipeline, String> {
     sink.dataset = Some(DatasetConfig {
         part_rows: args.part_rows,
         partition_by,
+        schema: args.schema,
         ..DatasetConfig::default()
     });
     sink.row_group_mib = 16;

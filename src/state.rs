@@ -122,6 +122,9 @@ pub struct PartRow {
     pub files: String,
     pub rows: u64,
     pub committed_at: String,
+    /// JSON: the part's columns and their types (`{"_id": "string", ...}`, as the run
+    /// summary shows them); `None` for parts committed before schemas were recorded.
+    pub schema: Option<String>,
 }
 
 /// A finished or running run.
@@ -212,7 +215,9 @@ impl StateStore {
                  PRIMARY KEY (stream, source_id));",
         )
         .map_err(|e| db_error(&path, e))?;
-        add_provenance_columns(&conn).map_err(|e| db_error(&path, e))?;
+        add_columns(&conn, "id_map", &[("origin", "TEXT"), ("origin_run", "INTEGER")])
+            .and_then(|()| add_columns(&conn, "dataset_parts", &[("schema", "TEXT")]))
+            .map_err(|e| db_error(&path, e))?;
         let version: Option<String> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'schema_version'",
@@ -646,7 +651,7 @@ impl StateStore {
     pub fn parts(&self, stream: &str) -> Result<Vec<PartRow>> {
         self.with(|c| {
             let mut stmt = c.prepare(
-                "SELECT part, generation, files, rows, committed_at FROM dataset_parts
+                "SELECT part, generation, files, rows, committed_at, schema FROM dataset_parts
                  WHERE stream = ?1 ORDER BY part",
             )?;
             let rows = stmt.query_map([stream], |r| {
@@ -656,6 +661,7 @@ impl StateStore {
                     files: r.get(2)?,
                     rows: r.get::<_, i64>(3)? as u64,
                     committed_at: r.get(4)?,
+                    schema: r.get(5)?,
                 })
             })?;
             rows.collect()
@@ -675,15 +681,16 @@ impl StateStore {
         self.with(|c| {
             let tx = c.transaction()?;
             tx.execute(
-                "INSERT INTO dataset_parts (stream, part, generation, files, rows, committed_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO dataset_parts (stream, part, generation, files, rows, committed_at, schema)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     stream,
                     part.part,
                     part.generation,
                     part.files,
                     part.rows as i64,
-                    part.committed_at
+                    part.committed_at,
+                    part.schema
                 ],
             )?;
             if let Some(cursor) = cursor {
@@ -920,16 +927,17 @@ impl StateStore {
     }
 }
 
-/// `origin` and `origin_run` on `id_map`, added to stores made before `undo`; their
+/// Columns added to `table` after it was first made: `origin` and `origin_run` on `id_map`
+/// (before `undo`), `schema` on `dataset_parts` (before schema evolution); older stores'
 /// rows keep NULL (not known).
-fn add_provenance_columns(c: &Connection) -> rusqlite::Result<()> {
-    let mut stmt = c.prepare("SELECT name FROM pragma_table_info('id_map')")?;
+fn add_columns(c: &Connection, table: &str, wanted: &[(&str, &str)]) -> rusqlite::Result<()> {
+    let mut stmt = c.prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?;
     let columns: Vec<String> = stmt
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
-    for (column, ty) in [("origin", "TEXT"), ("origin_run", "INTEGER")] {
+    for (column, ty) in wanted {
         if !columns.iter().any(|c| c == column) {
-            c.execute_batch(&format!("ALTER TABLE id_map ADD COLUMN {column} {ty}"))?;
+            c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))?;
         }
     }
     Ok(())
@@ -1129,6 +1137,7 @@ mod tests {
             files: format!(r#"[{{"file":"part-{part:05}.parquet","rows":10}}]"#),
             rows: 10,
             committed_at: "2024-01-01T00:00:00Z".into(),
+            schema: None,
         };
         store
             .set_dataset(

@@ -58,6 +58,23 @@ pub struct DatasetConfig {
     #[serde(default = "default_max_open_files")]
     #[schemars(range(min = 1))]
     pub max_open_files: usize,
+    /// What a later run does with a field the dataset has no column for: `evolve` (the
+    /// default) gives it a typed column in the parts written from then on (readers take the
+    /// union: DuckDB's `union_by_name`); `freeze` keeps the columns of the dataset's first
+    /// part, and such fields go to the `rest` column (or the dead-letter file).
+    #[serde(default)]
+    pub schema: SchemaPolicy,
+}
+
+/// How a dataset's columns may change from run to run (`dataset.schema`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemaPolicy {
+    /// New fields get typed columns in later parts; old columns keep their types.
+    #[default]
+    Evolve,
+    /// Every part keeps the columns of the first.
+    Freeze,
 }
 
 impl Default for DatasetConfig {
@@ -67,6 +84,7 @@ impl Default for DatasetConfig {
             part_rows: default_part_rows(),
             partition_by: None,
             max_open_files: default_max_open_files(),
+            schema: SchemaPolicy::default(),
         }
     }
 }
@@ -165,6 +183,14 @@ pub struct DatasetSink {
     batch_rows: usize,
     row_group_bytes: usize,
     fields: Option<Fields>,
+    /// `schema: evolve`: the columns of the dataset's last part, which this run's part
+    /// keeps, adding the fields its first records bring (see [`schema::evolve`]).
+    base: Option<Fields>,
+    /// The columns this run added to the dataset's.
+    added: Vec<String>,
+    /// Fields whose value no longer fits their column (so went to `rest`), by name: the
+    /// column's type and the first such value's, noted once per field.
+    type_changes: IndexMap<String, (String, String)>,
     sample: Vec<(Record, Position)>,
     inferred_from: usize,
     /// Open files of the part, by partition folder ("" without partitioning).
@@ -299,13 +325,18 @@ impl DatasetSink {
         dir.tidy(&committed, &is_part_name)?;
         let parts = store.parts(&stream)?;
         let part = parts.iter().map(|p| p.part + 1).max().unwrap_or(0);
-        // Later parts keep the columns of the generation's first part.
-        let fields = match parts.iter().find(|p| p.generation == generation) {
+        // Later parts keep the columns of the generation's last part (with `freeze`, every
+        // part has the first's); with `evolve`, this run's first records may add columns.
+        let last = match parts.iter().rev().find(|p| p.generation == generation) {
             Some(p) => match part_files(p).first() {
                 Some(f) => Some(dir.read_schema(f)?),
                 None => None,
             },
             None => None,
+        };
+        let (fields, base) = match dataset.schema {
+            SchemaPolicy::Freeze => (last, None),
+            SchemaPolicy::Evolve => (None, last),
         };
         let sink = DatasetSink {
             shaper: Shaper::new(config),
@@ -323,6 +354,9 @@ impl DatasetSink {
             row_group_bytes: config.row_group_mib.saturating_mul(1 << 20),
             inferred_from: 0,
             fields,
+            base,
+            added: Vec::new(),
+            type_changes: IndexMap::new(),
             sample: Vec::new(),
             files: HashMap::new(),
             closed: Vec::new(),
@@ -339,9 +373,27 @@ impl DatasetSink {
     }
 
     fn fix_schema(&mut self) -> Result<()> {
-        let fields = self
+        let mut fields = self
             .shaper
             .columns(self.sample.iter().map(|(r, _)| r), &self.declared);
+        if let Some(base) = self.base.take() {
+            let sample = &self.sample;
+            let has_value = |name: &str| {
+                sample
+                    .iter()
+                    .any(|(r, _)| r.get(name).is_some_and(|v| !v.is_null()))
+            };
+            let (evolved, added) =
+                schema::evolve(&base, fields, self.shaper.rest.as_deref(), has_value);
+            if !added.is_empty() {
+                tracing::info!(
+                    "stream `{}`: new columns from this run on: {}",
+                    self.context.stream,
+                    added.join(", ")
+                );
+            }
+            (fields, self.added) = (evolved, added);
+        }
         self.inferred_from = self.sample.len();
         self.fields = Some(fields);
         for (record, position) in std::mem::take(&mut self.sample) {
@@ -406,6 +458,22 @@ impl DatasetSink {
                 return self.context.reject(&position, reason, record);
             }
         };
+        if let Some(rest) = self.shaper.rest.as_deref()
+            && let Some(Value::Object(moved)) = record.get(rest)
+        {
+            for (name, value) in moved {
+                if let Some(column) = fields.get(name).filter(|_| name != rest)
+                    && !self.type_changes.contains_key(name)
+                {
+                    let (column, found) = (column.ty.type_name(), schema::value_type(value));
+                    tracing::warn!(
+                        "stream `{}`: field `{name}` no longer fits its {column} column (a {found} value); such values go to `{rest}`",
+                        self.context.stream
+                    );
+                    self.type_changes.insert(name.clone(), (column, found));
+                }
+            }
+        }
         let folder = match &self.config.partition_by {
             Some(p) => p.folder(&record),
             None => String::new(),
@@ -453,6 +521,10 @@ impl DatasetSink {
             .expect("JSON"),
             rows,
             committed_at: crate::record::format_timestamp(&chrono::Utc::now()),
+            schema: self
+                .fields
+                .as_ref()
+                .map(|f| schema::describe_fields(f).to_string()),
         };
         self.store
             .commit_part(&self.context.stream, &row, cursor.as_deref(), through_seq)?;
@@ -482,6 +554,7 @@ impl DatasetSink {
                 "rows": p.rows,
                 "committed_at": p.committed_at,
                 "files": serde_json::from_str::<Value>(&p.files).unwrap_or(Value::Null),
+                "schema": part_schema(p),
             })
         };
         let parts = self.store.parts(stream)?;
@@ -497,6 +570,16 @@ impl DatasetSink {
             .flat_map(|p| part_files(p))
             .map(Value::String)
             .collect();
+        // What readers get taking the current parts together (DuckDB's `union_by_name`):
+        // every column of every part, with the type of the first part that has it.
+        let mut union = serde_json::Map::new();
+        for p in &current_parts {
+            if let Value::Object(columns) = part_schema(p) {
+                for (name, ty) in columns {
+                    union.entry(name).or_insert(ty);
+                }
+            }
+        }
         let manifest = json!({
             "format": "gleap-etl parquet dataset",
             "version": 1,
@@ -509,12 +592,23 @@ impl DatasetSink {
             "pending": {"generation": building, "parts": pending.iter().map(|p| describe(p)).collect::<Vec<_>>()},
             "cursor": self.store.source_cursor(stream)?.and_then(|c| serde_json::from_str::<Value>(&c).ok()),
             "partition_by": self.config.partition_by.as_ref().map(|p| p.field.as_str().to_string()),
+            "schema_policy": self.config.schema,
+            "schema": union,
         });
         self.dir.write_whole(
             MANIFEST,
             &serde_json::to_vec_pretty(&manifest).expect("JSON"),
         )
     }
+}
+
+/// A committed part's columns and types, as the manifest shows them (null when not
+/// recorded: parts committed before schemas were).
+fn part_schema(part: &PartRow) -> Value {
+    part.schema
+        .as_deref()
+        .and_then(|s| serde_json::from_str(s).ok())
+        .unwrap_or(Value::Null)
 }
 
 /// Why an incremental run cannot add to the dataset in `dir`, if it cannot: the stream's
@@ -627,6 +721,17 @@ impl Sink for DatasetSink {
                 "removed_parts": old.len(),
                 "compression": self.compression,
                 "full_export": self.started_over,
+                "schema_policy": self.config.schema,
+                "new_columns": self.added,
+                "type_changes": self.type_changes.iter().map(|(field, (column, found))| json!({
+                    "field": field,
+                    "column": column,
+                    "found": found,
+                    "warning": format!(
+                        "field `{field}` no longer fits its {column} column (a {found} value came): such values went to `{}`",
+                        self.shaper.rest.as_deref().unwrap_or_default()
+                    ),
+                })).collect::<Vec<_>>(),
             })),
         })
     }

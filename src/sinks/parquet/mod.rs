@@ -12,7 +12,7 @@
 mod builder;
 mod conform;
 mod dataset;
-pub use dataset::{DatasetConfig, Granularity, PartitionBy};
+pub use dataset::{DatasetConfig, Granularity, PartitionBy, SchemaPolicy};
 mod schema;
 mod storage;
 

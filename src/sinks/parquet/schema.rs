@@ -117,7 +117,8 @@ impl ColType {
         }
     }
 
-    fn type_name(&self) -> String {
+    /// The type's name in the run summary (`int64`, `list<string>`, `struct<a: bool>`).
+    pub fn type_name(&self) -> String {
         match self {
             ColType::String => "string".into(),
             ColType::Json => "json".into(),
@@ -260,7 +261,6 @@ fn resolve_fields(shapes: &IndexMap<String, Shape>) -> Fields {
         .collect()
 }
 
-/// The type of every field of `records`, in order of first appearance.
 /// The schema of a file this sink wrote, read back from its Arrow schema (so a dataset's
 /// later parts keep the columns of its first). `None` for a type this sink does not write.
 pub fn from_arrow(schema: &arrow::datatypes::Schema) -> Option<Fields> {
@@ -308,12 +308,54 @@ pub fn from_arrow(schema: &arrow::datatypes::Schema) -> Option<Fields> {
     Some(fields)
 }
 
+/// The type of every field of `records`, in order of first appearance.
 pub fn infer<'a>(records: impl IntoIterator<Item = &'a Record>) -> Fields {
     let mut shapes: IndexMap<String, Shape> = IndexMap::new();
     for record in records {
         observe_object(&mut shapes, record);
     }
     resolve_fields(&shapes)
+}
+
+/// The schema of a dataset's next part under `schema: evolve`: every column of `base` (the
+/// dataset's last part) with its type, then the columns `inferred` from this run's first
+/// records that `base` lacks, in order of first appearance, and `rest` (the JSON column
+/// taking what fits no column) kept last. A new field is added only when it is declared or
+/// `has_value` says a sampled record held a value (not null) in it: a field seen only as
+/// null gets its column, typed, in the first run that sees a value. Returns the schema and
+/// the names of the columns added.
+pub fn evolve(
+    base: &Fields,
+    inferred: Fields,
+    rest: Option<&str>,
+    has_value: impl Fn(&str) -> bool,
+) -> (Fields, Vec<String>) {
+    let mut fields: Fields = base
+        .iter()
+        .filter(|(name, _)| Some(name.as_str()) != rest)
+        .map(|(name, f)| (name.clone(), f.clone()))
+        .collect();
+    let mut added = Vec::new();
+    let mut rest_spec = rest.and_then(|r| base.get(r)).cloned();
+    for (name, spec) in inferred {
+        if Some(name.as_str()) == rest {
+            rest_spec.get_or_insert(spec);
+        } else if !fields.contains_key(&name) && (spec.declared || has_value(&name)) {
+            added.push(name.clone());
+            fields.insert(name, spec);
+        }
+    }
+    if let (Some(rest), Some(spec)) = (rest, rest_spec) {
+        fields.insert(rest.to_string(), spec);
+    }
+    (fields, added)
+}
+
+/// The type a value would be inferred as (`string`, `int64`, ...), for messages.
+pub fn value_type(value: &Value) -> String {
+    let mut shape = Shape::default();
+    shape.observe(value);
+    shape.resolve().type_name()
 }
 
 /// Checks the declared `schema:` entries: valid paths, and no entry reaching into a field
@@ -401,6 +443,37 @@ mod tests {
                    "o": {"x": "int64", "y": "string"}, "m": "json", "e": "list<string>",
                    "big": "string", "mix": "string", "late": "date32"})
         );
+    }
+
+    #[test]
+    fn evolving_keeps_old_columns_and_adds_fields_with_values() {
+        let records: Vec<Record> = [
+            json!({"id": "a", "n": 1, "plan": "pro", "empty": null, "otherFields": null}),
+            json!({"id": "b", "n": "two", "churn": 0.5}),
+        ]
+        .iter()
+        .map(|r| r.as_object().unwrap().clone())
+        .collect();
+        let base = infer(&[json!({"id": "x", "n": 1.5, "otherFields": null})
+            .as_object()
+            .unwrap()
+            .clone()]);
+        let mut base = base;
+        base["otherFields"].ty = ColType::Json;
+        let mut inferred = infer(&records);
+        inferred["otherFields"].ty = ColType::Json;
+        let has_value = |name: &str| records.iter().any(|r| r.get(name).is_some_and(|v| !v.is_null()));
+        let (fields, added) = evolve(&base, inferred, Some("otherFields"), has_value);
+        assert_eq!(
+            describe_fields(&fields),
+            json!({"id": "string", "n": "float64", "plan": "string", "churn": "float64",
+                   "otherFields": "json"})
+        );
+        let names: Vec<&String> = fields.keys().collect();
+        assert_eq!(names, ["id", "n", "plan", "churn", "otherFields"]);
+        assert_eq!(added, ["plan", "churn"]);
+        assert_eq!(value_type(&json!("x")), "string");
+        assert_eq!(value_type(&json!({"a": 1})), "struct<a: int64>");
     }
 
     #[test]
