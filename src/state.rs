@@ -215,9 +215,13 @@ impl StateStore {
                  PRIMARY KEY (stream, source_id));",
         )
         .map_err(|e| db_error(&path, e))?;
-        add_columns(&conn, "id_map", &[("origin", "TEXT"), ("origin_run", "INTEGER")])
-            .and_then(|()| add_columns(&conn, "dataset_parts", &[("schema", "TEXT")]))
-            .map_err(|e| db_error(&path, e))?;
+        add_columns(
+            &conn,
+            "id_map",
+            &[("origin", "TEXT"), ("origin_run", "INTEGER")],
+        )
+        .and_then(|()| add_columns(&conn, "dataset_parts", &[("schema", "TEXT")]))
+        .map_err(|e| db_error(&path, e))?;
         let version: Option<String> = conn
             .query_row(
                 "SELECT value FROM meta WHERE key = 'schema_version'",

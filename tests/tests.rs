@@ -23,6 +23,7 @@ mod pipelines;
 mod prune;
 mod reconcile;
 mod sample;
+mod schema_evolution;
 mod shell;
 mod undo;
 mod validate;

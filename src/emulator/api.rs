@@ -100,6 +100,14 @@ impl App {
         ids
     }
 
+    /// Sets fields of a session unchecked (see `Emulator::set_session_fields`).
+    pub fn set_session_fields(&self, id: &str, fields: super::store::Doc) -> bool {
+        let now = self.clock.now();
+        let set = self.lock().store.set_session_fields(now, id, fields);
+        self.dirty.store(true, Ordering::Relaxed);
+        set
+    }
+
     /// Swaps two messages of a ticket's conversation (see `Emulator::swap_messages`).
     pub fn swap_messages(&self, ticket: &str, a: usize, b: usize) -> bool {
         let swapped = self.lock().store.swap_messages(ticket, a, b);

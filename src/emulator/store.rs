@@ -878,6 +878,15 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Sets fields of session `id` as a PUT at `now` would, without checking them against
+    /// Gleap's field table: a field Gleap starts answering that it did not before. False
+    /// when there is no such session.
+    pub fn set_session_fields(&mut self, now: DateTime<Utc>, id: &str, fields: Doc) -> bool {
+        self.apply_update(Kind::Sessions, id, now, fields).is_ok()
+    }
+}
+
 /// MongoDB-style ObjectIds: 4 bytes of seconds, 5 random bytes, a 3-byte counter.
 #[derive(Debug, Default, Clone)]
 struct ObjectIds {

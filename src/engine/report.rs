@@ -144,6 +144,33 @@ impl StreamReport {
     }
 }
 
+/// A Parquet dataset's columns added by the run and its values that no longer fit their
+/// column (`new_columns`, `type_changes` in the sink detail), as notes for the stream line.
+fn schema_notes(detail: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let added: Vec<&str> = detail
+        .get("new_columns")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    if !added.is_empty() {
+        out.push_str(&format!("; new columns: {}", added.join(", ")));
+    }
+    for change in detail
+        .get("type_changes")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(warning) = change.get("warning").and_then(serde_json::Value::as_str) {
+            out.push_str(&format!("; warning: {warning}"));
+        }
+    }
+    out
+}
+
 /// `agents:` in the summary: how many records went to team members, and the agents that
 /// matched none (their messages keep their name, their tickets stay unassigned).
 fn agents_note(a: &serde_json::Value) -> String {
@@ -305,6 +332,9 @@ impl RunReport {
                         .and_then(serde_json::Value::as_str)
                     {
                         line.push_str(&format!("; {why}"));
+                    }
+                    if let Some(d) = &s.sink.detail {
+                        line.push_str(&schema_notes(d));
                     }
                     if s.skipped > 0 {
                         line.push_str(&format!(" (resumed: {} already done)", count(s.skipped)));

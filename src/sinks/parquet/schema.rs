@@ -462,7 +462,11 @@ mod tests {
         base["otherFields"].ty = ColType::Json;
         let mut inferred = infer(&records);
         inferred["otherFields"].ty = ColType::Json;
-        let has_value = |name: &str| records.iter().any(|r| r.get(name).is_some_and(|v| !v.is_null()));
+        let has_value = |name: &str| {
+            records
+                .iter()
+                .any(|r| r.get(name).is_some_and(|v| !v.is_null()))
+        };
         let (fields, added) = evolve(&base, inferred, Some("otherFields"), has_value);
         assert_eq!(
             describe_fields(&fields),
