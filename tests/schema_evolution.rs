@@ -54,6 +54,14 @@ fn gleap_adds(emulator: &Emulator, id: &str, field: &str, value: Value) {
     assert!(emulator.set_session_fields(id, fields), "{id}");
 }
 
+/// `export sessions` into `dir`'s `out/sessions` with `flags`, which must succeed.
+async fn exported(emulator: &Emulator, dir: &Dir, flags: &[&str]) -> crate::util::Run {
+    let out = dir.join("out/sessions");
+    let r = run(export_to(emulator, dir, out.as_os_str(), flags)).await;
+    assert_eq!(r.code, 0, "{flags:?}: {r:?}");
+    r
+}
+
 fn report(dir: &Dir) -> Value {
     serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap()
 }
@@ -114,14 +122,7 @@ async fn a_field_sessions_gain_gets_a_typed_column_in_later_parts() {
     let api = Api::new(&emulator);
     let dir = Dir::new();
     let out = dir.join("out/sessions");
-    let first = run(export_to(
-        &emulator,
-        &dir,
-        out.as_os_str(),
-        &["--incremental"],
-    ))
-    .await;
-    assert_eq!(first.code, 0, "{first:?}");
+    exported(&emulator, &dir, &["--incremental"]).await;
     let old_part = out.join(part_file(&manifest(&out), 0));
     assert!(!columns(&old_part).contains_key("churnRisk"));
 
@@ -134,14 +135,8 @@ async fn a_field_sessions_gain_gets_a_typed_column_in_later_parts() {
         put(&api, id, json!({"customData": custom})).await;
         gleap_adds(&emulator, id, "churnRisk", json!(r));
     }
-    let second = run(export_to(
-        &emulator,
-        &dir,
-        out.as_os_str(),
-        &["--incremental", "--flatten", "customData.region"],
-    ))
-    .await;
-    assert_eq!(second.code, 0, "{second:?}");
+    let evolving = ["--incremental", "--flatten", "customData.region"];
+    exported(&emulator, &dir, &evolving).await;
     let m = manifest(&out);
     assert_eq!(m["parts"].as_array().unwrap().len(), 2, "{m:#}");
     assert_eq!(m["schema_policy"], "evolve");
@@ -190,14 +185,7 @@ async fn a_field_sessions_gain_gets_a_typed_column_in_later_parts() {
     for id in &ids[20..25] {
         gleap_adds(&emulator, id, "churnRisk", json!("high"));
     }
-    let third = run(export_to(
-        &emulator,
-        &dir,
-        out.as_os_str(),
-        &["--incremental", "--flatten", "customData.region"],
-    ))
-    .await;
-    assert_eq!(third.code, 0, "{third:?}");
+    let third = exported(&emulator, &dir, &evolving).await;
     let m = manifest(&out);
     let third_part = out.join(part_file(&m, 2));
     assert_eq!(columns(&third_part)["churnRisk"], DataType::Float64);
@@ -241,13 +229,11 @@ async fn freeze_keeps_the_first_parts_columns() {
     let dir = Dir::new();
     let out = dir.join("out/sessions");
     let flags = ["--incremental", "--schema", "freeze"];
-    let first = run(export_to(&emulator, &dir, out.as_os_str(), &flags)).await;
-    assert_eq!(first.code, 0, "{first:?}");
+    exported(&emulator, &dir, &flags).await;
     for id in &session_ids(&emulator, 100)[..10] {
         gleap_adds(&emulator, id, "churnRisk", json!(0.5));
     }
-    let second = run(export_to(&emulator, &dir, out.as_os_str(), &flags)).await;
-    assert_eq!(second.code, 0, "{second:?}");
+    exported(&emulator, &dir, &flags).await;
     let m = manifest(&out);
     assert_eq!(m["schema_policy"], "freeze");
     assert_eq!(m["parts"].as_array().unwrap().len(), 2, "{m:#}");
