@@ -884,6 +884,84 @@ mod tests {
         assert_eq!(store.parts("s").unwrap().len(), 3);
     }
 
+    /// Feeds records `range`, changed by `change` first.
+    fn feed_with(
+        sink: &mut DatasetSink,
+        range: std::ops::Range<u64>,
+        change: impl Fn(u64, &mut Record),
+    ) {
+        for i in range {
+            let mut r = record(i);
+            change(i, &mut r);
+            let position = Position {
+                file: "in".into(),
+                line: Some(i + 1),
+                row: i + 1,
+                seq: i,
+            };
+            sink.write(r, position).unwrap();
+            sink.source_done(i).unwrap();
+        }
+    }
+
+    fn file_columns(path: &Path) -> Vec<String> {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap()).unwrap();
+        builder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
+    }
+
+    /// A resumed run whose records bring a field the committed parts lack: with `evolve` its
+    /// parts get a typed column (a field only null so far waits), with `freeze` the field
+    /// goes to the rest column; the manifest records each part's columns.
+    #[test]
+    fn a_resumed_run_evolves_or_keeps_the_columns() {
+        for (policy, evolves) in [("evolve", true), ("freeze", false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(StateStore::open(&dir.path().join("state")).unwrap());
+            let extra = json!({"infer_rows": 4, "rest": "otherFields",
+                               "dataset": {"part_rows": 10, "schema": policy}});
+            let mut first = sink(dir.path(), &store, extra.clone());
+            feed(&mut first, 0..25);
+            kill(first);
+            let mut again = sink(dir.path(), &store, extra);
+            assert_eq!(again.resume_after(), Some(19));
+            // `score` is new; `pending` too, but only ever null.
+            feed_with(&mut again, 20..25, |i, r| {
+                r.insert("score".into(), json!(i as f64 / 2.0));
+                r.insert("pending".into(), Value::Null);
+            });
+            let summary = Box::new(again).finish().unwrap();
+            let detail = summary.detail.unwrap();
+            let out = dir.path().join("out");
+            let manifest: Value =
+                serde_json::from_slice(&std::fs::read(out.join(MANIFEST)).unwrap()).unwrap();
+            assert_eq!(manifest["schema_policy"], policy);
+            let last = file_columns(&out.join("part-00002.parquet"));
+            assert_eq!(
+                last.contains(&"score".to_string()),
+                evolves,
+                "{policy}: {last:?}"
+            );
+            assert!(!file_columns(&out.join("part-00000.parquet")).contains(&"score".into()));
+            assert_eq!(
+                manifest["parts"][2]["schema"].get("score"),
+                evolves.then(|| json!("float64")).as_ref(),
+                "{policy}: {manifest:#}"
+            );
+            assert_eq!(manifest["parts"][0]["schema"].get("score"), None);
+            assert!(!last.contains(&"pending".to_string()), "{last:?}");
+            // The rest column stays last.
+            assert_eq!(last.last().map(String::as_str), Some("otherFields"));
+            let expected: &[&str] = if evolves { &["score"] } else { &[] };
+            assert_eq!(detail["new_columns"], json!(expected), "{policy}");
+            assert_eq!(rows(dir.path()), (0..25).collect::<Vec<i64>>());
+        }
+    }
+
     #[test]
     fn partitions_go_to_hive_folders_and_rest_takes_what_has_no_column() {
         let dir = tempfile::tempdir().unwrap();
