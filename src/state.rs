@@ -672,6 +672,17 @@ impl StateStore {
         })
     }
 
+    /// Records the schema of a part committed before schemas were (see [`PartRow::schema`]).
+    pub fn set_part_schema(&self, stream: &str, part: i64, schema: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE dataset_parts SET schema = ?3 WHERE stream = ?1 AND part = ?2",
+                params![stream, part, schema],
+            )
+            .map(|_| ())
+        })
+    }
+
     /// Commits a written part together with how far the input is done: the source cursor
     /// (API sources) or the last source record in it (file sources). One transaction, so a
     /// part is committed exactly when its input is.

@@ -323,6 +323,7 @@ impl DatasetSink {
         let committed: HashSet<String> =
             store.parts(&stream)?.iter().flat_map(part_files).collect();
         dir.tidy(&committed, &is_part_name)?;
+        record_old_schemas(&*dir, &store, &stream, &store.parts(&stream)?);
         let parts = store.parts(&stream)?;
         let part = parts.iter().map(|p| p.part + 1).max().unwrap_or(0);
         // Later parts keep the columns of the generation's last part (with `freeze`, every
@@ -599,6 +600,26 @@ impl DatasetSink {
             MANIFEST,
             &serde_json::to_vec_pretty(&manifest).expect("JSON"),
         )
+    }
+}
+
+/// Records the schemas of parts committed before schemas were, read from their first file's
+/// footer (once: the state keeps them). A file that cannot be read leaves its part's schema
+/// unknown (null in the manifest), as before.
+fn record_old_schemas(dir: &dyn DatasetFiles, store: &StateStore, stream: &str, parts: &[PartRow]) {
+    for p in parts.iter().filter(|p| p.schema.is_none()) {
+        let Some(file) = part_files(p).into_iter().next() else {
+            continue;
+        };
+        match dir.read_schema(&file) {
+            Ok(fields) => {
+                let described = schema::describe_fields(&fields).to_string();
+                if let Err(e) = store.set_part_schema(stream, p.part, &described) {
+                    tracing::warn!("stream `{stream}`: recording the schema of {file}: {e}");
+                }
+            }
+            Err(e) => tracing::warn!("stream `{stream}`: reading the schema of {file}: {e}"),
+        }
     }
 }
 
@@ -960,6 +981,35 @@ mod tests {
             assert_eq!(detail["new_columns"], json!(expected), "{policy}");
             assert_eq!(rows(dir.path()), (0..25).collect::<Vec<i64>>());
         }
+    }
+
+    /// Parts committed before schemas were recorded get theirs from their files' footers
+    /// when the next run starts.
+    #[test]
+    fn schemas_of_older_parts_are_read_from_their_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(StateStore::open(&dir.path().join("state")).unwrap());
+        let mut first = sink(dir.path(), &store, json!({"infer_rows": 4}));
+        feed(&mut first, 0..25);
+        kill(first);
+        let db = rusqlite::Connection::open(dir.path().join("state/state.sqlite")).unwrap();
+        db.execute("UPDATE dataset_parts SET schema = NULL", [])
+            .unwrap();
+        assert!(store.parts("s").unwrap().iter().all(|p| p.schema.is_none()));
+        let again = sink(dir.path(), &store, json!({"infer_rows": 4}));
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("out").join(MANIFEST)).unwrap())
+                .unwrap();
+        let parts = manifest["pending"]["parts"].as_array().unwrap();
+        assert_eq!(parts.len(), 2, "{manifest:#}");
+        for p in parts {
+            assert_eq!(p["schema"]["id"], "int64", "{manifest:#}");
+            assert_eq!(
+                p["schema"]["createdAt"], "timestamp[us, UTC]",
+                "{manifest:#}"
+            );
+        }
+        kill(again);
     }
 
     #[test]
