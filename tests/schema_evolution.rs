@@ -208,7 +208,18 @@ async fn a_field_sessions_gain_gets_a_typed_column_in_later_parts() {
             .contains("went to `otherFields`"),
         "{detail:#}"
     );
-    assert!(third.stdout.contains("churnRisk") || third.stderr.contains("churnRisk"));
+    // Warned once while running, and in the run's summary line.
+    assert_eq!(
+        third
+            .stderr
+            .matches("field `churnRisk` no longer fits")
+            .count(),
+        2,
+        "{third:?}"
+    );
+    let warning =
+        "; warning: field `churnRisk` no longer fits its float64 column (a string value came)";
+    assert!(third.stderr.contains(warning), "{third:?}");
     assert_eq!(detail["new_columns"], json!([]));
 
     // Readers see the union: DuckDB over every part.
