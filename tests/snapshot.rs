@@ -155,6 +155,23 @@ async fn incremental_runs_keep_one_row_per_session_at_its_latest_version() {
     let fourth = run(export(&emulator, &dir)).await;
     assert_eq!(fourth.code, 0, "{fourth:?}");
     assert_eq!(manifest(&out)["snapshot"], m["snapshot"], "nothing new");
+
+    // A full export: a new generation, and a snapshot rebuilt from its parts alone.
+    emulator.touch_sessions(100);
+    let full = export_to(
+        &emulator,
+        &dir,
+        out.as_os_str(),
+        &["--snapshot", "--part-rows", "1000"],
+    );
+    let full = run(full).await;
+    assert_eq!(full.code, 0, "{full:?}");
+    let m = manifest(&out);
+    assert_eq!(m["rows"], 4_000, "{m:#}");
+    assert_eq!(m["snapshot"]["generation"], m["generation"], "{m:#}");
+    assert_current(&emulator, &snapshot_rows(&out));
+    let named: BTreeSet<String> = names(&m["snapshot"]["files"]).into_iter().collect();
+    assert_eq!(snapshot_folder(&out), named);
 }
 
 /// A run killed while it rewrites the snapshot leaves the previous one current and readable
