@@ -233,13 +233,16 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> std::result::Result<Recor
     RecordBatch::try_new(schema.clone(), columns).map_err(|e| e.to_string())
 }
 
+type SnapshotWriter = ArrowWriter<Box<dyn PartWriter>>;
+
 /// The new snapshot's files, being written: a new file every `file_rows` rows.
 struct Output<'a> {
     dir: &'a dyn DatasetFiles,
     settings: &'a Settings<'a>,
     schema: SchemaRef,
     number: u64,
-    open: Option<(String, ArrowWriter<Box<dyn PartWriter>>, u64)>,
+    /// The file being written: its name, writer and rows so far.
+    open: Option<(String, SnapshotWriter, u64)>,
     closed: Vec<SnapshotFile>,
 }
 
