@@ -280,24 +280,7 @@ async fn a_snapshot_in_a_bucket_survives_a_kill_and_is_current_after_the_next_ru
     named.extend(names(&m["snapshot"]["files"]));
     named.push("_manifest.json".into());
     named.sort();
-    use futures_util::TryStreamExt;
-    let prefix = ObjectPath::from("sessions");
-    let mut listed: Vec<String> = store
-        .list(Some(&prefix))
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap()
-        .iter()
-        .map(|o| {
-            o.location
-                .prefix_match(&prefix)
-                .unwrap()
-                .map(|p| p.as_ref().to_string())
-                .collect::<Vec<_>>()
-                .join("/")
-        })
-        .collect();
-    listed.sort();
+    let listed = crate::buckets::objects(&store, "sessions").await;
     assert_eq!(listed, named, "the prefix holds what the manifest names");
     assert!(moto.pending_uploads("current").is_empty());
 }

@@ -19,7 +19,7 @@
 use std::collections::{HashMap, HashSet};
 
 use arrow::array::{Array, ArrayRef, BooleanArray, StringArray, TimestampMicrosecondArray};
-use arrow::compute::{can_cast_types, cast, filter_record_batch};
+use arrow::compute::{CastOptions, can_cast_types, cast, cast_with_options, filter_record_batch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -223,7 +223,16 @@ fn conform(batch: &RecordBatch, schema: &SchemaRef) -> std::result::Result<Recor
         .iter()
         .map(|f| match batch.column_by_name(f.name()) {
             Some(c) if c.data_type() == f.data_type() => Ok(c.clone()),
-            Some(c) => cast(c, f.data_type()).map_err(|e| format!("`{}`: {e}", f.name())),
+            // A value the new type cannot hold is an error, never a silent null.
+            Some(c) => cast_with_options(
+                c,
+                f.data_type(),
+                &CastOptions {
+                    safe: false,
+                    ..CastOptions::default()
+                },
+            )
+            .map_err(|e| format!("`{}` changed type: {e}", f.name())),
             None => Ok(arrow::array::new_null_array(
                 f.data_type(),
                 batch.num_rows(),
@@ -504,6 +513,161 @@ mod tests {
         assert!(!super::super::dataset::is_part_name(
             "snapshot-00003-00000.parquet"
         ));
+    }
+
+    use arrow::array::{Int64Array, ListArray};
+    use std::sync::Arc;
+
+    fn write(path: &std::path::Path, columns: Vec<(&str, ArrayRef)>) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let batch = RecordBatch::try_from_iter(columns).unwrap();
+        let mut w =
+            ArrowWriter::try_new(std::fs::File::create(path).unwrap(), batch.schema(), None)
+                .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+    }
+
+    fn ids(v: &[&str]) -> ArrayRef {
+        Arc::new(StringArray::from(v.to_vec()))
+    }
+
+    fn times(v: &[i64]) -> ArrayRef {
+        Arc::new(TimestampMicrosecondArray::from(v.to_vec()).with_timezone("UTC"))
+    }
+
+    /// The previous snapshot has a column the new part lacks and the other way round: the
+    /// new snapshot has both (the new part's first), nulls where a row had none; the changed
+    /// id's newer version replaces the old, a version older than the snapshot's does not.
+    #[test]
+    fn a_rewrite_across_schemas_keeps_every_column_and_the_latest_versions() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Arc::new(StateStore::open(&tmp.path().join("state")).unwrap());
+        let out = tmp.path().join("out");
+        let dir = super::super::storage::open(out.to_str().unwrap(), &store).unwrap();
+        write(
+            &out.join("part-00001.parquet"),
+            vec![
+                ("_id", ids(&["a", "b", "c"])),
+                ("updatedAt", times(&[20, 20, 5])),
+                (
+                    "plan",
+                    Arc::new(Int64Array::from(vec![2, 3, 4])) as ArrayRef,
+                ),
+            ],
+        );
+        write(
+            &out.join("snapshot/snapshot-00000-00000.parquet"),
+            vec![
+                ("_id", ids(&["a", "c", "d"])),
+                ("updatedAt", times(&[10, 10, 10])),
+                ("name", ids(&["old a", "old c", "old d"])),
+            ],
+        );
+        let properties = WriterProperties::builder().build();
+        let settings = Settings {
+            properties: &properties,
+            row_group_bytes: 1 << 20,
+            file_rows: 100,
+        };
+        let (new, old) = (
+            vec!["part-00001.parquet".to_string()],
+            vec!["snapshot/snapshot-00000-00000.parquet".to_string()],
+        );
+        let mut output = Output {
+            dir: &*dir,
+            settings: &settings,
+            schema: union_schema(&*dir, &new, &old).unwrap(),
+            number: 1,
+            open: None,
+            closed: Vec::new(),
+        };
+        let (kept, without_id) = rewrite(&*dir, &new, &old, &mut output).unwrap();
+        output.close().unwrap();
+        assert_eq!((kept, without_id), (2, 0));
+        let file =
+            std::fs::File::open(out.join("snapshot/snapshot-00001-00000.parquet.inprogress"))
+                .unwrap();
+        let batches: Vec<RecordBatch> =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .build()
+                .unwrap()
+                .map(|b| b.unwrap())
+                .collect();
+        let batch = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+        let names: Vec<_> = batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert_eq!(names, ["_id", "updatedAt", "plan", "name"]);
+        let col = |name: &str| batch.column_by_name(name).unwrap().clone();
+        let (id, at, plan, name) = (col("_id"), col("updatedAt"), col("plan"), col("name"));
+        let id = id.as_any().downcast_ref::<StringArray>().unwrap();
+        let at = at
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .unwrap();
+        let plan = plan.as_any().downcast_ref::<Int64Array>().unwrap();
+        let name = name.as_any().downcast_ref::<StringArray>().unwrap();
+        let rows: Vec<_> = (0..batch.num_rows())
+            .map(|r| {
+                (
+                    id.value(r),
+                    at.value(r),
+                    plan.is_valid(r).then(|| plan.value(r)),
+                    name.is_valid(r).then(|| name.value(r)),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("c", 10, None, Some("old c")),
+                ("d", 10, None, Some("old d")),
+                ("a", 20, Some(2), None),
+                ("b", 20, Some(3), None),
+            ]
+        );
+
+        // A column whose type cannot be cast is refused, named.
+        write(
+            &out.join("part-00002.parquet"),
+            vec![
+                ("_id", ids(&["a"])),
+                ("updatedAt", times(&[30])),
+                (
+                    "name",
+                    Arc::new(ListArray::from_iter_primitive::<
+                        arrow::datatypes::Int64Type,
+                        _,
+                        _,
+                    >(vec![Some(vec![Some(1)])])) as ArrayRef,
+                ),
+            ],
+        );
+        // A column whose old values the new type cannot hold is refused, named.
+        let new = vec!["part-00002.parquet".to_string()];
+        let error = match union_schema(&*dir, &new, &old) {
+            Err(e) => e,
+            Ok(schema) => {
+                let mut output = Output {
+                    dir: &*dir,
+                    settings: &settings,
+                    schema,
+                    number: 2,
+                    open: None,
+                    closed: Vec::new(),
+                };
+                let error = rewrite(&*dir, &new, &old, &mut output).unwrap_err();
+                output.abort();
+                error
+            }
+        }
+        .to_string();
+        assert!(error.contains("`name`"), "{error}");
     }
 
     #[test]
