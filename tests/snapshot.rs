@@ -9,8 +9,8 @@ use std::sync::atomic::AtomicU32;
 
 use arrow::array::{Array, StringArray, TimestampMicrosecondArray};
 use gleap_etl::emulator::Emulator;
+use object_store::ObjectStoreExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 
