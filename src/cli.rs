@@ -191,6 +191,10 @@ pub struct ExportArgs {
     /// Records per part file.
     #[arg(long, default_value_t = 100_000)]
     pub part_rows: u64,
+    /// Also keep a current-state table in the dataset's snapshot/ folder: one row per _id,
+    /// its latest version, rewritten after each run that added parts.
+    #[arg(long)]
+    pub snapshot: bool,
     /// Records per request (at most 1000).
     #[arg(long, default_value_t = 1000)]
     pub page_size: usize,
@@ -746,6 +750,7 @@ fn export_pipeline(args: &ExportArgs) -> std::result::Result<Pipeline, String> {
     sink.dataset = Some(DatasetConfig {
         part_rows: args.part_rows,
         partition_by,
+        snapshot: args.snapshot,
         ..DatasetConfig::default()
     });
     sink.row_group_mib = 16;

@@ -24,6 +24,7 @@ mod prune;
 mod reconcile;
 mod sample;
 mod shell;
+mod snapshot;
 mod undo;
 mod validate;
 mod verify;

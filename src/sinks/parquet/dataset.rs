@@ -30,6 +30,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::schema::{self, Fields};
+use super::snapshot;
 use super::storage::{self, DatasetFiles, PartWriter};
 use super::{OpenFile, ParquetCompression, ParquetSinkConfig, Shaper};
 use crate::error::{Error, Result};
@@ -58,6 +59,11 @@ pub struct DatasetConfig {
     #[serde(default = "default_max_open_files")]
     #[schemars(range(min = 1))]
     pub max_open_files: usize,
+    /// Also keep a current-state table in `snapshot/`: one row per `_id`, its latest version
+    /// by `updatedAt`, rewritten after each run that committed parts (see
+    /// [`super::snapshot`]). Default false.
+    #[serde(default)]
+    pub snapshot: bool,
 }
 
 impl Default for DatasetConfig {
@@ -67,6 +73,7 @@ impl Default for DatasetConfig {
             part_rows: default_part_rows(),
             partition_by: None,
             max_open_files: default_max_open_files(),
+            snapshot: false,
         }
     }
 }
@@ -185,7 +192,7 @@ pub struct DatasetSink {
 }
 
 /// The files of a committed part, from its JSON.
-fn part_files(part: &PartRow) -> Vec<String> {
+pub(super) fn part_files(part: &PartRow) -> Vec<String> {
     serde_json::from_str::<Vec<Value>>(&part.files)
         .unwrap_or_default()
         .iter()
@@ -194,7 +201,7 @@ fn part_files(part: &PartRow) -> Vec<String> {
 }
 
 /// Whether a file name is one this sink gives parts: `part-00012.parquet`, `part-00012-3.parquet`.
-fn is_part_name(name: &str) -> bool {
+pub(super) fn is_part_name(name: &str) -> bool {
     name.strip_prefix("part-")
         .and_then(|rest| rest.strip_suffix(".parquet"))
         .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit() || c == '-'))
@@ -285,7 +292,7 @@ impl DatasetSink {
         store.set_dataset(
             &stream,
             &DatasetRow {
-                dir: dir_text,
+                dir: dir_text.clone(),
                 current_generation: current,
                 building_generation: Some(generation),
                 fingerprint: context.input_fingerprint.clone(),
@@ -294,8 +301,9 @@ impl DatasetSink {
         )?;
         // What a killed run left: files of committed parts not yet published are published,
         // other unfinished files and part files no committed part names are removed.
-        let committed: HashSet<String> =
+        let mut committed: HashSet<String> =
             store.parts(&stream)?.iter().flat_map(part_files).collect();
+        committed.extend(snapshot::files(&store, &stream, &dir_text)?);
         dir.tidy(&committed, &is_part_name)?;
         let parts = store.parts(&stream)?;
         let part = parts.iter().map(|p| p.part + 1).max().unwrap_or(0);
@@ -335,6 +343,8 @@ impl DatasetSink {
             started_over,
         };
         sink.write_manifest()?;
+        // Files of a snapshot the manifest no longer names go once it is written.
+        sink.dir.tidy(&committed, &snapshot::is_snapshot_name)?;
         Ok(sink)
     }
 
@@ -509,6 +519,7 @@ impl DatasetSink {
             "pending": {"generation": building, "parts": pending.iter().map(|p| describe(p)).collect::<Vec<_>>()},
             "cursor": self.store.source_cursor(stream)?.and_then(|c| serde_json::from_str::<Value>(&c).ok()),
             "partition_by": self.config.partition_by.as_ref().map(|p| p.field.as_str().to_string()),
+            "snapshot": snapshot::describe(&self.store, stream, &self.dir.path().display().to_string())?,
         });
         self.dir.write_whole(
             MANIFEST,
@@ -603,6 +614,20 @@ impl Sink for DatasetSink {
             remove_files(&*self.dir, p);
         }
         self.write_manifest()?;
+        let snapshot = match self.config.snapshot {
+            true => snapshot::refresh(
+                &*self.dir,
+                &self.store,
+                &stream,
+                &snapshot::Settings {
+                    properties: &self.properties,
+                    row_group_bytes: self.row_group_bytes,
+                    file_rows: self.config.part_rows,
+                },
+                &|| self.write_manifest(),
+            )?,
+            false => Value::Null,
+        };
         let parts = self.store.parts(&stream)?;
         let bytes: u64 = parts
             .iter()
@@ -627,6 +652,7 @@ impl Sink for DatasetSink {
                 "removed_parts": old.len(),
                 "compression": self.compression,
                 "full_export": self.started_over,
+                "snapshot": snapshot,
             })),
         })
     }
