@@ -137,7 +137,8 @@ pub fn is_row_type(data_type: &DataType) -> bool {
         | DataType::Boolean
         | DataType::Int64
         | DataType::Float64
-        | DataType::Utf8 => true,
+        | DataType::Utf8
+        | DataType::Date32 => true,
         DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) => tz.as_ref() == "UTC",
         DataType::Struct(fields) => fields.iter().all(|f| is_row_type(f.data_type())),
         _ => false,
@@ -145,7 +146,8 @@ pub fn is_row_type(data_type: &DataType) -> bool {
 }
 
 /// Row `i` of `column` as the row path's value: numbers, strings and booleans as they are,
-/// a timestamp as the `cast` stage writes it, a struct as an object of its children.
+/// a timestamp as the `cast` stage writes it, a date as `YYYY-MM-DD`, a struct as an object
+/// of its children.
 pub fn value_at(column: &ArrayRef, i: usize) -> Value {
     if column.is_null(i) {
         return Value::Null;
@@ -175,6 +177,14 @@ pub fn value_at(column: &ArrayRef, i: usize) -> Value {
                 .value(i)
                 .to_string(),
         ),
+        DataType::Date32 => {
+            let days = column
+                .as_primitive::<arrow::datatypes::Date32Type>()
+                .value(i);
+            date_of(days).map_or(Value::Null, |d| {
+                Value::String(d.format("%Y-%m-%d").to_string())
+            })
+        }
         DataType::Timestamp(TimeUnit::Microsecond, _) => {
             let micros = column
                 .as_any()
@@ -194,6 +204,11 @@ pub fn value_at(column: &ArrayRef, i: usize) -> Value {
         }
         _ => Value::Null,
     }
+}
+
+/// The date `days` after 1970-01-01, where chrono has it.
+pub fn date_of(days: i32) -> Option<chrono::NaiveDate> {
+    chrono::NaiveDate::default().checked_add_signed(chrono::Duration::days(i64::from(days)))
 }
 
 #[cfg(test)]

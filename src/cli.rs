@@ -191,6 +191,10 @@ pub struct ExportArgs {
     /// Records per part file.
     #[arg(long, default_value_t = 100_000)]
     pub part_rows: u64,
+    /// Also keep a current-state table in the dataset's snapshot/ folder: one row per _id,
+    /// its latest version, rewritten after each run that added parts.
+    #[arg(long)]
+    pub snapshot: bool,
     /// A field a later run brings gets a typed column in the parts written from then on
     /// (`evolve`), or goes to the otherFields JSON column as every part keeps the first's
     /// columns (`freeze`).
@@ -756,6 +760,7 @@ fn export_pipeline(args: &ExportArgs) -> std::result::Result<Pipeline, String> {
     sink.dataset = Some(DatasetConfig {
         part_rows: args.part_rows,
         partition_by,
+        snapshot: args.snapshot,
         schema: args.schema,
         ..DatasetConfig::default()
     });

@@ -864,6 +864,30 @@ impl StateStore {
         })
     }
 
+    /// The current-state snapshot of `stream`'s dataset (JSON, the dataset sink's own
+    /// format), kept in `meta`: setting it is what makes a new snapshot current.
+    pub fn snapshot(&self, stream: &str) -> Result<Option<String>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT value FROM meta WHERE key = ?1",
+                [format!("snapshot:{stream}")],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    pub fn set_snapshot(&self, stream: &str, snapshot: &str) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![format!("snapshot:{stream}"), snapshot],
+            )
+            .map(|_| ())
+        })
+    }
+
     /// A multipart upload of a dataset part in a bucket began (noted before any byte is sent,
     /// so that the next run can abort it if this one is killed).
     pub fn begin_upload(&self, dir: &str, location: &str, upload_id: &str) -> Result<()> {

@@ -22,7 +22,7 @@ fn export(emulator: &Emulator, dir: &Dir, moto: &Moto, bucket: &str, extra: &[&s
 }
 
 /// Every object under `prefix/`, by name relative to it.
-async fn objects(store: &dyn ObjectStore, prefix: &str) -> Vec<String> {
+pub(crate) async fn objects(store: &dyn ObjectStore, prefix: &str) -> Vec<String> {
     use futures_util::TryStreamExt;
     let prefix = ObjectPath::from(prefix);
     let listed: Vec<_> = store.list(Some(&prefix)).try_collect().await.unwrap();

@@ -15,7 +15,7 @@ use crate::util::{Dir, read_parquet};
 /// column, bad booleans, timestamps that do not parse, ragged rows, invalid UTF-8, and a
 /// quote never closed near the end.
 fn hostile_csv(rows: usize) -> Vec<u8> {
-    let mut out = String::from("id,email,name,plan,seats,signup,country,active,score,tags\n");
+    let mut out = String::from("id,email,name,plan,seats,signup,country,active,score,tags,born\n");
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = move || {
         x ^= x << 13;
@@ -66,22 +66,30 @@ fn hostile_csv(rows: usize) -> Vec<u8> {
             format!("{}.{}", r % 100, 1 + r % 9)
         };
         let plan = ["pro", "team", "", "Zoë ☃"][(r % 4) as usize];
+        // Dates (a date column in Parquet), one in a thousand not a date at all.
+        let born = if r % 1000 == 7 {
+            "1990-02-30".to_string()
+        } else {
+            format!("19{:02}-{:02}-{:02}", 50 + r % 50, 1 + r % 12, 1 + r % 28)
+        };
         if odd && kind == 6 {
             writeln!(out, "{id},{email},ragged").unwrap();
             continue;
         }
         writeln!(
             out,
-            "{id},{email},\"User {i}, Jr.\",{plan},{seats},{signup},{country},{active},{score},\"t{},t2\"",
+            "{id},{email},\"User {i}, Jr.\",{plan},{seats},{signup},{country},{active},{score},\"t{},t2\",{born}",
             r % 7
         )
         .unwrap();
     }
     let mut bytes = out.into_bytes();
     // Invalid UTF-8 in a row of the middle.
-    bytes.extend_from_slice(b"999999,bad@example.com,\xff\xfe,pro,1,2024-01-01,ES,true,1.5,t\n");
     bytes.extend_from_slice(
-        b"1000000,late@example.com,\"never closed,pro,1,2024-01-01,ES,true,1.5,t\n",
+        b"999999,bad@example.com,\xff\xfe,pro,1,2024-01-01,ES,true,1.5,t,1990-01-01\n",
+    );
+    bytes.extend_from_slice(
+        b"1000000,late@example.com,\"never closed,pro,1,2024-01-01,ES,true,1.5,t,1990-01-01\n",
     );
     bytes
 }

@@ -25,6 +25,7 @@ mod reconcile;
 mod sample;
 mod schema_evolution;
 mod shell;
+mod snapshot;
 mod undo;
 mod validate;
 mod verify;

@@ -309,7 +309,7 @@ impl Iterator for ParquetFileReader {
 }
 
 /// A column as a batch holds it, where [`crate::batch::value_at`] then gives exactly what
-/// [`column_values`] gives: integers up to 32 bits widened to 64, a microsecond timestamp
+/// [`column_values`] gives: integers up to 32 bits widened to 64, dates, a microsecond timestamp
 /// in any time zone as UTC (whose instants it counts either way) within chrono's range,
 /// structs of such; `None` for any other type and for JSON text.
 pub fn as_batch_column(array: &ArrayRef, field: &Field) -> Option<ArrayRef> {
@@ -328,6 +328,16 @@ pub fn as_batch_column(array: &ArrayRef, field: &Field) -> Option<ArrayRef> {
         | DataType::UInt8
         | DataType::UInt16
         | DataType::UInt32 => arrow::compute::cast(array, &DataType::Int64).ok()?,
+        DataType::Date32 => {
+            let a = array.as_primitive::<Date32Type>();
+            if a.iter()
+                .flatten()
+                .any(|d| crate::batch::date_of(d).is_none())
+            {
+                return None;
+            }
+            array.clone()
+        }
         DataType::Timestamp(TimeUnit::Microsecond, _) => {
             let a = array.as_primitive::<TimestampMicrosecondType>();
             if a.iter()
@@ -1039,6 +1049,14 @@ mod tests {
                 ),
             ),
             ("customData", Arc::new(inner)),
+            (
+                "born",
+                Arc::new(arrow::array::Date32Array::from(vec![
+                    Some(0),
+                    Some(-25_000),
+                    None,
+                ])),
+            ),
         ];
         let batch = RecordBatch::try_from_iter(columns).unwrap();
         let file = File::create(&path).unwrap();
@@ -1051,6 +1069,7 @@ mod tests {
         assert_eq!(columns, rows);
         assert_eq!(rows[2].0["customData"], Value::Null);
         assert_eq!(rows[2].0["atz"], json!("1969-12-31T23:59:59.999999Z"));
+        assert_eq!(rows[1].0["born"], json!("1901-07-22"));
         // Other types: read row by row, the same records.
         let typed = dir.path().join("typed.parquet");
         write_typed_file(&typed);

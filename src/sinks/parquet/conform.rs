@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, RecordBatch, StructArray, TimestampMicrosecondBuilder, new_null_array,
+    Array, ArrayRef, AsArray, Date32Builder, RecordBatch, StructArray, TimestampMicrosecondBuilder,
+    new_null_array,
 };
 use arrow::datatypes::{DataType, Int64Type, SchemaRef, TimeUnit};
 
@@ -66,6 +67,7 @@ fn column(array: &ArrayRef, ty: &ColType, target: &DataType) -> Option<ArrayRef>
         | (DataType::Float64, ColType::Float)
         | (DataType::Boolean, ColType::Bool)
         | (DataType::Utf8, ColType::String)
+        | (DataType::Date32, ColType::Date)
         | (DataType::Timestamp(TimeUnit::Microsecond, _), ColType::Timestamp) => {
             (array.data_type() == target).then(|| array.clone())
         }
@@ -85,6 +87,16 @@ fn column(array: &ArrayRef, ty: &ColType, target: &DataType) -> Option<ArrayRef>
             }
             Some(Arc::new(out.finish()))
         }
+        (DataType::Utf8, ColType::Date) => {
+            let mut out = Date32Builder::with_capacity(array.len());
+            for text in array.as_string::<i32>().iter() {
+                match text {
+                    None => out.append_null(),
+                    Some(t) => out.append_value(days(t)?),
+                }
+            }
+            Some(Arc::new(out.finish()))
+        }
         (DataType::Struct(names), ColType::Struct(fields)) => {
             let DataType::Struct(targets) = target else {
                 return None;
@@ -96,6 +108,16 @@ fn column(array: &ArrayRef, ty: &ColType, target: &DataType) -> Option<ArrayRef>
         }
         _ => None,
     }
+}
+
+/// Days since the epoch of a `YYYY-MM-DD` string, as the row path's builder reads it.
+fn days(text: &str) -> Option<i32> {
+    let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    i32::try_from(
+        date.signed_duration_since(chrono::NaiveDate::default())
+            .num_days(),
+    )
+    .ok()
 }
 
 /// The bytes of text a column holds (its strings, its children's).

@@ -30,6 +30,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::schema::{self, Fields};
+use super::snapshot;
 use super::storage::{self, DatasetFiles, PartWriter};
 use super::{OpenFile, ParquetCompression, ParquetSinkConfig, Shaper};
 use crate::error::{Error, Result};
@@ -58,6 +59,11 @@ pub struct DatasetConfig {
     #[serde(default = "default_max_open_files")]
     #[schemars(range(min = 1))]
     pub max_open_files: usize,
+    /// Also keep a current-state table in `snapshot/`: one row per `_id`, its latest version
+    /// by `updatedAt`, rewritten after each run that committed parts (see
+    /// [`super::snapshot`]). Default false.
+    #[serde(default)]
+    pub snapshot: bool,
     /// What a later run does with a field the dataset has no column for: `evolve` (the
     /// default) gives it a typed column in the parts written from then on (readers take the
     /// union: DuckDB's `union_by_name`); `freeze` keeps the columns of the dataset's first
@@ -84,6 +90,7 @@ impl Default for DatasetConfig {
             part_rows: default_part_rows(),
             partition_by: None,
             max_open_files: default_max_open_files(),
+            snapshot: false,
             schema: SchemaPolicy::default(),
         }
     }
@@ -211,7 +218,7 @@ pub struct DatasetSink {
 }
 
 /// The files of a committed part, from its JSON.
-fn part_files(part: &PartRow) -> Vec<String> {
+pub(super) fn part_files(part: &PartRow) -> Vec<String> {
     serde_json::from_str::<Vec<Value>>(&part.files)
         .unwrap_or_default()
         .iter()
@@ -220,7 +227,7 @@ fn part_files(part: &PartRow) -> Vec<String> {
 }
 
 /// Whether a file name is one this sink gives parts: `part-00012.parquet`, `part-00012-3.parquet`.
-fn is_part_name(name: &str) -> bool {
+pub(super) fn is_part_name(name: &str) -> bool {
     name.strip_prefix("part-")
         .and_then(|rest| rest.strip_suffix(".parquet"))
         .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit() || c == '-'))
@@ -311,7 +318,7 @@ impl DatasetSink {
         store.set_dataset(
             &stream,
             &DatasetRow {
-                dir: dir_text,
+                dir: dir_text.clone(),
                 current_generation: current,
                 building_generation: Some(generation),
                 fingerprint: context.input_fingerprint.clone(),
@@ -320,8 +327,9 @@ impl DatasetSink {
         )?;
         // What a killed run left: files of committed parts not yet published are published,
         // other unfinished files and part files no committed part names are removed.
-        let committed: HashSet<String> =
+        let mut committed: HashSet<String> =
             store.parts(&stream)?.iter().flat_map(part_files).collect();
+        committed.extend(snapshot::files(&store, &stream, &dir_text)?);
         dir.tidy(&committed, &is_part_name)?;
         record_old_schemas(&*dir, &store, &stream, &store.parts(&stream)?);
         let parts = store.parts(&stream)?;
@@ -370,6 +378,8 @@ impl DatasetSink {
             started_over,
         };
         sink.write_manifest()?;
+        // Files of a snapshot the manifest no longer names go once it is written.
+        sink.dir.tidy(&committed, &snapshot::is_snapshot_name)?;
         Ok(sink)
     }
 
@@ -593,6 +603,7 @@ impl DatasetSink {
             "pending": {"generation": building, "parts": pending.iter().map(|p| describe(p)).collect::<Vec<_>>()},
             "cursor": self.store.source_cursor(stream)?.and_then(|c| serde_json::from_str::<Value>(&c).ok()),
             "partition_by": self.config.partition_by.as_ref().map(|p| p.field.as_str().to_string()),
+            "snapshot": snapshot::describe(&self.store, stream, &self.dir.path().display().to_string())?,
             "schema_policy": self.config.schema,
             "schema": union,
         });
@@ -718,6 +729,20 @@ impl Sink for DatasetSink {
             remove_files(&*self.dir, p);
         }
         self.write_manifest()?;
+        let snapshot = match self.config.snapshot {
+            true => snapshot::refresh(
+                &*self.dir,
+                &self.store,
+                &stream,
+                &snapshot::Settings {
+                    properties: &self.properties,
+                    row_group_bytes: self.row_group_bytes,
+                    file_rows: self.config.part_rows,
+                },
+                &|| self.write_manifest(),
+            )?,
+            false => Value::Null,
+        };
         let parts = self.store.parts(&stream)?;
         let bytes: u64 = parts
             .iter()
@@ -742,6 +767,7 @@ impl Sink for DatasetSink {
                 "removed_parts": old.len(),
                 "compression": self.compression,
                 "full_export": self.started_over,
+                "snapshot": snapshot,
                 "schema_policy": self.config.schema,
                 "new_columns": self.added,
                 "type_changes": self.type_changes.iter().map(|(field, (column, found))| json!({

@@ -14,6 +14,7 @@ mod conform;
 mod dataset;
 pub use dataset::{DatasetConfig, Granularity, PartitionBy, SchemaPolicy};
 mod schema;
+mod snapshot;
 mod storage;
 
 use std::fs::File;

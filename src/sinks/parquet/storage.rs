@@ -24,12 +24,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arrow::record_batch::RecordBatch;
 use futures_util::TryStreamExt;
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutPayload};
+use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::metadata::ParquetMetaDataReader;
+use parquet::file::reader::ChunkReader;
 
 use super::schema::{self, Fields};
 use crate::error::{Error, Result};
@@ -92,6 +95,44 @@ pub trait DatasetFiles: Send {
 
     /// A file's size in bytes.
     fn size(&self, name: &str) -> Option<u64>;
+
+    /// Reads a Parquet file of the dataset a batch at a time, row group by row group (only
+    /// `columns`, by name, when given), handing each batch to `each`: never the whole file
+    /// in memory.
+    fn read_batches(
+        &self,
+        name: &str,
+        columns: Option<&[&str]>,
+        each: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()>;
+}
+
+/// Reads Parquet from `reader` (the file `shown`) a batch at a time: see
+/// [`DatasetFiles::read_batches`].
+fn read_batches_from<R: ChunkReader + 'static>(
+    reader: R,
+    shown: &Path,
+    columns: Option<&[&str]>,
+    each: &mut dyn FnMut(RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let failed = |e: &dyn std::fmt::Display| Error::output(shown, format!("reading: {e}"));
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new(reader).map_err(|e| failed(&e))?;
+    if let Some(columns) = columns {
+        let roots: Vec<usize> = builder
+            .schema()
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| columns.contains(&f.name().as_str()))
+            .map(|(i, _)| i)
+            .collect();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        builder = builder.with_projection(mask);
+    }
+    for batch in builder.build().map_err(|e| failed(&e))? {
+        each(batch.map_err(|e| failed(&e))?)?;
+    }
+    Ok(())
 }
 
 /// A part file being written: bytes go in through [`Write`].
@@ -262,6 +303,17 @@ impl DatasetFiles for LocalFolder {
 
     fn size(&self, name: &str) -> Option<u64> {
         std::fs::metadata(self.dir.join(name)).ok().map(|m| m.len())
+    }
+
+    fn read_batches(
+        &self,
+        name: &str,
+        columns: Option<&[&str]>,
+        each: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        let path = self.dir.join(name);
+        let file = File::open(&path).map_err(io(&path))?;
+        read_batches_from(file, &path, columns, each)
     }
 }
 
@@ -558,6 +610,96 @@ impl DatasetFiles for Bucket {
             .block_on(self.store.head(&self.location(name)))
             .ok()
             .map(|m| m.size)
+    }
+
+    fn read_batches(
+        &self,
+        name: &str,
+        columns: Option<&[&str]>,
+        each: &mut dyn FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
+        let shown = self.shown(name);
+        let location = self.location(name);
+        let size = self
+            .runtime
+            .block_on(self.store.head(&location))
+            .map_err(|e| store_error(&shown, format!("reading: {e}")))?
+            .size;
+        let object = BucketObject {
+            store: self.store.clone(),
+            runtime: self.runtime.clone(),
+            location,
+            size,
+            shown: shown.clone(),
+        };
+        read_batches_from(object, &shown, columns, each)
+    }
+}
+
+/// An object read in ranges, as the Parquet reader asks for them (the footer, then each
+/// page): a few requests per page, never the whole object in memory.
+#[derive(Clone)]
+struct BucketObject {
+    store: Arc<dyn ObjectStore>,
+    runtime: Arc<tokio::runtime::Runtime>,
+    location: ObjectPath,
+    size: u64,
+    shown: PathBuf,
+}
+
+/// Bytes fetched at once by [`BucketObject::get_read`] (a page header, usually).
+const READ_AHEAD_BYTES: u64 = 64 << 10;
+
+impl BucketObject {
+    fn range(&self, start: u64, end: u64) -> std::io::Result<bytes::Bytes> {
+        self.runtime
+            .block_on(self.store.get_range(&self.location, start..end))
+            .map_err(|e| {
+                std::io::Error::other(store_error(&self.shown, format!("reading: {e}")).to_string())
+            })
+    }
+}
+
+impl parquet::file::reader::Length for BucketObject {
+    fn len(&self) -> u64 {
+        self.size
+    }
+}
+
+/// What [`BucketObject::get_read`] gives: fetches [`READ_AHEAD_BYTES`] at a time.
+struct BucketRead {
+    object: BucketObject,
+    at: u64,
+    buffer: bytes::Bytes,
+}
+
+impl std::io::Read for BucketRead {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.buffer.is_empty() && self.at < self.object.size {
+            let end = (self.at + READ_AHEAD_BYTES.max(buf.len() as u64)).min(self.object.size);
+            self.buffer = self.object.range(self.at, end)?;
+            self.at = end;
+        }
+        let n = buf.len().min(self.buffer.len());
+        buf[..n].copy_from_slice(&self.buffer.split_to(n));
+        Ok(n)
+    }
+}
+
+impl ChunkReader for BucketObject {
+    type T = BucketRead;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<BucketRead> {
+        Ok(BucketRead {
+            object: self.clone(),
+            at: start,
+            buffer: bytes::Bytes::new(),
+        })
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        self.range(start, start + length as u64)
+            .map_err(|e| parquet::errors::ParquetError::External(Box::new(e)))
     }
 }
 
