@@ -122,7 +122,7 @@ async fn a_field_sessions_gain_gets_a_typed_column_in_later_parts() {
     let api = Api::new(&emulator);
     let dir = Dir::new();
     let out = dir.join("out/sessions");
-    exported(&emulator, &dir, &["--incremental"]).await;
+    exported(&emulator, &dir, &["--incremental", "--snapshot"]).await;
     let old_part = out.join(part_file(&manifest(&out), 0));
     assert!(!columns(&old_part).contains_key("churnRisk"));
 
@@ -135,7 +135,12 @@ async fn a_field_sessions_gain_gets_a_typed_column_in_later_parts() {
         put(&api, id, json!({"customData": custom})).await;
         gleap_adds(&emulator, id, "churnRisk", json!(r));
     }
-    let evolving = ["--incremental", "--flatten", "customData.region"];
+    let evolving = [
+        "--incremental",
+        "--snapshot",
+        "--flatten",
+        "customData.region",
+    ];
     exported(&emulator, &dir, &evolving).await;
     let m = manifest(&out);
     assert_eq!(m["parts"].as_array().unwrap().len(), 2, "{m:#}");
@@ -221,6 +226,21 @@ async fn a_field_sessions_gain_gets_a_typed_column_in_later_parts() {
         "; warning: field `churnRisk` no longer fits its float64 column (a string value came)";
     assert!(third.stderr.contains(warning), "{third:?}");
     assert_eq!(detail["new_columns"], json!([]));
+
+    // The snapshot (one row per session) has the new columns, typed, with their values.
+    let snapshot = &manifest(&out)["snapshot"]["files"];
+    let mut latest = HashMap::new();
+    for file in snapshot.as_array().unwrap() {
+        let path = out.join(file.as_str().unwrap());
+        assert_eq!(columns(&path)["churnRisk"], DataType::Float64);
+        for row in read_parquet(&path).1 {
+            latest.insert(row["_id"].as_str().unwrap().to_string(), row);
+        }
+    }
+    assert_eq!(latest.len(), 300);
+    for (id, r) in &risk {
+        assert_eq!(latest[id]["churnRisk"], json!(r), "{id}");
+    }
 
     // Readers see the union: DuckDB over every part.
     if let Some(answer) = duckdb_union(&out) {
