@@ -544,6 +544,15 @@ def section_export(d):
     figure = (f"{num(get(big, 'g_rps'))} vs {num(get(big, 'k_rps'))} rows/s: {fmt_ratio(r)}; "
               f"peak {mb(get(top, 'g_peak'))} at {top and f'{top // 1000:,}k'} "
               f"({fmt_ratio(g_flat)} of the {base and f'{base // 1000:,}k'} peak)")
+    bench = text(os.path.join(d, "cargo-bench.txt"))
+    if bench:
+        lines += [
+            "",
+            "`cargo bench --bench export` (in-process emulator; the `s3` case exports to "
+            "`s3://` on moto, a real S3 API on the loopback, through multipart uploads):",
+            "",
+            "```",
+        ] + bench.splitlines() + ["```"]
     return "\n".join(lines), {"export": (figure, speed_ok and flat_ok)}
 
 
