@@ -80,9 +80,9 @@ impl Batch {
     }
 
     /// The rows for which `keep` is true (a null counts as false).
-    pub fn filter(self, keep: &BooleanArray) -> Result<Batch, arrow::error::ArrowError> {
+    pub fn filter(&self, keep: &BooleanArray) -> Result<Batch, arrow::error::ArrowError> {
         if keep.true_count() == self.len() && keep.null_count() == 0 {
-            return Ok(self);
+            return Ok(self.clone());
         }
         let kept = |i: usize| keep.is_valid(i) && keep.value(i);
         let pick = |v: &[u64]| -> Vec<u64> {
@@ -97,7 +97,7 @@ impl Batch {
             lines: self.lines.as_deref().map(pick),
             rows: pick(&self.rows),
             seqs: pick(&self.seqs),
-            file: self.file,
+            file: self.file.clone(),
         })
     }
 
@@ -126,22 +126,6 @@ impl Batch {
             record.insert(field.name().clone(), value_at(column, i));
         }
         (record, self.position(i))
-    }
-}
-
-/// Whether `data_type` is one a batch may hold: the types [`value_at`] turns into the
-/// values the row path holds.
-pub fn is_row_type(data_type: &DataType) -> bool {
-    match data_type {
-        DataType::Null
-        | DataType::Boolean
-        | DataType::Int64
-        | DataType::Float64
-        | DataType::Utf8
-        | DataType::Date32 => true,
-        DataType::Timestamp(TimeUnit::Microsecond, Some(tz)) => tz.as_ref() == "UTC",
-        DataType::Struct(fields) => fields.iter().all(|f| is_row_type(f.data_type())),
-        _ => false,
     }
 }
 

@@ -96,7 +96,7 @@ impl Transform for Dedupe {
                 Some(k) => !self.seen.contains(&k) && new.insert(k),
             });
         }
-        let out = batch.clone().filter(&BooleanArray::from(keep)).ok()?;
+        let out = batch.filter(&BooleanArray::from(keep)).ok()?;
         self.seen.extend(new);
         Some(out.into())
     }

@@ -42,7 +42,7 @@ fn decide(
 impl Transform for Filter {
     fn apply_batch(&mut self, batch: &Batch) -> Option<BatchOutput> {
         let keep = self.simple.as_ref()?.mask(&batch.columns)?;
-        batch.clone().filter(&keep).ok().map(Into::into)
+        batch.filter(&keep).ok().map(Into::into)
     }
 
     fn apply(&mut self, record: Record, out: &mut Vec<Record>) -> Result<(), Rejection> {
@@ -88,10 +88,7 @@ impl Skip {
 impl Transform for Skip {
     fn apply_batch(&mut self, batch: &Batch) -> Option<BatchOutput> {
         let skip = self.simple.as_ref()?.mask(&batch.columns)?;
-        let out = batch
-            .clone()
-            .filter(&arrow::compute::not(&skip).ok()?)
-            .ok()?;
+        let out = batch.filter(&arrow::compute::not(&skip).ok()?).ok()?;
         self.skipped += (batch.len() - out.len()) as u64;
         Some(out.into())
     }
