@@ -340,6 +340,15 @@ def section_quota(d):
     return "\n".join(lines), {"quota": (figure, verdict)}
 
 
+def cargo_bench_block(d, intro):
+    """The lines that show out/<section>/cargo-bench.txt (as written by hand from a
+    `cargo bench` run) under `intro`, or none when the file is not there."""
+    bench = text(os.path.join(d, "cargo-bench.txt"))
+    if not bench:
+        return []
+    return ["", intro, "", "```"] + bench.splitlines() + ["```"]
+
+
 def convert_runs(d, gleap, duckdb, duckdb1, compare_file):
     """The figures of one input format: runs, medians, the comparison."""
     g = runs(d, gleap)
@@ -429,15 +438,11 @@ def section_convert(d):
             p["table"],
             "",
         ] + convert_lines(p)
-    bench = text(os.path.join(d, "cargo-bench.txt"))
-    if bench:
-        lines += [
-            "",
-            "The in-process benchmarks of the same pipeline, before (records one by one, "
-            "`GLEAP_ETL_DATA_PLANE=rows`) and after (batches), same build:",
-            "",
-            "```",
-        ] + bench.splitlines() + ["```"]
+    lines += cargo_bench_block(
+        d,
+        "The in-process benchmarks of the same pipeline, before (records one by one, "
+        "`GLEAP_ETL_DATA_PLANE=rows`) and after (batches), same build:",
+    )
     figure = (f"{num(f['g_wall'], 2)} s vs {num(f['k_wall'], 2)} s: {fmt_ratio(r)}; peak {mb(g_peak)} "
               f"(DuckDB {mb(median([m.get('peak_rss_bytes') for _, m, _ in f['dk']]))})")
     return "\n".join(lines), {"convert": (figure, time_ok and peak_ok)}
@@ -544,15 +549,11 @@ def section_export(d):
     figure = (f"{num(get(big, 'g_rps'))} vs {num(get(big, 'k_rps'))} rows/s: {fmt_ratio(r)}; "
               f"peak {mb(get(top, 'g_peak'))} at {top and f'{top // 1000:,}k'} "
               f"({fmt_ratio(g_flat)} of the {base and f'{base // 1000:,}k'} peak)")
-    bench = text(os.path.join(d, "cargo-bench.txt"))
-    if bench:
-        lines += [
-            "",
-            "`cargo bench --bench export` (in-process emulator; the `s3` case exports to "
-            "`s3://` on moto, a real S3 API on the loopback, through multipart uploads):",
-            "",
-            "```",
-        ] + bench.splitlines() + ["```"]
+    lines += cargo_bench_block(
+        d,
+        "`cargo bench --bench export` (in-process emulator; the `s3` case exports to "
+        "`s3://` on moto, a real S3 API on the loopback, through multipart uploads):",
+    )
     return "\n".join(lines), {"export": (figure, speed_ok and flat_ok)}
 
 
