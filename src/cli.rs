@@ -185,9 +185,15 @@ pub struct ExportArgs {
     /// Hive-style folders by a date field: FIELD or FIELD:day|month|year.
     #[arg(long, value_name = "FIELD[:GRANULARITY]")]
     pub partition_by: Option<String>,
-    /// Nested fields to give typed columns of their own, e.g. customData.plan (repeatable).
+    /// Nested fields to give typed columns of their own, e.g. customData.plan, or every key
+    /// of an object: customData.* (repeatable). Sessions and tickets get customData.*
+    /// unless --no-custom-columns.
     #[arg(long, value_name = "FIELD")]
     pub flatten: Vec<String>,
+    /// Keep custom fields only in the customData JSON column, without a typed
+    /// customData_<key> column for each.
+    #[arg(long)]
+    pub no_custom_columns: bool,
     /// Records per part file.
     #[arg(long, default_value_t = 100_000)]
     pub part_rows: u64,
@@ -773,6 +779,16 @@ fn export_pipeline(args: &ExportArgs) -> std::result::Result<Pipeline, String> {
             crate::record::FieldPath::parse(f).map_err(|e| format!("error: --flatten {f}: {e}"))
         })
         .collect::<std::result::Result<_, _>>()?;
+    // Custom fields are what each Gleap project adds: each gets a typed column, and with
+    // `--schema evolve` a field added later gets one in the parts from then on.
+    let has_custom_data = matches!(
+        args.entity,
+        crate::sinks::gleap::Entity::Sessions | crate::sinks::gleap::Entity::Tickets
+    );
+    if has_custom_data && !args.no_custom_columns {
+        sink.flatten
+            .push(crate::record::FieldPath::parse("customData.*").expect("a field path"));
+    }
     let config = PipelineConfig {
         version: Spanned::new(crate::pipeline::FORMAT_VERSION),
         name: Spanned::new(format!("export-{entity}")),

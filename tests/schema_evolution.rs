@@ -90,7 +90,7 @@ row = duckdb.sql(
 print(json.dumps({"rows": row[0], "with_churn": row[1], "type": row[2], "sum": row[3],
                   "with_region": row[4]}))
 "#;
-    let output = std::process::Command::new("python3")
+    let output = std::process::Command::new(crate::util::duckdb_python())
         .args(["-c", script, &serde_json::to_string(&files).unwrap()])
         .output();
     let output = match output {
@@ -112,8 +112,8 @@ print(json.dumps({"rows": row[0], "with_churn": row[1], "type": row[2], "sum": r
 }
 
 /// Sessions gain a top-level `churnRisk` and a custom field `customData.region` after the
-/// first export; the next incremental run (flattening the new custom field) writes a part
-/// with typed columns for both, the old part stays without them, and the manifest records
+/// first export; the next incremental run (with no flag naming either) writes a part with
+/// typed columns for both, the old part stays without them, and the manifest records
 /// each part's columns. A later `churnRisk` that is text goes to otherFields, with a
 /// warning naming the field and both types, once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,12 +135,8 @@ async fn a_field_sessions_gain_gets_a_typed_column_in_later_parts() {
         put(&api, id, json!({"customData": custom})).await;
         gleap_adds(&emulator, id, "churnRisk", json!(r));
     }
-    let evolving = [
-        "--incremental",
-        "--snapshot",
-        "--flatten",
-        "customData.region",
-    ];
+    // No --flatten customData.region: every custom field gets a column by itself.
+    let evolving = ["--incremental", "--snapshot"];
     exported(&emulator, &dir, &evolving).await;
     let m = manifest(&out);
     assert_eq!(m["parts"].as_array().unwrap().len(), 2, "{m:#}");
@@ -161,6 +157,8 @@ async fn a_field_sessions_gain_gets_a_typed_column_in_later_parts() {
     assert_eq!(m["parts"][1]["schema"]["churnRisk"], "float64");
     assert_eq!(m["parts"][1]["schema"]["customData_region"], "string");
     assert_eq!(m["parts"][0]["schema"]["customData_seats"], "int64");
+    assert_eq!(m["parts"][0]["schema"]["customData_plan"], "string");
+    assert_eq!(m["parts"][0]["schema"]["customData_trial"], "bool");
     assert_eq!(m["schema"]["churnRisk"], "float64");
     assert_eq!(
         m["schema"].as_object().unwrap().len(),
@@ -183,6 +181,9 @@ async fn a_field_sessions_gain_gets_a_typed_column_in_later_parts() {
         let id = row["_id"].as_str().unwrap();
         assert_eq!(row["churnRisk"], json!(risk[id]), "{row:?}");
         assert_eq!(row["customData_region"], "eu");
+        assert_eq!(row["customData_plan"], "pro");
+        assert_eq!(row["customData_trial"], false);
+        assert_eq!(row["customData"]["region"], "eu");
         assert!(row["otherFields"].is_null(), "{row:?}");
     }
 
@@ -259,10 +260,17 @@ async fn freeze_keeps_the_first_parts_columns() {
     let emulator = Emulator::start(config(100)).await.unwrap();
     let dir = Dir::new();
     let out = dir.join("out/sessions");
+    let api = Api::new(&emulator);
     let flags = ["--incremental", "--schema", "freeze"];
     exported(&emulator, &dir, &flags).await;
     for id in &session_ids(&emulator, 100)[..10] {
         gleap_adds(&emulator, id, "churnRisk", json!(0.5));
+        put(
+            &api,
+            id,
+            json!({"customData": {"plan": "team", "region": "us"}}),
+        )
+        .await;
     }
     exported(&emulator, &dir, &flags).await;
     let m = manifest(&out);
@@ -274,13 +282,55 @@ async fn freeze_keeps_the_first_parts_columns() {
     assert!(!columns(&new).contains_key("churnRisk"));
     let (_, rows) = read_parquet(&new);
     assert_eq!(rows.len(), 10);
+    assert!(!columns(&new).contains_key("customData_region"));
     for row in &rows {
+        // The new custom field stays in customData alone, not copied to otherFields.
         assert_eq!(row["otherFields"], json!({"churnRisk": 0.5}), "{row:?}");
+        assert_eq!(row["customData"]["region"], "us", "{row:?}");
+        assert_eq!(row["customData_plan"], "team", "{row:?}");
     }
     let detail = &report(&dir)["streams"][0]["sink"]["detail"];
     assert_eq!(detail["new_columns"], json!([]));
     // A field without a column is not a type change.
     assert_eq!(detail["type_changes"], json!([]));
+}
+
+/// `--no-custom-columns` keeps custom fields in the customData JSON column only: no
+/// customData_<key> columns, in the first part or for a field sessions gain later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_custom_columns_keeps_custom_fields_in_their_json_column() {
+    let emulator = Emulator::start(config(50)).await.unwrap();
+    let api = Api::new(&emulator);
+    let dir = Dir::new();
+    let out = dir.join("out/sessions");
+    let out_arg = out.as_os_str();
+    let flags = ["--incremental", "--no-custom-columns"];
+    assert_eq!(
+        run(export_to(&emulator, &dir, out_arg, &flags)).await.code,
+        0
+    );
+    for id in &session_ids(&emulator, 50)[..5] {
+        put(&api, id, json!({"customData": {"region": "eu"}})).await;
+    }
+    let r = run(export_to(&emulator, &dir, out_arg, &flags)).await;
+    assert_eq!(r.code, 0, "{r:?}");
+    let m = manifest(&out);
+    assert_eq!(m["parts"].as_array().unwrap().len(), 2, "{m:#}");
+    for i in 0..2 {
+        let path = out.join(part_file(&m, i));
+        let names = columns(&path);
+        assert!(
+            !names.keys().any(|n| n.starts_with("customData_")),
+            "{names:?}"
+        );
+        for row in read_parquet(&path).1 {
+            assert!(row["customData"].is_object(), "{row:?}");
+            assert!(row["otherFields"].is_null(), "{row:?}");
+        }
+    }
+    let (_, rows) = read_parquet(&out.join(part_file(&m, 1)));
+    assert_eq!(rows.len(), 5);
+    assert!(rows.iter().all(|r| r["customData"]["region"] == "eu"));
 }
 
 /// A bad policy is refused by the flag parser, before anything runs.

@@ -476,6 +476,20 @@ pub struct Moto {
     pub port: u16,
 }
 
+/// The Python whose `duckdb` the checks that read Parquet with DuckDB use:
+/// `GLEAP_ETL_DUCKDB_PYTHON`, else the venv `.ci/run` makes (`.ci/.venv-duckdb`, DuckDB
+/// 1.5.5 with httpfs), else `python3`.
+pub fn duckdb_python() -> String {
+    if let Ok(python) = std::env::var("GLEAP_ETL_DUCKDB_PYTHON") {
+        return python;
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/.venv-duckdb/bin/python");
+    if venv.exists() {
+        return venv.display().to_string();
+    }
+    "python3".into()
+}
+
 impl Moto {
     /// Starts moto on a free port of 127.0.0.1 and waits until it answers; `None` (with a
     /// message saying the test is skipped) where moto is not installed or does not start.

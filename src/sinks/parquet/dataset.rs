@@ -394,8 +394,10 @@ impl DatasetSink {
                     .iter()
                     .any(|(r, _)| r.get(name).is_some_and(|v| !v.is_null()))
             };
-            let (evolved, added) =
+            let (mut evolved, mut added) =
                 schema::evolve(&base, fields, self.shaper.rest.as_deref(), has_value);
+            let dropped = self.shaper.limit_wildcards(&mut evolved);
+            added.retain(|name| !dropped.contains(name));
             if !added.is_empty() {
                 tracing::info!(
                     "stream `{}`: new columns from this run on: {}",

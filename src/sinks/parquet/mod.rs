@@ -71,6 +71,9 @@ pub struct ParquetSinkConfig {
     pub batch_rows: usize,
     /// Nested fields that also get a column of their own, typed, named with `_` for `.`
     /// (`customData.plan` -> `customData_plan`); the nested value stays where it was.
+    /// `customData.*` gives every key of the object a column (`customData_<key>`, at most
+    /// 256 of them): in a dataset with `schema: evolve`, a key records gain later gets its
+    /// column in the parts written from then on.
     #[serde(default)]
     pub flatten: Vec<FieldPath>,
     /// A JSON column that takes fields the schema has no column for, or whose value does not
@@ -197,6 +200,18 @@ impl ParquetSinkConfig {
         if let Err(e) = self.compression() {
             errors.push(ConfigError::at(format!("{at}.compression_level"), e));
         }
+        for (i, path) in self.flatten.iter().enumerate() {
+            let segments = path.segments();
+            if segments[..segments.len() - 1].iter().any(|s| s == "*") || segments == ["*"] {
+                errors.push(ConfigError::at(
+                    format!("{at}.flatten[{i}]"),
+                    format!(
+                        "`{}`: `*` stands for every key of an object and comes last, after the object's name (`customData.*`)",
+                        path.as_str()
+                    ),
+                ));
+            }
+        }
         if let Some(d) = &self.dataset {
             errors.extend(d.check(&format!("{at}.dataset")));
         }
@@ -284,32 +299,103 @@ impl ParquetSinkConfig {
     }
 }
 
+/// The most columns one `flatten` wildcard (`customData.*`) adds; further keys stay only
+/// in the object's own column.
+pub const MAX_WILDCARD_COLUMNS: usize = 256;
+
 /// What every record goes through before it is checked against the schema: `flatten`
 /// copies, and `rest` collecting what has no column.
 #[derive(Debug, Clone)]
 struct Shaper {
+    /// Named fields (`customData.plan`) and their columns (`customData_plan`).
     flatten: Vec<(FieldPath, String)>,
+    /// Objects every key of which gets a column (`customData.*`), and the columns' prefix
+    /// (`customData_`).
+    wildcards: Vec<(FieldPath, String)>,
     rest: Option<String>,
 }
 
 impl Shaper {
     fn new(config: &ParquetSinkConfig) -> Shaper {
+        let mut flatten = Vec::new();
+        let mut wildcards = Vec::new();
+        for path in &config.flatten {
+            match path.as_str().strip_suffix(".*") {
+                Some(object) => {
+                    let object = FieldPath::parse(object).expect("a part of a field path");
+                    let prefix = format!("{}_", object.as_str().replace('.', "_"));
+                    wildcards.push((object, prefix));
+                }
+                None => flatten.push((path.clone(), path.as_str().replace('.', "_"))),
+            }
+        }
         Shaper {
-            flatten: config
-                .flatten
-                .iter()
-                .map(|p| (p.clone(), p.as_str().replace('.', "_")))
-                .collect(),
+            flatten,
+            wildcards,
             rest: config.rest.clone(),
         }
     }
 
-    /// Adds the flattened columns.
+    /// Whether records are changed before they meet the schema (so a batch cannot be
+    /// written as it is).
+    fn reshapes(&self) -> bool {
+        !self.flatten.is_empty() || !self.wildcards.is_empty() || self.rest.is_some()
+    }
+
+    /// Adds the flattened columns: named fields first, then each key of a wildcard's object
+    /// that no field of the record already names.
     fn flatten(&self, record: &mut Record) {
         for (path, column) in &self.flatten {
             let value = path.get(record).cloned().unwrap_or(Value::Null);
             record.insert(column.clone(), value);
         }
+        for (path, prefix) in &self.wildcards {
+            let Some(Value::Object(object)) = path.get(record) else {
+                continue;
+            };
+            let copies: Vec<(String, Value)> = object
+                .iter()
+                .map(|(key, value)| (format!("{prefix}{key}"), value.clone()))
+                .filter(|(column, _)| !record.contains_key(column))
+                .collect();
+            record.extend(copies);
+        }
+    }
+
+    /// Whether the top-level field `name` is a wildcard's copy of a key of its object (so
+    /// the value is kept there when the copy has no column).
+    fn is_wildcard_copy(&self, record: &Record, name: &str) -> bool {
+        self.wildcards.iter().any(|(path, prefix)| {
+            name.strip_prefix(prefix.as_str()).is_some_and(
+                |key| matches!(path.get(record), Some(Value::Object(o)) if o.contains_key(key)),
+            )
+        })
+    }
+
+    /// Keeps the first [`MAX_WILDCARD_COLUMNS`] columns of each wildcard, in column order;
+    /// the names of the columns dropped (their keys stay in the object's column).
+    fn limit_wildcards(&self, fields: &mut Fields) -> Vec<String> {
+        let mut dropped = Vec::new();
+        for (_, prefix) in &self.wildcards {
+            let over: Vec<String> = fields
+                .iter()
+                .filter(|(name, f)| name.starts_with(prefix.as_str()) && !f.declared)
+                .skip(MAX_WILDCARD_COLUMNS)
+                .map(|(name, _)| name.clone())
+                .collect();
+            for name in over {
+                fields.shift_remove(&name);
+                dropped.push(name);
+            }
+        }
+        if !dropped.is_empty() {
+            tracing::warn!(
+                "{} keys past the {MAX_WILDCARD_COLUMNS} columns a flatten wildcard adds stay only in their object's column: {}",
+                dropped.len(),
+                dropped.join(", ")
+            );
+        }
+        dropped
     }
 
     /// The schema's extra columns: the flattened ones (inferred) and `rest`.
@@ -334,6 +420,7 @@ impl Shaper {
         let mut fields = schema::infer(sample);
         schema::apply_declared(&mut fields, declared);
         self.add_columns(&mut fields);
+        self.limit_wildcards(&mut fields);
         fields
     }
 
@@ -357,6 +444,18 @@ impl Shaper {
     /// Checks the record against the schema, moving fields that do not fit into `rest`
     /// when there is one; the bytes of text it adds, or why it cannot be written.
     fn fit(&self, fields: &Fields, record: &mut Record) -> std::result::Result<usize, Problem> {
+        if !self.wildcards.is_empty() {
+            // A wildcard's copy of a key with no column (first seen after the schema was
+            // fixed, or past the cap) is dropped: its object's column holds the value.
+            let orphans: Vec<String> = record
+                .keys()
+                .filter(|name| !fields.contains_key(*name) && self.is_wildcard_copy(record, name))
+                .cloned()
+                .collect();
+            for name in orphans {
+                record.shift_remove(&name);
+            }
+        }
         let Some(rest_column) = &self.rest else {
             return check_record(fields, record);
         };
@@ -577,8 +676,7 @@ impl Sink for ParquetSink {
     /// written as it is, after the records appended before it; else row by row.
     fn write_batch(&mut self, batch: crate::batch::Batch) -> Result<()> {
         if let Some(open) = self.open.as_mut()
-            && self.shaper.flatten.is_empty()
-            && self.shaper.rest.is_none()
+            && !self.shaper.reshapes()
             && let Some(columns) = conform::conform(&open.fields, &open.schema, &batch.columns)
         {
             let row_group_bytes = self.row_group_bytes;
@@ -926,6 +1024,11 @@ mod tests {
                 json!({"schema": {"a": "json", "a.b": "int"}}),
                 "cannot reach into it",
             ),
+            (json!({"flatten": ["*"]}), "sink.parquet.flatten[0]: `*`"),
+            (
+                json!({"flatten": ["a", "x.*.y"]}),
+                "sink.parquet.flatten[1]: `x.*.y`",
+            ),
         ] {
             let err = config(&path, extra)
                 .build(context())
@@ -939,5 +1042,67 @@ mod tests {
             json!({"compression": "gzip", "compression_level": 9}),
         );
         assert!(ok.build(context()).is_ok());
+    }
+
+    /// `flatten: [customData.*]` gives each key of the object a typed column, the object
+    /// keeps its own; a key first seen after the sample, or past the cap, stays only in the
+    /// object (not in `rest`, not a dead letter); a value that no longer fits its column goes
+    /// to `rest`; a field the record already has is not overwritten by a copy.
+    #[test]
+    fn a_wildcard_gives_each_key_of_an_object_a_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.parquet");
+        let mut many = serde_json::Map::new();
+        for i in 0..MAX_WILDCARD_COLUMNS + 5 {
+            many.insert(format!("k{i:03}"), json!(i));
+        }
+        let records = [
+            json!({"id": 1, "customData": {"plan": "pro", "seats": 3}, "customData_plan": "kept"}),
+            json!({"id": 2, "customData": {"seats": 4, "since": "2024-05-01T00:00:00Z"}}),
+            json!({"id": 3, "other": {"plan": "x"}}),
+            json!({"id": 4, "customData": many}),
+            json!({"id": 5, "customData": {"seats": "many", "late": true}}),
+        ];
+        let c = config(
+            &path,
+            json!({"flatten": ["customData.*"], "infer_rows": 4, "rest": "extra",
+                   "schema": {"customData": "json"}}),
+        );
+        let (summary, dead) = run(&c, &records);
+        assert!(dead.is_empty(), "{dead:?}");
+        assert_eq!(summary.written, 5);
+        let types: std::collections::HashMap<String, DataType> =
+            arrow_types(&path).into_iter().collect();
+        assert_eq!(types["customData_seats"], DataType::Int64);
+        assert_eq!(
+            types["customData_since"],
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+        );
+        assert_eq!(types["customData_plan"], DataType::Utf8);
+        assert_eq!(types["customData"], DataType::Utf8);
+        assert!(!types.contains_key("other_plan"));
+        // seats, plan and since came first; the cap leaves room for 253 of record 4's keys.
+        let wildcard = types
+            .keys()
+            .filter(|k| k.starts_with("customData_"))
+            .count();
+        assert_eq!(wildcard, MAX_WILDCARD_COLUMNS);
+        assert!(types.contains_key("customData_k252"));
+        assert!(!types.contains_key("customData_k253"));
+        assert!(!types.contains_key("customData_late"));
+        let rows = read_back(&path);
+        assert_eq!(rows[0]["customData_plan"], "kept");
+        assert_eq!(rows[0]["customData"], json!({"plan": "pro", "seats": 3}));
+        assert_eq!(rows[1]["customData_seats"], 4);
+        assert_eq!(rows[3]["customData_k000"], 0);
+        assert_eq!(rows[3]["customData"]["k260"], 260);
+        assert!(rows[3]["extra"].is_null(), "{:?}", rows[3]);
+        // `late` has no column: only in customData; `seats` no longer fits: in `extra`.
+        assert_eq!(
+            rows[4]["customData"],
+            json!({"seats": "many", "late": true})
+        );
+        assert!(rows[4]["customData_seats"].is_null());
+        assert_eq!(rows[4]["extra"], json!({"customData_seats": "many"}));
     }
 }
