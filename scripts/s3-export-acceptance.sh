@@ -13,7 +13,9 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-target/debug/gleap-etl}
 N=${N:-100000}
 PY=${PY:-.ci/.venv-duckdb/bin/python}
-KILLS=${KILLS:-"1.5 3 5"}
+KILLS=${KILLS:-"1.5 1.5 1.5"}
+# Slows the emulator so that each kill lands inside the export (pages of 250, 400 of them).
+LATENCY_MS=${LATENCY_MS:-10}
 work=$(mktemp -d)
 free_port() { python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
 moto_port=$(free_port)
@@ -22,7 +24,7 @@ python3 -m moto.server -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
 moto_pid=$!
 export GLEAP_API_KEY=acceptance-key GLEAP_PROJECT_ID=65a0000000000000000000aa
 "$BIN" emulator --addr "127.0.0.1:$gleap_port" --api-key "$GLEAP_API_KEY" --project "$GLEAP_PROJECT_ID" \
-  --quota unlimited --seed 16 --generate-sessions "$N" >"$work/emulator.log" 2>&1 &
+  --quota unlimited --latency-ms "$LATENCY_MS" --seed 16 --generate-sessions "$N" >"$work/emulator.log" 2>&1 &
 emulator_pid=$!
 trap 'kill $moto_pid $emulator_pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 300); do
@@ -34,7 +36,7 @@ export AWS_ACCESS_KEY_ID=moto AWS_SECRET_ACCESS_KEY=moto-secret AWS_REGION=us-ea
   AWS_ENDPOINT="http://127.0.0.1:$moto_port" AWS_ALLOW_HTTP=true \
   GLEAP_BASE_URL="http://127.0.0.1:$gleap_port/v3" GLEAP_REQUESTS_PER_MINUTE=6000000
 export_cmd=("$BIN" export sessions --out s3://exports/sessions --incremental --snapshot
-            --part-rows 10000 --state-dir "$work/state" --report "$work/report.json" --no-progress)
+            --part-rows 10000 --page-size 250 --state-dir "$work/state" --report "$work/report.json" --no-progress)
 manifest_rows() {
   "$PY" - "$moto_port" <<'PY' 2>/dev/null || echo "no manifest yet"
 import json, os, sys
@@ -42,7 +44,9 @@ import pyarrow.fs as fs
 s3 = fs.S3FileSystem(access_key="moto", secret_key="moto-secret", region="us-east-1",
                      endpoint_override=f"127.0.0.1:{sys.argv[1]}", scheme="http")
 m = json.loads(s3.open_input_stream("exports/sessions/_manifest.json").read())
-print(m["rows"], "rows in", len(m["parts"]), "parts")
+pending = m["pending"]["parts"]
+print(m["rows"], "rows in", len(m["parts"]), "parts;", sum(p["rows"] for p in pending),
+      "rows in", len(pending), "parts of the export being built")
 PY
 }
 for after in $KILLS; do
