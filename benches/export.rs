@@ -1,7 +1,8 @@
 //! Exporting sessions from the emulator to a Parquet dataset: rows/s and peak memory of
 //! `gleap-etl export sessions` (a fresh process) at 100,000 and 1,000,000 sessions.
 //! Target: peak memory under 150 MB at 1M sessions. Then 100,000 sessions to `s3://` on moto
-//! (where `moto[server]` is installed), rows/s and peak memory against the local figure.
+//! (where `moto[server]` is installed) and to a local folder, three times each: the medians
+//! of rows/s and peak memory compared.
 //!
 //!     cargo bench --bench export
 
@@ -14,6 +15,8 @@ use gleap_etl::emulator::{Emulator, EmulatorConfig};
 mod util;
 
 const TARGET_PEAK_BYTES: u64 = 150 * 1024 * 1024;
+/// Runs of each side of the local-folder vs bucket comparison.
+const RUNS: usize = 3;
 
 /// What one export did: rows, seconds, peak RSS, dataset bytes.
 struct Figures {
@@ -68,13 +71,8 @@ fn export(
 ) -> Figures {
     let report_path = dir.join(format!("report-{name}.json"));
     let status = Command::new(env!("CARGO_BIN_EXE_gleap-etl"))
-        .args([
-            "export",
-            "sessions",
-            "--quiet",
-            "--flatten",
-            "customData.plan",
-        ])
+        // Custom fields get typed columns by default (customData.*).
+        .args(["export", "sessions", "--quiet"])
         .arg("--out")
         .arg(out)
         .arg("--state-dir")
@@ -109,7 +107,6 @@ fn main() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut last_peak = 0;
-    let mut local_100k = None;
     for sessions in [100_000usize, 1_000_000] {
         let emulator = emulator(&runtime, sessions);
         let out = dir.path().join(format!("out-{sessions}"));
@@ -123,9 +120,6 @@ fn main() {
         assert_eq!(figures.rows, sessions as u64, "every session exported");
         figures.print("export_sessions");
         last_peak = figures.peak;
-        if sessions == 100_000 {
-            local_100k = Some(figures);
-        }
         drop(emulator);
     }
     println!(
@@ -138,25 +132,42 @@ fn main() {
     );
 
     // The same 100,000 sessions to s3:// on moto (an S3 API on the loopback, in Python: a
-    // slower server than a real bucket, so this is a floor), against the local figure.
+    // slower server than a real bucket, so this is a floor), against a local folder: three
+    // runs each, alternating, on one emulator; the medians are compared (one run of under
+    // a second swings by 2x on a loaded machine).
     let Some(moto) = util::Moto::start() else {
         return;
     };
     moto.create_bucket("bench");
     let emulator = emulator(&runtime, 100_000);
-    let s3 = export(
-        &emulator,
-        dir.path(),
-        "moto",
-        OsStr::new("s3://bench/sessions"),
-        moto.env(),
-    );
-    assert_eq!(s3.rows, 100_000, "every session exported");
-    s3.print("export_sessions_s3");
-    let local = local_100k.expect("the local export ran");
+    let (mut local, mut s3) = (Vec::new(), Vec::new());
+    for round in 0..RUNS {
+        let out = dir.path().join(format!("out-local-{round}"));
+        let name = format!("local-{round}");
+        let figures = export(&emulator, dir.path(), &name, out.as_os_str(), Vec::new());
+        figures.print("export_sessions_local");
+        local.push(figures);
+        let url = format!("s3://bench/sessions-{round}");
+        let name = format!("moto-{round}");
+        let figures = export(&emulator, dir.path(), &name, OsStr::new(&url), moto.env());
+        assert_eq!(figures.rows, 100_000, "every session exported");
+        figures.print("export_sessions_s3   ");
+        s3.push(figures);
+    }
+    let median = |runs: &[Figures], of: fn(&Figures) -> f64| {
+        let mut values: Vec<f64> = runs.iter().map(of).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let rate = |f: &Figures| f.rows as f64 / f.secs;
+    let peak = |f: &Figures| f.peak as f64;
     println!(
-        "s3 (moto) vs local disk at 100k: rows/s {:.2}x, peak_rss {:.2}x",
-        (s3.rows as f64 / s3.secs) / (local.rows as f64 / local.secs),
-        s3.peak as f64 / local.peak as f64
+        "s3 (moto) vs local disk at 100k, medians of {RUNS}: rows/s {:.0} vs {:.0} ({:.2}x), peak_rss {:.1} vs {:.1} MB ({:.2}x)",
+        median(&s3, rate),
+        median(&local, rate),
+        median(&s3, rate) / median(&local, rate),
+        median(&s3, peak) / (1024.0 * 1024.0),
+        median(&local, peak) / (1024.0 * 1024.0),
+        median(&s3, peak) / median(&local, peak)
     );
 }

@@ -449,7 +449,7 @@ impl Shaper {
             // fixed, or past the cap) is dropped: its object's column holds the value.
             let orphans: Vec<String> = record
                 .keys()
-                .filter(|name| !fields.contains_key(*name) && self.is_wildcard_copy(record, name))
+                .filter(|name| self.is_wildcard_copy(record, name) && !fields.contains_key(*name))
                 .cloned()
                 .collect();
             for name in orphans {
