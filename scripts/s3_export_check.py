@@ -18,6 +18,9 @@ import os
 import sys
 import urllib.request
 
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".ci"))
+from check_bucket_export import load_httpfs  # noqa: E402
+
 
 def gleap(base, method, path, body=None):
     request = urllib.request.Request(
@@ -46,20 +49,6 @@ def change(base, changed, with_region):
         gleap(base, "PUT", f"/sessions/{s['_id']}", {"customData": custom})
         ids.append(s["_id"])
     print(json.dumps(ids))
-
-
-def load_httpfs(con, duckdb):
-    try:
-        con.execute("LOAD httpfs")
-    except Exception as first:
-        try:
-            import duckdb_extension_httpfs
-
-            path = os.path.join(os.path.dirname(duckdb_extension_httpfs.__file__), "extensions",
-                                f"v{duckdb.__version__}", "httpfs.duckdb_extension")
-            con.execute(f"LOAD '{path}'")
-        except Exception:
-            raise first
 
 
 def check(endpoint, bucket, prefix, sessions, changed_file, with_region):
@@ -100,7 +89,7 @@ def check(endpoint, bucket, prefix, sessions, changed_file, with_region):
           f"(manifest: {manifest['parts'][-1]['schema'].get('customData_region')})")
 
     con = duckdb.connect()
-    load_httpfs(con, duckdb)
+    load_httpfs(con)
     host = endpoint.split("://", 1)[1]
     con.execute(f"SET s3_endpoint='{host}'; SET s3_use_ssl=false; SET s3_url_style='path';"
                 f"SET s3_access_key_id='{key}'; SET s3_secret_access_key='{secret}';"
