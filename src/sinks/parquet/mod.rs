@@ -362,13 +362,14 @@ impl Shaper {
         }
     }
 
-    /// Whether the top-level field `name` is a wildcard's copy of a key of its object (so
-    /// the value is kept there when the copy has no column).
+    /// Whether the top-level field `name` is a wildcard's copy of a key of its object: the
+    /// object holds the same value under the key, so nothing is lost without the copy (a
+    /// field of the record's own that differs is not a copy).
     fn is_wildcard_copy(&self, record: &Record, name: &str) -> bool {
         self.wildcards.iter().any(|(path, prefix)| {
-            name.strip_prefix(prefix.as_str()).is_some_and(
-                |key| matches!(path.get(record), Some(Value::Object(o)) if o.contains_key(key)),
-            )
+            name.strip_prefix(prefix.as_str()).is_some_and(|key| {
+                matches!(path.get(record), Some(Value::Object(o)) if o.get(key) == record.get(name))
+            })
         })
     }
 
@@ -389,10 +390,16 @@ impl Shaper {
             }
         }
         if !dropped.is_empty() {
+            let more = dropped.len().saturating_sub(10);
             tracing::warn!(
-                "{} keys past the {MAX_WILDCARD_COLUMNS} columns a flatten wildcard adds stay only in their object's column: {}",
+                "{} keys past the {MAX_WILDCARD_COLUMNS} columns a flatten wildcard adds stay only in their object's column: {}{}",
                 dropped.len(),
-                dropped.join(", ")
+                dropped[..dropped.len() - more].join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
             );
         }
         dropped
@@ -1062,6 +1069,7 @@ mod tests {
             json!({"id": 3, "other": {"plan": "x"}}),
             json!({"id": 4, "customData": many}),
             json!({"id": 5, "customData": {"seats": "many", "late": true}}),
+            json!({"id": 6, "customData": {"own": 1}, "customData_own": "mine"}),
         ];
         let c = config(
             &path,
@@ -1070,7 +1078,7 @@ mod tests {
         );
         let (summary, dead) = run(&c, &records);
         assert!(dead.is_empty(), "{dead:?}");
-        assert_eq!(summary.written, 5);
+        assert_eq!(summary.written, 6);
         let types: std::collections::HashMap<String, DataType> =
             arrow_types(&path).into_iter().collect();
         assert_eq!(types["customData_seats"], DataType::Int64);
@@ -1104,5 +1112,7 @@ mod tests {
         );
         assert!(rows[4]["customData_seats"].is_null());
         assert_eq!(rows[4]["extra"], json!({"customData_seats": "many"}));
+        // A field of the record's own, not a copy, with no column: kept in `extra`.
+        assert_eq!(rows[5]["extra"], json!({"customData_own": "mine"}));
     }
 }
