@@ -28,19 +28,57 @@ def load_httpfs(con):
             raise first
 
 
-def main():
-    endpoint, bucket, prefix, expected = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    key, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
-    region = os.environ.get("AWS_REGION", "us-east-1")
-    import pyarrow.dataset as ds
+def s3_filesystem(endpoint):
+    """pyarrow's S3 filesystem on ENDPOINT (http), credentials from the environment."""
     import pyarrow.fs as fs
 
-    s3 = fs.S3FileSystem(access_key=key, secret_key=secret, region=region,
-                         endpoint_override=endpoint, scheme="http")
+    return fs.S3FileSystem(access_key=os.environ["AWS_ACCESS_KEY_ID"],
+                           secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+                           region=os.environ.get("AWS_REGION", "us-east-1"),
+                           endpoint_override=endpoint, scheme="http")
+
+
+def read_manifest(s3, root):
+    return json.loads(s3.open_input_stream(f"{root}/_manifest.json").read())
+
+
+def listed_files(s3, root):
+    """Every object under ROOT, sorted."""
+    import pyarrow.fs as fs
+
+    return sorted(i.path for i in s3.get_file_info(fs.FileSelector(root, recursive=True))
+                  if i.is_file)
+
+
+def duckdb_on_s3(endpoint):
+    """A DuckDB connection with httpfs loaded and pointed at ENDPOINT (path-style, http),
+    credentials from the environment; raises where httpfs cannot be loaded."""
+    import duckdb
+
+    con = duckdb.connect()
+    load_httpfs(con)
+    host = endpoint.split("://", 1)[1]
+    con.execute(f"SET s3_endpoint='{host}'; SET s3_use_ssl=false; SET s3_url_style='path';"
+                f"SET s3_access_key_id='{os.environ['AWS_ACCESS_KEY_ID']}';"
+                f"SET s3_secret_access_key='{os.environ['AWS_SECRET_ACCESS_KEY']}';"
+                f"SET s3_region='{os.environ.get('AWS_REGION', 'us-east-1')}'")
+    return con
+
+
+def s3_urls(paths):
+    """The SQL list of s3:// URLs of PATHS (bucket/key), for read_parquet."""
+    return ", ".join(f"'s3://{p}'" for p in paths)
+
+
+def main():
+    endpoint, bucket, prefix, expected = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    import pyarrow.dataset as ds
+
+    s3 = s3_filesystem(endpoint)
     root = f"{bucket}/{prefix}"
-    manifest = json.loads(s3.open_input_stream(f"{root}/_manifest.json").read())
+    manifest = read_manifest(s3, root)
     files = [f"{root}/{f}" for f in manifest["files"]]
-    listed = sorted(i.path for i in s3.get_file_info(fs.FileSelector(root, recursive=True)) if i.is_file)
+    listed = listed_files(s3, root)
     assert listed == sorted(files + [f"{root}/_manifest.json"]), listed
     table = ds.dataset(files, filesystem=s3, format="parquet").to_table()
     assert table.num_rows == expected, table.num_rows
@@ -49,16 +87,12 @@ def main():
     try:
         import duckdb
 
-        con = duckdb.connect()
-        load_httpfs(con)
+        con = duckdb_on_s3(endpoint)
     except Exception as e:  # the extension is downloaded on first use: offline it is not there
         print(f"bucket export: duckdb httpfs not loadable here, skipped ({str(e).splitlines()[0]})")
         return
-    host = endpoint.split("://", 1)[1]
-    con.execute(f"SET s3_endpoint='{host}'; SET s3_use_ssl=false; SET s3_url_style='path';"
-                f"SET s3_access_key_id='{key}'; SET s3_secret_access_key='{secret}'; SET s3_region='{region}'")
-    urls = ", ".join(f"'s3://{f}'" for f in files)
-    rows, ids = con.execute(f"select count(*), count(distinct _id) from read_parquet([{urls}])").fetchall()[0]
+    rows, ids = con.execute(
+        f"select count(*), count(distinct _id) from read_parquet([{s3_urls(files)}])").fetchall()[0]
     assert (rows, ids) == (expected, expected), (rows, ids)
     print(f"bucket export: duckdb {duckdb.__version__} (httpfs) read {rows} rows")
 

@@ -38,16 +38,8 @@ export AWS_ACCESS_KEY_ID=moto AWS_SECRET_ACCESS_KEY=moto-secret AWS_REGION=us-ea
 export_cmd=("$BIN" export sessions --out s3://exports/sessions --incremental --snapshot
             --part-rows 10000 --page-size 250 --state-dir "$work/state" --report "$work/report.json" --no-progress)
 manifest_rows() {
-  "$PY" - "$moto_port" <<'PY' 2>/dev/null || echo "no manifest yet"
-import json, os, sys
-import pyarrow.fs as fs
-s3 = fs.S3FileSystem(access_key="moto", secret_key="moto-secret", region="us-east-1",
-                     endpoint_override=f"127.0.0.1:{sys.argv[1]}", scheme="http")
-m = json.loads(s3.open_input_stream("exports/sessions/_manifest.json").read())
-pending = m["pending"]["parts"]
-print(m["rows"], "rows in", len(m["parts"]), "parts;", sum(p["rows"] for p in pending),
-      "rows in", len(pending), "parts of the export being built")
-PY
+  "$PY" scripts/s3_export_check.py manifest "http://127.0.0.1:$moto_port" exports sessions 2>/dev/null \
+    || echo "no manifest yet"
 }
 for after in $KILLS; do
   "${export_cmd[@]}" >"$work/run.log" 2>&1 &

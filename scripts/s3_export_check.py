@@ -4,6 +4,8 @@ e.g. .ci/.venv-duckdb/bin/python).
     s3_export_check.py change GLEAP_BASE_URL CHANGED WITH_REGION
         PUTs a changed customData (seats + 1) to the first CHANGED sessions, the first
         WITH_REGION of them also gaining the custom field `region`; prints their ids as JSON.
+    s3_export_check.py manifest ENDPOINT BUCKET PREFIX
+        One line: the rows and parts the manifest names, and those of an export being built.
     s3_export_check.py check ENDPOINT BUCKET PREFIX SESSIONS CHANGED_IDS_FILE WITH_REGION
         Reads the dataset on the bucket with pyarrow and DuckDB (httpfs) and checks: the
         prefix holds only what the manifest names; the parts hold every session, the last
@@ -19,7 +21,8 @@ import sys
 import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".ci"))
-from check_bucket_export import load_httpfs  # noqa: E402
+from check_bucket_export import (  # noqa: E402
+    duckdb_on_s3, listed_files, read_manifest, s3_filesystem, s3_urls)
 
 
 def gleap(base, method, path, body=None):
@@ -54,20 +57,15 @@ def change(base, changed, with_region):
 def check(endpoint, bucket, prefix, sessions, changed_file, with_region):
     import duckdb
     import pyarrow.dataset as ds
-    import pyarrow.fs as fs
     import pyarrow.parquet as pq
 
     changed = set(json.load(open(changed_file)))
-    key, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
-    region = os.environ.get("AWS_REGION", "us-east-1")
-    s3 = fs.S3FileSystem(access_key=key, secret_key=secret, region=region,
-                         endpoint_override=endpoint, scheme="http")
+    s3 = s3_filesystem(endpoint)
     root = f"{bucket}/{prefix}"
-    manifest = json.loads(s3.open_input_stream(f"{root}/_manifest.json").read())
+    manifest = read_manifest(s3, root)
     parts = [f"{root}/{f}" for f in manifest["files"]]
     snapshot = [f"{root}/{f}" for f in manifest["snapshot"]["files"]]
-    listed = sorted(i.path for i in s3.get_file_info(fs.FileSelector(root, recursive=True))
-                    if i.is_file)
+    listed = listed_files(s3, root)
     assert listed == sorted(parts + snapshot + [f"{root}/_manifest.json"]), listed
     print(f"prefix: {len(listed)} objects, each named by the manifest "
           f"({len(parts)} part files, {len(snapshot)} snapshot files)")
@@ -88,13 +86,8 @@ def check(endpoint, bucket, prefix, sessions, changed_file, with_region):
     print(f"schema: customData_region is a string column in the last part only "
           f"(manifest: {manifest['parts'][-1]['schema'].get('customData_region')})")
 
-    con = duckdb.connect()
-    load_httpfs(con)
-    host = endpoint.split("://", 1)[1]
-    con.execute(f"SET s3_endpoint='{host}'; SET s3_use_ssl=false; SET s3_url_style='path';"
-                f"SET s3_access_key_id='{key}'; SET s3_secret_access_key='{secret}';"
-                f"SET s3_region='{region}'")
-    urls = ", ".join(f"'s3://{f}'" for f in parts)
+    con = duckdb_on_s3(endpoint)
+    urls = s3_urls(parts)
     rows, distinct, regions, ty = con.execute(
         "select count(*), count(distinct _id), count(customData_region), "
         "any_value(typeof(customData_region)) "
@@ -103,7 +96,7 @@ def check(endpoint, bucket, prefix, sessions, changed_file, with_region):
         (rows, distinct, regions)
     print(f"duckdb {duckdb.__version__} (httpfs), union_by_name over the parts: {rows} rows, "
           f"{distinct} distinct, customData_region in {regions} ({ty})")
-    snap = ", ".join(f"'s3://{f}'" for f in snapshot)
+    snap = s3_urls(snapshot)
     rows, distinct, regions = con.execute(
         "select count(*), count(distinct _id), count(customData_region) "
         f"from read_parquet([{snap}], union_by_name = true)").fetchall()[0]
@@ -121,9 +114,19 @@ def check(endpoint, bucket, prefix, sessions, changed_file, with_region):
     print(f"pyarrow snapshot: {snap_table.num_rows} rows")
 
 
+def manifest_rows(endpoint, bucket, prefix):
+    manifest = read_manifest(s3_filesystem(endpoint), f"{bucket}/{prefix}")
+    pending = manifest["pending"]["parts"]
+    print(manifest["rows"], "rows in", len(manifest["parts"]), "parts;",
+          sum(p["rows"] for p in pending), "rows in", len(pending),
+          "parts of the export being built")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "change":
         change(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    elif sys.argv[1] == "manifest":
+        manifest_rows(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
         check(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6],
               int(sys.argv[7]))

@@ -394,18 +394,19 @@ impl DatasetSink {
                     .iter()
                     .any(|(r, _)| r.get(name).is_some_and(|v| !v.is_null()))
             };
-            let (mut evolved, mut added) =
+            (fields, self.added) =
                 schema::evolve(&base, fields, self.shaper.rest.as_deref(), has_value);
-            let dropped = self.shaper.limit_wildcards(&mut evolved);
-            added.retain(|name| !dropped.contains(name));
-            if !added.is_empty() {
-                tracing::info!(
-                    "stream `{}`: new columns from this run on: {}",
-                    self.context.stream,
-                    added.join(", ")
-                );
-            }
-            (fields, self.added) = (evolved, added);
+        }
+        // The cap on a wildcard's columns applies to the schema the part gets: the last
+        // part's columns come first, so they are kept.
+        let dropped = self.shaper.limit_wildcards(&mut fields);
+        self.added.retain(|name| !dropped.contains(name));
+        if !self.added.is_empty() {
+            tracing::info!(
+                "stream `{}`: new columns from this run on: {}",
+                self.context.stream,
+                self.added.join(", ")
+            );
         }
         self.inferred_from = self.sample.len();
         self.fields = Some(fields);

@@ -427,7 +427,6 @@ impl Shaper {
         let mut fields = schema::infer(sample);
         schema::apply_declared(&mut fields, declared);
         self.add_columns(&mut fields);
-        self.limit_wildcards(&mut fields);
         fields
     }
 
@@ -601,9 +600,10 @@ impl ParquetSink {
     /// Fixes the schema from the records held (and the declared types), opens the writer and
     /// writes the records held.
     fn fix_schema(&mut self) -> Result<()> {
-        let fields = self
+        let mut fields = self
             .shaper
             .columns(self.sample.iter().map(|(r, _)| r), &self.declared);
+        self.shaper.limit_wildcards(&mut fields);
         let Some(file) = self.file.take() else {
             return Err(self.output_error("the schema was fixed twice"));
         };
